@@ -1,0 +1,1 @@
+"""Comparing the two architectures: records, metrics, sweeps, summaries and benchmarks."""

@@ -1,0 +1,237 @@
+"""What both pipelines share: the output record, per-step state, stage measurement, input checks.
+
+Both architectures return the same `PipelineOutput`, so the comparison harness can put an unCLIP
+image and a latent-diffusion image in the same table without knowing which produced which.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+MAX_SEED = 2**63  # torch.Generator.manual_seed takes any int64; keep seeds non-negative
+MAX_STEPS = 1000  # the training schedules of Karlo and SD have 1000 timesteps
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class StageStats:
+    """Cost of one pipeline stage."""
+
+    name: str  # "text_encoder", "prior", "decoder", "super_res", "unet", "vae_decode", ...
+    seconds: float  # wall time, CUDA synchronised at both ends
+    peak_memory_bytes: int  # see memory_kind
+    memory_kind: str  # "cuda_max_allocated" (VRAM) or "process_peak_rss" (whole process, CPU)
+
+
+@dataclass(frozen=True)
+class StepState:
+    """What a per-step callback receives (k-diffusion style: the state of one denoising step)."""
+
+    stage: str  # which denoising loop: "prior", "decoder", "super_res" or "unet"
+    step: int  # 0-based index within the stage
+    num_steps: int  # steps in this stage
+    timestep: int  # the scheduler's timestep t
+    sample: torch.Tensor  # x_t after this step, (B, ...)
+    denoised: torch.Tensor  # predicted clean sample x_0 at this step, same shape as sample
+
+
+StepCallback = Callable[[StepState], None]
+
+
+@dataclass
+class PipelineOutput:
+    """Images of one call plus everything needed to log, reproduce and explain them."""
+
+    images: np.ndarray  # (N, H, W, 3) float32 in [0, 1]
+    seeds: list[int]  # seed of each image; image i is reproduced alone with seeds[i]
+    prompts: list[str]  # prompt of each image (repeated for num_images_per_prompt)
+    stages: list[StageStats]
+    total_seconds: float
+    device: str
+    dtype: str
+    # unCLIP only: the CLIP image embedding that conditioned the decoder, (N, D)
+    image_embeds: torch.Tensor | None = None
+    # the CLIP text embedding (projected) of each image's prompt, (N, D), where the model has one
+    text_embeds: torch.Tensor | None = None
+    extras: dict[str, object] = field(default_factory=dict)
+
+    def pil_images(self) -> list[Image.Image]:
+        return [Image.fromarray(img) for img in to_uint8(self.images)]
+
+    def stage(self, name: str) -> StageStats:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"no stage {name!r}; stages are {[s.name for s in self.stages]}")
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    return (images * 255).round().astype(np.uint8)
+
+
+def postprocess(image: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) float32 numpy in [0, 1], as diffusers does."""
+    image = (image * 0.5 + 0.5).clamp(0, 1)
+    return image.cpu().permute(0, 2, 3, 1).float().numpy()
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def _rss_peak_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) * 1024
+
+
+def _reset_rss_peak() -> bool:
+    # Linux resets VmHWM (peak RSS) when "5" is written to clear_refs; this makes the CPU
+    # peak a per-stage figure rather than the peak of the whole process lifetime.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class StageRecorder:
+    """Times stages and records their peak memory; the pipelines call `stage(name)` around each."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stages: list[StageStats] = []
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            _reset_rss_peak()
+        start = time.perf_counter()
+        yield
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        if cuda:
+            peak, kind = torch.cuda.max_memory_allocated(self.device), "cuda_max_allocated"
+        else:
+            peak, kind = _rss_peak_bytes(), "process_peak_rss"
+        self.stages.append(StageStats(name, seconds, peak, kind))
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def check_prompts(prompt: str | Sequence[str], name: str = "prompt") -> list[str]:
+    """A prompt or a non-empty list of non-empty prompts -> list of prompts."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt) if prompt is not None else None
+    if not prompts:
+        raise ValueError(f"`{name}` is empty: give a prompt string or a non-empty list of prompts")
+    for p in prompts:
+        if not isinstance(p, str):
+            raise ValueError(f"`{name}` must hold strings, got {type(p).__name__}")
+        if not p.strip():
+            raise ValueError(f"`{name}` holds an empty prompt: every prompt needs some text")
+    return prompts
+
+
+def check_negative_prompts(negative_prompt: str | Sequence[str] | None, n: int) -> list[str]:
+    """None -> n empty strings (the unconditional prompt); a string or n strings otherwise."""
+    if negative_prompt is None:
+        return [""] * n
+    negs = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
+    if len(negs) == 1:
+        return negs * n
+    if len(negs) != n or not all(isinstance(p, str) for p in negs):
+        raise ValueError(f"`negative_prompt` must be one string or {n} strings (one per prompt), got {len(negs)}")
+    return negs
+
+
+def check_steps(steps: int, name: str) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise ValueError(f"`{name}` must be a whole number, got {steps!r}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"`{name}` must be between 1 and {MAX_STEPS}, got {steps}")
+    return int(steps)
+
+
+def check_guidance(scale: float, name: str) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating)):
+        raise ValueError(f"`{name}` must be a number, got {scale!r}")
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0 (1.0 turns guidance off), got {scale}")
+    return float(scale)
+
+
+def check_count(n: int, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"`{name}` must be a whole number >= 1, got {n!r}")
+    return int(n)
+
+
+def check_size(value: int, factor: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < factor or value % factor:
+        raise ValueError(f"`{name}` must be a positive multiple of {factor} for this model, got {value!r}")
+    return int(value)
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"`{name}` must be a whole number, got {seed!r}")
+    if not 0 <= seed < MAX_SEED:
+        raise ValueError(f"`{name}` must be in [0, 2**63), got {seed}")
+    return int(seed)
+
+
+def make_generators(
+    n: int, seed: int | Sequence[int] | None, generator: torch.Generator | list[torch.Generator] | None
+) -> tuple[list[torch.Generator], list[int]]:
+    """One CPU generator per image, so image i can be regenerated alone from seeds[i].
+
+    `seed` is the first image's seed (image i gets seed + i) or one seed per image. With neither
+    a seed nor a generator, a fresh seed is drawn and reported in the output.
+    """
+    if generator is not None:
+        if seed is not None:
+            raise ValueError("give either `seed` or `generator`, not both")
+        gens = list(generator) if isinstance(generator, (list, tuple)) else None
+        if gens is None:
+            # A single generator serves the whole batch, as in diffusers; its seed is each image's seed
+            # only in the sense that the batch is reproduced from it.
+            return [generator], [generator.initial_seed()] * n
+        if len(gens) != n:
+            raise ValueError(f"got {len(gens)} generators for {n} images: give one per image")
+        return gens, [g.initial_seed() for g in gens]
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED - n)
+    if isinstance(seed, (list, tuple)):
+        seeds = [check_seed(s) for s in seed]
+    else:
+        first = check_seed(seed)
+        seeds = [check_seed(first + i, f"seed of image {i} (seed + {i})") for i in range(n)]
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} images: give one seed, or one per image")
+    return [torch.Generator("cpu").manual_seed(s) for s in seeds], seeds
+
+
+def generator_arg(gens: list[torch.Generator]) -> torch.Generator | list[torch.Generator]:
+    """diffusers' randn_tensor takes a generator or a list of one per batch item."""
+    return gens[0] if len(gens) == 1 else gens
+
+
+def repeat_prompts(prompts: list[str], num_images_per_prompt: int) -> list[str]:
+    return [p for p in prompts for _ in range(num_images_per_prompt)]

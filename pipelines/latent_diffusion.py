@@ -1,0 +1,325 @@
+"""Latent diffusion (Stable Diffusion): a text-conditioned U-Net denoising inside a VAE's latent.
+
+Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models"
+(arXiv:2112.10752), in the form of the Stable Diffusion 1.x/2.x repos. Mirrors diffusers'
+`pipelines/stable_diffusion/pipeline_stable_diffusion.py` (text to image) and
+`pipeline_stable_diffusion_img2img.py` step for step, so that the same weights, prompt and
+generators give the same image; the parity tests hold us to it.
+
+Stages, each a public method:
+  1. encode_prompt  CLIP text encoder -> per-token hidden states (the U-Net attends to them)
+  2. encode_image   (img2img) VAE encoder -> latent, then partial noising to `strength`
+  3. denoise        UNet2DConditionModel with cross-attention, classifier-free guidance
+  4. decode         VAE decoder: latent (B, 4, H/8, W/8) -> image (B, 3, H, W)
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from pipelines.common import (
+    PipelineOutput,
+    StageRecorder,
+    StepCallback,
+    StepState,
+    check_count,
+    check_guidance,
+    check_negative_prompts,
+    check_prompts,
+    check_size,
+    check_steps,
+    generator_arg,
+    make_generators,
+    postprocess,
+    repeat_prompts,
+)
+from pipelines.loading import load_component, load_tokenizer, resolve_pipeline_dir, save_pipeline
+from pipelines.tokenizer import tokenize
+
+Generators = torch.Generator | list[torch.Generator]
+
+
+@dataclass(frozen=True)
+class PromptEmbeds:
+    """Text conditioning, one row per image."""
+
+    cond: torch.Tensor  # (B, 77, C) the prompts' hidden states
+    uncond: torch.Tensor | None  # (B, 77, C) the negative prompts', present when guiding
+
+
+def predicted_original(scheduler: SchedulerMixin, step_output, sample: torch.Tensor, noise_pred: torch.Tensor, t) -> torch.Tensor:
+    """x_0 at this step: the scheduler's own estimate, else from the noise prediction (DDPM eq. 15)."""
+    x0 = getattr(step_output, "pred_original_sample", None)
+    if x0 is not None:
+        return x0
+    alpha = scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
+    if scheduler.config.prediction_type == "v_prediction":
+        return alpha.sqrt() * sample - (1 - alpha).sqrt() * noise_pred
+    return (sample - (1 - alpha).sqrt() * noise_pred) / alpha.sqrt()
+
+
+class LatentDiffusion:
+    """The latent-diffusion pipeline: text to image and image to image."""
+
+    def __init__(
+        self,
+        *,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        scheduler: SchedulerMixin,
+    ):
+        self.text_encoder, self.tokenizer, self.unet, self.vae, self.scheduler = text_encoder, tokenizer, unet, vae, scheduler
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        step_params = set(inspect.signature(scheduler.step).parameters)
+        self._step_takes_generator = "generator" in step_params
+        self._step_takes_eta = "eta" in step_params
+
+    # ------------------------------------------------------------------ components
+
+    def components(self) -> dict[str, object]:
+        return {"text_encoder": self.text_encoder, "tokenizer": self.tokenizer, "unet": self.unet, "vae": self.vae, "scheduler": self.scheduler}
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {n: c for n, c in self.components().items() if isinstance(c, torch.nn.Module)}
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LatentDiffusion:
+        for module in self.modules().values():
+            # diffusers warns on any dtype argument, even an unchanged one
+            module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
+        return self
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        # SD repos list a safety checker and feature extractor; we load neither and say so.
+        return save_pipeline(directory, "StableDiffusionPipeline", self.components() | {"safety_checker": None, "feature_extractor": None})
+
+    @property
+    def image_size(self) -> int:
+        return self.unet.config.sample_size * self.vae_scale_factor
+
+    # ------------------------------------------------------------------ stages
+
+    @torch.inference_mode()
+    def encode_prompt(self, prompts: list[str], negative_prompts: list[str] | None, num_images_per_prompt: int = 1) -> PromptEmbeds:
+        """Hidden states of the prompts (and negative prompts, for guidance), one row per image."""
+        cond = self._encode_text(prompts).repeat_interleave(num_images_per_prompt, dim=0)
+        uncond = None
+        if negative_prompts is not None:
+            uncond = self._encode_text(negative_prompts).repeat_interleave(num_images_per_prompt, dim=0)
+        return PromptEmbeds(cond, uncond)
+
+    def _encode_text(self, prompts: list[str]) -> torch.Tensor:
+        ids, mask = tokenize(self.tokenizer, prompts)
+        # SD 1.x/2.x text encoders were trained without a padding mask; only some configs ask for one.
+        use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
+        mask = mask.to(self.device) if use_mask else None
+        return self.text_encoder(ids.to(self.device), attention_mask=mask)[0]  # (B, 77, C)
+
+    @torch.inference_mode()
+    def encode_image(self, image: torch.Tensor, timestep: torch.Tensor, generator: Generators, batch_size: int) -> torch.Tensor:
+        """img2img start: VAE-encode (1 or B, 3, H, W) in [-1, 1], sample the posterior, noise to `timestep`."""
+        if isinstance(generator, list):
+            # One posterior sample per image from its own generator, so each image is reproducible alone.
+            image = image.repeat(batch_size // image.shape[0], 1, 1, 1)
+            latents = torch.cat([self.vae.encode(image[i : i + 1]).latent_dist.sample(g) for i, g in enumerate(generator)])
+        else:
+            latents = self.vae.encode(image).latent_dist.sample(generator)
+            latents = latents.repeat(batch_size // latents.shape[0], 1, 1, 1)
+        latents = latents * self.vae.config.scaling_factor  # (B, 4, H/8, W/8)
+        noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=latents.dtype)
+        return self.scheduler.add_noise(latents, noise, timestep)
+
+    @torch.inference_mode()
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        text: PromptEmbeds,
+        timesteps: torch.Tensor,
+        generator: Generators,
+        guidance_scale: float = 7.5,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """Run the U-Net over `timesteps`; returns the clean latent (B, 4, h, w)."""
+        cfg = guidance_scale > 1.0
+        hidden = torch.cat([text.uncond, text.cond]) if cfg else text.cond  # (B', 77, C)
+        step_kwargs = {}
+        if self._step_takes_generator:
+            step_kwargs["generator"] = generator
+        if self._step_takes_eta:
+            step_kwargs["eta"] = 0.0
+        scheduler = self.scheduler
+        for i, t in enumerate(timesteps):
+            model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
+            noise_pred = self.unet(model_input, t, encoder_hidden_states=hidden).sample
+            if cfg:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + guidance_scale * (cond - uncond)
+            step = scheduler.step(noise_pred, t, latents, **step_kwargs)
+            if callback is not None:
+                denoised = predicted_original(scheduler, step, latents, noise_pred, t)
+                callback(StepState("unet", i, len(timesteps), int(t), step.prev_sample, denoised))
+            latents = step.prev_sample
+        return latents
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE-decode (B, 4, h, w) latents to images (B, 3, h*f, w*f) in [-1, 1]."""
+        return self.vae.decode(latents / self.vae.config.scaling_factor).sample
+
+    # ------------------------------------------------------------------ entry points
+
+    def _check_common(self, prompt, negative_prompt, num_images_per_prompt, num_inference_steps, guidance_scale):
+        prompts = check_prompts(prompt)
+        negatives = check_negative_prompts(negative_prompt, len(prompts))
+        n = check_count(num_images_per_prompt, "num_images_per_prompt")
+        steps = check_steps(num_inference_steps, "num_inference_steps")
+        scale = check_guidance(guidance_scale, "guidance_scale")
+        return prompts, negatives, n, steps, scale
+
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        *,
+        negative_prompt: str | Sequence[str] | None = None,
+        num_images_per_prompt: int = 1,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+        seed: int | Sequence[int] | None = None,
+        generator: Generators | None = None,
+        callback: StepCallback | None = None,
+    ) -> PipelineOutput:
+        start = time.perf_counter()
+        # 1. Check inputs
+        prompts, negatives, n, steps, scale = self._check_common(prompt, negative_prompt, num_images_per_prompt, num_inference_steps, guidance_scale)
+        height = check_size(self.image_size if height is None else height, self.vae_scale_factor, "height")
+        width = check_size(self.image_size if width is None else width, self.vae_scale_factor, "width")
+        gens, seeds = make_generators(len(prompts) * n, seed, generator)
+        gen = generator_arg(gens)
+        rec = StageRecorder(self.device)
+
+        # 2. Encode the prompt (and the negative prompt when guiding)
+        with rec.stage("text_encoder"):
+            text = self.encode_prompt(prompts, negatives if scale > 1.0 else None, n)
+        # 3. Timesteps and 4. initial noise in the latent
+        self.scheduler.set_timesteps(steps, device=self.device)
+        shape = (len(seeds), self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = randn_tensor(shape, generator=gen, device=self.device, dtype=text.cond.dtype) * self.scheduler.init_noise_sigma
+        # 5. Denoising loop
+        with rec.stage("unet"):
+            latents = self.denoise(latents, text, self.scheduler.timesteps, gen, scale, callback)
+        # 6. Decode
+        with rec.stage("vae_decode"):
+            image = self.decode(latents)
+
+        return self._output(image, seeds, repeat_prompts(prompts, n), rec, start)
+
+    def img2img(
+        self,
+        prompt: str | Sequence[str],
+        image: Image.Image | torch.Tensor,
+        *,
+        strength: float = 0.8,
+        negative_prompt: str | Sequence[str] | None = None,
+        num_images_per_prompt: int = 1,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        seed: int | Sequence[int] | None = None,
+        generator: Generators | None = None,
+        callback: StepCallback | None = None,
+    ) -> PipelineOutput:
+        """Start from `image` noised to `strength` (1.0: pure noise, small: close to the image)."""
+        start = time.perf_counter()
+        # 1. Check inputs
+        prompts, negatives, n, steps, scale = self._check_common(prompt, negative_prompt, num_images_per_prompt, num_inference_steps, guidance_scale)
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+            raise ValueError(f"`strength` must be in (0, 1], got {strength!r}")
+        denoise_steps = min(int(steps * strength), steps)
+        if denoise_steps < 1:
+            raise ValueError(f"strength {strength} of {steps} steps leaves no denoising step: raise one of them")
+        if not isinstance(image, (Image.Image, torch.Tensor)):
+            raise ValueError(f"`image` must be a PIL image or a (B, 3, H, W) tensor in [-1, 1], got {type(image).__name__}")
+        gens, seeds = make_generators(len(prompts) * n, seed, generator)
+        gen = generator_arg(gens)
+        rec = StageRecorder(self.device)
+
+        # 2. Encode the prompt
+        with rec.stage("text_encoder"):
+            text = self.encode_prompt(prompts, negatives if scale > 1.0 else None, n)
+        # 3. Timesteps: skip the noisiest (1 - strength) of the schedule
+        self.scheduler.set_timesteps(steps, device=self.device)
+        t_start = steps - denoise_steps
+        timesteps = self.scheduler.timesteps[t_start * self.scheduler.order :]
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(t_start * self.scheduler.order)
+        # 4. Encode the image and noise it to the first timestep
+        pixels = self.image_processor.preprocess(image).to(self.device, text.cond.dtype)  # (1, 3, H, W)
+        with rec.stage("vae_encode"):
+            latents = self.encode_image(pixels, timesteps[:1].repeat(len(seeds)), gen, len(seeds))
+        # 5. Denoising loop and 6. decode
+        with rec.stage("unet"):
+            latents = self.denoise(latents, text, timesteps, gen, scale, callback)
+        with rec.stage("vae_decode"):
+            out = self.decode(latents)
+
+        return self._output(out, seeds, repeat_prompts(prompts, n), rec, start)
+
+    def _output(self, image, seeds, prompts, rec, start) -> PipelineOutput:
+        return PipelineOutput(
+            images=postprocess(image),
+            seeds=seeds,
+            prompts=prompts,
+            stages=rec.stages,
+            total_seconds=time.perf_counter() - start,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+        )
+
+
+# ---------------------------------------------------------------------- loading
+
+_MODELS: dict[str, type] = {"text_encoder": CLIPTextModel, "unet": UNet2DConditionModel, "vae": AutoencoderKL, "scheduler": SchedulerMixin}
+
+
+def load_latent_diffusion(
+    path_or_hub_id: str | Path = "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
+    variant: str | None = None,
+) -> LatentDiffusion:
+    """Load a Stable Diffusion 1.x/2.x pipeline from a directory in diffusers' layout or a hub id.
+
+    The safety checker the SD repos list is not loaded: this is a research tool that shows what
+    the architecture itself produces.
+    """
+    directory = resolve_pipeline_dir(path_or_hub_id, allow_pickle)
+    components = {
+        name: load_component(directory, name, cls, dtype=dtype, allow_pickle=allow_pickle, variant=variant)
+        for name, cls in _MODELS.items()
+    }
+    return LatentDiffusion(tokenizer=load_tokenizer(directory), **components).to(device)

@@ -1,0 +1,77 @@
+"""An offline CLIP BPE tokenizer built from the merges that ship inside open_clip's wheel.
+
+The machines that build and test this project have no model hub, yet every CLIP text encoder
+(OpenAI ViT-L/14 in SD 1.x and Karlo, and our Shapes lab models) uses the same 49,408-token BPE
+vocabulary. open_clip ships its merges file (`bpe_simple_vocab_16e6.txt.gz`); we derive the
+vocabulary and merges a transformers `CLIPTokenizer` takes, the same way open_clip's
+`SimpleTokenizer` derives its encoder, so both give the same ids.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import CLIPTokenizer
+
+MODEL_MAX_LENGTH = 77  # CLIP's context length
+NUM_MERGES = 49152 - 256 - 2  # open_clip keeps this many merges: 256 bytes, 2 specials, 49408 in all
+SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable-character table (open_clip and transformers share it)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def open_clip_bpe_path() -> Path:
+    import open_clip.tokenizer
+
+    return Path(open_clip.tokenizer.default_bpe())
+
+
+@functools.cache
+def clip_vocab(bpe_path: Path | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The vocabulary and merges derived from open_clip's gzipped merges, as `SimpleTokenizer` does."""
+    lines = gzip.open(bpe_path or open_clip_bpe_path()).read().decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]
+    byte_chars = list(_bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + list(SPECIAL_TOKENS)
+    return {tok: i for i, tok in enumerate(tokens)}, merges
+
+
+def offline_clip_tokenizer() -> CLIPTokenizer:
+    """A `CLIPTokenizer` (max length 77) that needs no download.
+
+    Up to and including the end-of-text token its ids are `open_clip.tokenize`'s. It pads with
+    "<|endoftext|>" as OpenAI's CLIP tokenizer in SD 1.x does, where open_clip pads with id 0 ("!"):
+    a pad token of "!" would make the tokenizer treat every "!" in a prompt as padding. Pads sit
+    after the end-of-text token, where CLIP's causal mask and end-of-text pooling never look.
+    """
+    vocab, merges = clip_vocab()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=MODEL_MAX_LENGTH)
+
+
+def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded ids and boolean attention mask, (B, 77) each; warns when a prompt is truncated."""
+    max_length = tokenizer.model_max_length
+    inputs = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    for prompt, ids in zip(prompts, tokenizer(prompts, truncation=False).input_ids):
+        if len(ids) > max_length:
+            dropped = tokenizer.decode(ids[max_length - 1 : -1])
+            warnings.warn(
+                f"prompt is {len(ids)} tokens but CLIP reads {max_length}; truncated, dropping: {dropped!r}",
+                stacklevel=3,
+            )
+    return inputs.input_ids, inputs.attention_mask.bool()

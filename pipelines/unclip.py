@@ -1,0 +1,400 @@
+"""unCLIP (DALL·E 2) as Karlo ships it: text -> CLIP image embedding -> 64 px image -> 256 px.
+
+Ramesh et al. 2022, "Hierarchical Text-Conditional Image Generation with CLIP Latents"
+(arXiv:2204.06125), in the form of kakaobrain/karlo-v1-alpha. Mirrors diffusers'
+`pipelines/deprecated/unclip/pipeline_unclip.py` (and `pipeline_unclip_image_variation.py`)
+step for step, so that the same weights, prompt and generators give the same image; the parity
+tests hold us to it. Where we differ, it is for speed: classifier-free guidance is decided per
+stage, so a stage with guidance 1 runs one batch rather than two.
+
+Stages, each a public method:
+  1. encode_prompt   CLIP text encoder -> projected text embedding, hidden states, mask
+  2. run_prior       PriorTransformer denoises a CLIP *image* embedding from the text one
+  3. run_decoder     UnCLIPTextProjModel + UNet2DConditionModel denoise a small image in pixel space
+  4. run_super_res   UNet2DModel (first for all steps but the last, last for the last) upsamples
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel, UnCLIPScheduler
+from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
+
+from pipelines.common import (
+    PipelineOutput,
+    StageRecorder,
+    StepCallback,
+    StepState,
+    check_count,
+    check_guidance,
+    check_prompts,
+    check_steps,
+    generator_arg,
+    make_generators,
+    postprocess,
+    repeat_prompts,
+)
+from pipelines.loading import load_component, load_tokenizer, read_model_index, resolve_pipeline_dir, save_pipeline
+from pipelines.tokenizer import tokenize
+
+Generators = torch.Generator | list[torch.Generator]
+
+
+@dataclass(frozen=True)
+class TextConditioning:
+    """The CLIP text encoder's output for a batch of prompts (one row per image)."""
+
+    embeds: torch.Tensor  # (B, D) projected, pooled text embedding
+    hidden_states: torch.Tensor  # (B, 77, C) last hidden state
+    mask: torch.Tensor  # (B, 77) bool attention mask
+    uncond: TextConditioning | None = None  # the empty prompt's, present when some stage guides
+
+    def guided(self, cfg: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(embeds, hidden_states, mask), batched as [uncond, cond] when guiding."""
+        if not cfg:
+            return self.embeds, self.hidden_states, self.mask
+        u = self.uncond
+        return (torch.cat([u.embeds, self.embeds]), torch.cat([u.hidden_states, self.hidden_states]), torch.cat([u.mask, self.mask]))
+
+
+def guide(pred: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022) on a [uncond, cond] batch."""
+    uncond, cond = pred.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
+class UnCLIP:
+    """The unCLIP pipeline: prior, decoder and super-resolution, each usable alone."""
+
+    def __init__(
+        self,
+        *,
+        text_encoder: CLIPTextModelWithProjection,
+        tokenizer: CLIPTokenizer,
+        text_proj: UnCLIPTextProjModel,
+        decoder: UNet2DConditionModel,
+        decoder_scheduler: UnCLIPScheduler,
+        super_res_first: UNet2DModel,
+        super_res_last: UNet2DModel,
+        super_res_scheduler: UnCLIPScheduler,
+        prior: PriorTransformer | None = None,
+        prior_scheduler: UnCLIPScheduler | None = None,
+        image_encoder: CLIPVisionModelWithProjection | None = None,
+        feature_extractor: CLIPImageProcessor | None = None,
+    ):
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.prior, self.prior_scheduler = prior, prior_scheduler
+        self.text_proj, self.decoder, self.decoder_scheduler = text_proj, decoder, decoder_scheduler
+        self.super_res_first, self.super_res_last, self.super_res_scheduler = super_res_first, super_res_last, super_res_scheduler
+        self.image_encoder, self.feature_extractor = image_encoder, feature_extractor
+
+    # ------------------------------------------------------------------ components
+
+    def components(self) -> dict[str, object]:
+        names = ("text_encoder", "tokenizer", "prior", "prior_scheduler", "text_proj", "decoder", "decoder_scheduler",
+                 "super_res_first", "super_res_last", "super_res_scheduler", "image_encoder", "feature_extractor")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {n: c for n, c in self.components().items() if isinstance(c, torch.nn.Module)}
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> UnCLIP:
+        for module in self.modules().values():
+            # diffusers warns on any dtype argument, even an unchanged one
+            module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
+        return self
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        return save_pipeline(directory, "UnCLIPPipeline", self.components())
+
+    @property
+    def image_size(self) -> int:
+        return self.super_res_first.config.sample_size
+
+    # ------------------------------------------------------------------ stages
+
+    @torch.inference_mode()
+    def encode_prompt(self, prompts: list[str], num_images_per_prompt: int = 1, with_uncond: bool = True) -> TextConditioning:
+        """CLIP text embeddings, one row per image; with the empty prompt's for guidance."""
+        cond = self._encode_text(prompts, num_images_per_prompt)
+        uncond = self._encode_text([""] * len(prompts), num_images_per_prompt) if with_uncond else None
+        return TextConditioning(cond.embeds, cond.hidden_states, cond.mask, uncond)
+
+    def _encode_text(self, prompts: list[str], num_images_per_prompt: int) -> TextConditioning:
+        ids, mask = tokenize(self.tokenizer, prompts)
+        out = self.text_encoder(ids.to(self.device))
+        n = num_images_per_prompt
+        return TextConditioning(
+            out.text_embeds.repeat_interleave(n, dim=0),  # (B*n, D)
+            out.last_hidden_state.repeat_interleave(n, dim=0),  # (B*n, 77, C)
+            mask.to(self.device).repeat_interleave(n, dim=0),  # (B*n, 77)
+        )
+
+    @torch.inference_mode()
+    def encode_image(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+        """CLIP image embeddings (B, D) of given images, for variations (needs `image_encoder`)."""
+        if self.image_encoder is None or self.feature_extractor is None:
+            raise ValueError("this unCLIP model has no image_encoder/feature_extractor, so it cannot make variations")
+        if not isinstance(images, torch.Tensor):
+            images = self.feature_extractor(images=list(images), return_tensors="pt").pixel_values
+        return self.image_encoder(images.to(self.device, self.image_encoder.dtype)).image_embeds
+
+    @torch.inference_mode()
+    def run_prior(
+        self,
+        text: TextConditioning,
+        generator: Generators,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 4.0,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """Denoise a CLIP image embedding (B, D) conditioned on the text embedding."""
+        if self.prior is None:
+            raise ValueError("this unCLIP model has no prior (an image-variations checkpoint): use `variations`")
+        cfg = guidance_scale > 1.0
+        embeds, hidden, mask = text.guided(cfg)
+        scheduler = self.prior_scheduler
+        scheduler.set_timesteps(num_inference_steps, device=self.device)
+        timesteps = scheduler.timesteps
+        shape = (text.embeds.shape[0], self.prior.config.embedding_dim)
+        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=embeds.dtype) * scheduler.init_noise_sigma
+        for i, t in enumerate(timesteps):
+            model_input = torch.cat([latents] * 2) if cfg else latents
+            pred = self.prior(model_input, timestep=t, proj_embedding=embeds, encoder_hidden_states=hidden, attention_mask=mask).predicted_image_embedding
+            if cfg:
+                pred = guide(pred, guidance_scale)
+            prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
+            step = scheduler.step(pred, timestep=t, sample=latents, generator=generator, prev_timestep=prev_t)
+            latents = step.prev_sample
+            if callback is not None:
+                callback(StepState("prior", i, len(timesteps), int(t), latents, step.pred_original_sample))
+        return self.prior.post_process_latents(latents)  # (B, D) un-normalised by CLIP's mean and std
+
+    @torch.inference_mode()
+    def run_decoder(
+        self,
+        image_embeds: torch.Tensor,
+        text: TextConditioning,
+        generator: Generators,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 8.0,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """Denoise a small image (B, 3, h, w) in [-1, 1] from the image embedding (GLIDE-style decoder)."""
+        cfg = guidance_scale > 1.0
+        embeds, hidden, mask = text.guided(cfg)
+        hidden, time_embeds = self.text_proj(
+            image_embeddings=image_embeds, prompt_embeds=embeds, text_encoder_hidden_states=hidden, do_classifier_free_guidance=cfg
+        )  # (B', extra + 77, C), (B', T)
+        # The extra context tokens made from the image embedding are always attended to.
+        mask = F.pad(mask, (self.text_proj.clip_extra_context_tokens, 0), value=True)
+        scheduler = self.decoder_scheduler
+        scheduler.set_timesteps(num_inference_steps, device=self.device)
+        timesteps = scheduler.timesteps
+        size = self.decoder.config.sample_size
+        shape = (image_embeds.shape[0], self.decoder.config.in_channels, size, size)
+        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=hidden.dtype) * scheduler.init_noise_sigma
+        channels = shape[1]
+        for i, t in enumerate(timesteps):
+            model_input = torch.cat([latents] * 2) if cfg else latents
+            pred = self.decoder(sample=model_input, timestep=t, encoder_hidden_states=hidden, class_labels=time_embeds, attention_mask=mask).sample
+            if cfg:
+                # The decoder predicts noise and a learned variance range; guidance acts on the noise
+                # only, and the conditional half's variance is kept (Nichol & Dhariwal 2021).
+                eps_uncond, eps_cond = pred[:, :channels].chunk(2)
+                variance = pred[:, channels:].chunk(2)[1]
+                pred = torch.cat([eps_uncond + guidance_scale * (eps_cond - eps_uncond), variance], dim=1)
+            prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
+            step = scheduler.step(pred, t, latents, prev_timestep=prev_t, generator=generator)
+            latents = step.prev_sample
+            if callback is not None:
+                callback(StepState("decoder", i, len(timesteps), int(t), latents, step.pred_original_sample))
+        return latents.clamp(-1, 1)
+
+    @torch.inference_mode()
+    def run_super_res(
+        self,
+        image_small: torch.Tensor,
+        generator: Generators,
+        num_inference_steps: int = 7,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """Upsample (B, 3, h, w) -> (B, 3, H, W) in [-1, 1], conditioned on a bicubic upscale."""
+        scheduler = self.super_res_scheduler
+        scheduler.set_timesteps(num_inference_steps, device=self.device)
+        timesteps = scheduler.timesteps
+        size = self.super_res_first.config.sample_size
+        shape = (image_small.shape[0], self.super_res_first.config.in_channels // 2, size, size)
+        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=image_small.dtype) * scheduler.init_noise_sigma
+        upscaled = F.interpolate(image_small, size=[size, size], mode="bicubic", align_corners=False, antialias=True)
+        for i, t in enumerate(timesteps):
+            # Karlo trains a separate model for the last, least noisy step.
+            unet = self.super_res_last if i == len(timesteps) - 1 else self.super_res_first
+            pred = unet(sample=torch.cat([latents, upscaled], dim=1), timestep=t).sample
+            prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
+            step = scheduler.step(pred, t, latents, prev_timestep=prev_t, generator=generator)
+            latents = step.prev_sample
+            if callback is not None:
+                callback(StepState("super_res", i, len(timesteps), int(t), latents, step.pred_original_sample))
+        return latents
+
+    # ------------------------------------------------------------------ text to image
+
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        *,
+        num_images_per_prompt: int = 1,
+        prior_num_inference_steps: int = 25,
+        decoder_num_inference_steps: int = 25,
+        super_res_num_inference_steps: int = 7,
+        prior_guidance_scale: float = 4.0,
+        decoder_guidance_scale: float = 8.0,
+        seed: int | Sequence[int] | None = None,
+        generator: Generators | None = None,
+        callback: StepCallback | None = None,
+    ) -> PipelineOutput:
+        start = time.perf_counter()
+        # 1. Check inputs
+        prompts = check_prompts(prompt)
+        n = check_count(num_images_per_prompt, "num_images_per_prompt")
+        prior_steps = check_steps(prior_num_inference_steps, "prior_num_inference_steps")
+        decoder_steps = check_steps(decoder_num_inference_steps, "decoder_num_inference_steps")
+        sr_steps = check_steps(super_res_num_inference_steps, "super_res_num_inference_steps")
+        prior_scale = check_guidance(prior_guidance_scale, "prior_guidance_scale")
+        decoder_scale = check_guidance(decoder_guidance_scale, "decoder_guidance_scale")
+        if self.prior is None:
+            raise ValueError("this unCLIP model has no prior (an image-variations checkpoint): use `variations`")
+        gens, seeds = make_generators(len(prompts) * n, seed, generator)
+        gen = generator_arg(gens)
+        rec = StageRecorder(self.device)
+
+        # 2. Encode the prompt
+        with rec.stage("text_encoder"):
+            text = self.encode_prompt(prompts, n, with_uncond=prior_scale > 1.0 or decoder_scale > 1.0)
+        # 3. Prior: text embedding -> image embedding
+        with rec.stage("prior"):
+            image_embeds = self.run_prior(text, gen, prior_steps, prior_scale, callback)
+        # 4. Decoder: image embedding -> small image
+        with rec.stage("decoder"):
+            image_small = self.run_decoder(image_embeds, text, gen, decoder_steps, decoder_scale, callback)
+        # 5. Super-resolution: small image -> full-size image
+        with rec.stage("super_res"):
+            image = self.run_super_res(image_small, gen, sr_steps, callback)
+
+        return PipelineOutput(
+            images=postprocess(image),
+            seeds=seeds,
+            prompts=repeat_prompts(prompts, n),
+            stages=rec.stages,
+            total_seconds=time.perf_counter() - start,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            image_embeds=image_embeds.float().cpu(),
+            text_embeds=text.embeds.float().cpu(),
+        )
+
+    # ------------------------------------------------------------------ image variations
+
+    def variations(
+        self,
+        image: Image.Image | Sequence[Image.Image],
+        *,
+        num_images_per_prompt: int = 1,
+        decoder_num_inference_steps: int = 25,
+        super_res_num_inference_steps: int = 7,
+        decoder_guidance_scale: float = 8.0,
+        seed: int | Sequence[int] | None = None,
+        generator: Generators | None = None,
+        callback: StepCallback | None = None,
+    ) -> PipelineOutput:
+        """Variations of given images: their CLIP image embedding replaces the prior's, the prompt is empty."""
+        start = time.perf_counter()
+        # 1. Check inputs
+        images = [image] if isinstance(image, Image.Image) else list(image)
+        if not images or not all(isinstance(im, Image.Image) for im in images):
+            raise ValueError("`image` must be a PIL image or a non-empty list of PIL images")
+        n = check_count(num_images_per_prompt, "num_images_per_prompt")
+        decoder_steps = check_steps(decoder_num_inference_steps, "decoder_num_inference_steps")
+        sr_steps = check_steps(super_res_num_inference_steps, "super_res_num_inference_steps")
+        decoder_scale = check_guidance(decoder_guidance_scale, "decoder_guidance_scale")
+        gens, seeds = make_generators(len(images) * n, seed, generator)
+        gen = generator_arg(gens)
+        rec = StageRecorder(self.device)
+
+        # 2. Encode the empty prompt and the images
+        with rec.stage("text_encoder"):
+            text = self.encode_prompt([""] * len(images), n, with_uncond=decoder_scale > 1.0)
+        with rec.stage("image_encoder"):
+            image_embeds = self.encode_image(images).repeat_interleave(n, dim=0)  # (B*n, D)
+        # 3. Decoder and 4. super-resolution, as for text to image
+        with rec.stage("decoder"):
+            image_small = self.run_decoder(image_embeds, text, gen, decoder_steps, decoder_scale, callback)
+        with rec.stage("super_res"):
+            out = self.run_super_res(image_small, gen, sr_steps, callback)
+
+        return PipelineOutput(
+            images=postprocess(out),
+            seeds=seeds,
+            prompts=[""] * len(seeds),
+            stages=rec.stages,
+            total_seconds=time.perf_counter() - start,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            image_embeds=image_embeds.float().cpu(),
+        )
+
+
+# ---------------------------------------------------------------------- loading
+
+_MODELS: dict[str, type] = {
+    "text_encoder": CLIPTextModelWithProjection,
+    "prior": PriorTransformer,
+    "prior_scheduler": UnCLIPScheduler,
+    "text_proj": UnCLIPTextProjModel,
+    "decoder": UNet2DConditionModel,
+    "decoder_scheduler": UnCLIPScheduler,
+    "super_res_first": UNet2DModel,
+    "super_res_last": UNet2DModel,
+    "super_res_scheduler": UnCLIPScheduler,
+}
+# Present in Karlo's image-variations repo, which has no prior.
+_OPTIONAL: dict[str, type] = {"image_encoder": CLIPVisionModelWithProjection, "feature_extractor": CLIPImageProcessor}
+
+
+def load_unclip(
+    path_or_hub_id: str | Path = "kakaobrain/karlo-v1-alpha",
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
+    variant: str | None = None,
+) -> UnCLIP:
+    """Load an unCLIP pipeline from a directory in diffusers' layout or a hub id."""
+    directory = resolve_pipeline_dir(path_or_hub_id, allow_pickle)
+    index = read_model_index(directory)
+    optional_prior = "prior" not in index and "image_encoder" in index
+    components: dict[str, object] = {}
+    for name, cls in (_MODELS | _OPTIONAL).items():
+        listed = index.get(name, [None, None])[0] is not None
+        if not listed and (name in _OPTIONAL or (optional_prior and name.startswith("prior"))):
+            continue
+        components[name] = load_component(directory, name, cls, dtype=dtype, allow_pickle=allow_pickle, variant=variant)
+    return UnCLIP(tokenizer=load_tokenizer(directory), **components).to(device)
