@@ -81,6 +81,12 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return (images * 255).round().astype(np.uint8)
 
 
+def guide(pred: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022) on a model output batched [uncond, cond]."""
+    uncond, cond = pred.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
 def postprocess(image: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) float32 numpy in [0, 1], as diffusers does."""
     image = (image * 0.5 + 0.5).clamp(0, 1)

@@ -41,6 +41,7 @@ from pipelines.common import (
     check_size,
     check_steps,
     generator_arg,
+    guide,
     make_generators,
     postprocess,
     repeat_prompts,
@@ -56,7 +57,7 @@ class PromptEmbeds:
     """Text conditioning, one row per image."""
 
     cond: torch.Tensor  # (B, 77, C) the prompts' hidden states
-    uncond: torch.Tensor | None  # (B, 77, C) the negative prompts', present when guiding
+    uncond: torch.Tensor | None  # (B, 77, C) the negative prompts'; its presence turns guidance on
 
 
 def predicted_original(scheduler: SchedulerMixin, step_output, sample: torch.Tensor, noise_pred: torch.Tensor, t) -> torch.Tensor:
@@ -124,11 +125,10 @@ class LatentDiffusion:
     @torch.inference_mode()
     def encode_prompt(self, prompts: list[str], negative_prompts: list[str] | None, num_images_per_prompt: int = 1) -> PromptEmbeds:
         """Hidden states of the prompts (and negative prompts, for guidance), one row per image."""
-        cond = self._encode_text(prompts).repeat_interleave(num_images_per_prompt, dim=0)
-        uncond = None
-        if negative_prompts is not None:
-            uncond = self._encode_text(negative_prompts).repeat_interleave(num_images_per_prompt, dim=0)
-        return PromptEmbeds(cond, uncond)
+        # Prompts and negative prompts share one text-encoder forward.
+        hidden = self._encode_text(prompts + (negative_prompts or [])).repeat_interleave(num_images_per_prompt, dim=0)
+        split = len(prompts) * num_images_per_prompt
+        return PromptEmbeds(hidden[:split], hidden[split:] if negative_prompts is not None else None)
 
     def _encode_text(self, prompts: list[str]) -> torch.Tensor:
         ids, mask = tokenize(self.tokenizer, prompts)
@@ -162,7 +162,7 @@ class LatentDiffusion:
         callback: StepCallback | None = None,
     ) -> torch.Tensor:
         """Run the U-Net over `timesteps`; returns the clean latent (B, 4, h, w)."""
-        cfg = guidance_scale > 1.0
+        cfg = text.uncond is not None
         hidden = torch.cat([text.uncond, text.cond]) if cfg else text.cond  # (B', 77, C)
         step_kwargs = {}
         if self._step_takes_generator:
@@ -174,8 +174,7 @@ class LatentDiffusion:
             model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
             noise_pred = self.unet(model_input, t, encoder_hidden_states=hidden).sample
             if cfg:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
+                noise_pred = guide(noise_pred, guidance_scale)
             step = scheduler.step(noise_pred, t, latents, **step_kwargs)
             if callback is not None:
                 denoised = predicted_original(scheduler, step, latents, noise_pred, t)

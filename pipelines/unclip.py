@@ -4,8 +4,7 @@ Ramesh et al. 2022, "Hierarchical Text-Conditional Image Generation with CLIP La
 (arXiv:2204.06125), in the form of kakaobrain/karlo-v1-alpha. Mirrors diffusers'
 `pipelines/deprecated/unclip/pipeline_unclip.py` (and `pipeline_unclip_image_variation.py`)
 step for step, so that the same weights, prompt and generators give the same image; the parity
-tests hold us to it. Where we differ, it is for speed: classifier-free guidance is decided per
-stage, so a stage with guidance 1 runs one batch rather than two.
+tests hold us to it.
 
 Stages, each a public method:
   1. encode_prompt   CLIP text encoder -> projected text embedding, hidden states, mask
@@ -39,6 +38,7 @@ from pipelines.common import (
     check_prompts,
     check_steps,
     generator_arg,
+    guide,
     make_generators,
     postprocess,
     repeat_prompts,
@@ -56,7 +56,10 @@ class TextConditioning:
     embeds: torch.Tensor  # (B, D) projected, pooled text embedding
     hidden_states: torch.Tensor  # (B, 77, C) last hidden state
     mask: torch.Tensor  # (B, 77) bool attention mask
-    uncond: TextConditioning | None = None  # the empty prompt's, present when some stage guides
+    # The empty prompt's conditioning. Its presence turns classifier-free guidance on in every
+    # stage, as in diffusers: when any stage's scale is > 1, a stage at scale 1 still runs the
+    # guided batch (uncond + 1 * (cond - uncond)), which keeps us equal to diffusers to the bit.
+    uncond: TextConditioning | None = None
 
     def guided(self, cfg: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(embeds, hidden_states, mask), batched as [uncond, cond] when guiding."""
@@ -64,12 +67,6 @@ class TextConditioning:
             return self.embeds, self.hidden_states, self.mask
         u = self.uncond
         return (torch.cat([u.embeds, self.embeds]), torch.cat([u.hidden_states, self.hidden_states]), torch.cat([u.mask, self.mask]))
-
-
-def guide(pred: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance (Ho & Salimans 2022) on a [uncond, cond] batch."""
-    uncond, cond = pred.chunk(2)
-    return uncond + scale * (cond - uncond)
 
 
 class UnCLIP:
@@ -133,19 +130,22 @@ class UnCLIP:
     @torch.inference_mode()
     def encode_prompt(self, prompts: list[str], num_images_per_prompt: int = 1, with_uncond: bool = True) -> TextConditioning:
         """CLIP text embeddings, one row per image; with the empty prompt's for guidance."""
-        cond = self._encode_text(prompts, num_images_per_prompt)
-        uncond = self._encode_text([""] * len(prompts), num_images_per_prompt) if with_uncond else None
-        return TextConditioning(cond.embeds, cond.hidden_states, cond.mask, uncond)
-
-    def _encode_text(self, prompts: list[str], num_images_per_prompt: int) -> TextConditioning:
-        ids, mask = tokenize(self.tokenizer, prompts)
+        # The empty prompt rides in the same forward as the prompts: one text-encoder call, not two.
+        ids, mask = tokenize(self.tokenizer, prompts + [""] * with_uncond)
         out = self.text_encoder(ids.to(self.device))
-        n = num_images_per_prompt
-        return TextConditioning(
-            out.text_embeds.repeat_interleave(n, dim=0),  # (B*n, D)
-            out.last_hidden_state.repeat_interleave(n, dim=0),  # (B*n, 77, C)
-            mask.to(self.device).repeat_interleave(n, dim=0),  # (B*n, 77)
-        )
+        mask = mask.to(self.device)
+        b, n = len(prompts), num_images_per_prompt
+
+        def rows(sl: slice, repeats: int) -> TextConditioning:
+            return TextConditioning(
+                out.text_embeds[sl].repeat_interleave(repeats, dim=0),  # (B*n, D)
+                out.last_hidden_state[sl].repeat_interleave(repeats, dim=0),  # (B*n, 77, C)
+                mask[sl].repeat_interleave(repeats, dim=0),  # (B*n, 77)
+            )
+
+        cond = rows(slice(0, b), n)
+        uncond = rows(slice(b, b + 1), b * n) if with_uncond else None
+        return TextConditioning(cond.embeds, cond.hidden_states, cond.mask, uncond)
 
     @torch.inference_mode()
     def encode_image(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
@@ -168,7 +168,7 @@ class UnCLIP:
         """Denoise a CLIP image embedding (B, D) conditioned on the text embedding."""
         if self.prior is None:
             raise ValueError("this unCLIP model has no prior (an image-variations checkpoint): use `variations`")
-        cfg = guidance_scale > 1.0
+        cfg = text.uncond is not None  # see TextConditioning.uncond
         embeds, hidden, mask = text.guided(cfg)
         scheduler = self.prior_scheduler
         scheduler.set_timesteps(num_inference_steps, device=self.device)
@@ -198,7 +198,7 @@ class UnCLIP:
         callback: StepCallback | None = None,
     ) -> torch.Tensor:
         """Denoise a small image (B, 3, h, w) in [-1, 1] from the image embedding (GLIDE-style decoder)."""
-        cfg = guidance_scale > 1.0
+        cfg = text.uncond is not None  # see TextConditioning.uncond
         embeds, hidden, mask = text.guided(cfg)
         hidden, time_embeds = self.text_proj(
             image_embeddings=image_embeds, prompt_embeds=embeds, text_encoder_hidden_states=hidden, do_classifier_free_guidance=cfg
@@ -218,9 +218,8 @@ class UnCLIP:
             if cfg:
                 # The decoder predicts noise and a learned variance range; guidance acts on the noise
                 # only, and the conditional half's variance is kept (Nichol & Dhariwal 2021).
-                eps_uncond, eps_cond = pred[:, :channels].chunk(2)
                 variance = pred[:, channels:].chunk(2)[1]
-                pred = torch.cat([eps_uncond + guidance_scale * (eps_cond - eps_uncond), variance], dim=1)
+                pred = torch.cat([guide(pred[:, :channels], guidance_scale), variance], dim=1)
             prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
             step = scheduler.step(pred, t, latents, prev_timestep=prev_t, generator=generator)
             latents = step.prev_sample

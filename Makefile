@@ -1,0 +1,30 @@
+# Two commands do everything: `make run` and `make test`. Both create .venv and install
+# requirements.txt first; the install is skipped while requirements.txt is unchanged.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
+PROMPT ?= a red circle above a blue square
+
+.PHONY: setup run test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: setup
+	$(PY) -m comparisons.compare "$(PROMPT)" --seed 0
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(PY) -m comparisons.bench
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

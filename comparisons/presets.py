@@ -1,0 +1,69 @@
+"""Which weights each architecture runs with: named presets or explicit paths / hub ids.
+
+- `tiny`: seeded random components in Karlo's and SD's structure, written once to a cache
+  directory in hub layout and loaded back through the real loaders. Runs anywhere, offline, in
+  seconds; the images are noise-like until the Shapes lab's trained weights replace it.
+- `pretrained`: Karlo (`kakaobrain/karlo-v1-alpha`) and Stable Diffusion 1.5 from the hub or
+  its cache; on CUDA in fp16.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipelines import LatentDiffusion, UnCLIP, load_latent_diffusion, load_unclip
+
+CACHE_DIR = Path(os.environ.get("T2I_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Where both architectures' weights come from."""
+
+    name: str
+    unclip: str  # directory in diffusers' layout or hub id
+    latent_diffusion: str
+    fp16_on_cuda: bool  # real models run in half precision on a GPU; tiny ones gain nothing from it
+
+
+PRESETS = {
+    "tiny": Preset("tiny", str(CACHE_DIR / "tiny" / "unclip"), str(CACHE_DIR / "tiny" / "latent_diffusion"), False),
+    "pretrained": Preset("pretrained", "kakaobrain/karlo-v1-alpha", "stable-diffusion-v1-5/stable-diffusion-v1-5", True),
+}
+DEFAULT_PRESET = "tiny"
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    preset = PRESETS[name]
+    if name == "tiny" and not (Path(preset.unclip) / "model_index.json").is_file():
+        from pipelines.tiny import save_tiny
+
+        save_tiny(CACHE_DIR / "tiny")
+    return preset
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_models(
+    preset: str = DEFAULT_PRESET,
+    *,
+    unclip: str | None = None,
+    latent_diffusion: str | None = None,
+    device: str | None = None,
+) -> tuple[UnCLIP, LatentDiffusion]:
+    """Both pipelines of a preset; `unclip` / `latent_diffusion` override its paths."""
+    p = get_preset(preset)
+    dev = pick_device(device)
+    dtype = torch.float16 if (dev.type == "cuda" and p.fp16_on_cuda) else torch.float32
+    return (load_unclip(unclip or p.unclip, device=dev, dtype=dtype),
+            load_latent_diffusion(latent_diffusion or p.latent_diffusion, device=dev, dtype=dtype))
