@@ -1,9 +1,14 @@
 """Benchmark: our pipelines against diffusers' on identical components and settings.
 
-    python -m comparisons.bench [--repeats 7] [--json FILE]
+    python -m comparisons.bench [--repeats 7] [--json FILE]                  # tiny models, CPU
+    python -m comparisons.bench --full-size --device cuda [--compile] [--json FILE]
 
-Runs are interleaved (ours, theirs, theirs, ours, ...) after a warm-up of each, so drift in the
-machine's speed falls on both sides alike; the table gives medians and the ratio ours/theirs.
+Tiny: the seeded tiny components of `pipelines.tiny`. Full size: Karlo and SD 1.5 built from
+their configs with random weights (`pipelines.full_size`), fp16 on CUDA, both co-resident on the
+device; SD at 512², 50 steps, batch 1; Karlo at 25/25/7 steps. Runs are interleaved (ours,
+theirs, theirs, ours, ...) after a warm-up of each, so drift in the machine's speed falls on both
+sides alike. Reported per architecture: medians and the ratio ours/diffusers, seconds per stage,
+peak memory, FLOPs counted with `torch.utils.flop_counter` and the achieved TFLOP/s.
 """
 
 from __future__ import annotations
@@ -15,71 +20,174 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+import numpy as np
 import torch
 import transformers
 from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
+from torch.utils.flop_counter import FlopCounterMode
 
 from comparisons.presets import pick_device
-from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
+from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
 
-UNCLIP_SETTINGS = dict(prior_num_inference_steps=10, decoder_num_inference_steps=10, super_res_num_inference_steps=4,
-                       prior_guidance_scale=4.0, decoder_guidance_scale=8.0)
-LD_SETTINGS = dict(num_inference_steps=20, guidance_scale=7.5)
 PROMPT = "a red circle above a blue square"
+SETTINGS = {
+    "tiny": {
+        "unclip": dict(prior_num_inference_steps=10, decoder_num_inference_steps=10, super_res_num_inference_steps=4),
+        "latent_diffusion": dict(num_inference_steps=20, guidance_scale=7.5),
+    },
+    "full": {
+        "unclip": dict(prior_num_inference_steps=25, decoder_num_inference_steps=25, super_res_num_inference_steps=7),
+        "latent_diffusion": dict(num_inference_steps=50, guidance_scale=7.5, height=512, width=512),
+    },
+}
+# Dense fp16/bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, SXM parts.
+PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0, "A10": 125.0}
 
 
-@dataclass(frozen=True)
+@dataclass
 class BenchResult:
     architecture: str
     ours_median_s: float
     diffusers_median_s: float
     ratio: float  # ours / diffusers: below 1 is faster
+    max_abs_diff: float  # between ours and diffusers' images, same seed
+    stage_median_s: dict[str, float]
+    peak_memory_bytes: int
+    memory_kind: str
+    flops: int
+    achieved_tflops: float
+    peak_tflops: float | None
     repeats: int
     settings: dict
+    compiled_median_s: float | None = None
+    compile_first_call_s: float | None = None
+    extra: dict = field(default_factory=dict)
 
 
-def _gens(seed: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(seed)]
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
 
 
-def interleaved(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
-    """Wall times of both after one warm-up each; the order alternates every round."""
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def interleaved(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> tuple[list[float], list[float], list]:
+    """Wall times of both after one warm-up each (the order alternates every round), and our outputs."""
     ours(), theirs()
     times: dict[str, list[float]] = {"ours": [], "theirs": []}
+    outputs = []
     for r in range(repeats):
         order = [("ours", ours), ("theirs", theirs)]
         for name, fn in order if r % 2 == 0 else order[::-1]:
+            _sync()
             start = time.perf_counter()
-            fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+            out = fn()
+            _sync()
             times[name].append(time.perf_counter() - start)
-    return times["ours"], times["theirs"]
+            if name == "ours":
+                outputs.append(out)
+    return times["ours"], times["theirs"], outputs
 
 
-def bench_tiny(repeats: int, device: torch.device) -> list[BenchResult]:
-    results = []
-    unclip = build_tiny_unclip(0).to(device)
-    ref_unclip = UnCLIPPipeline(**unclip.components())
-    ld = build_tiny_latent_diffusion(0).to(device)
-    ref_ld = StableDiffusionPipeline(**ld.components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    cases = [
-        ("unclip", UNCLIP_SETTINGS, lambda: unclip(PROMPT, generator=_gens(0), **UNCLIP_SETTINGS),
-         lambda: ref_unclip(PROMPT, generator=_gens(0), output_type="np", **UNCLIP_SETTINGS)),
-        ("latent_diffusion", LD_SETTINGS, lambda: ld(PROMPT, generator=_gens(0), **LD_SETTINGS),
-         lambda: ref_ld(PROMPT, generator=_gens(0), output_type="np", **LD_SETTINGS)),
-    ]
-    for ref in (ref_unclip, ref_ld):
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(first-call seconds, median of `repeats` later calls): for compiled models."""
+    _sync()
+    start = time.perf_counter()
+    fn()
+    _sync()
+    first = time.perf_counter() - start
+    fn()
+    times = []
+    for _ in range(repeats):
+        _sync()
+        start = time.perf_counter()
+        fn()
+        _sync()
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times)
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def bench_one(name: str, ours: UnCLIP | LatentDiffusion, theirs, settings: dict, repeats: int) -> BenchResult:
+    run_ours: Callable[[], PipelineOutput] = lambda: ours(PROMPT, generator=_gen(), **settings)  # noqa: E731
+    run_theirs = lambda: theirs(PROMPT, generator=_gen(), output_type="np", **settings).images  # noqa: E731
+    t_ours, t_theirs, outs = interleaved(run_ours, run_theirs, repeats)
+    diff = float(np.abs(outs[-1].images - run_theirs()).max())
+    stages = {s.name: statistics.median(o.stage(s.name).seconds for o in outs) for s in outs[0].stages}
+    flops = count_flops(run_ours)
+    median = statistics.median(t_ours)
+    return BenchResult(
+        architecture=name, ours_median_s=median, diffusers_median_s=statistics.median(t_theirs),
+        ratio=median / statistics.median(t_theirs), max_abs_diff=diff, stage_median_s=stages,
+        peak_memory_bytes=max(s.peak_memory_bytes for o in outs for s in o.stages), memory_kind=outs[0].stages[0].memory_kind,
+        flops=flops, achieved_tflops=flops / median / 1e12, peak_tflops=peak_tflops(ours.device), repeats=repeats,
+        settings=settings,
+    )
+
+
+def build(full_size: bool, device: torch.device) -> tuple[UnCLIP, LatentDiffusion]:
+    if full_size:
+        from pipelines.full_size import build_full_size_latent_diffusion, build_full_size_unclip
+
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        return build_full_size_unclip(device=device, dtype=dtype), build_full_size_latent_diffusion(device=device, dtype=dtype)
+    from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
+
+    return build_tiny_unclip(0).to(device), build_tiny_latent_diffusion(0).to(device)
+
+
+def run_bench(full_size: bool, device: torch.device, repeats: int) -> tuple[dict, dict[str, UnCLIP | LatentDiffusion]]:
+    """Ours against diffusers, eager, on the same components; returns the report and our pipelines."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
+        torch.cuda.reset_peak_memory_stats(device)
+    unclip, ld = build(full_size, device)
+    pipes = {"unclip": unclip, "latent_diffusion": ld}
+    for pipe in pipes.values():
+        pipe.optimize(channels_last=device.type == "cuda")
+    refs = {
+        "unclip": UnCLIPPipeline(**unclip.components()),
+        "latent_diffusion": StableDiffusionPipeline(**ld.components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False),
+    }
+    for ref in refs.values():
         ref.set_progress_bar_config(disable=True)  # a progress bar is not what we compare
-    for name, settings, ours, theirs in cases:
-        t_ours, t_theirs = interleaved(ours, theirs, repeats)
-        m_ours, m_theirs = statistics.median(t_ours), statistics.median(t_theirs)
-        results.append(BenchResult(name, m_ours, m_theirs, m_ours / m_theirs, repeats, settings))
-    return results
+    settings = SETTINGS["full" if full_size else "tiny"]
+    results = [bench_one(name, pipe, refs[name], settings[name], repeats) for name, pipe in pipes.items()]
+    report = {"size": "full" if full_size else "tiny", "device": str(device), "dtype": str(unclip.dtype).removeprefix("torch."),
+              "machine": machine(), "parameters": {name: pipe.parameter_counts() for name, pipe in pipes.items()},
+              "results": [asdict(r) for r in results]}
+    if device.type == "cuda":
+        # Both pipelines' weights stay on the device throughout: this is the co-resident peak at batch 1.
+        report["co_resident_peak_vram_bytes"] = torch.cuda.max_memory_allocated(device)
+    return report, pipes
+
+
+def add_compiled(report: dict, pipes: dict[str, UnCLIP | LatentDiffusion], name: str, repeats: int, mode: str | None) -> None:
+    """Time one architecture again with torch.compile'd denoisers (the first call compiles)."""
+    result = next(r for r in report["results"] if r["architecture"] == name)
+    pipe = pipes[name]
+    pipe.optimize(channels_last=pipe.device.type == "cuda", compile=True, compile_mode=mode)
+    first, median = timed(lambda: pipe(PROMPT, generator=_gen(), **result["settings"]), repeats)
+    result["compile_first_call_s"], result["compiled_median_s"] = first, median
+    result["extra"]["compile_mode"] = mode or "default"
 
 
 def machine() -> dict[str, str]:
@@ -90,24 +198,46 @@ def machine() -> dict[str, str]:
     return info
 
 
+def format_report(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"{report['size']} models on {m.get('gpu', m['cpu'])} ({report['device']}, {report['dtype']}), {m['date']}, torch {m['torch']}",
+             f"{'architecture':<18}{'ours s':>9}{'diffusers s':>13}{'ratio':>7}{'max |Δ|':>10}{'peak MB':>10}{'TFLOP/s':>9}{'compiled s':>12}"]
+    for r in report["results"]:
+        compiled = f"{r['compiled_median_s']:.3f}" if r["compiled_median_s"] is not None else "-"
+        lines.append(f"{r['architecture']:<18}{r['ours_median_s']:>9.3f}{r['diffusers_median_s']:>13.3f}{r['ratio']:>7.2f}"
+                     f"{r['max_abs_diff']:>10.1e}{r['peak_memory_bytes'] / 2**20:>10.0f}{r['achieved_tflops']:>9.2f}{compiled:>12}")
+    for r in report["results"]:
+        lines.append(f"  {r['architecture']} stages (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["stage_median_s"].items()))
+    if "co_resident_peak_vram_bytes" in report:
+        lines.append(f"both co-resident, batch 1: peak VRAM {report['co_resident_peak_vram_bytes'] / 2**30:.2f} GiB")
+    return "\n".join(lines)
+
+
+def write(report: dict, json_file: str | None) -> None:
+    print(format_report(report), flush=True)
+    if json_file:
+        with open(json_file, "w") as f:
+            json.dump(report, f, indent=2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--full-size", action="store_true", help="Karlo and SD 1.5 at real size (random weights)")
+    parser.add_argument("--compile", action="store_true", help="also time our pipelines with torch.compile'd denoisers")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--json", dest="json_file", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     transformers.logging.disable_progress_bar()
-    results = bench_tiny(args.repeats, pick_device(args.device))
-    info = machine()
-    print(f"tiny components, {args.device}, median of {args.repeats} interleaved runs ({info['date']}, torch {info['torch']})")
-    print(f"{'architecture':<18}{'ours s':>10}{'diffusers s':>13}{'ratio':>8}")
-    for r in results:
-        print(f"{r.architecture:<18}{r.ours_median_s:>10.3f}{r.diffusers_median_s:>13.3f}{r.ratio:>8.2f}")
-    if args.json_file:
-        with open(args.json_file, "w") as f:
-            json.dump({"machine": info, "results": [asdict(r) for r in results]}, f, indent=2)
+    report, pipes = run_bench(args.full_size, pick_device(args.device), args.repeats)
+    write(report, args.json_file)
+    # Compiled timings come after the eager table is safe on disk: compiling can take minutes.
+    for name in pipes if args.compile else ():
+        add_compiled(report, pipes, name, args.repeats, args.compile_mode)
+        write(report, args.json_file)
     return 0
 
 

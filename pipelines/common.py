@@ -6,17 +6,21 @@ image and a latent-diffusion image in the same table without knowing which produ
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from pipelines.loading import save_pipeline
 
 MAX_SEED = 2**63  # torch.Generator.manual_seed takes any int64; keep seeds non-negative
 MAX_STEPS = 1000  # the training schedules of Karlo and SD have 1000 timesteps
@@ -241,3 +245,126 @@ def generator_arg(gens: list[torch.Generator]) -> torch.Generator | list[torch.G
 
 def repeat_prompts(prompts: list[str], num_images_per_prompt: int) -> list[str]:
     return [p for p in prompts for _ in range(num_images_per_prompt)]
+
+
+# ----------------------------------------------------------------------------- the pipelines' shared frame
+
+
+class GPUOutOfMemoryError(RuntimeError):
+    """A generation did not fit in GPU memory; the cache was emptied and the pipeline still works."""
+
+
+def oom_guard(method):
+    """Turn a CUDA out-of-memory error into a clear error, after freeing the cache for the next call."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except torch.cuda.OutOfMemoryError as err:
+            free = ""
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+                free_b, total_b = torch.cuda.mem_get_info(self.device)
+                free = f" ({free_b / 2**30:.1f} of {total_b / 2**30:.1f} GiB free after emptying the cache)"
+            raise GPUOutOfMemoryError(
+                f"out of GPU memory in {type(self).__name__}.{method.__name__}{free}: use fewer images per call, "
+                "a smaller size, or enable_model_cpu_offload()"
+            ) from None
+
+    return wrapper
+
+
+class Pipeline:
+    """Components by diffusers' names, and what both architectures do alike with them:
+    device and dtype, saving, CPU offload, channels_last and torch.compile."""
+
+    component_names: tuple[str, ...] = ()
+    denoiser_names: tuple[str, ...] = ()  # the models each denoising loop calls many times
+    pipeline_class_name: str = ""  # the `_class_name` of model_index.json
+    _offload_device: torch.device | None = None
+
+    def components(self) -> dict[str, object]:
+        return {n: getattr(self, n) for n in self.component_names if getattr(self, n, None) is not None}
+
+    def _inference_only(self) -> None:
+        """Modules built from configs start in training mode (dropout on, and diffusers' ResnetBlock2D
+        lays out its input differently when training); a pipeline only ever samples."""
+        for module in self.modules().values():
+            module.eval()
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {n: c for n, c in self.components().items() if isinstance(c, torch.nn.Module)}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the stages compute (with CPU offload, the GPU, although weights rest on the CPU)."""
+        return self._offload_device or next(iter(self.modules().values())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.modules().values())).dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+        self._offload_device = None
+        for module in self.modules().values():
+            # diffusers warns on any dtype argument, even an unchanged one
+            module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
+        return self
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        return save_pipeline(directory, self.pipeline_class_name, self.components())
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {n: sum(p.numel() for p in m.parameters()) for n, m in self.modules().items()}
+
+    # -- GPU path
+
+    def enable_model_cpu_offload(self, device: str | torch.device = "cuda") -> None:
+        """Keep weights on the CPU; each stage brings its own models to `device` and sends them back.
+
+        Peak GPU memory becomes that of the largest stage instead of the whole pipeline, for GPUs
+        too small to hold it (Karlo fp16 is about 7 GB), at the price of host-to-GPU copies.
+        """
+        self.to("cpu")
+        self._offload_device = torch.device(device)
+
+    def on_device(self, *names: str):
+        """Context for a stage using the named models: a no-op unless CPU offload is on."""
+        if self._offload_device is None:
+            return nullcontext()
+        return _placed([getattr(self, n) for n in names], self._offload_device)
+
+    def optimize(self, *, channels_last: bool = True, compile: bool = False, compile_mode: str | None = None) -> None:
+        """GPU speed-ups: channels_last convolutions (U-Nets, VAE) and, optionally, torch.compile
+        of the denoisers. Compiling costs tens of seconds per model on the first call."""
+        for name, module in self.modules().items():
+            if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
+                module.to(memory_format=torch.channels_last)
+            if compile and name in self.denoiser_names:
+                module.compile(mode=compile_mode)
+
+
+def uses(*names: str):
+    """Mark a stage method with the models it runs, so CPU offload can bring them to the GPU."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            with self.on_device(*names):
+                return method(self, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@contextmanager
+def _placed(modules: list[torch.nn.Module], device: torch.device) -> Iterator[None]:
+    for m in modules:
+        m.to(device)
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.to("cpu")

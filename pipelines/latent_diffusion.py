@@ -30,6 +30,7 @@ from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from pipelines.common import (
+    Pipeline,
     PipelineOutput,
     StageRecorder,
     StepCallback,
@@ -43,10 +44,12 @@ from pipelines.common import (
     generator_arg,
     guide,
     make_generators,
+    oom_guard,
     postprocess,
     repeat_prompts,
+    uses,
 )
-from pipelines.loading import load_component, load_tokenizer, resolve_pipeline_dir, save_pipeline
+from pipelines.loading import load_component, load_tokenizer, resolve_pipeline_dir
 from pipelines.tokenizer import tokenize
 
 Generators = torch.Generator | list[torch.Generator]
@@ -71,8 +74,12 @@ def predicted_original(scheduler: SchedulerMixin, step_output, sample: torch.Ten
     return (sample - (1 - alpha).sqrt() * noise_pred) / alpha.sqrt()
 
 
-class LatentDiffusion:
+class LatentDiffusion(Pipeline):
     """The latent-diffusion pipeline: text to image and image to image."""
+
+    component_names = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")
+    denoiser_names = ("unet",)
+    pipeline_class_name = "StableDiffusionPipeline"
 
     def __init__(
         self,
@@ -89,40 +96,24 @@ class LatentDiffusion:
         step_params = set(inspect.signature(scheduler.step).parameters)
         self._step_takes_generator = "generator" in step_params
         self._step_takes_eta = "eta" in step_params
-
-    # ------------------------------------------------------------------ components
-
-    def components(self) -> dict[str, object]:
-        return {"text_encoder": self.text_encoder, "tokenizer": self.tokenizer, "unet": self.unet, "vae": self.vae, "scheduler": self.scheduler}
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {n: c for n, c in self.components().items() if isinstance(c, torch.nn.Module)}
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LatentDiffusion:
-        for module in self.modules().values():
-            # diffusers warns on any dtype argument, even an unchanged one
-            module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
-        return self
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        # SD repos list a safety checker and feature extractor; we load neither and say so.
-        return save_pipeline(directory, "StableDiffusionPipeline", self.components() | {"safety_checker": None, "feature_extractor": None})
+        self._inference_only()
 
     @property
     def image_size(self) -> int:
         return self.unet.config.sample_size * self.vae_scale_factor
 
+    def enable_vae_slicing(self) -> None:
+        """Decode a batch one image at a time: less peak memory for large batches."""
+        self.vae.enable_slicing()
+
+    def enable_vae_tiling(self) -> None:
+        """Decode large images in overlapping tiles: memory that no longer grows with image area."""
+        self.vae.enable_tiling()
+
     # ------------------------------------------------------------------ stages
 
     @torch.inference_mode()
+    @uses("text_encoder")
     def encode_prompt(self, prompts: list[str], negative_prompts: list[str] | None, num_images_per_prompt: int = 1) -> PromptEmbeds:
         """Hidden states of the prompts (and negative prompts, for guidance), one row per image."""
         # Prompts and negative prompts share one text-encoder forward.
@@ -138,6 +129,7 @@ class LatentDiffusion:
         return self.text_encoder(ids.to(self.device), attention_mask=mask)[0]  # (B, 77, C)
 
     @torch.inference_mode()
+    @uses("vae")
     def encode_image(self, image: torch.Tensor, timestep: torch.Tensor, generator: Generators, batch_size: int) -> torch.Tensor:
         """img2img start: VAE-encode (1 or B, 3, H, W) in [-1, 1], sample the posterior, noise to `timestep`."""
         if isinstance(generator, list):
@@ -152,6 +144,7 @@ class LatentDiffusion:
         return self.scheduler.add_noise(latents, noise, timestep)
 
     @torch.inference_mode()
+    @uses("unet")
     def denoise(
         self,
         latents: torch.Tensor,
@@ -183,6 +176,7 @@ class LatentDiffusion:
         return latents
 
     @torch.inference_mode()
+    @uses("vae")
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-decode (B, 4, h, w) latents to images (B, 3, h*f, w*f) in [-1, 1]."""
         return self.vae.decode(latents / self.vae.config.scaling_factor).sample
@@ -197,6 +191,7 @@ class LatentDiffusion:
         scale = check_guidance(guidance_scale, "guidance_scale")
         return prompts, negatives, n, steps, scale
 
+    @oom_guard
     def __call__(
         self,
         prompt: str | Sequence[str],
@@ -236,6 +231,7 @@ class LatentDiffusion:
 
         return self._output(image, seeds, repeat_prompts(prompts, n), rec, start)
 
+    @oom_guard
     def img2img(
         self,
         prompt: str | Sequence[str],

@@ -29,6 +29,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from pipelines.common import (
+    Pipeline,
     PipelineOutput,
     StageRecorder,
     StepCallback,
@@ -40,10 +41,12 @@ from pipelines.common import (
     generator_arg,
     guide,
     make_generators,
+    oom_guard,
+    uses,
     postprocess,
     repeat_prompts,
 )
-from pipelines.loading import load_component, load_tokenizer, read_model_index, resolve_pipeline_dir, save_pipeline
+from pipelines.loading import load_component, load_tokenizer, read_model_index, resolve_pipeline_dir
 from pipelines.tokenizer import tokenize
 
 Generators = torch.Generator | list[torch.Generator]
@@ -69,8 +72,13 @@ class TextConditioning:
         return (torch.cat([u.embeds, self.embeds]), torch.cat([u.hidden_states, self.hidden_states]), torch.cat([u.mask, self.mask]))
 
 
-class UnCLIP:
+class UnCLIP(Pipeline):
     """The unCLIP pipeline: prior, decoder and super-resolution, each usable alone."""
+
+    component_names = ("text_encoder", "tokenizer", "prior", "prior_scheduler", "text_proj", "decoder", "decoder_scheduler",
+                       "super_res_first", "super_res_last", "super_res_scheduler", "image_encoder", "feature_extractor")
+    denoiser_names = ("prior", "decoder", "super_res_first", "super_res_last")
+    pipeline_class_name = "UnCLIPPipeline"
 
     def __init__(
         self,
@@ -93,33 +101,7 @@ class UnCLIP:
         self.text_proj, self.decoder, self.decoder_scheduler = text_proj, decoder, decoder_scheduler
         self.super_res_first, self.super_res_last, self.super_res_scheduler = super_res_first, super_res_last, super_res_scheduler
         self.image_encoder, self.feature_extractor = image_encoder, feature_extractor
-
-    # ------------------------------------------------------------------ components
-
-    def components(self) -> dict[str, object]:
-        names = ("text_encoder", "tokenizer", "prior", "prior_scheduler", "text_proj", "decoder", "decoder_scheduler",
-                 "super_res_first", "super_res_last", "super_res_scheduler", "image_encoder", "feature_extractor")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {n: c for n, c in self.components().items() if isinstance(c, torch.nn.Module)}
-
-    @property
-    def device(self) -> torch.device:
-        return self.decoder.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.decoder.dtype
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> UnCLIP:
-        for module in self.modules().values():
-            # diffusers warns on any dtype argument, even an unchanged one
-            module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
-        return self
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        return save_pipeline(directory, "UnCLIPPipeline", self.components())
+        self._inference_only()
 
     @property
     def image_size(self) -> int:
@@ -128,6 +110,7 @@ class UnCLIP:
     # ------------------------------------------------------------------ stages
 
     @torch.inference_mode()
+    @uses("text_encoder")
     def encode_prompt(self, prompts: list[str], num_images_per_prompt: int = 1, with_uncond: bool = True) -> TextConditioning:
         """CLIP text embeddings, one row per image; with the empty prompt's for guidance."""
         # The empty prompt rides in the same forward as the prompts: one text-encoder call, not two.
@@ -148,6 +131,7 @@ class UnCLIP:
         return TextConditioning(cond.embeds, cond.hidden_states, cond.mask, uncond)
 
     @torch.inference_mode()
+    @uses("image_encoder")
     def encode_image(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
         """CLIP image embeddings (B, D) of given images, for variations (needs `image_encoder`)."""
         if self.image_encoder is None or self.feature_extractor is None:
@@ -157,6 +141,7 @@ class UnCLIP:
         return self.image_encoder(images.to(self.device, self.image_encoder.dtype)).image_embeds
 
     @torch.inference_mode()
+    @uses("prior")
     def run_prior(
         self,
         text: TextConditioning,
@@ -188,6 +173,7 @@ class UnCLIP:
         return self.prior.post_process_latents(latents)  # (B, D) un-normalised by CLIP's mean and std
 
     @torch.inference_mode()
+    @uses("text_proj", "decoder")
     def run_decoder(
         self,
         image_embeds: torch.Tensor,
@@ -228,6 +214,7 @@ class UnCLIP:
         return latents.clamp(-1, 1)
 
     @torch.inference_mode()
+    @uses("super_res_first", "super_res_last")
     def run_super_res(
         self,
         image_small: torch.Tensor,
@@ -256,6 +243,7 @@ class UnCLIP:
 
     # ------------------------------------------------------------------ text to image
 
+    @oom_guard
     def __call__(
         self,
         prompt: str | Sequence[str],
@@ -312,6 +300,7 @@ class UnCLIP:
 
     # ------------------------------------------------------------------ image variations
 
+    @oom_guard
     def variations(
         self,
         image: Image.Image | Sequence[Image.Image],
