@@ -15,6 +15,7 @@ import transformers
 
 from comparisons.presets import DEFAULT_PRESET, PRESETS, load_models
 from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
+from pipelines.common import GPUOutOfMemoryError
 
 ARCHITECTURES = ("unclip", "latent_diffusion")
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         unclip, ld = load_models(args.preset, unclip=args.unclip, latent_diffusion=args.latent_diffusion, device=args.device)
         outputs = generate(unclip, ld, args.prompt, args.seed, settings)
-    except ValueError as err:
+    except (ValueError, GPUOutOfMemoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ from pipelines.common import (
     repeat_prompts,
     uses,
 )
-from pipelines.loading import load_component, load_tokenizer, resolve_pipeline_dir
+from pipelines.loading import load_component, load_tokenizer, resolve_pipeline_dir, save_pipeline
 from pipelines.tokenizer import tokenize
 
 Generators = torch.Generator | list[torch.Generator]
@@ -102,6 +102,10 @@ class LatentDiffusion(Pipeline):
     def image_size(self) -> int:
         return self.unet.config.sample_size * self.vae_scale_factor
 
+    def save_pretrained(self, directory: str | Path) -> Path:
+        # SD repos list a safety checker and feature extractor; we load neither, and say so.
+        return save_pipeline(directory, self.pipeline_class_name, self.components() | {"safety_checker": None, "feature_extractor": None})
+
     def enable_vae_slicing(self) -> None:
         """Decode a batch one image at a time: less peak memory for large batches."""
         self.vae.enable_slicing()
@@ -116,10 +120,10 @@ class LatentDiffusion(Pipeline):
     @uses("text_encoder")
     def encode_prompt(self, prompts: list[str], negative_prompts: list[str] | None, num_images_per_prompt: int = 1) -> PromptEmbeds:
         """Hidden states of the prompts (and negative prompts, for guidance), one row per image."""
-        # Prompts and negative prompts share one text-encoder forward.
-        hidden = self._encode_text(prompts + (negative_prompts or [])).repeat_interleave(num_images_per_prompt, dim=0)
-        split = len(prompts) * num_images_per_prompt
-        return PromptEmbeds(hidden[:split], hidden[split:] if negative_prompts is not None else None)
+        n = num_images_per_prompt
+        cond = self._encode_text(prompts).repeat_interleave(n, dim=0)
+        uncond = self._encode_text(negative_prompts).repeat_interleave(n, dim=0) if negative_prompts is not None else None
+        return PromptEmbeds(cond, uncond)
 
     def _encode_text(self, prompts: list[str]) -> torch.Tensor:
         ids, mask = tokenize(self.tokenizer, prompts)

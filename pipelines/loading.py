@@ -59,7 +59,7 @@ def read_model_index(directory: Path) -> dict[str, list]:
     return {k: v for k, v in index.items() if not k.startswith("_")}
 
 
-def find_weights(subdir: Path, allow_pickle: bool, variant: str | None = None) -> Path:
+def find_weights(subdir: Path, allow_pickle: bool, variant: str | None = None, expected_stem: str = _WEIGHT_STEMS[0]) -> Path:
     """The weights file (or shard index) of a model component, checked before anything loads it."""
     suffix = f".{variant}" if variant else ""
     for stem in _WEIGHT_STEMS:
@@ -77,7 +77,7 @@ def find_weights(subdir: Path, allow_pickle: bool, variant: str | None = None) -
             f"{pickled[0]} is a pickle file, which can run code when loaded; only safetensors load by default "
             "(pass allow_pickle=True if you trust its source)"
         )
-    raise ComponentLoadError(f"{subdir / (_WEIGHT_STEMS[0] + suffix + '.safetensors')} (or model.safetensors) is missing")
+    raise ComponentLoadError(f"{subdir / (expected_stem + suffix + '.safetensors')} is missing")
 
 
 def _check_safetensors(path: Path) -> None:
@@ -110,17 +110,25 @@ def load_component(
             return expected.from_pretrained(str(subdir))
         except Exception as err:
             raise ComponentLoadError(f"{subdir}: cannot load {expected.__name__} ({err})") from err
-    weights = find_weights(subdir, allow_pickle, variant)
+    weights = find_weights(subdir, allow_pickle, variant, "diffusion_pytorch_model" if issubclass(expected, diffusers.ModelMixin) else "model")
     if not (subdir / "config.json").is_file():
         raise ComponentLoadError(f"{subdir / 'config.json'} is missing")
     is_diffusers = issubclass(expected, diffusers.ModelMixin)
     kwargs = {"torch_dtype" if is_diffusers else "dtype": dtype, "use_safetensors": not weights.suffix == ".bin"}
-    if variant and weights.name.count(".") > 1:
+    if variant and f".{variant}." in weights.name:
         kwargs["variant"] = variant
     try:
-        return expected.from_pretrained(str(subdir), **kwargs)
+        model = expected.from_pretrained(str(subdir), **kwargs)
     except Exception as err:
         raise ComponentLoadError(f"{weights}: cannot load {expected.__name__} ({type(err).__name__}: {err})") from err
+    # Loaded tensors can be views into the safetensors buffer at offsets that are not 64-byte
+    # aligned; CPU kernels round differently on such memory, so a reloaded model would not give
+    # bit-identical images. A copy into fresh (aligned) memory makes it do so.
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.device.type == "cpu":
+                tensor.data = tensor.data.clone()
+    return model
 
 
 def _load_scheduler(directory: Path, name: str) -> SchedulerMixin:

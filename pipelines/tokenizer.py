@@ -54,7 +54,9 @@ def clip_vocab(bpe_path: Path | None = None) -> tuple[dict[str, int], list[tuple
 def offline_clip_tokenizer() -> CLIPTokenizer:
     """A `CLIPTokenizer` (max length 77) that needs no download.
 
-    Up to and including the end-of-text token its ids are `open_clip.tokenize`'s. It pads with
+    Up to and including the end-of-text token its ids are `open_clip.tokenize`'s, except where
+    open_clip's ftfy and HTML clean-up would rewrite the text first ("&amp;", the "ﬁ" ligature)
+    or a prompt spells "<|endoftext|>" itself: there it behaves as the hub's CLIP tokenizers do. It pads with
     "<|endoftext|>" as OpenAI's CLIP tokenizer in SD 1.x does, where open_clip pads with id 0 ("!"):
     a pad token of "!" would make the tokenizer treat every "!" in a prompt as padding. Pads sit
     after the end-of-text token, where CLIP's causal mask and end-of-text pooling never look.

@@ -61,7 +61,7 @@ class TextConditioning:
     mask: torch.Tensor  # (B, 77) bool attention mask
     # The empty prompt's conditioning. Its presence turns classifier-free guidance on in every
     # stage, as in diffusers: when any stage's scale is > 1, a stage at scale 1 still runs the
-    # guided batch (uncond + 1 * (cond - uncond)), which keeps us equal to diffusers to the bit.
+    # guided batch (uncond + 1 * (cond - uncond)), which keeps us equal to diffusers.
     uncond: TextConditioning | None = None
 
     def guided(self, cfg: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -113,22 +113,21 @@ class UnCLIP(Pipeline):
     @uses("text_encoder")
     def encode_prompt(self, prompts: list[str], num_images_per_prompt: int = 1, with_uncond: bool = True) -> TextConditioning:
         """CLIP text embeddings, one row per image; with the empty prompt's for guidance."""
-        # The empty prompt rides in the same forward as the prompts: one text-encoder call, not two.
-        ids, mask = tokenize(self.tokenizer, prompts + [""] * with_uncond)
-        out = self.text_encoder(ids.to(self.device))
-        mask = mask.to(self.device)
-        b, n = len(prompts), num_images_per_prompt
-
-        def rows(sl: slice, repeats: int) -> TextConditioning:
-            return TextConditioning(
-                out.text_embeds[sl].repeat_interleave(repeats, dim=0),  # (B*n, D)
-                out.last_hidden_state[sl].repeat_interleave(repeats, dim=0),  # (B*n, 77, C)
-                mask[sl].repeat_interleave(repeats, dim=0),  # (B*n, 77)
-            )
-
-        cond = rows(slice(0, b), n)
-        uncond = rows(slice(b, b + 1), b * n) if with_uncond else None
+        # Two forwards, not one batched: a different batch composition changes float32 rounding,
+        # and we want diffusers' numbers to the bit.
+        cond = self._encode_text(prompts, num_images_per_prompt)
+        uncond = self._encode_text([""] * len(prompts), num_images_per_prompt) if with_uncond else None
         return TextConditioning(cond.embeds, cond.hidden_states, cond.mask, uncond)
+
+    def _encode_text(self, prompts: list[str], num_images_per_prompt: int) -> TextConditioning:
+        ids, mask = tokenize(self.tokenizer, prompts)
+        out = self.text_encoder(ids.to(self.device))
+        n = num_images_per_prompt
+        return TextConditioning(
+            out.text_embeds.repeat_interleave(n, dim=0),  # (B*n, D)
+            out.last_hidden_state.repeat_interleave(n, dim=0),  # (B*n, 77, C)
+            mask.to(self.device).repeat_interleave(n, dim=0),  # (B*n, 77)
+        )
 
     @torch.inference_mode()
     @uses("image_encoder")
@@ -316,6 +315,8 @@ class UnCLIP(Pipeline):
         """Variations of given images: their CLIP image embedding replaces the prior's, the prompt is empty."""
         start = time.perf_counter()
         # 1. Check inputs
+        if self.image_encoder is None or self.feature_extractor is None:
+            raise ValueError("this unCLIP model has no image_encoder/feature_extractor, so it cannot make variations")
         images = [image] if isinstance(image, Image.Image) else list(image)
         if not images or not all(isinstance(im, Image.Image) for im in images):
             raise ValueError("`image` must be a PIL image or a non-empty list of PIL images")

@@ -1,0 +1,77 @@
+"""The side-by-side CLI (`make run`) and the benchmark, on tiny models."""
+
+import json
+
+import pytest
+
+from comparisons import bench, compare
+from comparisons.presets import get_preset
+from pipelines.tiny import save_tiny
+
+FAST = ["--steps", "2", "--prior-steps", "2", "--decoder-steps", "2", "--super-res-steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def test_compare_writes_both_images_and_a_stage_table(tiny_dirs, tmp_path, capsys):
+    unclip_dir, ld_dir = tiny_dirs
+    code = compare.main(["a red circle above a blue square", "--seed", "3", "--unclip", str(unclip_dir),
+                         "--latent-diffusion", str(ld_dir), "--out", str(tmp_path), *FAST])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert (tmp_path / "unclip-seed3.png").is_file() and (tmp_path / "latent_diffusion-seed3.png").is_file()
+    for stage in ("text_encoder", "prior", "decoder", "super_res", "unet", "vae_decode", "total"):
+        assert stage in out
+    assert "unclip s" in out and "latent_diffusion MB" in out and "peak RSS" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["", "--seed", "0"], "empty prompt"),
+    (["a cat", "--seed", "-1"], "[0, 2**63)"),
+    (["a cat", "--unclip", "/nonexistent/dir"], "neither an existing directory nor a hub id"),
+])
+def test_compare_bad_input_is_one_line_and_exit_2(tiny_dirs, tmp_path, capsys, argv, message):
+    unclip_dir, ld_dir = tiny_dirs
+    defaults = ["--latent-diffusion", str(ld_dir), "--out", str(tmp_path), *FAST]
+    if "--unclip" not in argv:
+        defaults += ["--unclip", str(unclip_dir)]
+    assert compare.main(argv + defaults) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_stage_table_orders_stages_and_puts_total_last(tiny_dirs):
+    from pipelines import load_latent_diffusion, load_unclip
+
+    unclip_dir, ld_dir = tiny_dirs
+    outputs = compare.generate(load_unclip(unclip_dir), load_latent_diffusion(ld_dir), "a red circle", 0,
+                               compare.CompareSettings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2))
+    table = compare.stage_table(outputs)
+    assert list(table.index) == ["text_encoder", "prior", "decoder", "super_res", "unet", "vae_decode", "total"]
+    assert table.loc["total", "unclip s"] >= table.loc["decoder", "unclip s"] > 0
+    assert table.loc["prior", "latent_diffusion s"] != table.loc["prior", "latent_diffusion s"]  # NaN: no such stage
+
+
+def test_tiny_preset_is_written_once_in_hub_layout():
+    preset = get_preset("tiny")
+    assert (get_preset("tiny").unclip == preset.unclip)
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("huge")
+
+
+def test_bench_compares_ours_with_diffusers(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(bench.SETTINGS, "tiny", {
+        "unclip": dict(prior_num_inference_steps=2, decoder_num_inference_steps=2, super_res_num_inference_steps=2),
+        "latent_diffusion": dict(num_inference_steps=2, guidance_scale=7.5),
+    })
+    assert bench.main(["--repeats", "1", "--json", str(tmp_path / "b.json")]) == 0
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert [r["architecture"] for r in report["results"]] == ["unclip", "latent_diffusion"]
+    for r in report["results"]:
+        assert r["ours_median_s"] > 0 and r["diffusers_median_s"] > 0 and r["flops"] > 0
+        assert r["max_abs_diff"] <= 1e-4  # the same images, else the timing compares different work
+        assert r["ratio"] == pytest.approx(r["ours_median_s"] / r["diffusers_median_s"])
+    assert "ratio" in capsys.readouterr().out

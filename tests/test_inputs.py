@@ -1,0 +1,138 @@
+"""Bad input is refused at the edge with a ValueError a user can read, before any model runs."""
+
+import re
+
+import pytest
+import torch
+
+from conftest import LD_STEPS, UNCLIP_STEPS, VARIATION_STEPS
+from pipelines.tiny import BLOCK_CHANNELS
+
+VAE_FACTOR = 2 ** (len(BLOCK_CHANNELS) - 1)  # the tiny VAE's downsampling
+
+# entry point -> the arguments of a valid call (tiny step counts, a fixed seed)
+VALID = {
+    "unclip": dict(prompt="a red square", seed=0, **UNCLIP_STEPS),
+    "unclip_variations": dict(seed=0, **VARIATION_STEPS),  # + image
+    "text2img": dict(prompt="a red square", seed=0, **LD_STEPS),
+    "img2img": dict(prompt="a red square", seed=0, num_inference_steps=2, strength=1.0),  # + image
+}
+STEP_ARGS = {
+    "unclip": ("prior_num_inference_steps", "decoder_num_inference_steps", "super_res_num_inference_steps"),
+    "unclip_variations": ("decoder_num_inference_steps", "super_res_num_inference_steps"),
+    "text2img": ("num_inference_steps",),
+    "img2img": ("num_inference_steps",),
+}
+GUIDANCE_ARGS = {
+    "unclip": ("prior_guidance_scale", "decoder_guidance_scale"),
+    "unclip_variations": ("decoder_guidance_scale",),
+    "text2img": ("guidance_scale",),
+    "img2img": ("guidance_scale",),
+}
+WITH_PROMPT = ("unclip", "text2img", "img2img")
+
+
+@pytest.fixture
+def call(unclip, unclip_variations, latent_diffusion, init_image, variation_images):
+    """`call(entry, **overrides)`: a valid call with some arguments replaced.
+
+    Every model refuses to run meanwhile, so a check that comes too late fails the test.
+    """
+    pipes = (unclip, unclip_variations, latent_diffusion)
+
+    def refuse(module, args):
+        raise AssertionError(f"{type(module).__name__} ran: the input should have been refused before any model")
+
+    # every submodule, since some models run through methods other than forward (vae.encode)
+    hooks = [m.register_forward_pre_hook(refuse) for p in pipes for top in p.modules().values() for m in top.modules()]
+    entries = {
+        "unclip": unclip,
+        "unclip_variations": lambda **kw: unclip_variations.variations(**{"image": variation_images[0], **kw}),
+        "text2img": latent_diffusion,
+        "img2img": lambda **kw: latent_diffusion.img2img(**{"image": init_image, **kw}),
+    }
+    yield lambda entry, **overrides: entries[entry](**{**VALID[entry], **overrides})
+    for hook in hooks:
+        hook.remove()
+
+
+def cases(table):
+    """pytest params (entry, overrides, phrase) from {entry: [(id, overrides, phrase), ...]}."""
+    return [pytest.param(entry, kw, phrase, id=f"{entry}-{id}") for entry, rows in table.items() for id, kw, phrase in rows]
+
+
+PROMPT_CASES = cases({entry: [
+    ("empty-string", dict(prompt=""), "empty"),
+    ("whitespace", dict(prompt=" \t\n "), "empty"),
+    ("empty-list", dict(prompt=[]), "empty"),
+    ("one-empty-in-list", dict(prompt=["a cat", ""]), "empty"),
+    ("not-a-string", dict(prompt=[3]), "must hold strings"),
+] for entry in WITH_PROMPT})
+
+STEP_CASES = cases({entry: [
+    (f"{arg}={steps}", {arg: steps}, f"`{arg}` must be between 1 and 1000, got {steps}")
+    for arg in args for steps in (0, 1001)
+] + [(f"{args[0]}=2.5", {args[0]: 2.5}, f"`{args[0]}` must be a whole number")] for entry, args in STEP_ARGS.items()})
+
+GUIDANCE_CASES = cases({entry: [
+    (f"{arg}={scale}", {arg: scale}, f"`{arg}` must be a finite number >= 0")
+    for arg in args for scale in (float("nan"), float("inf"), -1.0)
+] for entry, args in GUIDANCE_ARGS.items()})
+
+SEED_CASES = cases({entry: [
+    ("seed=-1", dict(seed=-1), "must be in [0, 2**63), got -1"),
+    ("seed=2**63", dict(seed=2**63), f"must be in [0, 2**63), got {2**63}"),
+    ("seed-string", dict(seed="7"), "`seed` must be a whole number, got '7'"),
+    ("last-seed-overflows", dict(seed=2**63 - 1, num_images_per_prompt=2), "seed of image 1"),
+    ("seed-and-generator", dict(generator=torch.Generator()), "either `seed` or `generator`"),
+] for entry in VALID})
+
+COUNT_CASES = cases({entry: [
+    ("zero", dict(num_images_per_prompt=0), "`num_images_per_prompt` must be a whole number >= 1, got 0"),
+] for entry in VALID})
+
+OTHER_CASES = cases({
+    "text2img": [
+        ("height-odd", dict(height=64 + VAE_FACTOR // 2), f"`height` must be a positive multiple of {VAE_FACTOR}"),
+        ("width-odd", dict(width=32 + VAE_FACTOR // 2), f"`width` must be a positive multiple of {VAE_FACTOR}"),
+        ("height-zero", dict(height=0), f"`height` must be a positive multiple of {VAE_FACTOR}"),
+        ("negative-prompts-mismatch", dict(prompt=["a", "b"], negative_prompt=["x", "y", "z"]), "one string or 2 strings"),
+    ],
+    "img2img": [
+        ("strength-0", dict(strength=0), "`strength` must be in (0, 1], got 0"),
+        ("strength-1.5", dict(strength=1.5), "`strength` must be in (0, 1], got 1.5"),
+        ("strength-times-steps-below-1", dict(strength=0.4, num_inference_steps=2), "leaves no denoising step"),
+        ("image-not-an-image", dict(image="cat.png"), "`image` must be a PIL image"),
+    ],
+    "unclip_variations": [
+        ("no-images", dict(image=[]), "`image` must be a PIL image or a non-empty list"),
+        ("image-path", dict(image="cat.png"), "`image` must be a PIL image"),
+    ],
+})
+
+
+@pytest.mark.parametrize(
+    "entry, overrides, phrase", PROMPT_CASES + STEP_CASES + GUIDANCE_CASES + SEED_CASES + COUNT_CASES + OTHER_CASES
+)
+def test_bad_input_is_refused_before_any_model_runs(call, entry, overrides, phrase):
+    with pytest.raises(ValueError, match=re.escape(phrase)):
+        call(entry, **overrides)
+
+
+# ----------------------------------------------------------------------------- long prompts
+
+LONG_PROMPT = " ".join(["red"] * 80) + " zebra"  # 81 words, 83 tokens with start and end: 6 too many
+
+
+@pytest.mark.parametrize("entry", WITH_PROMPT)
+def test_long_prompt_warns_about_truncation_and_still_makes_an_image(unclip, latent_diffusion, init_image, entry):
+    run = {
+        "unclip": lambda: unclip(LONG_PROMPT, seed=0, **UNCLIP_STEPS),
+        "text2img": lambda: latent_diffusion(LONG_PROMPT, seed=0, **LD_STEPS),
+        "img2img": lambda: latent_diffusion.img2img(LONG_PROMPT, init_image, strength=1.0, num_inference_steps=2, seed=0),
+    }[entry]
+    with pytest.warns(UserWarning, match="truncated") as record:
+        out = run()
+    assert "zebra" in str(record[0].message)  # the warning says what was dropped
+    assert out.images.shape == (1, 64, 64, 3)
+    assert (out.images >= 0).all() and (out.images <= 1).all()
