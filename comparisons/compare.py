@@ -7,48 +7,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import transformers
 
-from comparisons.presets import DEFAULT_PRESET, PRESETS, load_models
-from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
+from comparisons.harness import Harness
+from comparisons.presets import DEFAULT_PRESET, PRESETS, load_harness
+from comparisons.records import ARCHITECTURES, Settings
+from pipelines import PipelineOutput
 from pipelines.common import GPUOutOfMemoryError
 
-ARCHITECTURES = ("unclip", "latent_diffusion")
-
-
-@dataclass(frozen=True)
-class CompareSettings:
-    """Steps and guidance of every stage; the defaults are Karlo's and SD's."""
-
-    prior_steps: int = 25
-    decoder_steps: int = 25
-    super_res_steps: int = 7
-    prior_guidance: float = 4.0
-    decoder_guidance: float = 8.0
-    steps: int = 50  # latent diffusion U-Net steps
-    guidance: float = 7.5  # latent diffusion guidance
-    negative_prompt: str | None = None  # latent diffusion only: unCLIP has no negative prompt
-
-
-def generate(
-    unclip: UnCLIP, latent_diffusion: LatentDiffusion, prompt: str, seed: int, settings: CompareSettings = CompareSettings()
-) -> dict[str, PipelineOutput]:
-    """The same prompt and seed through both architectures."""
-    s = settings
-    return {
-        "unclip": unclip(
-            prompt, seed=seed, prior_num_inference_steps=s.prior_steps, decoder_num_inference_steps=s.decoder_steps,
-            super_res_num_inference_steps=s.super_res_steps, prior_guidance_scale=s.prior_guidance,
-            decoder_guidance_scale=s.decoder_guidance,
-        ),
-        "latent_diffusion": latent_diffusion(
-            prompt, seed=seed, negative_prompt=s.negative_prompt, num_inference_steps=s.steps, guidance_scale=s.guidance
-        ),
-    }
+def generate(harness: Harness, prompt: str, seed: int, settings: Settings = Settings()) -> dict[str, tuple[PipelineOutput, dict]]:
+    """The same prompt and seed through both architectures: each one's output and logged row."""
+    results = {}
+    for arch in ARCHITECTURES:
+        output, rows = harness.generate(arch, [prompt], [seed], settings)
+        results[arch] = (output, rows[0])
+    return results
 
 
 def memory_label(kind: str) -> str:
@@ -79,25 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unclip", help="unCLIP directory or hub id (overrides the preset)")
     parser.add_argument("--latent-diffusion", help="latent diffusion directory or hub id (overrides the preset)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-    parser.add_argument("--out", type=Path, default=Path("results/compare"), help="where the two PNGs go")
-    for field, default in CompareSettings.__dataclass_fields__.items():
-        parser.add_argument("--" + field.replace("_", "-"), type=type(default.default) if default.default is not None else str, default=default.default)
+    parser.add_argument("--out", type=Path, default=Path("results"), help="run log and images go here")
+    for name, f in Settings.__dataclass_fields__.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(f.default) if f.default is not None else str, default=f.default)
     args = parser.parse_args(argv)
     transformers.logging.disable_progress_bar()
-    settings = CompareSettings(**{f: getattr(args, f) for f in CompareSettings.__dataclass_fields__})
+    settings = Settings(**{f: getattr(args, f) for f in Settings.__dataclass_fields__})
     try:
-        unclip, ld = load_models(args.preset, unclip=args.unclip, latent_diffusion=args.latent_diffusion, device=args.device)
-        outputs = generate(unclip, ld, args.prompt, args.seed, settings)
-    except (ValueError, GPUOutOfMemoryError) as err:
+        harness = load_harness(args.preset, unclip=args.unclip, latent_diffusion=args.latent_diffusion, device=args.device, out_dir=args.out)
+        results = generate(harness, args.prompt, args.seed, settings)
+    except (ValueError, OSError, GPUOutOfMemoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    for arch, out in outputs.items():
-        path = args.out / f"{arch}-seed{args.seed}.png"
-        out.pil_images()[0].save(path)
-        print(f"{arch:>16}: {path}  ({out.images.shape[2]}x{out.images.shape[1]}, {out.device}, {out.dtype})")
+    outputs = {arch: out for arch, (out, _) in results.items()}
+    for arch, (out, row) in results.items():
+        print(f"{arch:>16}: {row['image_path']}  ({row['width']}x{row['height']}, {out.device}, {out.dtype}), "
+              f"CLIP score {row['clip_score']:.1f} ({harness.judge.name} judge)")
     kinds = {memory_label(out.stages[0].memory_kind) for out in outputs.values()}
-    print(f"\nprompt: {args.prompt!r}  seed: {args.seed}  memory: {', '.join(sorted(kinds))} (MB)")
+    print(f"\nprompt: {args.prompt!r}  seed: {args.seed}  memory: {', '.join(sorted(kinds))} (MB)  log: {args.out / 'runs.jsonl'}")
     print(stage_table(outputs).to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
     return 0
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from comparisons.harness import Harness
+from comparisons.metrics import load_judge
+from comparisons.store import RunLog
 from pipelines import LatentDiffusion, UnCLIP, load_latent_diffusion, load_unclip
 
 CACHE_DIR = Path(os.environ.get("T2I_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
@@ -27,12 +30,14 @@ class Preset:
     name: str
     unclip: str  # directory in diffusers' layout or hub id
     latent_diffusion: str
+    judge: str  # comparisons.metrics.load_judge name: never the generators' own CLIP
     fp16_on_cuda: bool  # real models run in half precision on a GPU; tiny ones gain nothing from it
+    use_checker: bool = False  # the Shapes lab's checker can read the images
 
 
 PRESETS = {
-    "tiny": Preset("tiny", str(CACHE_DIR / "tiny" / "unclip"), str(CACHE_DIR / "tiny" / "latent_diffusion"), False),
-    "pretrained": Preset("pretrained", "kakaobrain/karlo-v1-alpha", "stable-diffusion-v1-5/stable-diffusion-v1-5", True),
+    "tiny": Preset("tiny", str(CACHE_DIR / "tiny-v2" / "unclip"), str(CACHE_DIR / "tiny-v2" / "latent_diffusion"), "tiny", False),
+    "pretrained": Preset("pretrained", "kakaobrain/karlo-v1-alpha", "stable-diffusion-v1-5/stable-diffusion-v1-5", "ViT-L-14", True),
 }
 DEFAULT_PRESET = "tiny"
 
@@ -44,7 +49,7 @@ def get_preset(name: str) -> Preset:
     if name == "tiny" and not (Path(preset.unclip) / "model_index.json").is_file():
         from pipelines.tiny import save_tiny
 
-        save_tiny(CACHE_DIR / "tiny")
+        save_tiny(Path(preset.unclip).parent)
     return preset
 
 
@@ -67,3 +72,23 @@ def load_models(
     dtype = torch.float16 if (dev.type == "cuda" and p.fp16_on_cuda) else torch.float32
     return (load_unclip(unclip or p.unclip, device=dev, dtype=dtype),
             load_latent_diffusion(latent_diffusion or p.latent_diffusion, device=dev, dtype=dtype))
+
+
+def load_harness(
+    preset: str = DEFAULT_PRESET,
+    *,
+    unclip: str | None = None,
+    latent_diffusion: str | None = None,
+    device: str | None = None,
+    out_dir: str | Path = "results",
+    log: bool = True,
+) -> Harness:
+    """Everything a comparison needs: both pipelines, the preset's judge, the run log in `out_dir`."""
+    p = get_preset(preset)
+    pipes = load_models(preset, unclip=unclip, latent_diffusion=latent_diffusion, device=device)
+    out_dir = Path(out_dir)
+    return Harness(
+        *pipes, judge=load_judge(p.judge, pick_device(device)), out_dir=out_dir,
+        models={"unclip": unclip or p.unclip, "latent_diffusion": latent_diffusion or p.latent_diffusion},
+        use_checker=p.use_checker, log=RunLog(out_dir) if log else None,
+    )

@@ -127,5 +127,5 @@ def build_tiny_latent_diffusion(seed: int = 0, scheduler: str = "pndm") -> Laten
 def save_tiny(directory: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """Save a tiny unCLIP and a tiny latent diffusion in hub layout under `directory`."""
     directory = Path(directory)
-    return (build_tiny_unclip(seed).save_pretrained(directory / "unclip"),
+    return (build_tiny_unclip(seed, image_variations=True).save_pretrained(directory / "unclip"),
             build_tiny_latent_diffusion(seed).save_pretrained(directory / "latent_diffusion"))

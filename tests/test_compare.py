@@ -4,8 +4,17 @@ import json
 
 import pytest
 
+from pathlib import Path
+
+import pandas as pd
+
 from comparisons import bench, compare
+from comparisons.harness import Harness
+from comparisons.metrics import tiny_judge
 from comparisons.presets import get_preset
+from comparisons.records import Settings
+from comparisons.store import load_runs
+from pipelines import load_latent_diffusion, load_unclip
 from pipelines.tiny import save_tiny
 
 FAST = ["--steps", "2", "--prior-steps", "2", "--decoder-steps", "2", "--super-res-steps", "2"]
@@ -22,7 +31,10 @@ def test_compare_writes_both_images_and_a_stage_table(tiny_dirs, tmp_path, capsy
                          "--latent-diffusion", str(ld_dir), "--out", str(tmp_path), *FAST])
     out = capsys.readouterr().out
     assert code == 0
-    assert (tmp_path / "unclip-seed3.png").is_file() and (tmp_path / "latent_diffusion-seed3.png").is_file()
+    runs = load_runs(tmp_path)
+    assert list(runs["architecture"]) == ["unclip", "latent_diffusion"] and set(runs["seed"]) == {3}
+    assert all(Path(p).is_file() and p in out for p in runs["image_path"])
+    assert "CLIP score" in out
     for stage in ("text_encoder", "prior", "decoder", "super_res", "unet", "vae_decode", "total"):
         assert stage in out
     assert "unclip s" in out and "latent_diffusion MB" in out and "peak RSS" in out
@@ -43,16 +55,14 @@ def test_compare_bad_input_is_one_line_and_exit_2(tiny_dirs, tmp_path, capsys, a
     assert err.startswith("error:") and message in err and "\n" not in err
 
 
-def test_stage_table_orders_stages_and_puts_total_last(tiny_dirs):
-    from pipelines import load_latent_diffusion, load_unclip
-
+def test_stage_table_orders_stages_and_puts_total_last(tiny_dirs, tmp_path):
     unclip_dir, ld_dir = tiny_dirs
-    outputs = compare.generate(load_unclip(unclip_dir), load_latent_diffusion(ld_dir), "a red circle", 0,
-                               compare.CompareSettings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2))
-    table = compare.stage_table(outputs)
+    harness = Harness(load_unclip(unclip_dir), load_latent_diffusion(ld_dir), tiny_judge(), tmp_path)
+    results = compare.generate(harness, "a red circle", 0, Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2))
+    table = compare.stage_table({arch: out for arch, (out, _) in results.items()})
     assert list(table.index) == ["text_encoder", "prior", "decoder", "super_res", "unet", "vae_decode", "total"]
     assert table.loc["total", "unclip s"] >= table.loc["decoder", "unclip s"] > 0
-    assert table.loc["prior", "latent_diffusion s"] != table.loc["prior", "latent_diffusion s"]  # NaN: no such stage
+    assert pd.isna(table.loc["prior", "latent_diffusion s"])  # latent diffusion has no prior
 
 
 def test_tiny_preset_is_written_once_in_hub_layout():

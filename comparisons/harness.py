@@ -1,0 +1,93 @@
+"""Generate, score, save and log: the one path every image takes, from the CLI, sweeps or the app.
+
+A `Harness` holds both pipelines, the judge and the run log. `generate(architecture, prompts,
+seeds, settings)` makes one batched pipeline call (image i from prompts[i] and seeds[i]), scores
+every image with the judge (and, in the Shapes lab, the checker), writes each PNG with its
+infotext and appends one row per image to the log.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from comparisons.metrics import Judge, embedding_cosine
+from comparisons.records import ARCHITECTURES, Settings, build_rows, save_png, weights_hash
+from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
+from pipelines.common import StepCallback, to_uint8
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def check_architecture(name: str) -> str:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return name
+
+
+@dataclass
+class Harness:
+    """Both pipelines, how to name their weights, the judge, where images and rows go."""
+
+    unclip: UnCLIP
+    latent_diffusion: LatentDiffusion
+    judge: Judge
+    out_dir: Path
+    models: dict[str, str] = field(default_factory=dict)  # architecture -> preset, hub id or path
+    use_checker: bool = False  # Shapes lab only: score every image with lab.checker
+    log: object | None = None  # a comparisons.store.RunLog, or None to keep rows in memory only
+
+    def pipeline(self, architecture: str) -> UnCLIP | LatentDiffusion:
+        return self.unclip if check_architecture(architecture) == "unclip" else self.latent_diffusion
+
+    def generate(
+        self,
+        architecture: str,
+        prompts: list[str],
+        seeds: list[int],
+        settings: Settings = Settings(),
+        *,
+        run_id: str | None = None,
+        callback: StepCallback | None = None,
+        extra_columns: list[dict] | None = None,
+    ) -> tuple[PipelineOutput, list[dict]]:
+        """One batched call for len(prompts) images; returns the output and its logged rows
+        (`extra_columns`: more columns for each image's row, e.g. a sweep's resume key)."""
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per image")
+        pipe = self.pipeline(architecture)
+        output = pipe(prompts, seed=list(seeds), callback=callback, **settings.pipeline_kwargs(architecture))
+        run_id = run_id or new_run_id()
+        rows = build_rows(
+            output, architecture=architecture, model=self.models.get(architecture, architecture), model_hash=weights_hash(pipe),
+            settings=settings, run_id=run_id, image_paths=self._save_paths(architecture, run_id, output),
+            clip_cosine=self.judge.cosine(output.images, output.prompts),
+            prior_image_cosine=self._prior_image_cosine(output) if architecture == "unclip" else None,
+            checks=self._checks(output) if self.use_checker else None,
+        )
+        for i, (image, row) in enumerate(zip(output.pil_images(), rows)):
+            row.update(extra_columns[i] if extra_columns else {})
+            save_png(image, Path(row["image_path"]), row)
+        if self.log is not None:
+            self.log.append(rows)
+        return output, rows
+
+    def _save_paths(self, architecture: str, run_id: str, output: PipelineOutput) -> list[str]:
+        return [str(self.out_dir / "images" / architecture / f"{run_id}-{i:03d}-seed{seed}.png") for i, seed in enumerate(output.seeds)]
+
+    def _prior_image_cosine(self, output: PipelineOutput) -> np.ndarray | None:
+        """How close the decoded image comes to the embedding the prior asked for, in the
+        generators' own CLIP image space (needs the unCLIP model's image encoder)."""
+        if self.unclip.image_encoder is None or output.image_embeds is None:
+            return None
+        return embedding_cosine(self.unclip.encode_image(output.pil_images()).cpu(), output.image_embeds)
+
+    def _checks(self, output: PipelineOutput) -> list[dict]:
+        from lab.checker import check
+
+        return [check(image, prompt).as_dict() for image, prompt in zip(to_uint8(output.images), output.prompts)]

@@ -1,0 +1,176 @@
+"""Every generated image becomes one row, and one PNG that carries its own generation parameters.
+
+The PNG's `parameters` text chunk holds AUTOMATIC1111's infotext format
+("prompt\\nNegative prompt: ...\\nSteps: 50, Seed: 1, ..."), so any image can be traced back to
+its settings and regenerated exactly (`settings_from_png`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import diffusers
+import numpy as np
+import torch
+import transformers
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
+
+ARCHITECTURES = ("unclip", "latent_diffusion")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Steps and guidance of every stage; the defaults are Karlo's and SD's."""
+
+    prior_steps: int = 25
+    decoder_steps: int = 25
+    super_res_steps: int = 7
+    prior_guidance: float = 4.0
+    decoder_guidance: float = 8.0
+    steps: int = 50  # latent diffusion U-Net steps
+    guidance: float = 7.5  # latent diffusion guidance
+    negative_prompt: str | None = None  # latent diffusion only: unCLIP has no negative prompt
+
+    def for_architecture(self, architecture: str) -> dict:
+        """The settings columns that apply to one architecture (the others stay empty in its rows)."""
+        if architecture == "unclip":
+            keys = ("prior_steps", "decoder_steps", "super_res_steps", "prior_guidance", "decoder_guidance")
+        elif architecture == "latent_diffusion":
+            keys = ("steps", "guidance", "negative_prompt")
+        else:
+            raise ValueError(f"unknown architecture {architecture!r}; choose one of {ARCHITECTURES}")
+        return {k: getattr(self, k) for k in keys}
+
+    def pipeline_kwargs(self, architecture: str) -> dict:
+        """Keyword arguments of the architecture's pipeline call."""
+        s = self
+        if architecture == "unclip":
+            return dict(prior_num_inference_steps=s.prior_steps, decoder_num_inference_steps=s.decoder_steps,
+                        super_res_num_inference_steps=s.super_res_steps, prior_guidance_scale=s.prior_guidance,
+                        decoder_guidance_scale=s.decoder_guidance)
+        return dict(num_inference_steps=s.steps, guidance_scale=s.guidance, negative_prompt=s.negative_prompt)
+
+
+def weights_hash(pipe: UnCLIP | LatentDiffusion) -> str:
+    """A short sha256 of every weight tensor, computed once per pipeline object."""
+    cached = getattr(pipe, "_weights_hash", None)
+    if cached is None:
+        digest = hashlib.sha256()
+        for name, module in sorted(pipe.modules().items()):
+            for key, tensor in sorted(module.state_dict().items()):
+                digest.update(f"{name}.{key}".encode())
+                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        cached = pipe._weights_hash = digest.hexdigest()[:12]
+    return cached
+
+
+def environment(output: PipelineOutput) -> dict:
+    device = torch.device(output.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"dtype": output.dtype, "device": output.device, "device_name": name, "torch_version": torch.__version__,
+            "diffusers_version": diffusers.__version__, "transformers_version": transformers.__version__}
+
+
+def cost_columns(output: PipelineOutput) -> dict:
+    """Seconds per image (a batched call's time shared by its images) and the call's peak memory."""
+    n = len(output.seeds)
+    row = {f"seconds_{s.name}": s.seconds / n for s in output.stages}
+    row["seconds_total"] = output.total_seconds / n
+    row |= {f"peak_memory_mb_{s.name}": s.peak_memory_bytes / 2**20 for s in output.stages}
+    row["peak_memory_mb"] = max(s.peak_memory_bytes for s in output.stages) / 2**20
+    row["memory_kind"] = "VRAM" if output.stages[0].memory_kind == "cuda_max_allocated" else "peak RSS"
+    row["batch_size"] = n
+    return row
+
+
+def build_rows(
+    output: PipelineOutput,
+    *,
+    architecture: str,
+    model: str,
+    model_hash: str,
+    settings: Settings,
+    run_id: str,
+    image_paths: list[str],
+    clip_cosine: np.ndarray,
+    prior_image_cosine: np.ndarray | None = None,
+    checks: list[dict] | None = None,
+) -> list[dict]:
+    """One row per image of a pipeline call."""
+    created = datetime.now(timezone.utc)
+    shared = {"run_id": run_id, "created_at": created, "architecture": architecture, "model": model, "model_hash": model_hash,
+              **settings.for_architecture(architecture), **environment(output), **cost_columns(output)}
+    rows = []
+    for i, (prompt, seed) in enumerate(zip(output.prompts, output.seeds)):
+        row = {**shared, "prompt": prompt, "seed": seed, "height": int(output.images.shape[1]), "width": int(output.images.shape[2]),
+               "clip_cosine": float(clip_cosine[i]), "clip_score": float(100 * max(clip_cosine[i], 0.0)),
+               "prior_image_cosine": float(prior_image_cosine[i]) if prior_image_cosine is not None else None,
+               "image_path": image_paths[i]}
+        row |= {f"check_{k}": v for k, v in (checks[i] if checks else {}).items()}
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- PNG infotext
+
+_INFOTEXT_KEYS = {  # infotext label -> Settings field
+    "Steps": "steps", "CFG scale": "guidance", "Prior steps": "prior_steps", "Decoder steps": "decoder_steps",
+    "Super-res steps": "super_res_steps", "Prior CFG scale": "prior_guidance", "Decoder CFG scale": "decoder_guidance",
+}
+
+
+def _quote(value: object) -> str:
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if re.search(r'[,:"\n]', text) else text
+
+
+def infotext(row: dict) -> str:
+    """AUTOMATIC1111's `parameters` text for a row."""
+    lines = [row["prompt"]]
+    if row.get("negative_prompt"):
+        lines.append(f"Negative prompt: {row['negative_prompt']}")
+    params = {label: row[field] for label, field in _INFOTEXT_KEYS.items() if row.get(field) is not None}
+    params |= {"Seed": row["seed"], "Size": f"{row['width']}x{row['height']}", "Model hash": row["model_hash"],
+               "Model": row["model"], "Architecture": row["architecture"], "Version": f"diffusers {row['diffusers_version']}"}
+    lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in params.items()))
+    return "\n".join(lines)
+
+
+def parse_infotext(text: str) -> dict[str, str]:
+    """The inverse of `infotext`: prompt, negative prompt and every `Key: value` pair."""
+    *head, params = text.split("\n")
+    negative = next((h.removeprefix("Negative prompt: ") for h in head if h.startswith("Negative prompt: ")), None)
+    prompt = "\n".join(h for h in head if not h.startswith("Negative prompt: "))
+    out = {"prompt": prompt, "negative_prompt": negative}
+    for match in re.finditer(r'\s*([\w -]+):\s*("(?:\\.|[^"\\])*"|[^,]*)(?:,|$)', params):
+        key, value = match.group(1).strip(), match.group(2).strip()
+        out[key] = json.loads(value) if value.startswith('"') else value
+    return out
+
+
+def save_png(image: Image.Image, path: Path, row: dict) -> None:
+    info = PngInfo()
+    info.add_text("parameters", infotext(row))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, pnginfo=info)
+
+
+def settings_from_png(path: str | Path) -> tuple[str, str, int, Settings]:
+    """(architecture, prompt, seed, settings) that regenerate the image at `path`."""
+    with Image.open(path) as im:
+        text = im.text.get("parameters")
+    if text is None:
+        raise ValueError(f"{path} has no `parameters` text chunk: it was not written by this tool")
+    p = parse_infotext(text)
+    types = {f.name: f.type for f in fields(Settings)}
+    values = {field: (int if "int" in types[field] else float)(p[label]) for label, field in _INFOTEXT_KEYS.items() if label in p}
+    settings = Settings(**{**asdict(Settings()), **values, "negative_prompt": p["negative_prompt"]})
+    return p["Architecture"], p["prompt"], int(p["Seed"]), settings

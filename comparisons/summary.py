@@ -1,0 +1,240 @@
+"""Side-by-side summaries of the run log: what each architecture costs and how good it is, and
+paired differences with bootstrap intervals so no headline number stands without n and a CI.
+
+- `summarize(df)`: descriptive statistics, index (metric, statistic), one column per
+  architecture, so the two read side by side. `describe_long(df)` is the same as a tidy table.
+- `paired_differences(df, metric)`: rows paired by (prompt, seed) under the same dtype and
+  device; the mean of a - b over pairs with a 95% percentile-bootstrap interval (Efron, 1979)
+  resampling pairs, and the win rate of a over b with its own interval from the same resamples.
+- `summary_table(df)` / `format_summary(df)`: both for every headline metric.
+
+A metric's direction ("better") comes from `HIGHER_IS_BETTER` or the `higher_is_better` argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+HEADLINE_METRICS = ("seconds_total", "peak_memory_mb", "clip_score")  # plus every verdict (check_*_correct)
+CONFIDENCE = 0.95
+# Columns whose values must match for two rows to be a like-for-like pair, besides prompt and seed.
+SHARED_SETTINGS = ("dtype", "device", "device_name")
+# Settings that belong to one architecture (its model, size, steps, guidance): each architecture
+# must have a single configuration in the compared rows, or a difference would mix several.
+OWN_SETTINGS = ("model", "model_hash", "negative_prompt", "height", "width", "steps", "guidance")
+# Direction of a metric, by (prefix, suffix) of its name: True when a larger value is better.
+HIGHER_IS_BETTER: dict[tuple[str, str], bool] = {
+    ("seconds_", ""): False, ("peak_memory_mb", ""): False,
+    ("clip_score", ""): True, ("clip_cosine", ""): True, ("prior_image_cosine", ""): True,
+    ("check_", "_correct"): True,  # the checker's verdicts: their mean is an accuracy
+}
+BOOT_CHUNK = 4_000_000  # resampled values held in memory at once
+
+
+class NoPairsError(ValueError):
+    """No (prompt, seed) pair has a value of the metric for both architectures."""
+
+
+def _direction(metric: str) -> bool | None:
+    for (prefix, suffix), higher in HIGHER_IS_BETTER.items():
+        if metric.startswith(prefix) and metric.endswith(suffix):
+            return higher
+    return None
+
+
+def prefers_higher(metric: str) -> bool:
+    """Whether a larger value of `metric` is better, from HIGHER_IS_BETTER."""
+    higher = _direction(metric)
+    if higher is None:
+        raise ValueError(f"no known direction for {metric!r}: pass higher_is_better=True or False")
+    return higher
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """Columns with a known direction and at least one value, in the frame's order."""
+    return [name for name in df.columns if _direction(name) is not None and df[name].notna().any()]
+
+
+def _as_float(values: pd.Series) -> pd.Series:
+    """Numbers and verdicts as float64, <NA> as NaN, so a verdict column's mean is its accuracy."""
+    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+        raise ValueError(f"column {values.name!r} ({values.dtype}) is not numeric")
+    return values.astype("Float64").astype(np.float64)
+
+
+def _check_runs(df: pd.DataFrame) -> None:
+    if "architecture" not in df.columns:
+        raise ValueError("the frame has no 'architecture' column; is it a run log (comparisons.store.load_runs)?")
+    if df.empty:
+        raise ValueError("the frame has no runs to summarize")
+
+
+# ----------------------------------------------------------------------------- descriptive
+
+
+def describe_long(df: pd.DataFrame) -> pd.DataFrame:
+    """Tidy statistics: one row per (architecture, metric, statistic). n counts the rows with a
+    value; boolean verdicts (check_*_correct) get n and mean, their accuracy; other metrics also
+    median and std."""
+    _check_runs(df)
+    metrics, records = metric_columns(df), []
+    for arch, rows in df.groupby("architecture", sort=True):
+        records.append((arch, "rows", "n", float(len(rows))))
+        for metric in metrics:
+            values = _as_float(rows[metric]).dropna()
+            stats = {"n": float(len(values)), "mean": values.mean()}
+            if not pd.api.types.is_bool_dtype(df[metric]):
+                stats |= {"median": values.median(), "std": values.std()}
+            records += [(arch, metric, stat, value) for stat, value in stats.items()]
+    return pd.DataFrame(records, columns=["architecture", "metric", "statistic", "value"])
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """`describe_long` pivoted: index (metric, statistic) in the log's column order, one column
+    per architecture, so the architectures read side by side."""
+    long = describe_long(df)
+    order = pd.MultiIndex.from_frame(long[["metric", "statistic"]].drop_duplicates())
+    wide = long.pivot(index=["metric", "statistic"], columns="architecture", values="value")
+    return wide.reindex(order).rename_axis(columns=None)
+
+
+# ----------------------------------------------------------------------------- paired
+
+
+def _pair_keys(df: pd.DataFrame, pair_on: Sequence[str] | None) -> list[str]:
+    keys = ["prompt", "seed", *(c for c in SHARED_SETTINGS if c in df.columns)] if pair_on is None else list(pair_on)
+    missing = [k for k in keys if k not in df.columns]
+    if not keys or missing:
+        raise ValueError(f"cannot pair rows on {keys}: missing columns {missing}")
+    return keys
+
+
+def _check_one_configuration(rows: pd.DataFrame, arch: str, keys: list[str]) -> None:
+    settings = [c for c in rows.columns if (c in OWN_SETTINGS or c.endswith(("_steps", "_guidance"))) and c not in keys]
+    configs = rows[settings].dropna(axis=1, how="all").drop_duplicates()
+    if len(configs) > 1:
+        raise ValueError(f"{arch} rows come in {len(configs)} configurations of {list(configs.columns)}; "
+                         f"a paired difference needs one: filter the frame first, e.g.\n{configs.head(4).to_string()}")
+
+
+def paired_values(df: pd.DataFrame, metric: str, a: str, b: str, pair_on: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per pair, columns `a` and `b`: the metric's mean over each architecture's rows of
+    the pair (repeats of one configuration are averaged). Raises NoPairsError when none pairs."""
+    _check_runs(df)
+    if metric not in df.columns:
+        raise ValueError(f"metric {metric!r} is not a column; metrics here: {metric_columns(df)}")
+    if a == b:
+        raise ValueError(f"compare two different architectures, got a = b = {a!r}")
+    keys = _pair_keys(df, pair_on)
+    for arch in (a, b):
+        rows = df[df["architecture"] == arch]
+        if rows.empty:
+            raise ValueError(f"no rows of architecture {arch!r}; have {sorted(df['architecture'].dropna().unique())}")
+        _check_one_configuration(rows, arch, keys)
+    rows = df[df["architecture"].isin([a, b])]
+    frame = rows[keys].assign(architecture=rows["architecture"], value=_as_float(rows[metric])).dropna(subset=["value"])
+    means = frame.groupby([*keys, "architecture"], dropna=False)["value"].mean().unstack("architecture")
+    pairs = means.reindex(columns=[a, b]).dropna()
+    if pairs.empty:
+        raise NoPairsError(f"no pairs: no ({', '.join(keys)}) has a {metric} value for both {a} and {b}")
+    return pairs
+
+
+def bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of `n_boot` resamples of the rows of `values` (n, k) with replacement: (n_boot, k)."""
+    n = len(values)
+    chunk = max(1, BOOT_CHUNK // (n * values.shape[1]))
+    means = [values[rng.integers(0, n, size=(min(chunk, n_boot - i), n))].mean(axis=1) for i in range(0, n_boot, chunk)]
+    return np.concatenate(means)
+
+
+def paired_differences(
+    df: pd.DataFrame, metric: str, a: str = "latent_diffusion", b: str = "unclip", n_boot: int = 2000, seed: int = 0,
+    *, higher_is_better: bool | None = None, pair_on: Sequence[str] | None = None,
+) -> dict:
+    """Mean of a - b over (prompt, seed) pairs with a 95% bootstrap CI, and a's win rate with its CI.
+
+    A pair is won by a when its value is strictly better (lower for seconds and memory, higher
+    for scores and accuracies); ties (common for verdicts) are reported apart as `tie_rate`.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    pairs = paired_values(df, metric, a, b, pair_on)
+    higher = prefers_higher(metric) if higher_is_better is None else higher_is_better
+    diff = (pairs[a] - pairs[b]).to_numpy()
+    wins = (diff > 0) if higher else (diff < 0)
+    boot = bootstrap_means(np.column_stack([diff, wins]), n_boot, np.random.default_rng(seed))
+    tails = [100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2]
+    (diff_low, win_low), (diff_high, win_high) = np.percentile(boot, tails, axis=0)
+    return {
+        "metric": metric, "a": a, "b": b, "higher_is_better": higher, "pair_on": _pair_keys(df, pair_on),
+        "n": len(diff), "n_boot": n_boot, "confidence": CONFIDENCE,
+        "mean_a": float(pairs[a].mean()), "mean_b": float(pairs[b].mean()),
+        "mean_diff": float(diff.mean()), "ci_low": float(diff_low), "ci_high": float(diff_high),
+        "win_rate": float(wins.mean()), "win_ci_low": float(win_low), "win_ci_high": float(win_high),
+        "tie_rate": float((diff == 0).mean()),
+    }
+
+
+# ----------------------------------------------------------------------------- headline table
+
+
+TABLE_KEYS = ("mean_diff", "ci_low", "ci_high", "win_rate", "win_ci_low", "win_ci_high", "tie_rate")
+
+
+def headline_metrics(df: pd.DataFrame) -> list[str]:
+    """HEADLINE_METRICS present in the frame, then the checker's verdicts."""
+    verdicts = [c for c in df.columns if c.startswith("check_") and c.endswith("_correct")]
+    return [m for m in HEADLINE_METRICS if m in df.columns] + verdicts
+
+
+def summary_table(
+    df: pd.DataFrame, a: str = "latent_diffusion", b: str = "unclip", n_boot: int = 2000, seed: int = 0
+) -> pd.DataFrame:
+    """One row per headline metric that has pairs: direction, n pairs, each architecture's mean over
+    the pairs (so mean_diff = mean_a - mean_b), the mean difference a - b, the win rate of a, each
+    with its 95% interval. Metrics without pairs (e.g. verdicts outside the lab) are left out."""
+    rows = {}
+    for metric in headline_metrics(df):
+        try:
+            r = paired_differences(df, metric, a, b, n_boot, seed)
+        except NoPairsError:
+            continue
+        rows[metric] = {"better": "higher" if r["higher_is_better"] else "lower", "n": r["n"],
+                        f"mean_{a}": r["mean_a"], f"mean_{b}": r["mean_b"], **{k: r[k] for k in TABLE_KEYS}}
+    if not rows:
+        present = ", ".join(headline_metrics(df)) or "none present"
+        raise NoPairsError(f"no headline metric ({present}) has {a}/{b} pairs")
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("metric")
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _percent(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def _with_interval(value: float, low: float, high: float, fmt=_number) -> str:
+    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
+
+
+def format_summary(
+    df: pd.DataFrame, a: str = "latent_diffusion", b: str = "unclip", n_boot: int = 2000, seed: int = 0
+) -> str:
+    """`summary_table` as text: every difference and win rate is printed beside n and its interval."""
+    table = summary_table(df, a, b, n_boot, seed)
+    ci = f"[{CONFIDENCE:.0%} CI]"
+    lines = [f"{a} - {b}, paired by {', '.join(_pair_keys(df, None))}; "
+             f"{CONFIDENCE:.0%} percentile-bootstrap intervals over pairs ({n_boot} resamples)",
+             f"{'metric':<24}{'better':>7}{'n':>6}{a:>18}{b:>18}   {'difference ' + ci:<32}{a + ' wins ' + ci:<36}ties"]
+    for metric, r in table.iterrows():
+        difference = _with_interval(r["mean_diff"], r["ci_low"], r["ci_high"])
+        wins = _with_interval(r["win_rate"], r["win_ci_low"], r["win_ci_high"], _percent)
+        lines.append(f"{metric:<24}{r['better']:>7}{int(r['n']):>6}{_number(r[f'mean_{a}']):>18}"
+                     f"{_number(r[f'mean_{b}']):>18}   {difference:<32}{wins:<36}{_percent(r['tie_rate'])}")
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""Sweeps: prompts × seeds × settings through both architectures, batched, resumable, multi-process.
+
+    python -m comparisons.sweep --prompts FILE --seeds 0-9 --steps 10,25 --guidance 4,8 --out DIR
+    accelerate launch --multi_gpu --num_processes 2 -m comparisons.sweep ...   # split over processes / GPUs / nodes
+
+`--steps` sets each architecture's main denoising steps (latent diffusion's U-Net; unCLIP's prior
+and decoder), `--guidance` its main guidance (latent diffusion's; unCLIP's decoder); the other
+stages keep their Karlo/SD defaults unless given (`--super-res-steps`, `--prior-guidance`).
+Grid points with the same architecture and settings are batched into one pipeline call. Every
+finished batch is appended to the run log at once, so a killed sweep, run again with the same
+command, skips what is done and never writes a row twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from comparisons.harness import check_architecture
+from comparisons.records import ARCHITECTURES, Settings
+
+MAX_PROMPTS = 10_000  # a bigger grid is a mistake more often than a plan: split the file
+MAX_PROMPT_FILE_BYTES = 10 * 2**20
+MAX_SEEDS = 100_000
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to make."""
+
+    architecture: str
+    settings: Settings
+    prompt: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """What identifies this image in the log, for resuming."""
+        return json.dumps([self.architecture, self.prompt, self.seed, self.settings.for_architecture(self.architecture)], sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- parsing (all checks before any work)
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Non-blank, non-comment lines of a UTF-8 text file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"prompt file {path} does not exist or is not a file")
+    if path.stat().st_size > MAX_PROMPT_FILE_BYTES:
+        raise ValueError(f"prompt file {path} is over {MAX_PROMPT_FILE_BYTES // 2**20} MiB: split it")
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise ValueError(f"prompt file {path} is binary (it holds NUL bytes), not text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"prompt file {path} is not UTF-8 (byte {err.start}): save it as UTF-8") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise ValueError(f"prompt file {path} has no prompts (blank lines and # comments are skipped)")
+    if len(prompts) > MAX_PROMPTS:
+        raise ValueError(f"prompt file {path} has {len(prompts)} prompts; at most {MAX_PROMPTS} per sweep")
+    return prompts
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0-9" (inclusive), "1,5,7", or a mix: "0-3,10"."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            start, end = int(lo), int(hi if sep else lo)
+        except ValueError:
+            raise ValueError(f"seeds {text!r}: {part!r} is not a number or a range like 0-9") from None
+        if start < 0 or end >= 2**63:
+            raise ValueError(f"seeds {text!r}: seeds must be in [0, 2**63)")
+        if end < start:
+            raise ValueError(f"seeds {text!r}: range {part!r} runs backwards; write {end}-{start}")
+        if end - start + 1 + len(seeds) > MAX_SEEDS:
+            raise ValueError(f"seeds {text!r}: more than {MAX_SEEDS} seeds")
+        seeds.extend(range(start, end + 1))
+    return list(dict.fromkeys(seeds))
+
+
+def parse_values(text: str, kind: type, name: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{name} {text!r}: expected comma-separated {kind.__name__} values") from None
+    if not values:
+        raise ValueError(f"--{name} is empty")
+    return list(dict.fromkeys(values))
+
+
+def parse_architectures(text: str) -> list[str]:
+    return [check_architecture(a.strip()) for a in text.split(",") if a.strip()]
+
+
+def check_out_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {path}: cannot create it ({err.strerror})") from None
+    probe = path / f".write-test-{os.getpid()}"
+    try:  # a real write: permission bits say nothing to root, a read-only mount says no to everyone
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"--out {path} is not writable ({err.strerror})") from None
+    return path
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def grid(prompts: list[str], seeds: list[int], steps: list[int], guidance: list[float], architectures: list[str], base: Settings) -> list[Job]:
+    jobs = []
+    for arch in architectures:
+        for n_steps in steps:
+            for scale in guidance:
+                if arch == "unclip":
+                    settings = dataclasses.replace(base, prior_steps=n_steps, decoder_steps=n_steps, decoder_guidance=scale)
+                else:
+                    settings = dataclasses.replace(base, steps=n_steps, guidance=scale)
+                jobs += [Job(arch, settings, p, s) for p in prompts for s in seeds]
+    for job in jobs[:1] + jobs[-1:]:  # settings are checked by the pipelines; fail before any work
+        _check_settings(job.settings)
+    return jobs
+
+
+def _check_settings(settings: Settings) -> None:
+    from pipelines.common import check_guidance, check_steps
+
+    for f in ("prior_steps", "decoder_steps", "super_res_steps", "steps"):
+        check_steps(getattr(settings, f), f)
+    for f in ("prior_guidance", "decoder_guidance", "guidance"):
+        check_guidance(getattr(settings, f), f)
+
+
+def batches(jobs: list[Job], batch_size: int) -> Iterator[list[Job]]:
+    """Jobs of the same architecture and settings, `batch_size` at a time, in grid order."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault((job.architecture, job.settings), []).append(job)
+    for group in groups.values():
+        for i in range(0, len(group), batch_size):
+            yield group[i : i + batch_size]
+
+
+def run_sweep(harness, jobs: list[Job], batch_size: int, progress: bool = True) -> int:
+    """Make every job not yet in the log; returns how many images were made."""
+    from tqdm.auto import tqdm
+
+    done = harness.log.done_keys(("sweep_key",)) if harness.log is not None else set()
+    todo = [j for j in jobs if (j.key,) not in done]
+    made = 0
+    with tqdm(total=len(todo), desc="sweep", unit="img", disable=not progress) as bar:
+        for batch in batches(todo, batch_size):
+            first = batch[0]
+            harness.generate(first.architecture, [j.prompt for j in batch], [j.seed for j in batch], first.settings,
+                             extra_columns=[{"sweep_key": j.key} for j in batch])
+            made += len(batch)
+            bar.update(len(batch))
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prompts", required=True, help="UTF-8 text file, one prompt per line (# comments)")
+    parser.add_argument("--seeds", default="0", help="e.g. 0-9 or 1,5,7")
+    parser.add_argument("--steps", default="25", help="comma-separated, e.g. 10,25")
+    parser.add_argument("--guidance", default="7.5", help="comma-separated, e.g. 4,8")
+    parser.add_argument("--architectures", default=",".join(ARCHITECTURES))
+    parser.add_argument("--super-res-steps", type=int, default=Settings.super_res_steps)
+    parser.add_argument("--prior-guidance", type=float, default=Settings.prior_guidance)
+    parser.add_argument("--negative-prompt", default=None)
+    parser.add_argument("--batch-size", type=int, default=8, help="images per pipeline call")
+    parser.add_argument("--preset", default=None, help="tiny (default), lab or pretrained")
+    parser.add_argument("--device", default=None, help="default: the process's accelerate device")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.batch_size < 1:
+            raise ValueError("--batch-size must be >= 1")
+        prompts = read_prompts(args.prompts)
+        seeds = parse_seeds(args.seeds)
+        base = Settings(super_res_steps=args.super_res_steps, prior_guidance=args.prior_guidance, negative_prompt=args.negative_prompt)
+        jobs = grid(prompts, seeds, parse_values(args.steps, int, "steps"), parse_values(args.guidance, float, "guidance"),
+                    parse_architectures(args.architectures), base)
+        out = check_out_dir(args.out)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from accelerate import PartialState
+
+    from comparisons.presets import DEFAULT_PRESET, load_harness
+
+    import torch
+
+    # On CPUs (`accelerate launch --multi_gpu --num_processes N ... --device cpu`), accelerate's
+    # multi-process state needs cpu=True to join the processes with gloo instead of NCCL.
+    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    device = args.device or str(state.device)
+    harness = load_harness(args.preset or DEFAULT_PRESET, device=device, out_dir=out)
+    # Every process takes its share of the grid and appends to the one log, which admits one
+    # writer at a time: the parts merge as they land, with nothing lost or duplicated.
+    with state.split_between_processes(jobs) as mine:
+        made = run_sweep(harness, mine, args.batch_size, progress=not args.no_progress and state.is_local_main_process)
+    state.wait_for_everyone()
+    print(f"process {state.process_index}: made {made} of its {len(mine)} images; log: {out / 'runs.jsonl'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Sweeps: argument checks, batching, resume after a kill, and two processes under accelerate."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from comparisons import sweep
+from comparisons.harness import Harness
+from comparisons.metrics import tiny_judge
+from comparisons.records import Settings
+from comparisons.store import RunLog, load_runs
+from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--steps", "2", "--guidance", "1,4", "--super-res-steps", "2", "--batch-size", "4", "--no-progress"]
+
+
+@pytest.fixture()
+def prompts(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("# shapes\na red circle\n\na blue square above a green cross\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return build_tiny_unclip(0), build_tiny_latent_diffusion(0)
+
+
+def harness_for(pipes, out):
+    return Harness(*pipes, judge=tiny_judge(), out_dir=out, log=RunLog(out))
+
+
+def jobs_for(prompts, seeds="0-1"):
+    return sweep.grid(sweep.read_prompts(prompts), sweep.parse_seeds(seeds), [2], [1.0, 4.0], ["unclip", "latent_diffusion"],
+                      Settings(super_res_steps=2))
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def test_seed_ranges():
+    assert sweep.parse_seeds("0-9") == list(range(10))
+    assert sweep.parse_seeds("0-3,10,2") == [0, 1, 2, 3, 10]
+    for bad, message in [("9-0", "runs backwards"), ("a-b", "not a number"), ("-1", "not a number"), ("1,", "not a number"),
+                         (f"0-{2**63}", r"2\*\*63")]:
+        with pytest.raises(ValueError, match=message):
+            sweep.parse_seeds(bad)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "has no prompts"),
+    (b"\n# only a comment\n  \n", "has no prompts"),
+    (b"a cat\0\x01\x02", "binary"),
+    ("a caf\u00e9".encode("latin-1"), "not UTF-8"),
+    (b"a cat\n" * 100_000, "at most 10000"),
+])
+def test_malformed_prompt_files(tmp_path, content, message):
+    path = tmp_path / "p.txt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        sweep.read_prompts(path)
+
+
+def test_grid_batches_like_settings_together(prompts):
+    jobs = jobs_for(prompts)
+    assert len(jobs) == 2 * 2 * 2 * 2  # prompts × seeds × guidance × architectures
+    groups = list(sweep.batches(jobs, 3))
+    assert all(len({(j.architecture, j.settings) for j in g}) == 1 for g in groups)
+    assert sorted(len(g) for g in groups) == [1, 1, 1, 1, 3, 3, 3, 3]
+    unclip = next(j for j in jobs if j.architecture == "unclip" and j.settings.decoder_guidance == 4.0)
+    assert (unclip.settings.prior_steps, unclip.settings.decoder_steps, unclip.settings.prior_guidance) == (2, 2, 4.0)
+    assert len({j.key for j in jobs}) == len(jobs)
+
+
+# ----------------------------------------------------------------------------- the CLI's bad input
+
+
+def run_cli(*argv):
+    return subprocess.run([sys.executable, "-m", "comparisons.sweep", *argv], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+
+
+@pytest.mark.parametrize("case", ["unknown-architecture", "backwards-seeds", "out-is-a-file", "out-read-only", "binary-prompts"])
+def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case):
+    out = tmp_path / "out"
+    args = {"unknown-architecture": ["--architectures", "unclip,gan"], "backwards-seeds": ["--seeds", "9-0"],
+            "binary-prompts": [], "out-is-a-file": [], "out-read-only": []}[case]
+    if case == "binary-prompts":
+        prompts.write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
+    if case == "out-is-a-file":
+        out.write_text("not a directory")
+    if case == "out-read-only":
+        out = Path("/proc/self")  # read-only even for root, who ignores permission bits
+    result = run_cli("--prompts", str(prompts), "--out", str(out), *args, *FAST)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert not (tmp_path / "out" / "runs.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def test_sweep_resumes_after_a_kill_without_duplicates(pipes, prompts, tmp_path, monkeypatch):
+    jobs = jobs_for(prompts)
+    harness = harness_for(pipes, tmp_path)
+    real = harness.generate
+    calls = {"n": 0}
+
+    def killed_on_third_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as a kill lands mid-batch: that batch writes nothing
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(harness, "generate", killed_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(harness, jobs, batch_size=2, progress=False)
+    assert len(load_runs(tmp_path)) == 4
+
+    monkeypatch.setattr(harness, "generate", real)
+    assert sweep.run_sweep(harness, jobs, batch_size=2, progress=False) == len(jobs) - 4
+    assert sweep.run_sweep(harness, jobs, batch_size=2, progress=False) == 0
+    df = load_runs(tmp_path)
+    assert len(df) == len(jobs) and df["sweep_key"].is_unique
+    assert set(df["sweep_key"]) == {j.key for j in jobs}
+
+
+def test_two_processes_under_accelerate_merge_into_one_log(prompts, tmp_path):
+    accelerate = Path(sys.executable).parent / "accelerate"
+    result = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "comparisons.sweep", "--prompts", str(prompts), "--seeds", "0-2", "--out",
+         str(tmp_path), "--preset", "tiny", "--device", "cpu", *FAST],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "process 0: made" in result.stdout and "process 1: made" in result.stdout
+    df = load_runs(tmp_path)
+    expected = 2 * 3 * 2 * 2  # prompts × seeds × guidance × architectures
+    assert len(df) == expected and df["sweep_key"].is_unique
+    keys = [json.loads(k) for k in df["sweep_key"]]
+    assert {(k[0], k[1], k[2]) for k in keys} == {(a, p, s) for a in ("unclip", "latent_diffusion")
+                                                 for p in ("a red circle", "a blue square above a green cross") for s in range(3)}
