@@ -190,6 +190,44 @@ def add_compiled(report: dict, pipes: dict[str, UnCLIP | LatentDiffusion], name:
     result["extra"]["compile_mode"] = mode or "default"
 
 
+def bench_sweep(device: torch.device, n_prompts: int = 8, n_seeds: int = 2, batch_size: int = 8) -> dict:
+    """Images/s of a batched sweep against a naive loop (one call per prompt and seed), both through
+    the full harness (judge scores, PNGs, run log), same tiny models, grid and settings."""
+    import tempfile
+    from pathlib import Path
+
+    from comparisons.harness import Harness
+    from comparisons.metrics import tiny_judge
+    from comparisons.records import Settings
+    from comparisons.store import RunLog
+    from comparisons.sweep import grid, read_prompts, run_sweep
+    from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
+
+    prompts = read_prompts(Path(__file__).resolve().parent.parent / "lab" / "prompts" / "heldout_two.txt")[:n_prompts]
+    s = SETTINGS["tiny"]
+    jobs = grid(prompts, list(range(n_seeds)), [s["latent_diffusion"]["num_inference_steps"]], [s["latent_diffusion"]["guidance_scale"]],
+                ["unclip", "latent_diffusion"], Settings(super_res_steps=s["unclip"]["super_res_num_inference_steps"]))
+    pipes = build_tiny_unclip(0).to(device), build_tiny_latent_diffusion(0).to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        def harness(name: str) -> Harness:
+            return Harness(*pipes, judge=tiny_judge(device=device), out_dir=Path(tmp) / name, log=RunLog(Path(tmp) / name))
+
+        run_sweep(harness("warm-up"), jobs[:2] + jobs[-2:], batch_size=2, progress=False)
+        naive = harness("naive")
+        _sync()
+        start = time.perf_counter()
+        for job in jobs:
+            naive.generate(job.architecture, [job.prompt], [job.seed], job.settings)
+        _sync()
+        naive_s = time.perf_counter() - start
+        start = time.perf_counter()
+        run_sweep(harness("batched"), jobs, batch_size=batch_size, progress=False)
+        _sync()
+        batched_s = time.perf_counter() - start
+    return {"images": len(jobs), "batch_size": batch_size, "naive_images_per_s": len(jobs) / naive_s,
+            "batched_images_per_s": len(jobs) / batched_s, "speedup": naive_s / batched_s}
+
+
 def machine() -> dict[str, str]:
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
             "threads": str(torch.get_num_threads()), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
@@ -208,6 +246,10 @@ def format_report(report: dict) -> str:
                      f"{r['max_abs_diff']:>10.1e}{r['peak_memory_bytes'] / 2**20:>10.0f}{r['achieved_tflops']:>9.2f}{compiled:>12}")
     for r in report["results"]:
         lines.append(f"  {r['architecture']} stages (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["stage_median_s"].items()))
+    if "sweep" in report:
+        sw = report["sweep"]
+        lines.append(f"sweep of {sw['images']} images: batched (batch {sw['batch_size']}) {sw['batched_images_per_s']:.2f} img/s, "
+                     f"naive loop {sw['naive_images_per_s']:.2f} img/s: {sw['speedup']:.1f}x")
     if "co_resident_peak_vram_bytes" in report:
         lines.append(f"both co-resident, batch 1: peak VRAM {report['co_resident_peak_vram_bytes'] / 2**30:.2f} GiB")
     return "\n".join(lines)
@@ -233,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 1")
     transformers.logging.disable_progress_bar()
     report, pipes = run_bench(args.full_size, pick_device(args.device), args.repeats)
+    if not args.full_size:
+        report["sweep"] = bench_sweep(pick_device(args.device))
     write(report, args.json_file)
     # Compiled timings come after the eager table is safe on disk: compiling can take minutes.
     for name in pipes if args.compile else ():

@@ -24,7 +24,8 @@ CONFIDENCE = 0.95
 SHARED_SETTINGS = ("dtype", "device", "device_name")
 # Settings that belong to one architecture (its model, size, steps, guidance): each architecture
 # must have a single configuration in the compared rows, or a difference would mix several.
-OWN_SETTINGS = ("model", "model_hash", "negative_prompt", "height", "width", "steps", "guidance")
+OWN_SETTINGS = ("model", "model_hash", "negative_prompt", "height", "width", "steps", "guidance", "prior_steps",
+                "decoder_steps", "super_res_steps", "prior_guidance", "decoder_guidance")
 # Direction of a metric, by (prefix, suffix) of its name: True when a larger value is better.
 HIGHER_IS_BETTER: dict[tuple[str, str], bool] = {
     ("seconds_", ""): False, ("peak_memory_mb", ""): False,
@@ -238,3 +239,36 @@ def format_summary(
         lines.append(f"{metric:<24}{r['better']:>7}{int(r['n']):>6}{_number(r[f'mean_{a}']):>18}"
                      f"{_number(r[f'mean_{b}']):>18}   {difference:<32}{wins:<36}{_percent(r['tie_rate'])}")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m comparisons.summary DIR [--csv FILE] [--parquet FILE]`: the side-by-side summary of a run log."""
+    import argparse
+    import sys
+
+    from comparisons.store import export_csv, export_parquet, load_runs
+
+    parser = argparse.ArgumentParser(description="Summarise a run log side by side, with paired 95% intervals.")
+    parser.add_argument("directory", help="the directory holding runs.jsonl (a sweep's or the app's --out)")
+    parser.add_argument("--csv", help="also export the whole log as CSV")
+    parser.add_argument("--parquet", help="also export the whole log as Parquet")
+    args = parser.parse_args(argv)
+    try:
+        df = load_runs(args.directory)
+        if df.empty:
+            raise ValueError(f"{args.directory} holds no runs yet")
+        print(summarize(df).to_string(float_format=lambda v: f"{v:.4g}"))
+        print()
+        print(format_summary(df))
+        if args.csv:
+            export_csv(df, args.csv)
+        if args.parquet:
+            export_parquet(df, args.parquet)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

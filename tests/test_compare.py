@@ -84,4 +84,6 @@ def test_bench_compares_ours_with_diffusers(monkeypatch, tmp_path, capsys):
         assert r["ours_median_s"] > 0 and r["diffusers_median_s"] > 0 and r["flops"] > 0
         assert r["max_abs_diff"] <= 1e-4  # the same images, else the timing compares different work
         assert r["ratio"] == pytest.approx(r["ours_median_s"] / r["diffusers_median_s"])
+    sweep = report["sweep"]
+    assert sweep["images"] == 8 * 2 * 2 and sweep["batched_images_per_s"] > 0 and sweep["naive_images_per_s"] > 0
     assert "ratio" in capsys.readouterr().out

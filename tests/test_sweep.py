@@ -131,6 +131,20 @@ def test_sweep_resumes_after_a_kill_without_duplicates(pipes, prompts, tmp_path,
     assert set(df["sweep_key"]) == {j.key for j in jobs}
 
 
+def test_summary_cli_reads_a_sweep_log(pipes, prompts, tmp_path, capsys):
+    from comparisons import summary
+    from comparisons.store import read_csv
+
+    harness = harness_for(pipes, tmp_path)
+    sweep.run_sweep(harness, [j for j in jobs_for(prompts) if j.settings.guidance == 4.0 or j.settings.decoder_guidance == 4.0],
+                    batch_size=4, progress=False)
+    assert summary.main([str(tmp_path), "--csv", str(tmp_path / "runs.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "difference [95% CI]" in out and "seconds_total" in out
+    assert len(read_csv(tmp_path / "runs.csv")) == len(load_runs(tmp_path)) == 8
+    assert summary.main([str(tmp_path / "empty")]) == 2
+
+
 def test_two_processes_under_accelerate_merge_into_one_log(prompts, tmp_path):
     accelerate = Path(sys.executable).parent / "accelerate"
     result = subprocess.run(
