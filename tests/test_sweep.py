@@ -80,13 +80,8 @@ def test_grid_batches_like_settings_together(prompts):
 # ----------------------------------------------------------------------------- the CLI's bad input
 
 
-def run_cli(*argv):
-    return subprocess.run([sys.executable, "-m", "comparisons.sweep", *argv], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
-
-
 @pytest.mark.parametrize("case", ["unknown-architecture", "backwards-seeds", "out-is-a-file", "out-read-only", "binary-prompts"])
-def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case):
+def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case, capsys):
     out = tmp_path / "out"
     args = {"unknown-architecture": ["--architectures", "unclip,gan"], "backwards-seeds": ["--seeds", "9-0"],
             "binary-prompts": [], "out-is-a-file": [], "out-read-only": []}[case]
@@ -96,9 +91,8 @@ def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case):
         out.write_text("not a directory")
     if case == "out-read-only":
         out = Path("/proc/self")  # read-only even for root, who ignores permission bits
-    result = run_cli("--prompts", str(prompts), "--out", str(out), *args, *FAST)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
+    assert sweep.main(["--prompts", str(prompts), "--out", str(out), *args, *FAST]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:")
     assert not (tmp_path / "out" / "runs.jsonl").exists()
 
