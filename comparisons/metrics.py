@@ -79,9 +79,13 @@ def load_judge(name: str, device: str | torch.device = "cpu") -> Judge:
     if name == "tiny":
         return tiny_judge(device=device)
     if name == "lab":
-        from lab.judge import load_lab_judge
+        from lab.judge import load_judge as load_lab_judge
 
-        return load_lab_judge(device)
+        try:
+            model, preprocess, tokenizer = load_lab_judge(device=device)
+        except FileNotFoundError as err:
+            raise ValueError(str(err)) from None
+        return Judge("lab", model, preprocess, tokenizer, device)
     if name not in PRETRAINED_JUDGES:
         raise ValueError(f"unknown judge {name!r}; choose tiny, lab or one of {sorted(PRETRAINED_JUDGES)}")
     arch, tag = PRETRAINED_JUDGES[name]

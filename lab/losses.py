@@ -1,0 +1,85 @@
+"""Training objectives of the Shapes lab's models: small pure functions, one per idea, citing the
+paper each follows."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of matching (image, text) pairs (Radford et al. 2021, CLIP);
+    the temperature is clamped at 100 as in CLIP."""
+    image_features = F.normalize(image_features, dim=-1)  # (B, D)
+    text_features = F.normalize(text_features, dim=-1)  # (B, D)
+    logits = log_scale.clamp(max=math.log(100)).exp() * image_features @ text_features.T  # (B, B)
+    labels = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def retrieval_accuracy(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """Share of images whose own caption is the nearest in the batch (a readable training signal)."""
+    similarity = F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
+    return (similarity.argmax(dim=1) == torch.arange(len(similarity), device=similarity.device)).float().mean()
+
+
+def broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) per-sample values -> (B, 1, ..., 1), to scale a batch shaped like `like`."""
+    return values.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def q_sample(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps (Ho et al. 2020, DDPM, eq. 4)."""
+    a = broadcast(alphas_cumprod.to(x0.device)[t], x0)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, in nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """log p(x) of 8-bit images in [-1, 1] under a Gaussian integrated over each pixel's bin (DDPM's L_0)."""
+    centred, inv_std = x - mean, torch.exp(-log_scale)
+    cdf_plus = torch.special.ndtr(inv_std * (centred + 1 / 255))
+    cdf_min = torch.special.ndtr(inv_std * (centred - 1 / 255))
+    log_cdf_plus = cdf_plus.clamp(min=1e-12).log()  # the lowest bin takes all mass below it
+    log_one_minus_cdf_min = (1 - cdf_min).clamp(min=1e-12).log()  # the highest, all mass above
+    log_delta = (cdf_plus - cdf_min).clamp(min=1e-12).log()
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+
+
+def hybrid_vlb_term(eps: torch.Tensor, v: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                    alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The variational-bound term L_t of Nichol & Dhariwal 2021 (improved DDPM, eq. 16), per sample,
+    in bits per dimension, for a model that outputs noise `eps` and a variance interpolation `v`.
+
+    The model's log variance is frac * log(beta_t) + (1 - frac) * log(beta~_t), frac = (v + 1) / 2:
+    the "learned_range" that diffusers' UnCLIPScheduler samples with. The mean is built from
+    `eps.detach()`, so this term trains the variance only and L_simple the noise (the paper's stop
+    gradient). L_hybrid = L_simple + lambda * L_vlb with lambda = 0.001, and the paper's code
+    estimates L_vlb by T * L_t with a uniform t, so with T = 1000 the weight of this term is 1.
+    t = 0 uses the discretized decoder likelihood L_0.
+    """
+    ac = alphas_cumprod.to(x0.device)
+    ac_prev = torch.cat([ac.new_ones(1), ac[:-1]])
+    a, a_prev = broadcast(ac[t], x0), broadcast(ac_prev[t], x0)
+    beta = 1 - a / a_prev
+    posterior_var = beta * (1 - a_prev) / (1 - a)
+    # beta~_0 = 0: improved DDPM clips the log to beta~_1 (diffusers clamps at 1e-20; no noise is added at t = 0)
+    beta_1_tilde = (1 - ac[1] / ac[0]) * (1 - ac[0]) / (1 - ac[1])
+    min_log = torch.where(broadcast(t, x0) == 0, beta_1_tilde.log(), posterior_var.clamp(min=1e-20).log())
+    frac = (v + 1) / 2
+    model_logvar = frac * beta.log() + (1 - frac) * min_log
+
+    def mean_from(x0_: torch.Tensor) -> torch.Tensor:  # posterior mean of q(x_{t-1} | x_t, x_0), DDPM eq. 7
+        return (a_prev.sqrt() * beta / (1 - a)) * x0_ + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a)) * x_t
+
+    x0_pred = (x_t - (1 - a).sqrt() * eps.detach()) / a.sqrt()
+    true_mean, model_mean = mean_from(x0), mean_from(x0_pred)
+    kl = normal_kl(true_mean, min_log, model_mean, model_logvar).flatten(1).mean(1)
+    nll = -discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar).flatten(1).mean(1)
+    return torch.where(t == 0, nll, kl) / math.log(2.0)

@@ -1,0 +1,172 @@
+"""Training code of the Shapes lab: every part trains (2 steps, tiny configs, CPU), a resumed run equals
+an uninterrupted one, `package` writes pipelines the loaders load and run, and each part records its budget."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import LD_STEPS, UNCLIP_STEPS
+from lab.data import DataConfig, sample_batch, swapped
+from lab.judge import load_judge
+from lab.models import (ClipConfig, DecoderConfig, JudgeConfig, LabConfig, LdUnetConfig, PriorConfig, SuperResConfig,
+                        VaeConfig)
+from lab.train import ORDER, RunOptions, main, run
+from lab.trainer import BUDGET, CHECKPOINT, LOSS_LOG, Budget, TrainConfig
+from lab.world import parse_caption, split_of
+from pipelines import load_latent_diffusion, load_unclip
+
+PROMPT = "a red circle above a blue square"
+
+
+def tiny_train(**overrides) -> TrainConfig:
+    return TrainConfig(**{"steps": 2, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "log_every": 1,
+                          "checkpoint_every": 1, "ema_decay": 0.9, **overrides})
+
+
+TINY = LabConfig(
+    clip=ClipConfig(width=32, text_layers=1, text_heads=2, vision_width=32, vision_layers=1, vision_heads=2,
+                    train=tiny_train(ema_decay=None)),
+    judge=JudgeConfig(embed_dim=16, text_width=16, text_layers=1, text_heads=2, vision_width=32, vision_layers=1,
+                      vision_head_width=16, train=tiny_train(ema_decay=None, seed=1)),
+    vae=VaeConfig(block_out_channels=(8, 16), scaling_samples=8, train=tiny_train(ema_decay=None)),
+    ld_unet=LdUnetConfig(block_out_channels=(32, 32), heads=2, train=tiny_train()),
+    prior=PriorConfig(layers=1, heads=2, head_dim=8, stats_samples=8, train=tiny_train()),
+    decoder=DecoderConfig(block_out_channels=(32, 32), head_dim=16, cross_attention_dim=32, train=tiny_train()),
+    super_res=SuperResConfig(block_out_channels=(32, 32), train=tiny_train()),
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> RunOptions:
+    """All parts trained for 2 steps and packaged, once for this module."""
+    root = tmp_path_factory.mktemp("lab")
+    opts = RunOptions(out=root / "weights", checkpoints=root / "checkpoints", progress=False)
+    run("all", TINY, opts)
+    return opts
+
+
+def read_log(directory) -> list[dict]:
+    return [json.loads(line) for line in (directory / LOSS_LOG).read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------- each part
+
+
+@pytest.mark.parametrize("part", ORDER)
+def test_each_part_trains_two_steps_with_a_finite_loss(trained, part):
+    log = read_log(trained.part_dir(part))
+    assert [line["step"] for line in log] == [1, 2]
+    assert all(math.isfinite(line["loss"]) for line in log)
+
+
+@pytest.mark.parametrize("part", ORDER)
+def test_each_part_records_its_budget(trained, part):
+    budget = json.loads((trained.part_dir(part) / BUDGET).read_text())
+    assert set(budget) == {f.name for f in dataclasses.fields(Budget)}
+    batch_size = getattr(TINY, part).train.batch_size
+    assert (budget["part"], budget["steps"], budget["batch_size"], budget["samples_seen"]) == (part, 2, batch_size, 2 * batch_size)
+    assert budget["device"] == "cpu" and budget["wall_seconds"] > 0 and budget["parameters"] > 0
+    assert budget["flops_per_step"] > 0 and budget["training_flops"] == 2 * budget["flops_per_step"]
+
+
+def test_resume_continues_the_step_count_and_equals_an_uninterrupted_run(tmp_path):
+    # super_res: the cheapest part with no dependency, and it has an EMA to restore too
+    lab = dataclasses.replace(TINY, super_res=dataclasses.replace(TINY.super_res, train=tiny_train(steps=4, checkpoint_every=2)))
+    whole = RunOptions(out=tmp_path / "w", checkpoints=tmp_path / "whole", progress=False)
+    run("super_res", lab, whole)
+    halves = RunOptions(out=tmp_path / "w", checkpoints=tmp_path / "halves", progress=False, stop_at=2)
+    run("super_res", lab, halves)
+    assert torch.load(halves.part_dir("super_res") / CHECKPOINT, weights_only=True)["step"] == 2
+    run("super_res", lab, dataclasses.replace(halves, stop_at=None, resume=True))
+
+    a = torch.load(whole.part_dir("super_res") / CHECKPOINT, weights_only=True)
+    b = torch.load(halves.part_dir("super_res") / CHECKPOINT, weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), f"{key} weights differ after resuming"
+    losses = lambda opts: [(line["step"], line["loss"]) for line in read_log(opts.part_dir("super_res"))]
+    assert losses(whole) == losses(halves)
+    assert json.loads((halves.part_dir("super_res") / BUDGET).read_text())["steps"] == 4
+
+
+# ----------------------------------------------------------------------------- packaged pipelines
+
+
+def test_package_writes_pipelines_the_loaders_load_and_run(trained):
+    unclip = load_unclip(trained.out / "unclip")
+    latent_diffusion = load_latent_diffusion(trained.out / "latent_diffusion")
+    for out in (unclip(PROMPT, seed=0, **UNCLIP_STEPS), latent_diffusion(PROMPT, seed=0, **LD_STEPS)):
+        assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
+    variation = unclip.variations(Image.new("RGB", (32, 32)), seed=0, decoder_num_inference_steps=2,
+                                  super_res_num_inference_steps=2)
+    assert variation.images.shape == (1, 32, 32, 3)
+    assert unclip.dtype == latent_diffusion.dtype == torch.float32  # fp16 files, upcast on load
+    for pipe in ("unclip", "latent_diffusion"):
+        assert (trained.out / pipe / "tokenizer").is_dir()
+
+
+def test_package_shares_weights_where_it_should(trained):
+    def weights(pipe: str, component: str, stem: str = "diffusion_pytorch_model") -> dict:
+        return load_file(str(trained.out / pipe / component / f"{stem}.safetensors"))
+
+    first, last = weights("unclip", "super_res_first"), weights("unclip", "super_res_last")
+    assert all(torch.equal(first[k], last[k]) for k in first)
+    assert next(iter(first.values())).dtype == torch.float16
+    unclip_text, ld_text = weights("unclip", "text_encoder", "model"), weights("latent_diffusion", "text_encoder", "model")
+    shared = [k for k in unclip_text if k.removeprefix("text_model.") in ld_text or k in ld_text]
+    assert shared and all(torch.equal(unclip_text[k], ld_text.get(k, ld_text.get(k.removeprefix("text_model.")))) for k in shared)
+
+
+def test_package_puts_each_budget_beside_its_component(trained):
+    summary = json.loads((trained.out / "unclip" / BUDGET).read_text())
+    assert set(summary["parts"]) == {"clip", "prior", "decoder", "super_res"}
+    assert summary["total"]["training_flops"] == sum(b["training_flops"] for b in summary["parts"].values())
+    assert json.loads((trained.out / "latent_diffusion" / "unet" / BUDGET).read_text())["part"] == "ld_unet"
+    assert json.loads((trained.out / "unclip" / "prior" / BUDGET).read_text())["part"] == "prior"
+
+
+def test_judge_loads_and_scores(trained):
+    model, preprocess, tokenizer = load_judge(trained.out / "judge")
+    images = torch.stack([preprocess(Image.new("RGB", (32, 32), (255, 0, 0)))])
+    with torch.no_grad():
+        image, text = model.encode_image(images), model.encode_text(tokenizer([PROMPT, "a blue square"]))
+    assert image.shape == (1, TINY.judge.embed_dim) and text.shape == (2, TINY.judge.embed_dim)
+    assert json.loads((trained.out / "judge" / BUDGET).read_text())["part"] == "judge"
+    with pytest.raises(FileNotFoundError, match="lab.train judge"):
+        load_judge(trained.out / "nowhere")
+
+
+# ----------------------------------------------------------------------------- data and CLI
+
+
+def test_batches_are_train_split_deterministic_and_in_range():
+    config = DataConfig(batch_size=64, seed=3, unique_captions=True, p_swap=0.5)
+    batch, again, other = sample_batch(config, 7), sample_batch(config, 7), sample_batch(config, 8)
+    assert torch.equal(batch.images, again.images) and batch.captions == again.captions
+    assert batch.captions != other.captions
+    assert batch.images.shape == (64, 3, 32, 32) and batch.images.min() >= -1 and batch.images.max() <= 1
+    assert len(set(batch.captions)) == len(batch.captions)
+    assert all(split_of(parse_caption(c)) == "train" for c in batch.captions)
+
+
+def test_swapped_twin_exchanges_the_objects_and_keeps_held_out_combinations_out():
+    from lab.world import Scene, SceneObject
+
+    left, right = SceneObject("red", "circle", "small", (0.2, 0.5)), SceneObject("blue", "square", "large", (0.8, 0.5))
+    twin = swapped(Scene((left, right), "left of"))
+    assert twin.caption() == "a large blue square to the left of a small red circle"
+    triangle, circle = SceneObject("red", "triangle", "small", (0.5, 0.8)), SceneObject("white", "circle", "small", (0.5, 0.2))
+    assert swapped(Scene((circle, triangle), "above")) is None  # the twin would be "triangle above circle", held out
+
+
+def test_cli_rejects_bad_arguments():
+    for argv in (["unicorn"], ["clip", "--steps", "0"], ["clip", "--steps-scale", "-1"]):
+        with pytest.raises(SystemExit):
+            main(argv)
