@@ -315,6 +315,13 @@ class Pipeline:
     def save_pretrained(self, directory: str | Path) -> Path:
         return save_pipeline(directory, self.pipeline_class_name, self.components())
 
+    def _output(self, image: torch.Tensor, seeds: list[int], prompts: list[str], recorder: StageRecorder, start: float, **extra) -> PipelineOutput:
+        """The call's output: images in [0, 1] as numpy, and what it cost since `start`."""
+        return PipelineOutput(
+            images=postprocess(image), seeds=seeds, prompts=prompts, stages=recorder.stages,
+            total_seconds=time.perf_counter() - start, device=str(self.device), dtype=str(self.dtype).removeprefix("torch."), **extra,
+        )
+
     def parameter_counts(self) -> dict[str, int]:
         return {n: sum(p.numel() for p in m.parameters()) for n, m in self.modules().items()}
 

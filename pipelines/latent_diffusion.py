@@ -45,7 +45,6 @@ from pipelines.common import (
     guide,
     make_generators,
     oom_guard,
-    postprocess,
     repeat_prompts,
     uses,
 )
@@ -285,17 +284,6 @@ class LatentDiffusion(Pipeline):
             out = self.decode(latents)
 
         return self._output(out, seeds, repeat_prompts(prompts, n), rec, start)
-
-    def _output(self, image, seeds, prompts, rec, start) -> PipelineOutput:
-        return PipelineOutput(
-            images=postprocess(image),
-            seeds=seeds,
-            prompts=prompts,
-            stages=rec.stages,
-            total_seconds=time.perf_counter() - start,
-            device=str(self.device),
-            dtype=str(self.dtype).removeprefix("torch."),
-        )
 
 
 # ---------------------------------------------------------------------- loading

@@ -43,7 +43,6 @@ from pipelines.common import (
     make_generators,
     oom_guard,
     uses,
-    postprocess,
     repeat_prompts,
 )
 from pipelines.loading import load_component, load_tokenizer, read_model_index, resolve_pipeline_dir
@@ -285,17 +284,8 @@ class UnCLIP(Pipeline):
         with rec.stage("super_res"):
             image = self.run_super_res(image_small, gen, sr_steps, callback)
 
-        return PipelineOutput(
-            images=postprocess(image),
-            seeds=seeds,
-            prompts=repeat_prompts(prompts, n),
-            stages=rec.stages,
-            total_seconds=time.perf_counter() - start,
-            device=str(self.device),
-            dtype=str(self.dtype).removeprefix("torch."),
-            image_embeds=image_embeds.float().cpu(),
-            text_embeds=text.embeds.float().cpu(),
-        )
+        return self._output(image, seeds, repeat_prompts(prompts, n), rec, start,
+                            image_embeds=image_embeds.float().cpu(), text_embeds=text.embeds.float().cpu())
 
     # ------------------------------------------------------------------ image variations
 
@@ -339,16 +329,7 @@ class UnCLIP(Pipeline):
         with rec.stage("super_res"):
             out = self.run_super_res(image_small, gen, sr_steps, callback)
 
-        return PipelineOutput(
-            images=postprocess(out),
-            seeds=seeds,
-            prompts=[""] * len(seeds),
-            stages=rec.stages,
-            total_seconds=time.perf_counter() - start,
-            device=str(self.device),
-            dtype=str(self.dtype).removeprefix("torch."),
-            image_embeds=image_embeds.float().cpu(),
-        )
+        return self._output(out, seeds, [""] * len(seeds), rec, start, image_embeds=image_embeds.float().cpu())
 
 
 # ---------------------------------------------------------------------- loading
