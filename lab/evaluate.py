@@ -1,0 +1,285 @@
+"""Evaluate the Shapes lab's shipped weights: `python -m lab.evaluate [--weights lab/weights] [--n-single 200]
+[--n-two 200] [--seed 0] [--batch-size 25] [--json FILE] [--device auto]`.
+
+What it measures, each a proportion with its 95% Wilson score interval (Wilson 1927):
+  - single-object held-out prompts (`lab/prompts/heldout_single.txt`): colour, shape, and size and
+    position where the caption states them, per architecture, read back by `lab.checker`;
+  - two-object held-out prompts (`lab/prompts/heldout_two.txt`): colour and shape of each object,
+    relation, count and all-correct, per architecture (the lab's headline finding);
+  - text -> image retrieval top-1 among 100 held-out scenes rendered by the world (clean ground
+    truth), for the judge CLIP and for the generator CLIP (unCLIP's text and image encoders).
+One image per prompt, seed = base seed + prompt index, at the pipelines' default steps. The issue's
+bars are printed beside the measures; the two-object measures have none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lab.checker import check
+from lab.judge import load_judge
+from lab.train import pick_device
+from lab.world import Scene, read_prompts, sample_scene
+from pipelines import load_latent_diffusion, load_unclip
+from pipelines.tokenizer import tokenize
+
+ARCHITECTURES = ("unclip", "latent_diffusion")
+PROMPT_FILES = {"single": "heldout_single", "two": "heldout_two"}
+MAX_PROMPTS = 200  # lines of each held-out prompt file
+RETRIEVAL_PAIRS = 100
+Z_95 = 1.959963984540054  # standard normal quantile at 0.975
+# measure -> column of CheckResult.as_dict(); NaN rows (the caption does not ask) are left out
+SINGLE_COLUMNS = {"colour": "object1_colour_correct", "shape": "object1_shape_correct",
+                  "size": "object1_size_correct", "position": "position_correct"}
+TWO_COLUMNS = {"colour 1": "object1_colour_correct", "colour 2": "object2_colour_correct",
+               "shape 1": "object1_shape_correct", "shape 2": "object2_shape_correct",
+               "relation": "relation_correct", "count": "count_correct", "all correct": "all_correct"}
+# measure name -> minimum accuracy the issue asks for (every architecture must reach it)
+BARS = {"single/colour": 0.90, "single/shape": 0.80, "retrieval/judge": 0.90, "retrieval/generator": 0.90}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What one evaluation run does (the CLI's flags)."""
+
+    weights: Path = Path("lab/weights")  # holds unclip/, latent_diffusion/ and judge/
+    n_single: int = MAX_PROMPTS  # first n single-object held-out prompts
+    n_two: int = MAX_PROMPTS  # first n two-object held-out prompts
+    seed: int = 0  # prompt i gets seed + i; also seeds the retrieval scenes
+    batch_size: int = 25  # prompts per pipeline call
+    device: str = "auto"  # auto (CUDA if present), cpu, cuda, ...
+    pipeline_kwargs: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # per architecture; {} = defaults
+
+    def __post_init__(self) -> None:
+        for name in ("n_single", "n_two"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PROMPTS:
+                raise ValueError(f"{name} must be an int in [1, {MAX_PROMPTS}] (the prompt file's length), got {value!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**62:
+            raise ValueError(f"seed must be an int in [0, 2**62), got {self.seed!r}")
+        missing = [p for p in (*ARCHITECTURES, "judge") if not (Path(self.weights) / p).is_dir()]
+        if missing:
+            raise ValueError(f"no weights for {', '.join(missing)} under {self.weights}: run `make train` first")
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """k successes out of n, with a 95% Wilson score interval."""
+
+    k: int
+    n: int
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One line of the table: a measure's proportion per column (an architecture, or `shared`)."""
+
+    name: str  # "<group>/<measure>", e.g. "two/relation"
+    n: int
+    values: dict[str, Proportion | None]  # None where n is 0 (no caption asks)
+    bar: float | None = None
+    passed: bool | None = None  # every value >= bar; None without a bar
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def wilson_interval(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a proportion k/n (Wilson 1927); 95% for the default z."""
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def proportion(k: int, n: int) -> Proportion:
+    return Proportion(k, n, k / n, *wilson_interval(k, n))
+
+
+def retrieval_top1(text_emb: torch.Tensor, image_emb: torch.Tensor) -> float:
+    """Fraction of texts whose most cosine-similar image is their own (row i pairs with row i)."""
+    if text_emb.ndim != 2 or text_emb.shape != image_emb.shape or len(text_emb) == 0:
+        raise ValueError(f"need two non-empty (N, D) embeddings of the same shape, got {tuple(text_emb.shape)} "
+                         f"and {tuple(image_emb.shape)}")
+    t = torch.nn.functional.normalize(text_emb.float(), dim=-1)
+    i = torch.nn.functional.normalize(image_emb.float(), dim=-1)
+    best = (t @ i.T).argmax(dim=1)  # (N,) index of each text's best image
+    return (best == torch.arange(len(t))).float().mean().item()
+
+
+def accuracy_table(rows: Sequence[Mapping[str, float]], columns: Mapping[str, str]) -> dict[str, Proportion | None]:
+    """Accuracy of each measure over the rows that ask for it (checker rows; NaN = not asked)."""
+    table = {}
+    for measure, column in columns.items():
+        verdicts = [float(row[column]) for row in rows if not math.isnan(float(row[column]))]
+        table[measure] = proportion(int(sum(verdicts)), len(verdicts)) if verdicts else None
+    return table
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] -> uint8, as the checker and PIL take them."""
+    return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def retrieval_scenes(n: int, seed: int) -> list[Scene]:
+    """n held-out scenes with distinct captions (a repeated caption would make top-1 ambiguous)."""
+    rng, scenes, seen = np.random.default_rng(seed), [], set()
+    while len(scenes) < n:
+        scene = sample_scene(rng, "heldout")
+        if scene.caption() not in seen:
+            seen.add(scene.caption())
+            scenes.append(scene)
+    return scenes
+
+
+def weights_hash(directory: Path) -> str:
+    """sha256 over a package's weight files (names and contents), to tie figures to weights."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*.safetensors")):
+        digest.update(str(path.relative_to(directory)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- model runs
+
+
+def generate_and_check(pipe, prompts: list[str], seed: int, batch_size: int, **kwargs) -> list[dict]:
+    """One image per prompt (prompt i with seed + i), in batches; the checker's row for each."""
+    rows = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        images = to_uint8(pipe(batch, seed=[seed + start + j for j in range(len(batch))], **kwargs).images)
+        rows += [check(image, prompt).as_dict() for image, prompt in zip(images, batch)]
+    return rows
+
+
+@torch.inference_mode()
+def judge_embeddings(directory: Path, device: torch.device, images: list[Image.Image], captions: list[str]):
+    model, preprocess, tokenizer = load_judge(directory, device)
+    image_emb = model.encode_image(torch.stack([preprocess(im) for im in images]).to(device))
+    text_emb = model.encode_text(tokenizer(captions).to(device))
+    return text_emb.cpu(), image_emb.cpu()
+
+
+@torch.inference_mode()
+def generator_embeddings(unclip, images: list[Image.Image], captions: list[str]):
+    """The generator CLIP as unCLIP uses it: text_embeds of its text encoder, image_embeds of its image encoder."""
+    ids, _ = tokenize(unclip.tokenizer, captions)
+    text_emb = unclip.text_encoder(ids.to(unclip.device)).text_embeds
+    return text_emb.cpu(), unclip.encode_image(images).cpu()
+
+
+def with_bar(name: str, n: int, values: dict[str, Proportion | None]) -> Measure:
+    bar = BARS.get(name)
+    passed = None if bar is None else all(v is not None and v.value >= bar for v in values.values())
+    return Measure(name, n, values, bar, passed)
+
+
+def evaluate(config: EvalConfig) -> list[Measure]:
+    """Every measure of the module docstring, in table order."""
+    device = pick_device(config.device)
+    weights = Path(config.weights)
+    prompts = {group: read_prompts(stem)[: getattr(config, f"n_{group}")] for group, stem in PROMPT_FILES.items()}
+    tables: dict[str, dict[str, dict[str, Proportion | None]]] = {"single": {}, "two": {}}
+    counts: dict[str, dict[str, int]] = {"single": {}, "two": {}}
+    pipes = {"unclip": load_unclip(weights / "unclip", device=device),
+             "latent_diffusion": load_latent_diffusion(weights / "latent_diffusion", device=device)}
+    for arch, pipe in pipes.items():
+        for group, columns in (("single", SINGLE_COLUMNS), ("two", TWO_COLUMNS)):
+            rows = generate_and_check(pipe, prompts[group], config.seed, config.batch_size,
+                                      **config.pipeline_kwargs.get(arch, {}))
+            for measure, value in accuracy_table(rows, columns).items():
+                tables[group].setdefault(measure, {})[arch] = value
+                counts[group][measure] = value.n if value else 0
+    measures = [with_bar(f"{group}/{m}", counts[group][m], tables[group][m]) for group in tables for m in tables[group]]
+
+    scenes = retrieval_scenes(RETRIEVAL_PAIRS, config.seed)
+    images = [Image.fromarray(scene.render()) for scene in scenes]
+    captions = [scene.caption() for scene in scenes]
+    for name, (text_emb, image_emb) in (("judge", judge_embeddings(weights / "judge", device, images, captions)),
+                                        ("generator", generator_embeddings(pipes["unclip"], images, captions))):
+        k = round(retrieval_top1(text_emb, image_emb) * len(scenes))
+        measures.append(with_bar(f"retrieval/{name}", len(scenes), {"shared": proportion(k, len(scenes))}))
+    return measures
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _cell(value: Proportion | None) -> str:
+    return "-" if value is None else f"{value.value:6.1%} [{value.low:.1%}, {value.high:.1%}]"
+
+
+def format_table(measures: Sequence[Measure]) -> str:
+    """One line per measure: measure, n, unclip, latent_diffusion, bar, pass. Retrieval rows have one
+    value, shared by both architectures (the judge scores both; unCLIP and latent diffusion share the text encoder)."""
+    lines = [f"{'measure':<22} {'n':>4}  {'unclip':<26} {'latent_diffusion':<26} {'bar':>5}  pass"]
+    for m in measures:
+        cells = ([_cell(m.values["shared"]), "(shared)"] if "shared" in m.values
+                 else [_cell(m.values.get(arch)) for arch in ARCHITECTURES])
+        bar = "-" if m.bar is None else f"{m.bar:.0%}"
+        verdict = "-" if m.passed is None else ("PASS" if m.passed else "FAIL")
+        lines.append(f"{m.name:<22} {m.n:>4}  {cells[0]:<26} {cells[1]:<26} {bar:>5}  {verdict}")
+    return "\n".join(lines)
+
+
+def report(config: EvalConfig, measures: Sequence[Measure]) -> dict:
+    """The JSON record: settings, provenance and every measure."""
+    weights = Path(config.weights)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(pick_device(config.device)),
+        "settings": {**settings, "retrieval_pairs": RETRIEVAL_PAIRS, "interval": "Wilson score, 95%"},
+        "weights_sha256": {p: weights_hash(weights / p) for p in (*ARCHITECTURES, "judge")},
+        "measures": [asdict(m) for m in measures],
+    }
+
+
+def main(argv: list[str] | None = None, pipeline_kwargs: Mapping[str, Mapping[str, int]] | None = None) -> list[Measure]:
+    """The CLI. `pipeline_kwargs` (per architecture) is for tests, which cannot afford the default steps."""
+    parser = argparse.ArgumentParser(description="Evaluate the Shapes lab's shipped weights on held-out prompts.")
+    parser.add_argument("--weights", type=Path, default=EvalConfig.weights, help="holds unclip/, latent_diffusion/, judge/")
+    parser.add_argument("--n-single", type=int, default=MAX_PROMPTS, help=f"single-object prompts, 1-{MAX_PROMPTS}")
+    parser.add_argument("--n-two", type=int, default=MAX_PROMPTS, help=f"two-object prompts, 1-{MAX_PROMPTS}")
+    parser.add_argument("--seed", type=int, default=0, help="prompt i is generated with seed + i")
+    parser.add_argument("--batch-size", type=int, default=25, help="prompts per pipeline call")
+    parser.add_argument("--json", type=Path, help="also write the figures, settings and provenance here")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    args = parser.parse_args(argv)
+    try:
+        config = EvalConfig(args.weights, args.n_single, args.n_two, args.seed, args.batch_size, args.device,
+                            dict(pipeline_kwargs or {}))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    measures = evaluate(config)
+    print(format_table(measures))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report(config, measures), indent=2) + "\n")
+    return measures
+
+
+if __name__ == "__main__":
+    main()
