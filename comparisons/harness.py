@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from comparisons.metrics import Judge, embedding_cosine
 from comparisons.records import ARCHITECTURES, Settings, build_rows, save_png, weights_hash
@@ -62,15 +63,16 @@ class Harness:
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per image")
         pipe = self.pipeline(architecture)
         output = pipe(prompts, seed=list(seeds), callback=callback, **settings.pipeline_kwargs(architecture))
+        images = output.pil_images()  # once: the judge, the image encoder and the PNGs all read them
         run_id = run_id or new_run_id()
         rows = build_rows(
             output, architecture=architecture, model=self.models.get(architecture, architecture), model_hash=weights_hash(pipe),
             settings=settings, run_id=run_id, image_paths=self._save_paths(architecture, run_id, output),
-            clip_cosine=self.judge.cosine(output.images, output.prompts),
-            prior_image_cosine=self._prior_image_cosine(output) if architecture == "unclip" else None,
+            clip_cosine=self.judge.cosine(images, output.prompts),
+            prior_image_cosine=self._prior_image_cosine(output, images) if architecture == "unclip" else None,
             checks=self._checks(output) if self.use_checker else None,
         )
-        for i, (image, row) in enumerate(zip(output.pil_images(), rows)):
+        for i, (image, row) in enumerate(zip(images, rows)):
             row.update(extra_columns[i] if extra_columns else {})
             save_png(image, Path(row["image_path"]), row)
         if self.log is not None:
@@ -80,12 +82,12 @@ class Harness:
     def _save_paths(self, architecture: str, run_id: str, output: PipelineOutput) -> list[str]:
         return [str(self.out_dir / "images" / architecture / f"{run_id}-{i:03d}-seed{seed}.png") for i, seed in enumerate(output.seeds)]
 
-    def _prior_image_cosine(self, output: PipelineOutput) -> np.ndarray | None:
+    def _prior_image_cosine(self, output: PipelineOutput, images: list[Image.Image]) -> np.ndarray | None:
         """How close the decoded image comes to the embedding the prior asked for, in the
         generators' own CLIP image space (needs the unCLIP model's image encoder)."""
         if self.unclip.image_encoder is None or output.image_embeds is None:
             return None
-        return embedding_cosine(self.unclip.encode_image(output.pil_images()).cpu(), output.image_embeds)
+        return embedding_cosine(self.unclip.encode_image(images).cpu(), output.image_embeds)
 
     def _checks(self, output: PipelineOutput) -> list[dict]:
         from lab.checker import check

@@ -132,8 +132,8 @@ def grid(prompts: list[str], seeds: list[int], steps: list[int], guidance: list[
                 else:
                     settings = dataclasses.replace(base, steps=n_steps, guidance=scale)
                 jobs += [Job(arch, settings, p, s) for p in prompts for s in seeds]
-    for job in jobs[:1] + jobs[-1:]:  # settings are checked by the pipelines; fail before any work
-        _check_settings(job.settings)
+    for settings in {job.settings for job in jobs}:  # the pipelines would check too, but mid-sweep
+        _check_settings(settings)
     return jobs
 
 

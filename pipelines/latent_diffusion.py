@@ -306,7 +306,7 @@ def load_latent_diffusion(
     """
     directory = resolve_pipeline_dir(path_or_hub_id, allow_pickle)
     components = {
-        name: load_component(directory, name, cls, dtype=dtype, allow_pickle=allow_pickle, variant=variant)
+        name: load_component(directory, name, cls, dtype=dtype, allow_pickle=allow_pickle, variant=variant, device=device)
         for name, cls in _MODELS.items()
     }
-    return LatentDiffusion(tokenizer=load_tokenizer(directory), **components).to(device)
+    return LatentDiffusion(tokenizer=load_tokenizer(directory), **components)

@@ -98,8 +98,9 @@ def load_component(
     dtype: torch.dtype | None = None,
     allow_pickle: bool = False,
     variant: str | None = None,
+    device: str | torch.device = "cpu",
 ) -> object:
-    """Load `directory/name` as `expected` (schedulers: the class `model_index.json` names)."""
+    """Load `directory/name` as `expected` on `device` (schedulers: the class `model_index.json` names)."""
     subdir = directory / name
     if not subdir.is_dir():
         raise ComponentLoadError(f"{subdir} is missing (component {name!r} of {directory / MODEL_INDEX})")
@@ -121,13 +122,14 @@ def load_component(
         model = expected.from_pretrained(str(subdir), **kwargs)
     except Exception as err:
         raise ComponentLoadError(f"{weights}: cannot load {expected.__name__} ({type(err).__name__}: {err})") from err
+    if torch.device(device).type != "cpu":
+        return model.to(device)  # the copy to the device leaves the safetensors buffer behind
     # Loaded tensors can be views into the safetensors buffer at offsets that are not 64-byte
     # aligned; CPU kernels round differently on such memory, so a reloaded model would not give
     # bit-identical images. A copy into fresh (aligned) memory makes it do so.
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
-            if tensor.device.type == "cpu":
-                tensor.data = tensor.data.clone()
+            tensor.data = tensor.data.clone()
     return model
 
 

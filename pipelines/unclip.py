@@ -366,5 +366,5 @@ def load_unclip(
         listed = index.get(name, [None, None])[0] is not None
         if not listed and (name in _OPTIONAL or (optional_prior and name.startswith("prior"))):
             continue
-        components[name] = load_component(directory, name, cls, dtype=dtype, allow_pickle=allow_pickle, variant=variant)
-    return UnCLIP(tokenizer=load_tokenizer(directory), **components).to(device)
+        components[name] = load_component(directory, name, cls, dtype=dtype, allow_pickle=allow_pickle, variant=variant, device=device)
+    return UnCLIP(tokenizer=load_tokenizer(directory), **components)

@@ -67,7 +67,11 @@ def test_stage_table_orders_stages_and_puts_total_last(tiny_dirs, tmp_path):
 
 def test_tiny_preset_is_written_once_in_hub_layout():
     preset = get_preset("tiny")
-    assert (get_preset("tiny").unclip == preset.unclip)
+    for directory in (preset.unclip, preset.latent_diffusion):
+        assert (Path(directory) / "model_index.json").is_file()
+    index = Path(preset.unclip) / "model_index.json"
+    written = index.stat().st_mtime_ns
+    assert get_preset("tiny") == preset and index.stat().st_mtime_ns == written  # not written again
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("huge")
 

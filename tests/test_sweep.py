@@ -155,3 +155,8 @@ def test_two_processes_under_accelerate_merge_into_one_log(prompts, tmp_path):
     keys = [json.loads(k) for k in df["sweep_key"]]
     assert {(k[0], k[1], k[2]) for k in keys} == {(a, p, s) for a in ("unclip", "latent_diffusion")
                                                  for p in ("a red circle", "a blue square above a green cross") for s in range(3)}
+
+
+def test_every_setting_of_the_grid_is_checked_before_any_work(prompts):
+    with pytest.raises(ValueError, match="between 1 and 1000"):
+        sweep.grid(sweep.read_prompts(prompts), [0], [2, 0, 3], [4.0], ["unclip", "latent_diffusion"], Settings())
