@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 PROMPT ?= a red circle above a blue square
 
-.PHONY: setup run test bench train clean
+.PHONY: setup browser run compare test bench train clean
 
 setup: $(STAMP)
 
@@ -17,10 +17,21 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The app on http://127.0.0.1:7860 with the Shapes lab (PRESET=pretrained for Karlo + SD on a GPU).
+PRESET ?= lab
 run: setup
-	$(PY) -m comparisons.compare "$(PROMPT)" --seed 0
+	$(PY) app.py --preset $(PRESET)
 
-test: setup
+# One side-by-side comparison on the command line, no browser.
+compare: setup
+	HF_HUB_OFFLINE=1 $(PY) -m comparisons.compare "$(PROMPT)" --seed 0
+
+# The browser test drives Debian's chromium (never a downloaded browser).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+test: setup browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q
 
 # Rebuilds every Shapes lab model from scratch (about 1.5 h on a 2-core CPU; uses a GPU if present).

@@ -1,12 +1,220 @@
-"""Entry point of the comparison tool (Hugging Face Spaces runs this file).
+"""unCLIP vs latent diffusion, side by side: the Gradio app (Hugging Face Spaces runs this file).
 
-Until the Gradio UI lands, `python app.py "a prompt" --seed 0` runs the side-by-side command-line
-comparison: one image per architecture and a table of each stage's seconds and peak memory.
+    python app.py                      # the Shapes lab on CPU, http://127.0.0.1:7860
+    python app.py --preset pretrained  # Karlo + Stable Diffusion 1.5 + a ViT-L-14 judge, fp16 on a GPU
+    python app.py --host 0.0.0.0       # listen on every interface (or T2I_HOST=0.0.0.0)
+
+Layout and wiring only: every handler calls `comparisons.session.Session`, which checks the raw
+widget values, runs the models and reads the run log. Its ValueErrors become gr.Error popups.
 """
 
-import sys
+from __future__ import annotations
 
-from comparisons.compare import main
+import argparse
+import functools
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from comparisons.presets import DEFAULT_PRESET, PRESETS
+from comparisons.session import (LABELS, AppConfig, Session, memory_bars, parse_settings, prior_summary, random_seed,
+                                 score_vs_seconds,
+                                 stage_seconds_long, stats_line, summary_frame, table_view, vocabulary_notice)
+
+try:  # ZeroGPU on Spaces: a GPU is attached only while a decorated function runs
+    import spaces
+
+    on_gpu = spaces.GPU
+except ImportError:
+    def on_gpu(fn):
+        return fn
+
+ARCHS = ("unclip", "latent_diffusion")
+SETTING_NAMES = ("prior_steps", "decoder_steps", "super_res_steps", "prior_guidance", "decoder_guidance", "steps", "guidance")
+DEVICE = dict(concurrency_limit=1, concurrency_id="device")  # one model call at a time on the device
+
+
+def user_errors(fn):
+    """Bad input from the user becomes a visible error; the app carries on."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+    return wrapped
+
+
+def build_app(session: Session) -> gr.Blocks:
+    preset = session.config.preset
+
+    @on_gpu
+    @user_errors
+    def generate(prompt, negative_prompt, seed, *values, progress=gr.Progress()):
+        settings = parse_settings(**dict(zip(SETTING_NAMES, values)))
+        rows, notices = session.compare(prompt, negative_prompt, seed, settings, lambda f, what: progress(f, desc=what))
+        for notice in notices:
+            gr.Warning(notice)
+        return (rows["unclip"]["image_path"], stats_line(rows["unclip"]),
+                rows["latent_diffusion"]["image_path"], stats_line(rows["latent_diffusion"]))
+
+    @on_gpu
+    @user_errors
+    def explain(prompt, seed, *values):
+        report = session.explain(prompt, seed, parse_settings(**dict(zip(SETTING_NAMES, values))))
+        u, ld = report.unclip, report.latent_diffusion
+        return (u.decoder_strip, u.super_res_strip, ld.unet_strip, prior_summary(u), ld.latent_channels,
+                [(image, token) for token, image in ld.token_overlays], report.components, report.shapes)
+
+    @user_errors
+    def start_sweep(prompts, seeds, steps, guidance, architectures):
+        status = session.start_sweep(prompts, seeds, steps, guidance, architectures)
+        return status.message(), gr.Timer(active=True)
+
+    def sweep_progress():
+        status = session.sweep
+        if status is None:
+            return "no sweep yet", table_view(session.sweep_rows()), gr.Timer(active=False)
+        return status.message(), table_view(session.sweep_rows()), gr.Timer(active=status.running)
+
+    @user_errors
+    def results(architecture, prompt_contains):
+        df = session.runs(architecture, prompt_contains)
+        summary, note = summary_frame(df)
+        exports = [session.export(df, fmt) if not df.empty else None for fmt in ("csv", "parquet")]
+        return (table_view(df), summary, note, stage_seconds_long(df), score_vs_seconds(df), memory_bars(df), *exports)
+
+    with gr.Blocks(title="unCLIP vs latent diffusion", analytics_enabled=False) as demo:
+        gr.Markdown("# unCLIP vs latent diffusion\nOne prompt, both architectures: DALL·E 2's prior → decoder → "
+                    "super-resolution against Stable Diffusion's U-Net in a VAE latent. Every image is logged with its "
+                    "seed, the time of every stage, peak memory and CLIP similarity.")
+        status = gr.Markdown(session.status(), elem_id="status")
+        status_timer = gr.Timer(1.0)
+        status_timer.tick(lambda: (session.status(), gr.Timer(active="loaded" not in session.status())),
+                          outputs=[status, status_timer], queue=False, show_progress="hidden", api_name=False)
+
+        with gr.Tab("Compare", id="compare"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt", value=session.examples(1)[0])
+                    notice = gr.Markdown(elem_id="notice")
+                    negative = gr.Textbox(label="Negative prompt (latent diffusion only; unCLIP has none)", elem_id="negative")
+                with gr.Column(scale=1):
+                    seed = gr.Textbox(label="Seed", value="0", elem_id="seed")
+                    dice = gr.Button("🎲 Random seed", size="sm")
+                    go = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Accordion("Advanced: steps and guidance per stage", open=False):
+                with gr.Row():
+                    prior_steps = gr.Number(25, label="unCLIP prior steps", precision=0)
+                    decoder_steps = gr.Number(25, label="unCLIP decoder steps", precision=0)
+                    super_res_steps = gr.Number(7, label="unCLIP super-res steps", precision=0)
+                    prior_guidance = gr.Number(4.0, label="unCLIP prior guidance")
+                    decoder_guidance = gr.Number(8.0, label="unCLIP decoder guidance")
+                with gr.Row():
+                    steps = gr.Number(50, label="Latent diffusion steps", precision=0, elem_id="steps")
+                    guidance = gr.Number(7.5, label="Latent diffusion guidance")
+            settings = [prior_steps, decoder_steps, super_res_steps, prior_guidance, decoder_guidance, steps, guidance]
+            with gr.Row():
+                images, stats = {}, {}
+                for arch in ARCHS:
+                    with gr.Column():
+                        images[arch] = gr.Image(label=LABELS[arch], type="filepath", format="png", elem_id=f"image-{arch}",
+                                                interactive=False, height=320)
+                        stats[arch] = gr.Markdown(elem_id=f"stats-{arch}")
+            gr.Examples([[p] for p in session.examples()], inputs=[prompt], label=f"Example prompts ({preset} preset)")
+            prompt.change(lambda p: vocabulary_notice(p or "", preset) or "", prompt, notice, queue=False,
+                          show_progress="hidden", api_name=False)
+            dice.click(lambda: str(random_seed()), outputs=seed, queue=False, api_name=False)
+            go.click(generate, [prompt, negative, seed, *settings],
+                     [images["unclip"], stats["unclip"], images["latent_diffusion"], stats["latent_diffusion"]],
+                     api_name="compare", **DEVICE)
+
+        with gr.Tab("Inside the models", id="inside"):
+            gr.Markdown("An instrumented run of the Compare tab's prompt, seed and settings (not logged: the hooks "
+                        "change the timings). Trajectories show the predicted clean image x₀ at evenly spaced steps.")
+            look = gr.Button("Look inside", variant="primary", elem_id="look-inside")
+            with gr.Row():
+                decoder_strip = gr.Image(label="unCLIP decoder: x₀ per step (pixels, half size)", interactive=False, format="png")
+                super_res_strip = gr.Image(label="unCLIP super-resolution: x₀ per step", interactive=False, format="png")
+                unet_strip = gr.Image(label="Latent diffusion: x₀ per step, decoded by the VAE", interactive=False, format="png")
+            with gr.Row():
+                prior_info = gr.Markdown(elem_id="prior-info")
+                latent_channels = gr.Image(label="Latent diffusion's final latent, one panel per channel", interactive=False, format="png")
+            attention = gr.Gallery(label="Cross-attention per prompt token (mean over heads, layers and steps)", columns=6,
+                                   elem_id="attention")
+            with gr.Row():
+                components = gr.Dataframe(label="Components (parameters read from the loaded models)")
+                shapes = gr.Dataframe(label="Tensor shapes at each stage of this run")
+            look.click(explain, [prompt, seed, *settings],
+                       [decoder_strip, super_res_strip, unet_strip, prior_info, latent_channels, attention, components, shapes],
+                       api_name="explain", **DEVICE)
+
+        with gr.Tab("Sweep", id="sweep"):
+            with gr.Row():
+                sweep_prompts = gr.Textbox(label="Prompts, one per line", lines=6, value="\n".join(session.examples(4)))
+                with gr.Column():
+                    sweep_seeds = gr.Textbox(label="Seeds (e.g. 0-9 or 1,5,7)", value="0-3")
+                    sweep_steps = gr.Textbox(label="Steps (comma-separated)", value="25")
+                    sweep_guidance = gr.Textbox(label="Guidance (comma-separated)", value="7.5")
+                    sweep_archs = gr.CheckboxGroup(list(ARCHS), value=list(ARCHS), label="Architectures")
+                    run = gr.Button("Run sweep in the background", variant="primary")
+            sweep_status = gr.Markdown()
+            sweep_table = gr.Dataframe(label="This sweep's rows, as they land")
+            sweep_timer = gr.Timer(1.0, active=False)
+            run.click(start_sweep, [sweep_prompts, sweep_seeds, sweep_steps, sweep_guidance, sweep_archs],
+                      [sweep_status, sweep_timer], api_name="sweep")
+            sweep_timer.tick(sweep_progress, outputs=[sweep_status, sweep_table, sweep_timer], show_progress="hidden",
+                             api_name="sweep_progress")
+
+        with gr.Tab("Results", id="results") as results_tab:
+            with gr.Row():
+                arch_filter = gr.Dropdown(["all", *ARCHS], value="all", label="Architecture")
+                prompt_filter = gr.Textbox(label="Prompt contains")
+                refresh = gr.Button("Refresh")
+            table = gr.Dataframe(label="Run log (one row per image; downloads carry every column)", elem_id="runs")
+            summary_note = gr.Markdown()
+            summary = gr.Dataframe(label="Side by side, paired by prompt and seed")
+            with gr.Row():
+                stage_plot = gr.BarPlot(x="architecture", y="seconds", color="stage", title="Seconds per stage (mean)")
+                scatter = gr.ScatterPlot(x="seconds_total", y="clip_score", color="architecture",
+                                         title="CLIP similarity against seconds")
+                memory = gr.BarPlot(x="architecture", y="peak_memory_mb", title="Peak memory (MB, mean)")
+            with gr.Row():
+                csv = gr.DownloadButton("Download CSV", elem_id="download-csv")
+                parquet = gr.DownloadButton("Download Parquet", elem_id="download-parquet")
+            outputs = [table, summary, summary_note, stage_plot, scatter, memory, csv, parquet]
+            for trigger in (refresh.click, arch_filter.change, prompt_filter.submit, results_tab.select):
+                trigger(results, [arch_filter, prompt_filter], outputs, api_name=False)
+            demo.load(results, [arch_filter, prompt_filter], outputs, api_name="results")
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="unCLIP vs latent diffusion, side by side")
+    parser.add_argument("--preset", default=os.environ.get("T2I_PRESET", DEFAULT_PRESET), choices=sorted(PRESETS))
+    parser.add_argument("--device", default=os.environ.get("T2I_DEVICE", "auto"))
+    parser.add_argument("--results", type=Path, default=Path(os.environ.get("T2I_RESULTS", "results")))
+    parser.add_argument("--host", default=os.environ.get("T2I_HOST"), help="default 127.0.0.1; 0.0.0.0 to listen on every interface")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("T2I_PORT", 7860)))
+    return parser.parse_args(argv)
+
+
+def launch_options(host: str | None, port: int, environ: dict[str, str]) -> dict:
+    """Loopback unless a host is asked for; on Spaces (SPACE_ID set) its own host and port apply. Never a share link."""
+    if "SPACE_ID" in environ and host is None:
+        return dict(server_name=None, server_port=None, share=False)  # Gradio reads GRADIO_SERVER_NAME / _PORT
+    return dict(server_name=host or "127.0.0.1", server_port=port, share=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    session = Session(AppConfig(args.preset, args.device, args.results))
+    session.start_loading()
+    demo = build_app(session)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(**launch_options(args.host, args.port, dict(os.environ)), allowed_paths=[str(session.results_dir)])
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -90,6 +90,16 @@ class Harness:
         return embedding_cosine(self.unclip.encode_image(images).cpu(), output.image_embeds)
 
     def _checks(self, output: PipelineOutput) -> list[dict]:
+        """The checker's verdicts per image; none for a prompt outside the Shapes grammar (nothing to check against)."""
         from lab.checker import check
+        from lab.world import parse_caption
 
-        return [check(image, prompt).as_dict() for image, prompt in zip(to_uint8(output.images), output.prompts)]
+        verdicts = []
+        for image, prompt in zip(to_uint8(output.images), output.prompts):
+            try:
+                parse_caption(prompt)
+            except ValueError:
+                verdicts.append({})
+                continue
+            verdicts.append(check(image, prompt).as_dict())
+        return verdicts

@@ -1,5 +1,7 @@
 """Which weights each architecture runs with: named presets or explicit paths / hub ids.
 
+- `lab` (default): the Shapes lab's models, trained from scratch in this repo (`make train`) and
+  shipped in `lab/weights`: real, small, offline; images the lab's checker can read back.
 - `tiny`: seeded random components in Karlo's and SD's structure, written once to a cache
   directory in hub layout and loaded back through the real loaders. Runs anywhere, offline, in
   seconds; the images are noise-like until the Shapes lab's trained weights replace it.
@@ -20,7 +22,9 @@ from comparisons.metrics import load_judge
 from comparisons.store import RunLog
 from pipelines import LatentDiffusion, UnCLIP, load_latent_diffusion, load_unclip
 
-CACHE_DIR = Path(os.environ.get("T2I_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
+ROOT = Path(__file__).resolve().parent.parent
+CACHE_DIR = Path(os.environ.get("T2I_CACHE", ROOT / ".cache"))
+LAB_WEIGHTS = ROOT / "lab" / "weights"
 
 
 @dataclass(frozen=True)
@@ -36,16 +40,19 @@ class Preset:
 
 
 PRESETS = {
+    "lab": Preset("lab", str(LAB_WEIGHTS / "unclip"), str(LAB_WEIGHTS / "latent_diffusion"), "lab", False, use_checker=True),
     "tiny": Preset("tiny", str(CACHE_DIR / "tiny-v2" / "unclip"), str(CACHE_DIR / "tiny-v2" / "latent_diffusion"), "tiny", False),
     "pretrained": Preset("pretrained", "kakaobrain/karlo-v1-alpha", "stable-diffusion-v1-5/stable-diffusion-v1-5", "ViT-L-14", True),
 }
-DEFAULT_PRESET = "tiny"
+DEFAULT_PRESET = "lab"
 
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     preset = PRESETS[name]
+    if name == "lab" and not (Path(preset.unclip) / "model_index.json").is_file():
+        raise ValueError(f"the Shapes lab weights are missing from {LAB_WEIGHTS}: rebuild them with `make train`")
     if name == "tiny" and not (Path(preset.unclip) / "model_index.json").is_file():
         from pipelines.tiny import save_tiny
 

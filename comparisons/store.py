@@ -394,15 +394,15 @@ def _keys(df: pd.DataFrame, key_columns: Sequence[str]) -> set[tuple]:
         raise ValueError(f"key_columns must be a non-empty list of column names, got {key_columns!r}")
     if df.empty:
         return set()
-    missing = [c for c in key_columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"key columns {missing} are not in the log; columns: {list(df.columns)}")
+    if any(c not in df.columns for c in key_columns):  # no row has that column yet (a sweep's key in a log of
+        return set()                                      # single comparisons): no key is done
     rows = df[list(key_columns)].astype(object).itertuples(index=False, name=None)
     return {tuple(None if pd.isna(v) else v for v in row) for row in rows}
 
 
 def done_keys(directory: str | os.PathLike, key_columns: Sequence[str]) -> set[tuple]:
-    """The key tuples already logged, e.g. ("architecture", "prompt", "seed"); <NA> becomes None."""
+    """The key tuples already logged, e.g. ("architecture", "prompt", "seed"); <NA> becomes None; none
+    while no row has one of the columns."""
     return _existing_log(directory).done_keys(key_columns)
 
 

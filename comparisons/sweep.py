@@ -18,7 +18,9 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,20 +158,34 @@ def batches(jobs: list[Job], batch_size: int) -> Iterator[list[Job]]:
             yield group[i : i + batch_size]
 
 
-def run_sweep(harness, jobs: list[Job], batch_size: int, progress: bool = True) -> int:
-    """Make every job not yet in the log; returns how many images were made."""
+def pending(harness, jobs: list[Job]) -> list[Job]:
+    """The jobs whose rows are not in the harness's log yet (all of them without a log)."""
+    done = harness.log.done_keys(("sweep_key",)) if harness.log is not None else set()
+    return [j for j in jobs if (j.key,) not in done]
+
+
+def run_sweep(harness, jobs: list[Job], batch_size: int, progress: bool = True, *, run_id: str | None = None,
+              lock: AbstractContextManager | None = None, on_batch: Callable[[list[dict]], None] | None = None) -> int:
+    """Make every job not yet in the log; returns how many images were made. All rows share `run_id`
+    (a new one by default); `lock` is held around each batch (the app's device lock), and `on_batch`
+    receives each batch's rows once they are logged."""
     from tqdm.auto import tqdm
 
-    done = harness.log.done_keys(("sweep_key",)) if harness.log is not None else set()
-    todo = [j for j in jobs if (j.key,) not in done]
+    from comparisons.harness import new_run_id
+
+    todo = pending(harness, jobs)
+    run_id = run_id or new_run_id()
     made = 0
     with tqdm(total=len(todo), desc="sweep", unit="img", disable=not progress) as bar:
         for batch in batches(todo, batch_size):
             first = batch[0]
-            harness.generate(first.architecture, [j.prompt for j in batch], [j.seed for j in batch], first.settings,
-                             extra_columns=[{"sweep_key": j.key} for j in batch])
+            with lock or contextlib.nullcontext():
+                _, rows = harness.generate(first.architecture, [j.prompt for j in batch], [j.seed for j in batch], first.settings,
+                                           run_id=run_id, extra_columns=[{"sweep_key": j.key} for j in batch])
             made += len(batch)
             bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(rows)
     return made
 
 

@@ -115,8 +115,11 @@ def test_done_keys(tmp_path):
     assert done_keys(tmp_path, ["architecture", "prompt", "seed"]) == {
         ("unclip", "a red circle 0", 0), ("latent_diffusion", "a red circle 0", 0), ("latent_diffusion", None, 1)}
     assert log.done_keys(["seed"]) == {(0,), (1,)}
-    with pytest.raises(ValueError, match="not in the log"):
-        log.done_keys(["lora"])
+    assert log.done_keys(["sweep_key"]) == set()  # a column no row has yet: nothing is done
+    log.append([{**ld_row(3), "sweep_key": "k3"}])
+    assert log.done_keys(["sweep_key"]) == {(None,), ("k3",)}
+    with pytest.raises(ValueError, match="non-empty"):
+        log.done_keys([])
 
 
 # ----------------------------------------------------------------------------- concurrency

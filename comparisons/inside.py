@@ -1,0 +1,345 @@
+"""Inside the models: what each architecture computes on the way to its image (the app's backend).
+
+For one prompt and seed, `explain` runs both pipelines once, instrumented, and collects:
+  - the denoising trajectory: the predicted clean image x_0 at ~8 evenly spaced steps of every
+    image-making stage (unCLIP: decoder and super-res in pixel space; latent diffusion: the U-Net's
+    x_0 latent, decoded through the VAE), k-diffusion's `denoised` view of sampling;
+  - unCLIP: how the prior's image embedding relates to the text embedding it was conditioned on
+    and to the CLIP embedding of the image finally produced;
+  - latent diffusion: the final latent's channels, and cross-attention maps per prompt token
+    (averaged over heads, attn2 layers and steps, conditional half only), as in prompt-to-prompt
+    (Hertz et al. 2022, arXiv:2208.01626);
+  - each pipeline's components with parameter counts and the tensor shapes between stages.
+The instrumented runs are not logged: hooks and recording change what a timing would measure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+from PIL import Image
+
+from comparisons.metrics import embedding_cosine
+from comparisons.records import Settings
+from pipelines import LatentDiffusion, UnCLIP
+from pipelines.common import Pipeline, StepState, check_count, check_prompts, check_seed, postprocess, to_uint8
+from pipelines.tokenizer import tokenize
+
+GAP = 2  # px of white between frames and tiles
+TILE = 256  # a latent channel is upscaled (nearest, whole factor) to about this many px
+HEAT_ALPHA = 0.5  # weight of the heatmap over the image
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def grid(tiles: Sequence[np.ndarray], cols: int, gap: int = GAP) -> Image.Image:
+    """Equal-size (H, W, 3) uint8 tiles row by row on white, `gap` px apart."""
+    h, w = tiles[0].shape[:2]
+    rows = math.ceil(len(tiles) / cols)
+    canvas = np.full((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        canvas[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
+    return Image.fromarray(canvas)
+
+
+def strip(images: torch.Tensor) -> Image.Image:
+    """(F, 3, H, W) in [-1, 1] -> the F frames side by side."""
+    return grid(list(to_uint8(postprocess(images))), cols=images.shape[0])
+
+
+def latent_channels_image(latent: torch.Tensor, tile: int = TILE) -> Image.Image:
+    """(C, h, w) latent -> a grid of its channels, each min-max normalised to grey, upscaled nearest."""
+    factor = max(1, tile // max(latent.shape[1:]))
+    tiles = []
+    for channel in latent.float().cpu():
+        lo, hi = channel.min(), channel.max()
+        grey = to_uint8(((channel - lo) / (hi - lo) if hi > lo else torch.zeros_like(channel)).numpy())
+        grey = grey.repeat(factor, axis=0).repeat(factor, axis=1)
+        tiles.append(np.stack([grey] * 3, axis=-1))
+    return grid(tiles, cols=math.ceil(math.sqrt(len(tiles))))
+
+
+def heatmap(values: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1] -> (H, W, 3) in [0, 1], blue (low) to red (high): the 'jet' colour map."""
+    return np.clip(1.5 - np.abs(4 * values[..., None] - np.array([3.0, 2.0, 1.0])), 0, 1)
+
+
+def overlay(image: Image.Image, attention: np.ndarray) -> Image.Image:
+    """A (h, w) map in [0, 1] upscaled bilinearly to the image and blended over it as a heatmap."""
+    up = F.interpolate(torch.from_numpy(attention)[None, None].float(), size=(image.height, image.width), mode="bilinear", align_corners=False)
+    heat = heatmap(up[0, 0].clamp(0, 1).numpy())
+    pixels = np.asarray(image.convert("RGB"), np.float32) / 255
+    return Image.fromarray(to_uint8((1 - HEAT_ALPHA) * pixels + HEAT_ALPHA * heat))
+
+
+# ----------------------------------------------------------------------------- trajectory
+
+
+def frame_steps(num_steps: int, num_frames: int) -> list[int]:
+    """Up to `num_frames` evenly spaced step indices of a loop of `num_steps`, ending at the last."""
+    k = min(num_frames, num_steps)
+    return sorted({int(round(s)) for s in np.linspace(num_steps - 1, 0, k)})
+
+
+@dataclass
+class TrajectoryRecorder:
+    """A step callback that keeps x_0 (detached, on the CPU) at the steps a strip shows, and each stage's last x_t."""
+
+    stages: tuple[str, ...]  # the stages whose frames to keep
+    num_frames: int = 8
+    frames: dict[str, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)  # stage -> [(step, x_0 of the first image)]
+    final: dict[str, torch.Tensor] = field(default_factory=dict)  # stage -> x_t after its last step
+
+    def __call__(self, state: StepState) -> None:
+        if state.step == state.num_steps - 1:
+            self.final[state.stage] = state.sample.detach().to("cpu", copy=True)
+        if state.stage in self.stages and state.step in frame_steps(state.num_steps, self.num_frames):
+            self.frames.setdefault(state.stage, []).append((state.step, state.denoised[:1].detach().to("cpu", copy=True)))
+
+    def steps(self, stage: str) -> list[int]:
+        return [step for step, _ in self.frames.get(stage, [])]
+
+    def stacked(self, stage: str) -> torch.Tensor:
+        """(F, ...) the kept x_0 (first image) of a stage, in step order."""
+        if stage not in self.frames:
+            raise ValueError(f"no frames of stage {stage!r} were recorded; recorded: {sorted(self.frames)}")
+        return torch.cat([x0 for _, x0 in self.frames[stage]])
+
+
+# ----------------------------------------------------------------------------- cross-attention
+
+
+def grid_size(tokens: int, size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of a U-Net level with `tokens` positions, halving the latent `size` as strided convs do (ceil)."""
+    h, w = size
+    while h * w > tokens:
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    if h * w != tokens:
+        raise ValueError(f"{tokens} attention positions match no downsampling of a {size} latent")
+    return h, w
+
+
+class AttentionRecorder:
+    """Sums the conditional images' head-averaged cross-attention over calls (layers x steps), at the latent's size."""
+
+    def __init__(self, size: tuple[int, int], batch_size: int = 1):
+        self.size = size  # (h, w) of the latent: maps of every level are resized to it
+        self.batch_size = batch_size  # conditional images per call; guidance batches them last, after the uncond ones
+        self.total: torch.Tensor | None = None  # (T, h, w)
+        self.count = 0
+
+    def add(self, probs: torch.Tensor, heads: int) -> None:
+        """probs (B' * heads, N, T) softmax over the T text tokens, batch-major as head_to_batch_dim lays it out."""
+        probs = probs.float().unflatten(0, (-1, heads))[-self.batch_size :].mean(dim=(0, 1))  # (N, T)
+        h, w = grid_size(probs.shape[0], self.size)
+        maps = probs.T.reshape(-1, 1, h, w)  # (T, 1, h, w)
+        maps = F.interpolate(maps, size=self.size, mode="bilinear", align_corners=False)[:, 0]
+        self.total = maps if self.total is None else self.total + maps
+        self.count += 1
+
+    def mean(self) -> torch.Tensor:
+        if self.total is None:
+            raise ValueError("no cross-attention was recorded: run the U-Net inside recording_cross_attention")
+        return (self.total / self.count).cpu()  # (T, h, w)
+
+
+class RecordingAttnProcessor:
+    """diffusers' `AttnProcessor` (explicit softmax, so the probabilities exist), handing them to a recorder."""
+
+    def __init__(self, recorder: AttentionRecorder):
+        self.recorder = recorder
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        if hidden_states.ndim != 3 or attn.spatial_norm is not None:
+            raise ValueError("the recording processor supports token-sequence attention (a U-Net's attn2) only")
+        residual = hidden_states
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], context.shape[0])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))  # (B * heads, N, d)
+        key = attn.head_to_batch_dim(attn.to_k(context))  # (B * heads, T, d)
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, attention_mask)  # (B * heads, N, T)
+        self.recorder.add(probs, attn.heads)
+        out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, value))))  # linear, dropout
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def cross_attention_layers(unet: torch.nn.Module) -> dict[str, Attention]:
+    """Every attn2 (image queries, text keys) of a U-Net, by module name."""
+    layers = {name: m for name, m in unet.named_modules() if name.endswith("attn2") and isinstance(m, Attention)}
+    if not layers:
+        raise ValueError(f"{type(unet).__name__} has no attn2 cross-attention layers to record")
+    return layers
+
+
+@contextmanager
+def recording_cross_attention(unet: torch.nn.Module, recorder: AttentionRecorder) -> Iterator[AttentionRecorder]:
+    """Install a recording processor on every attn2 for the block; the original processors come back even on error."""
+    layers = cross_attention_layers(unet)
+    originals = {name: m.processor for name, m in layers.items()}
+    processor = RecordingAttnProcessor(recorder)
+    try:
+        for m in layers.values():
+            m.set_processor(processor)
+        yield recorder
+    finally:
+        for name, m in layers.items():
+            m.set_processor(originals[name])
+
+
+def prompt_tokens(tokenizer, prompt: str) -> list[tuple[int, str]]:
+    """(position, text) of each BPE token of the prompt, without start, end and padding tokens."""
+    ids = tokenize(tokenizer, [prompt])[0][0].tolist()
+    special = set(tokenizer.all_special_ids)
+    return [(i, tokenizer.decode([t]).strip()) for i, t in enumerate(ids) if t not in special]
+
+
+def token_maps(mean_attention: torch.Tensor, tokens: list[tuple[int, str]]) -> list[tuple[str, np.ndarray]]:
+    """(text, (h, w) map min-max normalised to [0, 1]) for each token; a flat map is all zeros."""
+    maps = []
+    for position, text in tokens:
+        m = mean_attention[position].numpy().astype(np.float64)
+        span = m.max() - m.min()
+        maps.append((text, (m - m.min()) / span if span > 0 else np.zeros_like(m)))
+    return maps
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def component_table(architecture: str, pipe: Pipeline) -> pd.DataFrame:
+    """Each component's class and parameter count (0 for tokenizers and schedulers), read from the loaded pipeline."""
+    counts = pipe.parameter_counts()
+    return pd.DataFrame([{"architecture": architecture, "component": name, "class": type(c).__name__, "parameters": counts.get(name, 0)}
+                         for name, c in pipe.components().items()])
+
+
+@contextmanager
+def first_output_shapes(module: torch.nn.Module) -> Iterator[dict[str, tuple[int, ...]]]:
+    """Shapes of the tensors in a module's first output during the block (the prompt's pass, not the uncond one)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def hook(_module, _args, output) -> None:
+        if not shapes:
+            items = output.items() if isinstance(output, Mapping) else enumerate(output if isinstance(output, tuple) else (output,))
+            shapes.update({str(k): tuple(v.shape) for k, v in items if isinstance(v, torch.Tensor)})
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield shapes
+    finally:
+        handle.remove()
+
+
+def shape_table(architecture: str, shapes: list[tuple[str, str, tuple[int, ...]]]) -> pd.DataFrame:
+    return pd.DataFrame([{"architecture": architecture, "stage": s, "tensor": t, "shape": str(tuple(shape))} for s, t, shape in shapes])
+
+
+# ----------------------------------------------------------------------------- per architecture
+
+
+@dataclass(frozen=True)
+class UnCLIPInside:
+    """What one unCLIP run shows from inside."""
+
+    image: Image.Image
+    decoder_strip: Image.Image  # x_0 of the decoder at the steps in frame_steps["decoder"]
+    super_res_strip: Image.Image
+    frame_steps: dict[str, list[int]]  # stage -> step indices shown
+    prior_text_cosine: float  # prior's image embedding vs the CLIP text embedding it was conditioned on
+    prior_image_cosine: float | None  # ... vs the CLIP image embedding of the final image; None without image_encoder
+    shapes: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class LatentDiffusionInside:
+    """What one latent-diffusion run shows from inside."""
+
+    image: Image.Image
+    unet_strip: Image.Image  # the U-Net's x_0 latents, VAE-decoded
+    frame_steps: dict[str, list[int]]
+    latent_channels: Image.Image  # the final latent's channels as a grey grid
+    token_maps: list[tuple[str, np.ndarray]]  # (token, (h, w) mean cross-attention in [0, 1]) per prompt token
+    token_overlays: list[tuple[str, Image.Image]]  # (token, heatmap over the image)
+    shapes: pd.DataFrame
+
+
+def explain_unclip(pipe: UnCLIP, prompt: str, seed: int, settings: Settings = Settings(), num_frames: int = 8) -> UnCLIPInside:
+    """One instrumented unCLIP run: decoder and super-res trajectories, the prior's cosines, stage shapes."""
+    trajectory = TrajectoryRecorder(("decoder", "super_res"), check_count(num_frames, "num_frames"))
+    with first_output_shapes(pipe.text_encoder) as text_shapes:
+        out = pipe(prompt, seed=seed, callback=trajectory, **settings.pipeline_kwargs("unclip"))
+    image = out.pil_images()[0]
+    cosine = float(embedding_cosine(out.image_embeds, out.text_embeds)[0])
+    image_cosine = None if pipe.image_encoder is None else float(embedding_cosine(pipe.encode_image([image]).cpu(), out.image_embeds)[0])
+    shapes = [("text_encoder", k, s) for k, s in text_shapes.items()] + [
+        ("prior", "image_embeds", out.image_embeds.shape), ("decoder", "sample", trajectory.final["decoder"].shape),
+        ("super_res", "sample", trajectory.final["super_res"].shape), ("output", "images", out.images.shape)]
+    return UnCLIPInside(image, strip(trajectory.stacked("decoder")), strip(trajectory.stacked("super_res")),
+                        {s: trajectory.steps(s) for s in trajectory.stages}, cosine, image_cosine, shape_table("unclip", shapes))
+
+
+def explain_latent_diffusion(pipe: LatentDiffusion, prompt: str, seed: int, settings: Settings = Settings(), num_frames: int = 8) -> LatentDiffusionInside:
+    """One instrumented latent-diffusion run: U-Net trajectory, final latent, cross-attention per token, stage shapes."""
+    trajectory = TrajectoryRecorder(("unet",), check_count(num_frames, "num_frames"))
+    latent_size = (pipe.image_size // pipe.vae_scale_factor,) * 2  # the pipeline's default height and width
+    attention = AttentionRecorder(latent_size)
+    with first_output_shapes(pipe.text_encoder) as text_shapes, recording_cross_attention(pipe.unet, attention):
+        out = pipe(prompt, seed=seed, callback=trajectory, **settings.pipeline_kwargs("latent_diffusion"))
+    image = out.pil_images()[0]
+    # One frame at a time: a batch of full-size VAE decodes is the largest activation of the pipeline.
+    decoded = torch.cat([pipe.decode(x0[None].to(pipe.device, pipe.dtype)).cpu() for x0 in trajectory.stacked("unet")])
+    maps = token_maps(attention.mean(), prompt_tokens(pipe.tokenizer, prompt))
+    latent = trajectory.final["unet"]
+    shapes = [("text_encoder", k, s) for k, s in text_shapes.items()] + [
+        ("unet", "latent", latent.shape), ("vae_decode", "images", out.images.shape)]
+    return LatentDiffusionInside(image, strip(decoded), {"unet": trajectory.steps("unet")}, latent_channels_image(latent[0]),
+                                 maps, [(t, overlay(image, m)) for t, m in maps], shape_table("latent_diffusion", shapes))
+
+
+# ----------------------------------------------------------------------------- both
+
+
+@dataclass(frozen=True)
+class InsideReport:
+    """Both architectures from inside, for one prompt and seed."""
+
+    prompt: str
+    seed: int
+    unclip: UnCLIPInside
+    latent_diffusion: LatentDiffusionInside
+    components: pd.DataFrame  # architecture, component, class, parameters
+
+    @property
+    def shapes(self) -> pd.DataFrame:
+        """architecture, stage, tensor, shape: both pipelines' tensors between stages, from this run."""
+        return pd.concat([self.unclip.shapes, self.latent_diffusion.shapes], ignore_index=True)
+
+
+def explain(unclip: UnCLIP, latent_diffusion: LatentDiffusion, prompt: str, seed: int, settings: Settings = Settings(),
+            *, num_frames: int = 8) -> InsideReport:
+    """One instrumented, unlogged run of each architecture with the Compare screen's settings."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"`prompt` must be one prompt string, got {type(prompt).__name__}")
+    prompt = check_prompts(prompt)[0]
+    seed = check_seed(seed)
+    components = pd.concat([component_table("unclip", unclip), component_table("latent_diffusion", latent_diffusion)], ignore_index=True)
+    return InsideReport(prompt, seed, explain_unclip(unclip, prompt, seed, settings, num_frames),
+                        explain_latent_diffusion(latent_diffusion, prompt, seed, settings, num_frames), components)

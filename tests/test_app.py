@@ -1,0 +1,319 @@
+"""The app: handlers called directly, the served app through gradio_client by named endpoints, a
+real browser (Debian's chromium through playwright), bad input, and 8 concurrent clients."""
+
+import concurrent.futures
+import importlib
+import socket
+import sys
+import types
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+import app
+from comparisons.records import Settings, settings_from_png
+from comparisons.session import (AppConfig, Session, parse_seed, parse_settings, stage_seconds_long, stats_line,
+                                 summary_frame, vocabulary_notice)
+from comparisons.store import read_csv, read_parquet
+
+PRESET = "tiny"  # the default the app ships with
+FAST = dict(prior_steps=2, decoder_steps=2, super_res_steps=2, prior_guidance=4.0, decoder_guidance=8.0, steps=2, guidance=7.5)
+FAST_ARGS = list(FAST.values())  # in the order of app.SETTING_NAMES
+PROMPT = "a red circle above a blue square"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The app on loopback with a fresh results folder: (session, url)."""
+    session = Session(AppConfig(PRESET, "cpu", tmp_path_factory.mktemp("results")))
+    demo = app.build_app(session)
+    demo.queue(default_concurrency_limit=4)
+    _, url, _ = demo.launch(**app.launch_options(None, free_port(), {}), prevent_thread_lock=True, quiet=True,
+                            allowed_paths=[str(session.results_dir)])
+    yield session, url.rstrip("/")
+    demo.close()
+
+
+# ----------------------------------------------------------------------------- handlers, called directly
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64), "text", "", "1.5"])
+def test_bad_seeds_are_refused(seed):
+    with pytest.raises(ValueError, match="seed"):
+        parse_seed(seed)
+
+
+def test_seeds_as_typed():
+    assert parse_seed(" 42 ") == 42 and parse_seed(2**63 - 1) == 2**63 - 1
+
+
+@pytest.mark.parametrize("steps", [0, 10000, 2.5, "many", None])
+def test_bad_steps_are_refused(steps):
+    with pytest.raises(ValueError, match="steps"):
+        parse_settings(steps=steps)
+
+
+def test_settings_from_widgets():
+    s = parse_settings(negative_prompt="  blurry ", **FAST)
+    assert s == Settings(negative_prompt="blurry", **FAST)
+    with pytest.raises(ValueError, match="guidance"):
+        parse_settings(guidance=-1)
+
+
+def test_compare_logs_both_architectures_with_progress(served):
+    session, _ = served
+    seen = []
+    rows, notices = session.compare(PROMPT, "", "7", Settings(**FAST), lambda f, what: seen.append((f, what)))
+    assert set(rows) == {"unclip", "latent_diffusion"} and notices == []
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and len(seen) >= 2 + 2 + 2 + 2
+    assert any("super_res" in what for _, what in seen) and any("unet" in what for _, what in seen)
+    for arch, row in rows.items():
+        assert row["seed"] == 7 and row["architecture"] == arch
+        found_arch, found_prompt, found_seed, found = settings_from_png(row["image_path"])
+        assert (found_arch, found_prompt, found_seed) == (arch, PROMPT, 7)
+        assert found.for_architecture(arch) == Settings(**FAST).for_architecture(arch)
+        line = stats_line(row)
+        assert line.startswith("seed 7 · ") and "CLIP" in line and "peak RSS" in line and "checker:" in line
+    assert "super_res" in stats_line(rows["unclip"]) and "vae_decode" in stats_line(rows["latent_diffusion"])
+
+
+def test_notices_outside_the_lab_vocabulary(served):
+    session, _ = served
+    assert vocabulary_notice(PROMPT, "lab") is None
+    assert "cat" in vocabulary_notice("a cat on a sofa", "lab")
+    assert vocabulary_notice("a cat on a sofa", "pretrained") is None
+    _, notices = session.compare("猫 🐱 ネコ", None, 1, Settings(**FAST))
+    assert len(notices) == 1 and "Shapes" in notices[0]
+    _, notices = session.compare("a red circle " * 200, None, 1, Settings(**FAST))
+    assert any("cut" in n for n in notices)
+
+
+def test_results_summary_plots_and_exports(served):
+    session, _ = served
+    for seed in (1, 2):
+        session.compare(PROMPT, "", seed, Settings(**FAST))
+    df = session.runs("latent_diffusion", "BLUE square")
+    assert len(df) >= 2 and set(df["architecture"]) == {"latent_diffusion"}
+    assert session.runs("all", "no such prompt").empty
+    table, note = summary_frame(session.runs())
+    assert "seconds_total" in set(table["metric"]) and (table["n pairs"] >= 2).all() and "95%" in table.columns[-1]
+    bars = stage_seconds_long(session.runs())
+    assert set(bars["stage"]) >= {"prior", "decoder", "super_res", "unet", "vae_decode"}
+    csv, parquet = session.export(df, "csv"), session.export(df, "parquet")
+    assert csv.parent == session.results_dir / "exports" and session.export(df, "csv") == csv  # same table, same file
+    for back in (read_csv(csv), read_parquet(parquet)):
+        pd.testing.assert_frame_equal(back.reset_index(drop=True), df.reset_index(drop=True))
+    with pytest.raises(ValueError, match="empty"):
+        session.export(df.iloc[:0], "csv")
+
+
+def test_background_sweep_lands_every_row_once_and_resumes(served):
+    session, _ = served
+    prompts = "a green square\na yellow cross"
+    status = session.start_sweep(prompts, "0-1", "2", "7.5", ["unclip", "latent_diffusion"], Settings(**FAST), batch_size=3)
+    with pytest.raises(ValueError, match="already running"):
+        session.start_sweep(prompts, "0", "2", "7.5", ["unclip"])
+    session.wait_for_sweep(120)
+    assert not status.running and status.error is None and status.done == status.total == 8
+    rows = session.sweep_rows()
+    assert len(rows) == 8 and rows["sweep_key"].is_unique
+    again = session.start_sweep(prompts, "0-1", "2", "7.5", ["unclip", "latent_diffusion"], Settings(**FAST))
+    session.wait_for_sweep(120)
+    assert again.done == 8 and session.sweep_rows().empty  # nothing made twice
+    with pytest.raises(ValueError, match="9-0"):
+        session.start_sweep(prompts, "9-0", "2", "7.5", ["unclip"])
+
+
+def test_the_log_persists_across_restarts(served):
+    session, _ = served
+    before = session.runs()
+    assert len(Session(AppConfig(PRESET, "cpu", session.results_dir)).runs()) == len(before) > 0
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+def test_serves_loopback_by_default_and_never_shares():
+    assert app.launch_options(None, 7860, {}) == dict(server_name="127.0.0.1", server_port=7860, share=False)
+    assert app.launch_options("0.0.0.0", 7860, {})["server_name"] == "0.0.0.0"
+    assert app.launch_options(None, 7860, {"SPACE_ID": "me/app"}) == dict(server_name=None, server_port=None, share=False)
+    assert app.parse_args([]).preset == "lab" and app.parse_args([]).host is None
+
+
+def test_gpu_handlers_use_spaces_gpu_when_installed(monkeypatch, tmp_path):
+    wrapped = []
+    fake = types.ModuleType("spaces")
+    fake.GPU = lambda fn: wrapped.append(fn.__name__) or fn
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    try:
+        importlib.reload(app).build_app(Session(AppConfig(PRESET, "cpu", tmp_path)))
+        assert sorted(wrapped) == ["explain", "generate"]
+    finally:
+        monkeypatch.delitem(sys.modules, "spaces")
+        importlib.reload(app)
+    assert app.on_gpu(len) is len
+
+
+def test_named_endpoints_through_gradio_client(served):
+    _, url = served
+    client = Client(url, verbose=False)
+    unclip_png, unclip_stats, ld_png, ld_stats = client.predict(PROMPT, "", "11", *FAST_ARGS, api_name="/compare")
+    for png, stats in ((unclip_png, unclip_stats), (ld_png, ld_stats)):
+        assert Image.open(png).size[0] > 0 and "parameters" in Image.open(png).info and stats.startswith("seed 11")
+    table, *_, csv, parquet = client.predict("all", "", api_name="/results")
+    df = read_csv(csv)
+    assert ((df["seed"] == 11) & (df["prompt"] == PROMPT)).sum() == 2 and len(read_parquet(parquet)) == len(df)
+
+
+def test_inside_the_models_through_gradio_client(served):
+    session, url = served
+    before = len(session.runs())
+    *strips, prior, latent, gallery, components, shapes = Client(url, verbose=False).predict(
+        PROMPT, "5", *FAST_ARGS, api_name="/explain")
+    for path in strips:
+        assert Image.open(path).width > 1.5 * Image.open(path).height  # frames side by side
+    assert min(Image.open(latent).size) >= 128  # channels upscaled to be seen
+    assert "text embedding" in prior and "final image" in prior
+    tokens = [item["caption"] for item in gallery]
+    assert tokens[:3] == ["a</w>", "red</w>", "circle</w>"] or tokens[:3] == ["a", "red", "circle"]
+    counted = {r[1]: r[3] for r in components["data"]}
+    unclip = session.harness().unclip
+    assert counted["decoder"] == sum(p.numel() for p in unclip.decoder.parameters())
+    assert any("77" in str(cell) for row in shapes["data"] for cell in row)
+    assert len(session.runs()) == before  # instrumented runs are not logged
+
+
+def test_files_are_served_from_the_results_folder_only(served):
+    session, url = served
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{url}/gradio_api/file={Path(app.__file__).resolve()}")
+    assert err.value.code == 403
+    image = next((session.results_dir / "images").rglob("*.png"))
+    assert urllib.request.urlopen(f"{url}/gradio_api/file={image}").status == 200
+
+
+@pytest.mark.parametrize("prompt, seed, steps, error", [
+    ("", "0", 2, "prompt is empty"),
+    (PROMPT, "-1", 2, "seed"),
+    (PROMPT, str(2**64), 2, "seed"),
+    (PROMPT, "text", 2, "seed"),
+    (PROMPT, "0", 0, "steps"),
+    (PROMPT, "0", 10000, "steps"),
+])
+def test_bad_input_errors_then_the_next_request_works(served, prompt, seed, steps, error):
+    _, url = served
+    client = Client(url, verbose=False)
+    args = {**FAST, "steps": steps}
+    with pytest.raises(Exception, match=error):
+        client.predict(prompt, "", seed, *args.values(), api_name="/compare")
+    assert client.predict(PROMPT, "", "0", *FAST_ARGS, api_name="/compare")[1].startswith("seed 0")
+
+
+def test_eight_clients_three_requests_each_lose_and_duplicate_nothing(served):
+    session, url = served
+    before = len(session.runs())
+
+    def client_run(i: int) -> list[str]:
+        client = Client(url, verbose=False)
+        return [client.predict(PROMPT, "", str(1000 + 10 * i + j), *FAST_ARGS, api_name="/compare")[1] for j in range(3)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        stats = [line for lines in pool.map(client_run, range(8)) for line in lines]
+    assert len(stats) == 24
+    df = session.runs()
+    new = df.iloc[before:]
+    assert len(df) == before + 48 and new["image_path"].is_unique
+    counts = new.groupby(["seed", "architecture"]).size()
+    assert len(counts) == 48 and (counts == 1).all()
+    assert sorted(set(new["seed"])) == [1000 + 10 * i + j for i in range(8) for j in range(3)]
+
+
+# ----------------------------------------------------------------------------- a real browser
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium with apt-get")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.goto(served[1])
+        page.wait_for_selector("#generate")
+        yield page
+        browser.close()
+
+
+def _fill_fast_settings(page) -> None:
+    if not page.locator("#steps input").is_visible():
+        page.get_by_text("Advanced: steps and guidance per stage").click()
+    for label in ("unCLIP prior steps", "unCLIP decoder steps", "unCLIP super-res steps", "Latent diffusion steps"):
+        page.get_by_label(label).fill("2")
+
+
+def test_browser_generates_both_and_downloads_the_csv(served, page):
+    session, _ = served
+    _fill_fast_settings(page)
+    page.locator("#prompt textarea").fill("a green triangle below a red cross")
+    page.locator("#seed textarea, #seed input").first.fill("4242")
+    page.locator("#generate").click()
+    for arch in ("unclip", "latent_diffusion"):
+        page.locator(f"#image-{arch} img").wait_for(timeout=120_000)
+        page.locator(f"#stats-{arch}", has_text="seed 4242").wait_for(timeout=120_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
+    page.get_by_role("tab", name="Results").click()
+    page.locator("#runs", has_text="a green triangle below a red cross").first.wait_for(timeout=60_000)
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download-csv").click()
+    df = read_csv(download.value.path())
+    rows = df[(df["prompt"] == "a green triangle below a red cross") & (df["seed"] == 4242)]
+    assert sorted(rows["architecture"]) == ["latent_diffusion", "unclip"]
+    page.screenshot(path=str(ARTIFACTS / "app-results.png"), full_page=True)
+    page.get_by_role("tab", name="Compare").click()
+
+
+@pytest.mark.parametrize("case, prompt, seed, steps, shown", [
+    (1, "", "1", "2", "prompt is empty"),
+    (2, "a red circle " * 160, "1", "2", "cut"),  # 2000 characters: a warning, and the images
+    (3, "猫 🐱 ネコ", "1", "2", "Shapes"),
+    (4, PROMPT, "1", "0", "between 1 and 1000"),
+    (5, PROMPT, "1", "10000", "between 1 and 1000"),
+    (6, PROMPT, "-1", "2", "seed"),
+    (7, PROMPT, str(2**64), "2", "seed"),
+    (8, PROMPT, "text", "2", "seed"),
+])
+def test_browser_shows_bad_input_and_carries_on(served, page, case, prompt, seed, steps, shown):
+    _fill_fast_settings(page)
+    page.locator("#prompt textarea").fill(prompt)
+    page.locator("#seed textarea, #seed input").first.fill(seed)
+    page.locator("#steps input").fill(steps)
+    page.locator("#generate").click()
+    page.locator(".toast-body", has_text=shown).first.wait_for(timeout=120_000)
+    for close in page.locator(".toast-close").all():
+        close.click()
+    page.locator("#prompt textarea").fill(PROMPT)  # then a good request, with a seed no other case uses
+    page.locator("#seed textarea, #seed input").first.fill(str(700 + case))
+    page.locator("#steps input").fill("2")
+    page.locator("#generate").click()
+    for arch in ("unclip", "latent_diffusion"):
+        page.locator(f"#stats-{arch}", has_text=f"seed {700 + case} ").wait_for(timeout=120_000)
