@@ -91,7 +91,7 @@ def build_app(session: Session) -> gr.Blocks:
                     "seed, the time of every stage, peak memory and CLIP similarity.")
         status = gr.Markdown(session.status(), elem_id="status")
         status_timer = gr.Timer(1.0)
-        status_timer.tick(lambda: (session.status(), gr.Timer(active="loaded" not in session.status())),
+        status_timer.tick(lambda: (session.status(), gr.Timer(active=not session.settled)),
                           outputs=[status, status_timer], queue=False, show_progress="hidden", api_name=False)
 
         with gr.Tab("Compare", id="compare"):

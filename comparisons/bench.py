@@ -30,7 +30,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
 from torch.utils.flop_counter import FlopCounterMode
 
-from comparisons.presets import pick_device
+from comparisons.presets import DEFAULT_PRESET, pick_device
 from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
 
 PROMPT = "a red circle above a blue square"
@@ -190,27 +190,27 @@ def add_compiled(report: dict, pipes: dict[str, UnCLIP | LatentDiffusion], name:
     result["extra"]["compile_mode"] = mode or "default"
 
 
-def bench_sweep(device: torch.device, n_prompts: int = 8, n_seeds: int = 2, batch_size: int = 8) -> dict:
+def bench_sweep(device: torch.device, preset: str = DEFAULT_PRESET, n_prompts: int = 8, n_seeds: int = 2, batch_size: int = 16) -> dict:
     """Images/s of a batched sweep against a naive loop (one call per prompt and seed), both through
-    the full harness (judge scores, PNGs, run log), same tiny models, grid and settings."""
+    the full harness (judge scores, checker, PNGs, run log), same models, grid and settings."""
     import tempfile
     from pathlib import Path
 
     from comparisons.harness import Harness
-    from comparisons.metrics import tiny_judge
+    from comparisons.metrics import load_judge
+    from comparisons.presets import get_preset, load_models
     from comparisons.records import Settings
     from comparisons.store import RunLog
     from comparisons.sweep import grid, read_prompts, run_sweep
-    from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
 
     prompts = read_prompts(Path(__file__).resolve().parent.parent / "lab" / "prompts" / "heldout_two.txt")[:n_prompts]
     s = SETTINGS["tiny"]
     jobs = grid(prompts, list(range(n_seeds)), [s["latent_diffusion"]["num_inference_steps"]], [s["latent_diffusion"]["guidance_scale"]],
                 ["unclip", "latent_diffusion"], Settings(super_res_steps=s["unclip"]["super_res_num_inference_steps"]))
-    pipes = build_tiny_unclip(0).to(device), build_tiny_latent_diffusion(0).to(device)
+    pipes, judge, use_checker = load_models(preset, device=str(device)), load_judge(get_preset(preset).judge, device), get_preset(preset).use_checker
     with tempfile.TemporaryDirectory() as tmp:
         def harness(name: str) -> Harness:
-            return Harness(*pipes, judge=tiny_judge(device=device), out_dir=Path(tmp) / name, log=RunLog(Path(tmp) / name))
+            return Harness(*pipes, judge=judge, out_dir=Path(tmp) / name, use_checker=use_checker, log=RunLog(Path(tmp) / name))
 
         run_sweep(harness("warm-up"), jobs[:2] + jobs[-2:], batch_size=2, progress=False)
         naive = harness("naive")
@@ -224,7 +224,7 @@ def bench_sweep(device: torch.device, n_prompts: int = 8, n_seeds: int = 2, batc
         run_sweep(harness("batched"), jobs, batch_size=batch_size, progress=False)
         _sync()
         batched_s = time.perf_counter() - start
-    return {"images": len(jobs), "batch_size": batch_size, "naive_images_per_s": len(jobs) / naive_s,
+    return {"preset": preset, "images": len(jobs), "batch_size": batch_size, "naive_images_per_s": len(jobs) / naive_s,
             "batched_images_per_s": len(jobs) / batched_s, "speedup": naive_s / batched_s}
 
 
@@ -248,7 +248,7 @@ def format_report(report: dict) -> str:
         lines.append(f"  {r['architecture']} stages (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["stage_median_s"].items()))
     if "sweep" in report:
         sw = report["sweep"]
-        lines.append(f"sweep of {sw['images']} images: batched (batch {sw['batch_size']}) {sw['batched_images_per_s']:.2f} img/s, "
+        lines.append(f"sweep of {sw['images']} images ({sw['preset']} preset): batched (batch {sw['batch_size']}) {sw['batched_images_per_s']:.2f} img/s, "
                      f"naive loop {sw['naive_images_per_s']:.2f} img/s: {sw['speedup']:.1f}x")
     if "co_resident_peak_vram_bytes" in report:
         lines.append(f"both co-resident, batch 1: peak VRAM {report['co_resident_peak_vram_bytes'] / 2**30:.2f} GiB")
@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-size", action="store_true", help="Karlo and SD 1.5 at real size (random weights)")
     parser.add_argument("--compile", action="store_true", help="also time our pipelines with torch.compile'd denoisers")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--sweep-preset", default=DEFAULT_PRESET, help="models of the sweep measurement (default: %(default)s)")
     parser.add_argument("--json", dest="json_file", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.disable_progress_bar()
     report, pipes = run_bench(args.full_size, pick_device(args.device), args.repeats)
     if not args.full_size:
-        report["sweep"] = bench_sweep(pick_device(args.device))
+        report["sweep"] = bench_sweep(pick_device(args.device), args.sweep_preset)
     write(report, args.json_file)
     # Compiled timings come after the eager table is safe on disk: compiling can take minutes.
     for name in pipes if args.compile else ():

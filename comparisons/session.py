@@ -262,6 +262,11 @@ class Session:
             return f"loading the **{preset}** preset… {time.monotonic() - self._load_started:.0f} s"
         return f"**{preset}** preset: loads on first use"
 
+    @property
+    def settled(self) -> bool:
+        """Loaded, or failed to load: the status line stops changing."""
+        return self._harness is not None or self._load_error is not None
+
     def start_loading(self) -> None:
         """Load in the background (the status line shows it); requests wait for it."""
         threading.Thread(target=self._try_load, daemon=True).start()

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prior-guidance", type=float, default=Settings.prior_guidance)
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--batch-size", type=int, default=8, help="images per pipeline call")
-    parser.add_argument("--preset", default=None, help="tiny (default), lab or pretrained")
+    parser.add_argument("--preset", default=None, help="lab (default), tiny or pretrained")
     parser.add_argument("--device", default=None, help="default: the process's accelerate device")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--no-progress", action="store_true")

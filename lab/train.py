@@ -362,12 +362,15 @@ def package(lab: LabConfig, opts: RunOptions) -> tuple[Path, Path]:
         for module in pipe.modules().values():
             module.half()  # fp16 halves the shipped weights; the loaders upcast to the dtype asked for
         pipe.save_pretrained(directory)
+        # The tokenizer is OpenAI's CLIP BPE, which pipelines.tokenizer rebuilds offline from open_clip's
+        # merges whenever the folder is absent: shipping two 3.6 MB copies would break the 40 MB budget.
+        shutil.rmtree(directory / "tokenizer")
         _attach_budgets(directory, parts, opts)
         paths.append(directory)
     shipped = [d for d in (*paths, opts.out / "judge") if d.is_dir()]
     weights = sum(_megabytes(d, "*.safetensors") for d in shipped)
     print(", ".join(f"{d.name} {_megabytes(d, '*.safetensors'):.1f} MB" for d in shipped)
-          + f": weights {weights:.1f} MB, {sum(_megabytes(d) for d in shipped):.1f} MB on disk with tokenizers and logs")
+          + f": weights {weights:.1f} MB, {sum(_megabytes(d) for d in shipped):.1f} MB on disk with configs and logs")
     if weights > SHIP_LIMIT_MB:
         print(f"warning: the shipped weights take {weights:.1f} MB, over the {SHIP_LIMIT_MB} MB budget")
     return paths[0], paths[1]

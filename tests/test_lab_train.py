@@ -20,6 +20,7 @@ from lab.train import ORDER, RunOptions, main, run
 from lab.trainer import BUDGET, CHECKPOINT, LOSS_LOG, Budget, TrainConfig
 from lab.world import parse_caption, split_of
 from pipelines import load_latent_diffusion, load_unclip
+from pipelines.tokenizer import offline_clip_tokenizer
 
 PROMPT = "a red circle above a blue square"
 
@@ -108,8 +109,12 @@ def test_package_writes_pipelines_the_loaders_load_and_run(trained):
                                   super_res_num_inference_steps=2)
     assert variation.images.shape == (1, 32, 32, 3)
     assert unclip.dtype == latent_diffusion.dtype == torch.float32  # fp16 files, upcast on load
+    offline = offline_clip_tokenizer()
+    for pipe in (unclip, latent_diffusion):  # no tokenizer folder shipped: the offline BPE, the same ids
+        assert pipe.tokenizer(PROMPT).input_ids == offline(PROMPT).input_ids
     for pipe in ("unclip", "latent_diffusion"):
-        assert (trained.out / pipe / "tokenizer").is_dir()
+        assert not (trained.out / pipe / "tokenizer").exists()
+        assert json.loads((trained.out / pipe / "model_index.json").read_text())["tokenizer"] == ["transformers", "CLIPTokenizer"]
 
 
 def test_package_shares_weights_where_it_should(trained):
