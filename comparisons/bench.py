@@ -143,23 +143,28 @@ def bench_one(name: str, ours: UnCLIP | LatentDiffusion, theirs, settings: dict,
     )
 
 
-def build(full_size: bool, device: torch.device) -> tuple[UnCLIP, LatentDiffusion]:
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def build(full_size: bool, device: torch.device, dtype: torch.dtype | None = None) -> tuple[UnCLIP, LatentDiffusion]:
+    """Full size: random weights in `dtype` (fp16 on CUDA, fp32 on CPU by default); tiny: fp32."""
     if full_size:
         from pipelines.full_size import build_full_size_latent_diffusion, build_full_size_unclip
 
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         return build_full_size_unclip(device=device, dtype=dtype), build_full_size_latent_diffusion(device=device, dtype=dtype)
     from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
 
     return build_tiny_unclip(0).to(device), build_tiny_latent_diffusion(0).to(device)
 
 
-def run_bench(full_size: bool, device: torch.device, repeats: int) -> tuple[dict, dict[str, UnCLIP | LatentDiffusion]]:
+def run_bench(full_size: bool, device: torch.device, repeats: int,
+              dtype: torch.dtype | None = None) -> tuple[dict, dict[str, UnCLIP | LatentDiffusion]]:
     """Ours against diffusers, eager, on the same components; returns the report and our pipelines."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
         torch.cuda.reset_peak_memory_stats(device)
-    unclip, ld = build(full_size, device)
+    unclip, ld = build(full_size, device, dtype)
     pipes = {"unclip": unclip, "latent_diffusion": ld}
     for pipe in pipes.values():
         pipe.optimize(channels_last=device.type == "cuda")
@@ -269,13 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-size", action="store_true", help="Karlo and SD 1.5 at real size (random weights)")
     parser.add_argument("--compile", action="store_true", help="also time our pipelines with torch.compile'd denoisers")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="full size only (default: float16 on CUDA, float32 on CPU)")
     parser.add_argument("--sweep-preset", default=DEFAULT_PRESET, help="models of the sweep measurement (default: %(default)s)")
     parser.add_argument("--json", dest="json_file", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     transformers.logging.disable_progress_bar()
-    report, pipes = run_bench(args.full_size, pick_device(args.device), args.repeats)
+    if args.dtype and not args.full_size:
+        parser.error("--dtype applies to --full-size (the tiny models run in float32)")
+    report, pipes = run_bench(args.full_size, pick_device(args.device), args.repeats, DTYPES.get(args.dtype))
     if not args.full_size:
         report["sweep"] = bench_sweep(pick_device(args.device), args.sweep_preset)
     write(report, args.json_file)

@@ -12,3 +12,5 @@ timeout 150 python3 -m pytest tests/test_gpu_path.py tests/test_full_size.py -q 
 timeout "${BENCH_LIMIT:-330}" python3 -m comparisons.bench --full-size --device cuda --repeats 3 --compile \
     --compile-mode "${COMPILE_MODE:-reduce-overhead}" --json "$OUT/bench_full.json" 2>&1 \
     | grep -v "deprecated\|should be kept" | tee "$OUT/bench_full.txt"
+timeout "${BF16_LIMIT:-150}" python3 -m comparisons.bench --full-size --device cuda --repeats 3 --dtype bfloat16 \
+    --json "$OUT/bench_full_bf16.json" 2>&1 | grep -v "deprecated\|should be kept" | tee "$OUT/bench_full_bf16.txt"

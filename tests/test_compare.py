@@ -91,3 +91,9 @@ def test_bench_compares_ours_with_diffusers(monkeypatch, tmp_path, capsys):
     sweep = report["sweep"]
     assert sweep["images"] == 8 * 2 * 2 and sweep["batched_images_per_s"] > 0 and sweep["naive_images_per_s"] > 0
     assert "ratio" in capsys.readouterr().out
+
+
+def test_bench_dtype_is_for_full_size_only():
+    with pytest.raises(SystemExit) as err:
+        bench.main(["--dtype", "bfloat16"])
+    assert err.value.code == 2

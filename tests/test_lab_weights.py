@@ -1,0 +1,44 @@
+"""The shipped Shapes lab weights: within budget, loadable by the real loaders, and drawing what
+they are asked for (checked by the checker, not by eye)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from comparisons.presets import LAB_WEIGHTS, get_preset, load_harness
+from comparisons.records import Settings
+from lab.checker import check
+from lab.train import SHIP_LIMIT_MB
+from pipelines.common import to_uint8
+
+PROMPT = "a red circle"
+
+
+def test_shipped_weights_fit_the_budget_and_carry_their_training_records():
+    files = [f for f in LAB_WEIGHTS.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) / 1e6 <= SHIP_LIMIT_MB
+    for pipe in ("unclip", "latent_diffusion"):
+        total = json.loads((LAB_WEIGHTS / pipe / "training_budget.json").read_text())["total"]
+        assert total["training_flops"] > 1e12 and total["wall_seconds"] > 0
+    assert (LAB_WEIGHTS / "judge" / "open_clip_config.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def lab_harness(tmp_path_factory):
+    return load_harness("lab", device="cpu", out_dir=tmp_path_factory.mktemp("lab"), log=False)
+
+
+def test_the_default_preset_is_the_lab_with_its_own_judge_and_the_checker(lab_harness):
+    preset = get_preset("lab")
+    assert preset.use_checker and lab_harness.judge.name == "lab"
+    assert Path(preset.unclip).parent == LAB_WEIGHTS
+
+
+def test_each_architecture_draws_the_prompts_colour(lab_harness):
+    for arch in ("unclip", "latent_diffusion"):
+        output, rows = lab_harness.generate(arch, [PROMPT], [0], Settings())
+        verdict = check(to_uint8(output.images)[0], PROMPT)
+        assert verdict.n_detected >= 1, f"{arch}: the checker found no object"
+        assert verdict.objects[0].colour_correct, f"{arch}: {verdict.detected[0].colour} instead of red"
+        assert rows[0]["check_object1_colour_correct"] == 1.0 and rows[0]["clip_score"] > 0
