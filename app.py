@@ -33,6 +33,8 @@ except ImportError:
 ARCHS = ("unclip", "latent_diffusion")
 SETTING_NAMES = ("prior_steps", "decoder_steps", "super_res_steps", "prior_guidance", "decoder_guidance", "steps", "guidance")
 DEVICE = dict(concurrency_limit=1, concurrency_id="device")  # one model call at a time on the device
+# Lab images are 32 px: show them big, with crisp pixels rather than a blur.
+CSS = ".pixels img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
 
 def user_errors(fn):
@@ -44,6 +46,11 @@ def user_errors(fn):
         except ValueError as err:
             raise gr.Error(str(err), print_exception=False) from None
     return wrapped
+
+
+def picture(label: str, **kwargs) -> gr.Image:
+    """An output image shown big with crisp pixels, downloaded as PNG."""
+    return gr.Image(label=label, interactive=False, format="png", elem_classes="pixels", **kwargs)
 
 
 def build_app(session: Session) -> gr.Blocks:
@@ -119,8 +126,7 @@ def build_app(session: Session) -> gr.Blocks:
                 images, stats = {}, {}
                 for arch in ARCHS:
                     with gr.Column():
-                        images[arch] = gr.Image(label=LABELS[arch], type="filepath", format="png", elem_id=f"image-{arch}",
-                                                interactive=False, height=320)
+                        images[arch] = picture(LABELS[arch], type="filepath", elem_id=f"image-{arch}", height=320)
                         stats[arch] = gr.Markdown(elem_id=f"stats-{arch}")
             gr.Examples([[p] for p in session.examples()], inputs=[prompt], label=f"Example prompts ({preset} preset)")
             prompt.change(lambda p: vocabulary_notice(p or "", preset) or "", prompt, notice, queue=False,
@@ -135,14 +141,14 @@ def build_app(session: Session) -> gr.Blocks:
                         "change the timings). Trajectories show the predicted clean image x₀ at evenly spaced steps.")
             look = gr.Button("Look inside", variant="primary", elem_id="look-inside")
             with gr.Row():
-                decoder_strip = gr.Image(label="unCLIP decoder: x₀ per step (pixels, half size)", interactive=False, format="png")
-                super_res_strip = gr.Image(label="unCLIP super-resolution: x₀ per step", interactive=False, format="png")
-                unet_strip = gr.Image(label="Latent diffusion: x₀ per step, decoded by the VAE", interactive=False, format="png")
+                decoder_strip = picture("unCLIP decoder: x₀ per step (pixels, half size)")
+                super_res_strip = picture("unCLIP super-resolution: x₀ per step")
+                unet_strip = picture("Latent diffusion: x₀ per step, decoded by the VAE")
             with gr.Row():
                 prior_info = gr.Markdown(elem_id="prior-info")
-                latent_channels = gr.Image(label="Latent diffusion's final latent, one panel per channel", interactive=False, format="png")
+                latent_channels = picture("Latent diffusion's final latent, one panel per channel")
             attention = gr.Gallery(label="Cross-attention per prompt token (mean over heads, layers and steps)", columns=6,
-                                   elem_id="attention")
+                                   elem_id="attention", elem_classes="pixels")
             with gr.Row():
                 components = gr.Dataframe(label="Components (parameters read from the loaded models)")
                 shapes = gr.Dataframe(label="Tensor shapes at each stage of this run")
@@ -179,7 +185,7 @@ def build_app(session: Session) -> gr.Blocks:
                 stage_plot = gr.BarPlot(x="architecture", y="seconds", color="stage", title="Seconds per stage (mean)")
                 scatter = gr.ScatterPlot(x="seconds_total", y="clip_score", color="architecture",
                                          title="CLIP similarity against seconds")
-                memory = gr.BarPlot(x="architecture", y="peak_memory_mb", title="Peak memory (MB, mean)")
+                memory = gr.BarPlot(x="architecture", y="peak_memory_mb", title="Peak memory (MB, mean)", y_lim=[0, None])
             with gr.Row():
                 csv = gr.DownloadButton("Download CSV", elem_id="download-csv")
                 parquet = gr.DownloadButton("Download Parquet", elem_id="download-parquet")
@@ -203,8 +209,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def launch_options(host: str | None, port: int, environ: dict[str, str]) -> dict:
     """Loopback unless a host is asked for; on Spaces (SPACE_ID set) its own host and port apply. Never a share link."""
     if "SPACE_ID" in environ and host is None:
-        return dict(server_name=None, server_port=None, share=False)  # Gradio reads GRADIO_SERVER_NAME / _PORT
-    return dict(server_name=host or "127.0.0.1", server_port=port, share=False)
+        return dict(server_name=None, server_port=None, share=False, css=CSS)  # Gradio reads GRADIO_SERVER_NAME / _PORT
+    return dict(server_name=host or "127.0.0.1", server_port=port, share=False, css=CSS)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -406,8 +406,9 @@ class Session:
 
 
 def table_view(df: pd.DataFrame) -> pd.DataFrame:
-    """The columns worth reading on screen (exports carry every column)."""
-    return df[[c for c in TABLE_COLUMNS if c in df.columns]]
+    """The columns worth reading on screen, rounded (exports carry every column, unrounded)."""
+    shown = df[[c for c in TABLE_COLUMNS if c in df.columns]]
+    return shown.round({"seconds_total": 3, "peak_memory_mb": 1, "clip_score": 2, "prior_image_cosine": 3})
 
 
 def _steps_done(architecture: str, state: StepState, settings: Settings) -> float:

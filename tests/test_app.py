@@ -150,9 +150,9 @@ def test_the_log_persists_across_restarts(served):
 
 
 def test_serves_loopback_by_default_and_never_shares():
-    assert app.launch_options(None, 7860, {}) == dict(server_name="127.0.0.1", server_port=7860, share=False)
+    assert app.launch_options(None, 7860, {}) == dict(server_name="127.0.0.1", server_port=7860, share=False, css=app.CSS)
     assert app.launch_options("0.0.0.0", 7860, {})["server_name"] == "0.0.0.0"
-    assert app.launch_options(None, 7860, {"SPACE_ID": "me/app"}) == dict(server_name=None, server_port=None, share=False)
+    assert app.launch_options(None, 7860, {"SPACE_ID": "me/app"}) == dict(server_name=None, server_port=None, share=False, css=app.CSS)
     assert app.parse_args([]).preset == "lab" and app.parse_args([]).host is None
 
 
