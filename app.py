@@ -68,8 +68,8 @@ def build_app(session: Session) -> gr.Blocks:
 
     @on_gpu
     @user_errors
-    def explain(prompt, seed, *values):
-        report = session.explain(prompt, seed, parse_settings(**dict(zip(SETTING_NAMES, values))))
+    def explain(prompt, negative_prompt, seed, *values):
+        report = session.explain(prompt, seed, parse_settings(negative_prompt, **dict(zip(SETTING_NAMES, values))))
         u, ld = report.unclip, report.latent_diffusion
         return (u.decoder_strip, u.super_res_strip, ld.unet_strip, prior_summary(u), ld.latent_channels,
                 [(image, token) for token, image in ld.token_overlays], report.components, report.shapes)
@@ -137,7 +137,7 @@ def build_app(session: Session) -> gr.Blocks:
                      api_name="compare", **DEVICE)
 
         with gr.Tab("Inside the models", id="inside"):
-            gr.Markdown("An instrumented run of the Compare tab's prompt, seed and settings (not logged: the hooks "
+            gr.Markdown("An instrumented run of the Compare tab's prompt, negative prompt, seed and settings (not logged: the hooks "
                         "change the timings). Trajectories show the predicted clean image x₀ at evenly spaced steps.")
             look = gr.Button("Look inside", variant="primary", elem_id="look-inside")
             with gr.Row():
@@ -152,7 +152,7 @@ def build_app(session: Session) -> gr.Blocks:
             with gr.Row():
                 components = gr.Dataframe(label="Components (parameters read from the loaded models)")
                 shapes = gr.Dataframe(label="Tensor shapes at each stage of this run")
-            look.click(explain, [prompt, seed, *settings],
+            look.click(explain, [prompt, negative, seed, *settings],
                        [decoder_strip, super_res_strip, unet_strip, prior_info, latent_channels, attention, components, shapes],
                        api_name="explain", **DEVICE)
 

@@ -185,7 +185,7 @@ def test_inside_the_models_through_gradio_client(served):
     session, url = served
     before = len(session.runs())
     *strips, prior, latent, gallery, components, shapes = Client(url, verbose=False).predict(
-        PROMPT, "5", *FAST_ARGS, api_name="/explain")
+        PROMPT, "", "5", *FAST_ARGS, api_name="/explain")
     for path in strips:
         assert Image.open(path).width > 1.5 * Image.open(path).height  # frames side by side
     assert min(Image.open(latent).size) >= 128  # channels upscaled to be seen
