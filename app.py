@@ -176,7 +176,7 @@ def build_app(session: Session) -> gr.Blocks:
         with gr.Tab("Results", id="results") as results_tab:
             with gr.Row():
                 arch_filter = gr.Dropdown(["all", *ARCHS], value="all", label="Architecture")
-                prompt_filter = gr.Textbox(label="Prompt contains")
+                prompt_filter = gr.Textbox(label="Prompt contains (Enter to filter)", elem_id="prompt-filter")
                 refresh = gr.Button("Refresh")
             table = gr.Dataframe(label="Run log (one row per image; downloads carry every column)", elem_id="runs")
             summary_note = gr.Markdown()

@@ -295,7 +295,7 @@ class Session:
             from lab.world import read_prompts
 
             single, two = read_prompts("heldout_single"), read_prompts("heldout_two")
-            return [p for pair in zip(single[: n // 2], two[: n - n // 2]) for p in pair]
+            return [p for pair in zip(two, single) for p in pair][:n]  # two-object first: the lab's headline
         path = Path(__file__).parent / "prompts" / "real_models.txt"
         return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")][:n]
 
@@ -406,8 +406,8 @@ class Session:
 
 
 def table_view(df: pd.DataFrame) -> pd.DataFrame:
-    """The columns worth reading on screen, rounded (exports carry every column, unrounded)."""
-    shown = df[[c for c in TABLE_COLUMNS if c in df.columns]]
+    """The columns worth reading on screen, newest first, rounded (exports carry every column, unrounded, in log order)."""
+    shown = df[[c for c in TABLE_COLUMNS if c in df.columns]].iloc[::-1]
     return shown.round({"seconds_total": 3, "peak_memory_mb": 1, "clip_score": 2, "prior_image_cosine": 3})
 
 

@@ -21,7 +21,7 @@ from comparisons.session import (AppConfig, Session, parse_seed, parse_settings,
                                  summary_frame, vocabulary_notice)
 from comparisons.store import read_csv, read_parquet
 
-PRESET = "tiny"  # the default the app ships with
+PRESET = "lab"  # the default the app ships with
 FAST = dict(prior_steps=2, decoder_steps=2, super_res_steps=2, prior_guidance=4.0, decoder_guidance=8.0, steps=2, guidance=7.5)
 FAST_ARGS = list(FAST.values())  # in the order of app.SETTING_NAMES
 PROMPT = "a red circle above a blue square"
@@ -282,12 +282,15 @@ def test_browser_generates_both_and_downloads_the_csv(served, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
     page.get_by_role("tab", name="Results").click()
-    page.locator("#runs", has_text="a green triangle below a red cross").first.wait_for(timeout=60_000)
+    page.locator("#runs", has_text="a green triangle below a red cross").first.wait_for(timeout=60_000)  # newest first
+    page.locator("#prompt-filter textarea, #prompt-filter input").first.fill("green triangle below")
+    page.locator("#prompt-filter textarea, #prompt-filter input").first.press("Enter")
+    page.locator("#runs", has_text="a red circle above").wait_for(state="detached", timeout=60_000)
     with page.expect_download(timeout=60_000) as download:
         page.locator("#download-csv").click()
-    df = read_csv(download.value.path())
-    rows = df[(df["prompt"] == "a green triangle below a red cross") & (df["seed"] == 4242)]
-    assert sorted(rows["architecture"]) == ["latent_diffusion", "unclip"]
+    df = read_csv(download.value.path())  # the filtered table
+    assert set(df["prompt"]) == {"a green triangle below a red cross"}
+    assert sorted(df[df["seed"] == 4242]["architecture"]) == ["latent_diffusion", "unclip"]
     page.screenshot(path=str(ARTIFACTS / "app-results.png"), full_page=True)
     page.get_by_role("tab", name="Compare").click()
 
@@ -317,3 +320,10 @@ def test_browser_shows_bad_input_and_carries_on(served, page, case, prompt, seed
     page.locator("#generate").click()
     for arch in ("unclip", "latent_diffusion"):
         page.locator(f"#stats-{arch}", has_text=f"seed {700 + case} ").wait_for(timeout=120_000)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_examples_fit_the_preset(served, n):
+    session, _ = served
+    examples = session.examples(n)
+    assert len(examples) == n and all(vocabulary_notice(p, PRESET) is None for p in examples)
