@@ -4,7 +4,7 @@
   shipped in `lab/weights`: real, small, offline; images the lab's checker can read back.
 - `tiny`: seeded random components in Karlo's and SD's structure, written once to a cache
   directory in hub layout and loaded back through the real loaders. Runs anywhere, offline, in
-  seconds; the images are noise-like until the Shapes lab's trained weights replace it.
+  seconds; untrained, so its images are noise: for testing the machinery, not for looking at.
 - `pretrained`: Karlo (`kakaobrain/karlo-v1-alpha`) and Stable Diffusion 1.5 from the hub or
   its cache; on CUDA in fp16.
 """
