@@ -140,13 +140,13 @@ def build_app(session: Session) -> gr.Blocks:
             gr.Markdown("An instrumented run of the Compare tab's prompt, negative prompt, seed and settings (not logged: the hooks "
                         "change the timings). Trajectories show the predicted clean image x₀ at evenly spaced steps.")
             look = gr.Button("Look inside", variant="primary", elem_id="look-inside")
-            with gr.Row():
-                decoder_strip = picture("unCLIP decoder: x₀ per step (pixels, half size)")
-                super_res_strip = picture("unCLIP super-resolution: x₀ per step")
-                unet_strip = picture("Latent diffusion: x₀ per step, decoded by the VAE")
+            # A strip is 8 frames wide: one per row, so its frames are big enough to see.
+            decoder_strip = picture("unCLIP decoder: x₀ per step (pixels, half size)", height=150)
+            super_res_strip = picture("unCLIP super-resolution: x₀ per step", height=150)
+            unet_strip = picture("Latent diffusion: x₀ per step, decoded by the VAE", height=150)
             with gr.Row():
                 prior_info = gr.Markdown(elem_id="prior-info")
-                latent_channels = picture("Latent diffusion's final latent, one panel per channel")
+                latent_channels = picture("Latent diffusion's final latent, one panel per channel", height=300)
             attention = gr.Gallery(label="Cross-attention per prompt token (mean over heads, layers and steps)", columns=6,
                                    elem_id="attention", elem_classes="pixels")
             with gr.Row():
