@@ -261,7 +261,7 @@ def oom_guard(method):
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except torch.cuda.OutOfMemoryError as err:
+        except torch.cuda.OutOfMemoryError:
             free = ""
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
