@@ -212,10 +212,11 @@ def bench_sweep(device: torch.device, preset: str = DEFAULT_PRESET, n_prompts: i
     s = SETTINGS["tiny"]
     jobs = grid(prompts, list(range(n_seeds)), [s["latent_diffusion"]["num_inference_steps"]], [s["latent_diffusion"]["guidance_scale"]],
                 ["unclip", "latent_diffusion"], Settings(super_res_steps=s["unclip"]["super_res_num_inference_steps"]))
-    pipes, judge, use_checker = load_models(preset, device=str(device)), load_judge(get_preset(preset).judge, device), get_preset(preset).use_checker
+    pipes, config = load_models(preset, device=str(device)), get_preset(preset)
+    judge = load_judge(config.judge, device)
     with tempfile.TemporaryDirectory() as tmp:
         def harness(name: str) -> Harness:
-            return Harness(*pipes, judge=judge, out_dir=Path(tmp) / name, use_checker=use_checker, log=RunLog(Path(tmp) / name))
+            return Harness(*pipes, judge=judge, out_dir=Path(tmp) / name, use_checker=config.use_checker, log=RunLog(Path(tmp) / name))
 
         run_sweep(harness("warm-up"), jobs[:2] + jobs[-2:], batch_size=2, progress=False)
         naive = harness("naive")

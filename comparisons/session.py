@@ -22,10 +22,11 @@ import pandas as pd
 from comparisons.harness import Harness, new_run_id
 from comparisons.presets import DEFAULT_PRESET, get_preset, load_harness
 from comparisons.records import ARCHITECTURES, Settings
-from comparisons.store import export_csv, export_parquet, load_runs
+from comparisons.store import LOG_NAME, export_csv, export_parquet, load_runs
 from comparisons.summary import NoPairsError, summary_table
 from comparisons.sweep import Job, grid, parse_seeds, parse_values, pending, run_sweep
 from pipelines.common import StepState, check_guidance, check_seed, check_steps
+from pipelines.tokenizer import truncation_messages
 
 MAX_PROMPT_CHARS = 5_000  # CLIP reads 77 tokens; beyond this a prompt is a paste accident
 MAX_SWEEP_IMAGES = 2_000  # per background sweep from the app; the CLI takes bigger grids
@@ -103,10 +104,15 @@ def parse_settings(negative_prompt: str | None = None, **values: float | int | s
     return Settings(negative_prompt=negative, **checked)
 
 
-def total_steps(architecture: str, settings: Settings) -> int:
+def stage_steps(architecture: str, settings: Settings) -> dict[str, int]:
+    """The steps asked of each denoising loop, in pipeline order."""
     if architecture == "unclip":
-        return settings.prior_steps + settings.decoder_steps + settings.super_res_steps
-    return settings.steps
+        return {"prior": settings.prior_steps, "decoder": settings.decoder_steps, "super_res": settings.super_res_steps}
+    return {"unet": settings.steps}
+
+
+def total_steps(architecture: str, settings: Settings) -> int:
+    return sum(stage_steps(architecture, settings).values())
 
 
 # ----------------------------------------------------------------------------- what the app shows
@@ -249,6 +255,7 @@ class Session:
         self.device_lock = threading.Lock()  # GPU work one call at a time, app requests and sweep batches alike
         self.sweep: SweepStatus | None = None
         self._sweep_thread: threading.Thread | None = None
+        self._sweep_rows: tuple[tuple, pd.DataFrame] | None = None  # (sweep state it was read at, rows)
 
     # ---- loading
     def status(self) -> str:
@@ -321,12 +328,8 @@ class Session:
         return rows, notices
 
     def _truncation_notice(self, prompt: str) -> str | None:
-        tokenizer = self.harness().latent_diffusion.tokenizer
-        n = len(tokenizer(prompt, truncation=False)["input_ids"])
-        if n > tokenizer.model_max_length:
-            return (f"The prompt is {n} tokens; CLIP's text encoder reads the first {tokenizer.model_max_length} "
-                    "(both architectures), the rest was cut.")
-        return None
+        message = truncation_messages(self.harness().latent_diffusion.tokenizer, [prompt])[0]
+        return None if message is None else f"Both architectures' CLIP text encoder cut the prompt: {message}."
 
     # ---- inside the models
     def explain(self, prompt: str | None, seed: str | float | int | None, settings: Settings):
@@ -378,15 +381,19 @@ class Session:
             self._sweep_thread.join(timeout)
 
     def sweep_rows(self) -> pd.DataFrame:
+        """The running sweep's rows; the log is read again only when a batch has landed (the app polls every second)."""
         if self.sweep is None:
             return pd.DataFrame(columns=list(TABLE_COLUMNS))
-        df = self.runs()
-        return df[df["run_id"] == self.sweep.run_id] if not df.empty else df
+        key = (self.sweep.run_id, self.sweep.done, self.sweep.running)
+        if self._sweep_rows is None or self._sweep_rows[0] != key:
+            df = self.runs()
+            self._sweep_rows = key, df[df["run_id"] == self.sweep.run_id] if not df.empty else df
+        return self._sweep_rows[1]
 
     # ---- results
     def runs(self, architecture: str | None = None, prompt_contains: str | None = None) -> pd.DataFrame:
         """The run log (persisted across restarts), filtered."""
-        if not (self.results_dir / "runs.jsonl").is_file():
+        if not (self.results_dir / LOG_NAME).is_file():
             return pd.DataFrame(columns=list(TABLE_COLUMNS))
         return filter_runs(load_runs(self.results_dir), architecture, prompt_contains)
 
@@ -414,9 +421,7 @@ def table_view(df: pd.DataFrame) -> pd.DataFrame:
 def _steps_done(architecture: str, state: StepState, settings: Settings) -> float:
     """Denoising steps of this architecture done at `state`, for one progress bar over every stage.
     Scaled by the loop's own length, which can exceed the steps asked for (PNDM adds a warm-up step)."""
-    if architecture == "unclip":
-        sizes = {"prior": settings.prior_steps, "decoder": settings.decoder_steps, "super_res": settings.super_res_steps}
-        stages = list(sizes)
-        before = sum(sizes[s] for s in stages[: stages.index(state.stage)])
-        return before + sizes[state.stage] * (state.step + 1) / state.num_steps
-    return settings.steps * (state.step + 1) / state.num_steps
+    sizes = stage_steps(architecture, settings)
+    stages = list(sizes)
+    before = sum(sizes[s] for s in stages[: stages.index(state.stage)])
+    return before + sizes[state.stage] * (state.step + 1) / state.num_steps

@@ -65,15 +65,22 @@ def offline_clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=MODEL_MAX_LENGTH)
 
 
+def truncation_messages(tokenizer: CLIPTokenizer, prompts: list[str]) -> list[str | None]:
+    """For each prompt, what truncation to the tokenizer's length drops (None when it fits)."""
+    max_length = tokenizer.model_max_length
+    messages = []
+    for ids in tokenizer(prompts, truncation=False).input_ids:
+        dropped = tokenizer.decode(ids[max_length - 1 : -1]) if len(ids) > max_length else None
+        messages.append(None if dropped is None else
+                        f"prompt is {len(ids)} tokens but CLIP reads {max_length}; truncated, dropping: {dropped!r}")
+    return messages
+
+
 def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded ids and boolean attention mask, (B, 77) each; warns when a prompt is truncated."""
     max_length = tokenizer.model_max_length
     inputs = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
-    for prompt, ids in zip(prompts, tokenizer(prompts, truncation=False).input_ids):
-        if len(ids) > max_length:
-            dropped = tokenizer.decode(ids[max_length - 1 : -1])
-            warnings.warn(
-                f"prompt is {len(ids)} tokens but CLIP reads {max_length}; truncated, dropping: {dropped!r}",
-                stacklevel=3,
-            )
+    for message in truncation_messages(tokenizer, prompts):
+        if message is not None:
+            warnings.warn(message, stacklevel=3)
     return inputs.input_ids, inputs.attention_mask.bool()
