@@ -42,7 +42,8 @@ from transformers import CLIPModel
 
 from lab.data import IMAGE_SIZE, Batch, DataConfig, batches, downsample, sample_batch, step_generator, upsample_like_pipeline
 from lab.judge import save_judge
-from lab.losses import contrastive_loss, hybrid_vlb_term, q_sample, retrieval_accuracy
+from lab.losses import (contrastive_loss, foreground_weights, hybrid_vlb_term, q_sample, reconstruction_loss,
+                        retrieval_accuracy)
 from lab.models import (LabConfig, build_clip, build_decoder, build_judge, build_ld_unet, build_prior, build_super_res,
                         build_text_proj, build_vae, decoder_scheduler, feature_extractor, image_encoder_of,
                         judge_open_clip_config, ld_scheduler, prior_scheduler, super_res_scheduler, text_encoder_of)
@@ -204,9 +205,11 @@ def train_vae(lab: LabConfig, opts: RunOptions) -> None:
         x = batch.images.to(opts.device)
         posterior = vae.encode(x).latent_dist
         reconstruction = vae.decode(posterior.sample(step_generator(tc.seed, step))).sample
-        # L1 as SD's autoencoder (without its perceptual and GAN terms): flat colours and sharp edges
-        rec, kl = F.l1_loss(reconstruction, x), posterior.kl().mean()
-        return {"loss": rec + config.kl_weight * kl, "l1": rec.detach(), "kl": kl.detach()}
+        # SD's autoencoder without its perceptual and GAN terms, weighted towards the sparse objects
+        rec = reconstruction_loss(reconstruction, x, foreground_weights(x, config.foreground_weight))
+        kl = posterior.kl().mean()
+        return {"loss": rec + config.kl_weight * kl, "reconstruction": rec.detach(), "kl": kl.detach(),
+                "l1": F.l1_loss(reconstruction.detach(), x)}
 
     final = fit("vae", vae, loss_fn, DataConfig(tc.batch_size, tc.seed), tc, opts)
     final.register_to_config(scaling_factor=latent_scaling_factor(final, config.scaling_samples, opts.device))

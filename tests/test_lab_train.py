@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 from conftest import LD_STEPS, UNCLIP_STEPS
 from lab.data import DataConfig, sample_batch, swapped
 from lab.judge import load_judge
+from lab.losses import foreground_weights, reconstruction_loss
 from lab.models import (ClipConfig, DecoderConfig, JudgeConfig, LabConfig, LdUnetConfig, PriorConfig, SuperResConfig,
-                        VaeConfig)
+                        VaeConfig, build_vae)
 from lab.train import ORDER, RunOptions, main, run
 from lab.trainer import BUDGET, CHECKPOINT, LOSS_LOG, Budget, TrainConfig
 from lab.world import parse_caption, split_of
@@ -146,6 +147,42 @@ def test_judge_loads_and_scores(trained):
     assert json.loads((trained.out / "judge" / BUDGET).read_text())["part"] == "judge"
     with pytest.raises(FileNotFoundError, match="lab.train judge"):
         load_judge(trained.out / "nowhere")
+
+
+# ----------------------------------------------------------------------------- the VAE's objective and start
+
+
+def test_foreground_weights_mark_the_objects_only():
+    images = sample_batch(DataConfig(batch_size=8, seed=0), 0).images
+    weights = foreground_weights(images, 10.0)
+    objects = (images > -1 + 1e-3).any(dim=1, keepdim=True)  # any channel above the black background
+    assert weights.shape == (8, 1, 32, 32)
+    assert set(weights.unique().tolist()) == {1.0, 10.0}
+    # anti-aliased rims fainter than the threshold stay background; every clearly lit pixel weighs 10
+    assert torch.all(weights[~objects] == 1) and torch.all(weights[(images + 1).amax(1, keepdim=True) > 0.1] == 10)
+    assert 0.03 < (weights == 10).float().mean() < 0.3  # objects are a small part of each image
+
+
+def test_reconstruction_loss_is_weighted_l1_plus_l2():
+    images = sample_batch(DataConfig(batch_size=8, seed=0), 0).images
+    assert reconstruction_loss(images, images, foreground_weights(images, 10.0)) == 0
+    other = torch.rand_like(images) * 2 - 1
+    error = other - images
+    ones = torch.ones(8, 1, 32, 32)
+    torch.testing.assert_close(reconstruction_loss(other, images, ones), (error.abs() + error**2).mean())
+    # an all-black reconstruction (every object lost) costs several times more once objects are weighted
+    black = torch.full_like(images, -1.0)
+    weighted, plain = reconstruction_loss(black, images, foreground_weights(images, 10.0)), reconstruction_loss(black, images, ones)
+    assert weighted > 3 * plain
+
+
+def test_vae_starts_with_a_near_deterministic_posterior():
+    vae = build_vae(VaeConfig(block_out_channels=(8, 16)))
+    images = sample_batch(DataConfig(batch_size=4, seed=0), 0).images
+    with torch.no_grad():
+        posterior = vae.encode(images).latent_dist
+    torch.testing.assert_close(posterior.std, torch.full_like(posterior.std, math.exp(-5.0)))  # log variance -10
+    assert posterior.mean.std() > 0  # the mean still depends on the image
 
 
 # ----------------------------------------------------------------------------- data and CLI
