@@ -15,6 +15,7 @@ The instrumented runs are not logged: hooks and recording change what a timing w
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -91,6 +92,12 @@ def frame_steps(num_steps: int, num_frames: int) -> list[int]:
     return sorted({int(round(s)) for s in np.linspace(num_steps - 1, 0, k)})
 
 
+@functools.cache
+def _kept_steps(num_steps: int, num_frames: int) -> frozenset[int]:
+    """frame_steps as a set, computed once per loop length rather than at every step of it."""
+    return frozenset(frame_steps(num_steps, num_frames))
+
+
 @dataclass
 class TrajectoryRecorder:
     """A step callback that keeps x_0 (detached, on the CPU) at the steps a strip shows, and each stage's last x_t."""
@@ -99,19 +106,12 @@ class TrajectoryRecorder:
     num_frames: int = 8
     frames: dict[str, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)  # stage -> [(step, x_0 of the first image)]
     final: dict[str, torch.Tensor] = field(default_factory=dict)  # stage -> x_t after its last step
-    _kept_steps: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
 
     def __call__(self, state: StepState) -> None:
         if state.step == state.num_steps - 1:
             self.final[state.stage] = state.sample.detach().to("cpu", copy=True)
-        if state.stage in self.stages and state.step in self._kept(state.num_steps):
+        if state.stage in self.stages and state.step in _kept_steps(state.num_steps, self.num_frames):
             self.frames.setdefault(state.stage, []).append((state.step, state.denoised[:1].detach().to("cpu", copy=True)))
-
-    def _kept(self, num_steps: int) -> frozenset[int]:
-        """The steps whose frames a loop of `num_steps` keeps, computed once per loop length, not per step."""
-        if num_steps not in self._kept_steps:
-            self._kept_steps[num_steps] = frozenset(frame_steps(num_steps, self.num_frames))
-        return self._kept_steps[num_steps]
 
     def steps(self, stage: str) -> list[int]:
         return [step for step, _ in self.frames.get(stage, [])]

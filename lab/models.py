@@ -2,7 +2,7 @@
 into the very classes Karlo and Stable Diffusion ship (transformers' CLIP, diffusers' PriorTransformer,
 UnCLIPTextProjModel, UNet2DConditionModel, UNet2DModel, AutoencoderKL), so the same loaders load them.
 
-Sizes are chosen for `make train` on a 2-core CPU: all parts within ~110 minutes, shipped weights
+Sizes are chosen for `make train` on a 2-core CPU: all parts in 113 minutes (measured), shipped weights
 (fp16) within 40 MB. Both generators diffuse on a 16 x 16 grid: unCLIP's decoder in pixels
 (16 x 16 x 3, then a 16 -> 32 super-resolution), latent diffusion in a 16 x 16 x 4 VAE latent; their
 U-Nets have the same widths and depths, so they differ in what they condition on and where they
@@ -14,7 +14,7 @@ encoders, optimiser), best half of 7-8 steps, torch 2.14.1, 2 threads, OMP_WAIT_
 lab.train sets), on this 2-core CPU when quiet; in parentheses, while another process kept about
 one core busy (the machine is shared). Spinning OpenMP threads (the default policy) are 1.3-1.6x
 faster on a quiet machine but 4x slower on a busy one; PASSIVE keeps the total predictable:
-~110 min quiet. FLOPs per step: FlopCounterMode, forward and backward. The two generators get the
+113 min on 2026-11-27. FLOPs per step: FlopCounterMode, forward and backward. The two generators get the
 same compute: latent diffusion (vae + ld_unet) 96 TFLOP, unCLIP (prior + decoder + super_res)
 99 TFLOP; the shared CLIP 16 more. `--steps-scale` scales every part.
 """
@@ -68,7 +68,7 @@ class ClipConfig:
     vision_heads: int = 4  # ViT attention heads
     patch_size: int = 8  # 4 x 4 patches: in equal time, 2x the steps and 2x the retrieval accuracy of 4 px patches
     p_swap: float = 0.25  # chance a two-object scene brings its swapped twin, so word order must be read
-    # 287 samples/s (307 shared), 8.2 GFLOP/step: 2,000 x 128 in 15 min (14 shared); 1,600 steps ended
+    # 287 samples/s (307 shared), 8.2 GFLOP/step: 2,000 x 128 in 15.0 min (measured); 1,600 steps ended
     # at 89% in-batch accuracy and 80% held-out retrieval
     train: TrainConfig = TrainConfig(steps=2000, batch_size=128, lr=1e-3, weight_decay=0.1)
 
@@ -88,7 +88,7 @@ class JudgeConfig:
     patch_size: int = 8  # 32 px -> 4 x 4 patches
     max_noise: float = 0.1  # images get Gaussian noise of a random std up to this: it will judge imperfect samples
     p_swap: float = 0.25  # as ClipConfig.p_swap: the judge must tell "A above B" from "B above A"
-    # 294 samples/s (223 shared), 5.2 GFLOP/step: 1,400 x 128 in 11 min (14 shared); 700 steps ended at
+    # 294 samples/s (223 shared), 5.2 GFLOP/step: 1,400 x 128 in 11.5 min (measured); 700 steps ended at
     # 78% in-batch accuracy and 70% held-out retrieval
     train: TrainConfig = TrainConfig(steps=1400, batch_size=128, lr=1e-3, weight_decay=0.1, seed=1)
 
@@ -184,7 +184,7 @@ class DecoderConfig:
     p_uncond: float = 0.1  # image embedding -> learned CFG embedding and caption -> "": the pipeline's uncond
     p_drop_text: float = 0.1  # caption -> "" alone: what image variations condition on
     vlb_weight: float = 1.0  # weight of the variational bound term (see lab.losses.hybrid_vlb_term)
-    # 51 samples/s (41 shared), 54.1 GFLOP/step: 1,200 x 64 in 25 min (31 shared)
+    # 51 samples/s (41 shared), 54.1 GFLOP/step: 1,200 x 64 in 26.9 min (measured)
     train: TrainConfig = TrainConfig(steps=1200, batch_size=64, lr=5e-4, ema_decay=0.999)
 
 
@@ -263,11 +263,10 @@ class VaeConfig:
     layers_per_block: int = 1  # ResNet blocks per level (SD: 2)
     norm_groups: int = 8  # GroupNorm groups (diffusers' 32 would leave 16 channels one per group)
     kl_weight: float = 1e-6  # SD's: the latent stays near-deterministic, scaling_factor rescales it
-    # The posterior's log variance starts here, not at 0. SD's trained VAE has a near-deterministic
-    # posterior; a short run cannot shrink a unit std by itself: after 1,800 steps from 0 the
-    # posterior std was 0.36-0.71 against a signal std of 0.2-0.85, so a latent drawn for the U-Net
-    # was up to 3/4 noise it could never predict (its loss stalled at 0.27) and the decoder had
-    # learned to ignore whole channels.
+    # The posterior's log variance starts here, not at 0: a short run cannot shrink a unit std by
+    # itself. After 1,800 steps from 0 the posterior std was 0.36-0.71 against a signal std of
+    # 0.2-0.85 (the 4th channel: 0.71 of noise over 0.2 of signal), so the latents the U-Net trained
+    # on carried noise it could never predict (its loss stalled at 0.27).
     init_logvar: float = -10.0
     foreground_weight: float = 10.0  # object pixels weigh this much more in the loss (lab.losses.foreground_weights)
     scaling_samples: int = 2048  # images whose latent std sets scaling_factor
@@ -286,7 +285,7 @@ class LdUnetConfig:
     layers_per_block: int = 1  # ResNet (+ transformer) blocks per level (SD: 2)
     heads: int = 4  # cross-attention heads (diffusers names this attention_head_dim for SD's U-Net)
     p_uncond: float = 0.1  # caption -> "" for classifier-free guidance
-    # 45 samples/s (38 shared), 55.2 GFLOP/step: 1,550 x 64 in 37 min (43 shared)
+    # 45 samples/s (38 shared), 55.2 GFLOP/step: 1,550 x 64 in 38.7 min (measured)
     train: TrainConfig = TrainConfig(steps=1550, batch_size=64, lr=5e-4, ema_decay=0.999)
 
 

@@ -14,7 +14,7 @@ from comparisons.records import Settings
 from lab.checker import check
 from lab.data import DataConfig, sample_batch
 from lab.train import SHIP_LIMIT_MB
-from pipelines.common import to_uint8
+from pipelines.common import postprocess, to_uint8
 
 PROMPT = "a red circle"
 
@@ -56,7 +56,7 @@ def test_the_shipped_vae_gives_back_what_it_encodes():
     batch = sample_batch(DataConfig(batch_size=64, seed=999), 0)
     with torch.no_grad():
         decoded = vae.decode(vae.encode(batch.images).latent_dist.mode()).sample
-    images = to_uint8((decoded.clamp(-1, 1).permute(0, 2, 3, 1).numpy() + 1) / 2)
+    images = to_uint8(postprocess(decoded))
     rows = [check(image, caption).as_dict() for image, caption in zip(images, batch.captions)]
     for column in ("object1_colour_correct", "object1_shape_correct", "object2_colour_correct", "object2_shape_correct"):
         verdicts = [row[column] for row in rows if not np.isnan(row[column])]
