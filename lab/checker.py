@@ -15,8 +15,8 @@ How it reads an image (`read_scene`):
      subtracted and scaled to a maximum channel of 1 (every palette colour has a channel at 1,
      so this undoes darkening and blur), then the nearest palette colour.
   4. Shape, by analysis by synthesis: the soft mask is each pixel's projection onto the object's
-     colour (linear, so noise averages out): about 1 inside, 0 outside. Its sum is the area, its
-     weighted mean the centroid. For each shape, the world's own renderer draws that shape with
+     colour (linear, so noise averages out): about 1 inside, 0 outside. Its sum is the area, the
+     weighted mean of its positive part the centroid. For each shape, the world's own renderer draws that shape with
      the same centroid and the area the mask implies, blurred by each of a few sigmas (the
      image's blur is unknown), its amplitude fitted by least squares; the shape whose best
      drawing differs least from the mask wins. The fitted diameter gives the size word, the
@@ -202,6 +202,7 @@ def _to_float_image(image: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- reading objects
 
+MIN_AMPLITUDE = 0.25  # floor of a shape drawing's fitted amplitude in fit_shape (area / amplitude sizes the shape)
 _PALETTE_NAMES = tuple(COLOURS)
 _PALETTE = np.asarray([COLOURS[c] for c in _PALETTE_NAMES]) - np.asarray(BACKGROUND)
 
@@ -251,11 +252,15 @@ def fit_shape(mask: np.ndarray, blur_levels: tuple[float, ...]) -> tuple[str, tu
     by least squares and the shape redrawn with the area that amplitude implies."""
     ys, xs = np.mgrid[:mask.shape[0], :mask.shape[1]] + 0.5
     area = float(mask.sum())
-    centroid = np.asarray([(mask * xs).sum(), (mask * ys).sum()]) / area
+    # The centroid of the positive part: a wide halo of slightly negative noise around a small object
+    # would pull the signed mask's centroid off the object, even out of the window.
+    positive = np.clip(mask, 0.0, None)
+    centroid = np.asarray([(positive * xs).sum(), (positive * ys).sum()]) / positive.sum()
     first, _, _ = _draw_shapes(area, centroid, np.ones(len(SHAPES)), mask.shape)
     fits = []  # (errors (n_shapes,), centres, diameters) per blur level
     for blur in blur_levels:
-        amplitudes = _least_squares_amplitudes(gaussian_blur(first, blur), mask)
+        # floored: a drawing that barely meets the mask would otherwise get an amplitude near 0 and an endless diameter
+        amplitudes = np.maximum(_least_squares_amplitudes(gaussian_blur(first, blur), mask), MIN_AMPLITUDE)
         coverage, centres, diameters = _draw_shapes(area, centroid, amplitudes, mask.shape)
         drawings = gaussian_blur(coverage, blur)
         residual = _least_squares_amplitudes(drawings, mask) * drawings - mask[..., None]

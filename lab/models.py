@@ -36,6 +36,7 @@ from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextMod
                           CLIPVisionModelWithProjection)
 
 from lab.data import IMAGE_SIZE
+from lab.losses import PREDICTION_TYPES
 from lab.trainer import TrainConfig
 from pipelines.tokenizer import MODEL_MAX_LENGTH
 
@@ -87,10 +88,12 @@ class JudgeConfig:
     vision_head_width: int = 16  # open_clip sets heads = width / head_width
     patch_size: int = 8  # 32 px -> 4 x 4 patches
     max_noise: float = 0.1  # images get Gaussian noise of a random std up to this: it will judge imperfect samples
-    p_swap: float = 0.25  # as ClipConfig.p_swap: the judge must tell "A above B" from "B above A"
-    # 294 samples/s (223 shared), 5.2 GFLOP/step: 1,400 x 128 in 11.5 min (measured); 700 steps ended at
-    # 78% in-batch accuracy and 70% held-out retrieval
-    train: TrainConfig = TrainConfig(steps=1400, batch_size=128, lr=1e-3, weight_decay=0.1, seed=1)
+    # as ClipConfig.p_swap: the judge must tell "A above B" from "B above A"; at 0.25 and 1,400 steps, 3 of
+    # its 12 retrieval misses among 100 held-out scenes swapped them (the other 9 confused shapes)
+    p_swap: float = 0.5
+    # 294 samples/s (223 shared), 5.2 GFLOP/step: 1,700 x 128 in 13.7 min (measured), 91% in-batch accuracy
+    # and 95% held-out retrieval at the end (p_swap 0.25: 1,400 steps, 86% and 88%)
+    train: TrainConfig = TrainConfig(steps=1700, batch_size=128, lr=1e-3, weight_decay=0.1, seed=1)
 
 
 def build_clip(config: ClipConfig) -> CLIPModel:
@@ -156,6 +159,15 @@ def build_judge(config: JudgeConfig) -> open_clip.CLIP:
 # ----------------------------------------------------------------------------- unCLIP
 
 
+UNCLIP_PREDICTION_TYPES = ("epsilon", "sample")  # what diffusers' UnCLIPScheduler can sample from
+LD_PREDICTION_TYPES = PREDICTION_TYPES  # DDIMScheduler takes all three
+
+
+def check_prediction_type(prediction_type: str, allowed: tuple[str, ...]) -> None:
+    if prediction_type not in allowed:
+        raise ValueError(f"prediction_type must be one of {allowed}, not {prediction_type!r}")
+
+
 @dataclass(frozen=True)
 class PriorConfig:
     """Karlo's prior scaled down: a causal transformer over [text tokens, text embedding, timestep,
@@ -184,8 +196,17 @@ class DecoderConfig:
     p_uncond: float = 0.1  # image embedding -> learned CFG embedding and caption -> "": the pipeline's uncond
     p_drop_text: float = 0.1  # caption -> "" alone: what image variations condition on
     vlb_weight: float = 1.0  # weight of the variational bound term (see lab.losses.hybrid_vlb_term)
+    # "epsilon": the noise, as Karlo's decoder; "sample": the clean image, its error weighted max(SNR, 1)
+    # (lab.losses.denoising_loss). Measured on 100 held-out prompts: the noise's first step (t = 999)
+    # tints the background (decoder + bicubic: colour 56%, shape 41%); the clean image keeps it black,
+    # but its 6-channel hybrid-loss variance grew with its blurrier means and noised every sample
+    # (colour 17%); with those channels dropped for a fixed variance, colour 81% and shape 21% (blobs).
+    prediction_type: str = "epsilon"
     # 51 samples/s (41 shared), 54.1 GFLOP/step: 1,200 x 64 in 26.9 min (measured)
     train: TrainConfig = TrainConfig(steps=1200, batch_size=64, lr=5e-4, ema_decay=0.999)
+
+    def __post_init__(self) -> None:
+        check_prediction_type(self.prediction_type, UNCLIP_PREDICTION_TYPES)
 
 
 @dataclass(frozen=True)
@@ -196,8 +217,14 @@ class SuperResConfig:
     block_out_channels: tuple[int, ...] = (32, 32, 64)  # 32 -> 16 -> 8 px
     layers_per_block: int = 1  # ResNet blocks per level (Karlo: 3)
     max_aug_noise: float = 0.15  # the low-res condition gets noise of a random std up to this (robust to decoder errors)
-    # 45 samples/s (37-55 shared), 33.6 GFLOP/step (all at 32 px): 600 x 32 in 7 min (6-9 shared)
+    # as DecoderConfig.prediction_type: predicting the noise, the first of Karlo's 7 steps (t = 999) made
+    # the clean image out of noise divided by sqrt(a_999) = 8e-5 and turned every black background grey
+    prediction_type: str = "sample"
+    # 45 samples/s (37-55 shared), 33.6 GFLOP/step (all at 32 px): 600 x 32 in 7.3 min, 8.6 while evaluations ran (measured)
     train: TrainConfig = TrainConfig(steps=600, batch_size=32, lr=5e-4, ema_decay=0.999)
+
+    def __post_init__(self) -> None:
+        check_prediction_type(self.prediction_type, UNCLIP_PREDICTION_TYPES)
 
 
 def build_prior(config: PriorConfig, embed_dim: int) -> PriorTransformer:
@@ -244,12 +271,12 @@ def prior_scheduler() -> UnCLIPScheduler:
     return UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample", clip_sample=True, clip_sample_range=5.0)
 
 
-def decoder_scheduler() -> UnCLIPScheduler:
-    return UnCLIPScheduler(variance_type="learned_range", prediction_type="epsilon", clip_sample=True, clip_sample_range=1.0)
+def decoder_scheduler(prediction_type: str = DecoderConfig.prediction_type) -> UnCLIPScheduler:
+    return UnCLIPScheduler(variance_type="learned_range", prediction_type=prediction_type, clip_sample=True, clip_sample_range=1.0)
 
 
-def super_res_scheduler() -> UnCLIPScheduler:
-    return UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="epsilon", clip_sample=True, clip_sample_range=1.0)
+def super_res_scheduler(prediction_type: str = SuperResConfig.prediction_type) -> UnCLIPScheduler:
+    return UnCLIPScheduler(variance_type="fixed_small_log", prediction_type=prediction_type, clip_sample=True, clip_sample_range=1.0)
 
 
 # ----------------------------------------------------------------------------- latent diffusion
@@ -285,8 +312,14 @@ class LdUnetConfig:
     layers_per_block: int = 1  # ResNet (+ transformer) blocks per level (SD: 2)
     heads: int = 4  # cross-attention heads (diffusers names this attention_head_dim for SD's U-Net)
     p_uncond: float = 0.1  # caption -> "" for classifier-free guidance
-    # 45 samples/s (38 shared), 55.2 GFLOP/step: 1,550 x 64 in 38.7 min (measured)
+    # "v_prediction" (SD 2's): the noise loss ("epsilon", SD 1's) left the first steps untrained, and their
+    # garbage clean-latent estimates left stray strokes beside the object (lab.losses.denoising_loss)
+    prediction_type: str = "v_prediction"
+    # 45 samples/s (38 shared), 55.2 GFLOP/step: 1,550 x 64 in 35.1 min (measured)
     train: TrainConfig = TrainConfig(steps=1550, batch_size=64, lr=5e-4, ema_decay=0.999)
+
+    def __post_init__(self) -> None:
+        check_prediction_type(self.prediction_type, LD_PREDICTION_TYPES)
 
 
 def build_vae(config: VaeConfig) -> AutoencoderKL:
@@ -315,10 +348,10 @@ def build_ld_unet(config: LdUnetConfig, latent_size: int, cross_attention_dim: i
         )
 
 
-def ld_scheduler() -> DDIMScheduler:
+def ld_scheduler(prediction_type: str = LdUnetConfig.prediction_type) -> DDIMScheduler:
     """SD's training betas; DDIM rather than SD's PNDM: deterministic and steadier with few steps on small models."""
     return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                         set_alpha_to_one=False, steps_offset=1)
+                         set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
 
 
 # ----------------------------------------------------------------------------- all parts

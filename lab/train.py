@@ -42,8 +42,8 @@ from transformers import CLIPModel
 
 from lab.data import IMAGE_SIZE, Batch, DataConfig, batches, downsample, sample_batch, step_generator, upsample_like_pipeline
 from lab.judge import save_judge
-from lab.losses import (contrastive_loss, foreground_weights, hybrid_vlb_term, q_sample, reconstruction_loss,
-                        retrieval_accuracy)
+from lab.losses import (contrastive_loss, denoising_loss, foreground_weights, hybrid_vlb_term, q_sample,
+                        reconstruction_loss, retrieval_accuracy)
 from lab.models import (LabConfig, build_clip, build_decoder, build_judge, build_ld_unet, build_prior, build_super_res,
                         build_text_proj, build_vae, decoder_scheduler, feature_extractor, image_encoder_of,
                         judge_open_clip_config, ld_scheduler, prior_scheduler, super_res_scheduler, text_encoder_of)
@@ -222,7 +222,7 @@ def train_ld_unet(lab: LabConfig, opts: RunOptions) -> None:
     vae = load_part(opts, "vae", "vae", AutoencoderKL).to(opts.device).eval().requires_grad_(False)
     latent_size = IMAGE_SIZE // 2 ** (len(vae.config.block_out_channels) - 1)
     unet = build_ld_unet(config, latent_size, encoder.clip.config.text_config.hidden_size)
-    alphas = ld_scheduler().alphas_cumprod
+    alphas = ld_scheduler(config.prediction_type).alphas_cumprod
 
     def loss_fn(batch: Batch, step: int) -> dict[str, torch.Tensor]:
         g = step_generator(tc.seed, step)
@@ -230,8 +230,9 @@ def train_ld_unet(lab: LabConfig, opts: RunOptions) -> None:
         with torch.no_grad():
             z0 = vae.encode(batch.images.to(opts.device)).latent_dist.sample(g) * vae.config.scaling_factor  # (B, 4, 16, 16)
         t, noise = timesteps_and_noise(z0, g)
-        pred = unet(q_sample(z0, noise, t, alphas), t, encoder_hidden_states=hidden).sample
-        return {"loss": F.mse_loss(pred, noise)}
+        z_t = q_sample(z0, noise, t, alphas)
+        pred = unet(z_t, t, encoder_hidden_states=hidden).sample
+        return {"loss": denoising_loss(pred, z0, noise, z_t, t, alphas, config.prediction_type)[0]}
 
     save_models(opts, "ld_unet", unet=fit("ld_unet", unet, loss_fn, DataConfig(tc.batch_size, tc.seed), tc, opts))
 
@@ -273,7 +274,7 @@ def train_decoder(lab: LabConfig, opts: RunOptions) -> None:
     config, tc = lab.decoder, opts.train_config(lab.decoder.train)
     encoder = load_encoder(opts)
     model = nn.ModuleDict({"text_proj": build_text_proj(config, encoder.embed_dim), "decoder": build_decoder(config)})
-    alphas = decoder_scheduler().alphas_cumprod
+    alphas = decoder_scheduler(config.prediction_type).alphas_cumprod
 
     def loss_fn(batch: Batch, step: int) -> dict[str, torch.Tensor]:
         g = step_generator(tc.seed, step)
@@ -292,8 +293,9 @@ def train_decoder(lab: LabConfig, opts: RunOptions) -> None:
         t, noise = timesteps_and_noise(x0, g)
         x_t = q_sample(x0, noise, t, alphas)
         out = model["decoder"](x_t, t, encoder_hidden_states=context, class_labels=time_embeds, attention_mask=mask).sample
-        eps, v = out[:, :3], out[:, 3:]  # (B, 3, 16, 16) each: noise, variance interpolation
-        simple, vlb = F.mse_loss(eps, noise), hybrid_vlb_term(eps, v, x0, x_t, t, alphas).mean()
+        pred, v = out[:, :3], out[:, 3:]  # (B, 3, 16, 16) each: clean image or noise, variance interpolation
+        simple, x0_pred = denoising_loss(pred, x0, noise, x_t, t, alphas, config.prediction_type)
+        vlb = hybrid_vlb_term(x0_pred, v, x0, x_t, t, alphas).mean()
         return {"loss": simple + config.vlb_weight * vlb, "mse": simple.detach(), "vlb": vlb.detach()}
 
     final = fit("decoder", model, loss_fn, DataConfig(tc.batch_size, tc.seed), tc, opts)
@@ -303,7 +305,7 @@ def train_decoder(lab: LabConfig, opts: RunOptions) -> None:
 def train_super_res(lab: LabConfig, opts: RunOptions) -> None:
     config, tc = lab.super_res, opts.train_config(lab.super_res.train)
     unet = build_super_res(config)
-    alphas = super_res_scheduler().alphas_cumprod
+    alphas = super_res_scheduler(config.prediction_type).alphas_cumprod
 
     def loss_fn(batch: Batch, step: int) -> dict[str, torch.Tensor]:
         g = step_generator(tc.seed, step)
@@ -315,8 +317,9 @@ def train_super_res(lab: LabConfig, opts: RunOptions) -> None:
         condition = upsample_like_pipeline(low, IMAGE_SIZE).to(opts.device)  # (B, 3, 32, 32)
         x0 = batch.images.to(opts.device)
         t, noise = timesteps_and_noise(x0, g)
-        pred = unet(torch.cat([q_sample(x0, noise, t, alphas), condition], dim=1), t).sample
-        return {"loss": F.mse_loss(pred, noise)}
+        x_t = q_sample(x0, noise, t, alphas)
+        pred = unet(torch.cat([x_t, condition], dim=1), t).sample
+        return {"loss": denoising_loss(pred, x0, noise, x_t, t, alphas, config.prediction_type)[0]}
 
     save_models(opts, "super_res", super_res=fit("super_res", unet, loss_fn, DataConfig(tc.batch_size, tc.seed), tc, opts))
 
@@ -347,15 +350,17 @@ def package(lab: LabConfig, opts: RunOptions) -> tuple[Path, Path]:
         text_encoder=text_encoder_of(clip, with_projection=True), tokenizer=offline_clip_tokenizer(),
         prior=load_part(opts, "prior", "prior", PriorTransformer), prior_scheduler=prior_scheduler(),
         text_proj=load_part(opts, "decoder", "text_proj", UnCLIPTextProjModel),
-        decoder=load_part(opts, "decoder", "decoder", UNet2DConditionModel), decoder_scheduler=decoder_scheduler(),
+        decoder=load_part(opts, "decoder", "decoder", UNet2DConditionModel),
+        decoder_scheduler=decoder_scheduler(lab.decoder.prediction_type),
         # Karlo trains a separate model for the last step; one trained model serves both here
-        super_res_first=super_res, super_res_last=super_res, super_res_scheduler=super_res_scheduler(),
+        super_res_first=super_res, super_res_last=super_res,
+        super_res_scheduler=super_res_scheduler(lab.super_res.prediction_type),
         image_encoder=image_encoder_of(clip), feature_extractor=feature_extractor(),
     )
     latent_diffusion = LatentDiffusion(
         text_encoder=text_encoder_of(clip, with_projection=False), tokenizer=offline_clip_tokenizer(),
         unet=load_part(opts, "ld_unet", "unet", UNet2DConditionModel), vae=load_part(opts, "vae", "vae", AutoencoderKL),
-        scheduler=ld_scheduler(),
+        scheduler=ld_scheduler(lab.ld_unet.prediction_type),
     )
     paths = []
     for name, pipe, parts in (("unclip", unclip, UNCLIP_PARTS), ("latent_diffusion", latent_diffusion, LD_PARTS)):

@@ -281,6 +281,22 @@ def region_of(centre: tuple[float, float]) -> str:
     return {_cell(anchor): name for name, (_, anchor) in POSITIONS.items()}[_cell(centre)]
 
 
+def _names(spec: ObjectSpec, obj: SceneObject) -> bool:
+    return (spec.colour, spec.shape) == (obj.colour, obj.shape) and spec.size in (None, obj.size)
+
+
+def caption_is_true_of(spec: SceneSpec, scene: Scene) -> bool:
+    """Whether a caption describes a scene: the same number of objects, each named right (its size
+    only if said), the relation true of their centres in caption order, the region if said."""
+    if len(spec.objects) != len(scene.objects):
+        return False
+    if len(spec.objects) == 1:
+        obj = scene.objects[0]
+        return _names(spec.objects[0], obj) and spec.position in (None, region_of(obj.centre))
+    return any(_names(spec.objects[0], a) and _names(spec.objects[1], b) and relation_holds(spec.relation, a.centre, b.centre)
+               for a, b in (scene.objects, scene.objects[::-1]))
+
+
 # ----------------------------------------------------------------------------- parsing
 
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from conftest import LD_STEPS, UNCLIP_STEPS
-from lab.evaluate import (BARS, SINGLE_COLUMNS, TWO_COLUMNS, EvalConfig, accuracy_table, main, retrieval_top1,
-                          wilson_interval)
+from lab.evaluate import (BARS, SINGLE_COLUMNS, TWO_COLUMNS, EvalConfig, accuracy_table, main, retrieval_scenes,
+                          retrieval_top1, wilson_interval)
 from lab.train import RunOptions, run
+from lab.world import caption_is_true_of, split_of
 from test_lab_train import TINY
 
 
@@ -43,10 +44,23 @@ def test_wilson_interval_matches_known_values(k, n, expected):
     assert low == pytest.approx(expected[0], abs=1e-4) and high == pytest.approx(expected[1], abs=1e-4)
 
 
+def test_wilson_interval_holds_its_proportion_at_the_ends():
+    """At k = 0 rounding left the lower bound at 3e-18, above the proportion (a tiny model's retrieval)."""
+    for n in range(1, 201):
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+
+
 def test_wilson_interval_rejects_impossible_counts():
     for k, n in ((1, 0), (-1, 5), (6, 5)):
         with pytest.raises(ValueError, match="k <= n"):
             wilson_interval(k, n)
+
+
+def test_retrieval_scenes_are_held_out_and_each_caption_fits_its_own_scene_only():
+    scenes = retrieval_scenes(100, seed=0)
+    assert all(split_of(scene.spec()) != "train" for scene in scenes)
+    for i, scene in enumerate(scenes):
+        assert [j for j, other in enumerate(scenes) if caption_is_true_of(scene.spec(), other)] == [i]
 
 
 def test_retrieval_top1_on_identity_and_permuted_embeddings():

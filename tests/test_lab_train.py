@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from conftest import LD_STEPS, UNCLIP_STEPS
 from lab.data import DataConfig, sample_batch, swapped
 from lab.judge import load_judge
-from lab.losses import foreground_weights, reconstruction_loss
+from lab.losses import (denoising_loss, foreground_weights, hybrid_vlb_term, q_sample, reconstruction_loss, snr,
+                        truncated_snr_weight)
 from lab.models import (ClipConfig, DecoderConfig, JudgeConfig, LabConfig, LdUnetConfig, PriorConfig, SuperResConfig,
-                        VaeConfig, build_vae)
+                        VaeConfig, build_vae, decoder_scheduler)
 from lab.train import ORDER, RunOptions, main, run
 from lab.trainer import BUDGET, CHECKPOINT, LOSS_LOG, Budget, TrainConfig
 from lab.world import parse_caption, split_of
@@ -183,6 +184,70 @@ def test_vae_starts_with_a_near_deterministic_posterior():
         posterior = vae.encode(images).latent_dist
     torch.testing.assert_close(posterior.std, torch.full_like(posterior.std, math.exp(-5.0)))  # log variance -10
     assert posterior.mean.std() > 0  # the mean still depends on the image
+
+
+def test_truncated_snr_weight_is_the_snr_but_never_under_one():
+    alphas = decoder_scheduler().alphas_cumprod
+    t = torch.tensor([0, 200, 500, 700, 950, 999])
+    ratio = snr(alphas, t)
+    torch.testing.assert_close(ratio, alphas[t] / (1 - alphas[t]))
+    assert ratio[0] > 1000 and ratio[-1] < 1e-6  # the cosine schedule spans both sides of 1
+    torch.testing.assert_close(truncated_snr_weight(ratio), torch.maximum(ratio, torch.ones(6)))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_denoising_loss_is_zero_for_the_truth_and_recovers_the_clean_image(prediction_type):
+    alphas = decoder_scheduler().alphas_cumprod
+    g = torch.Generator().manual_seed(0)
+    x0 = sample_batch(DataConfig(batch_size=6, seed=0), 0).images
+    noise, t = torch.randn(x0.shape, generator=g), torch.tensor([0, 10, 300, 600, 900, 990])
+    x_t = q_sample(x0, noise, t, alphas)
+    a = alphas[t].reshape(-1, 1, 1, 1)
+    truth = {"sample": x0, "epsilon": noise, "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * x0}[prediction_type]
+    loss, x0_pred = denoising_loss(truth, x0, noise, x_t, t, alphas, prediction_type)
+    assert loss == 0
+    torch.testing.assert_close(x0_pred, x0, atol=2e-3, rtol=0)  # t = 990 divides by sqrt(a) = 0.008
+    wrong, _ = denoising_loss(truth + 0.1, x0, noise, x_t, t, alphas, prediction_type)
+    assert wrong > 0
+
+
+def test_denoising_loss_weighs_a_noisy_steps_image_error_at_least_as_its_own():
+    """The noise loss weighs an error in the clean image by SNR (0.006 at t = 950): the decoder and
+    super-res trained so never learned the scene at the first steps and sampled grey backgrounds."""
+    alphas = decoder_scheduler().alphas_cumprod
+    x0 = sample_batch(DataConfig(batch_size=1, seed=0), 0).images
+    noise, t = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)), torch.tensor([950])
+    x_t = q_sample(x0, noise, t, alphas)
+    error = 0.5 * torch.ones_like(x0)  # the clean image off by 0.5 everywhere
+    sample_loss, _ = denoising_loss(x0 + error, x0, noise, x_t, t, alphas, "sample")
+    a = alphas[950]
+    eps_off = noise - (a / (1 - a)).sqrt() * error  # the noise prediction that implies the same image
+    eps_loss, _ = denoising_loss(eps_off, x0, noise, x_t, t, alphas, "epsilon")
+    torch.testing.assert_close(sample_loss, torch.tensor(0.25))
+    assert eps_loss < 0.01 * sample_loss
+
+
+def test_unknown_prediction_types_are_refused():
+    with pytest.raises(ValueError, match="prediction_type"):
+        DecoderConfig(prediction_type="v_prediction")
+    with pytest.raises(ValueError, match="prediction_type"):
+        SuperResConfig(prediction_type="noise")
+    with pytest.raises(ValueError, match="prediction_type"):
+        LdUnetConfig(prediction_type="x0")
+    assert LdUnetConfig(prediction_type="v_prediction").prediction_type == "v_prediction"
+    x = torch.zeros(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="prediction_type"):
+        denoising_loss(x, x, x, x, torch.tensor([1]), decoder_scheduler().alphas_cumprod, "v")
+
+
+def test_the_variance_term_trains_the_variance_only():
+    alphas = decoder_scheduler().alphas_cumprod
+    x0 = sample_batch(DataConfig(batch_size=2, seed=0), 0).images
+    noise, t = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 400])
+    x_t = q_sample(x0, noise, t, alphas)
+    x0_pred, v = (x0 + 0.1).requires_grad_(), torch.zeros_like(x0, requires_grad=True)
+    hybrid_vlb_term(x0_pred, v, x0, x_t, t, alphas).sum().backward()
+    assert x0_pred.grad is None and v.grad.abs().sum() > 0
 
 
 # ----------------------------------------------------------------------------- data and CLI

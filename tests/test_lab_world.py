@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from lab.world import (COLOURS, CONVERSE, HELDOUT_PAIRS, HELDOUT_TRIPLES, PROMPT_COUNTS, SHAPES, VOCABULARY, ObjectSpec,
-                       Scene, SceneObject, SceneSpec, WorldConfig, parse_caption, prompt_lists, read_prompts,
-                       sample_scenes, split_of)
+                       Scene, SceneObject, SceneSpec, WorldConfig, caption_is_true_of, parse_caption, prompt_lists,
+                       read_prompts, sample_scenes, split_of)
 
 ALL_SPLITS = ("train", "heldout", "heldout_pair", "heldout_relation", "heldout_both")
 
@@ -165,3 +165,25 @@ def test_prompt_files_are_complete_parse_and_are_current():
         assert len(set(files[stem])) == len(files[stem]), f"{stem} repeats a prompt"
     single = files["heldout_single"]  # 180 distinct captions exist; the last 20 lines repeat the first 20
     assert len(set(single)) == 180 and single[180:] == single[:20]
+
+
+# ----------------------------------------------------------------------------- truth of a caption
+
+
+def test_every_caption_is_true_of_its_own_scene(scenes_by_split):
+    for scenes in scenes_by_split.values():
+        assert all(caption_is_true_of(scene.spec(), scene) for scene in scenes)
+
+
+def test_a_caption_is_true_of_what_it_says_and_of_nothing_else():
+    red, blue = SceneObject("red", "circle", "large", (0.2, 0.5)), SceneObject("blue", "square", "small", (0.8, 0.5))
+    pair, lone = Scene((red, blue), "left of"), Scene((red,), says_size=True, says_position=True)
+    assert caption_is_true_of(parse_caption("a red circle to the left of a blue square"), pair)
+    assert caption_is_true_of(parse_caption("a blue square to the right of a large red circle"), pair)  # the other wording
+    for false in ("a blue square to the left of a red circle", "a small red circle to the left of a blue square",
+                  "a red circle to the left of a blue circle", "a red circle"):
+        assert not caption_is_true_of(parse_caption(false), pair), false
+    for true in ("a red circle", "a large red circle", "a red circle on the left"):
+        assert caption_is_true_of(parse_caption(true), lone), true
+    for false in ("a small red circle", "a red circle on the right", "a red square"):
+        assert not caption_is_true_of(parse_caption(false), lone), false

@@ -25,8 +25,9 @@ from conftest import (
     unclip_oracle,
     variations_oracle,
 )
+from lab.models import decoder_scheduler, ld_scheduler, prior_scheduler, super_res_scheduler
 from pipelines.common import PipelineOutput, StepState, postprocess
-from pipelines.tiny import EMBED_DIM
+from pipelines.tiny import EMBED_DIM, build_tiny_latent_diffusion, build_tiny_unclip
 
 F32, F64 = torch.float32, torch.float64
 PROMPTS = ["a red square above a blue circle", "two green triangles!"]
@@ -85,6 +86,18 @@ def test_unclip_variations_match_diffusers(tiny, variation_images, images, dtype
     assert_images_close(ours.images, reference)
 
 
+def test_unclip_with_the_shapes_labs_schedulers_matches_diffusers():
+    """The lab's super-res predicts the clean image, not the noise: still diffusers' pipeline."""
+    pipe = build_tiny_unclip(SEED)
+    pipe.prior_scheduler, pipe.decoder_scheduler, pipe.super_res_scheduler = (
+        prior_scheduler(), decoder_scheduler(), super_res_scheduler())
+    assert pipe.super_res_scheduler.config.prediction_type == "sample"
+    kwargs = {**UNCLIP_STEPS, "prior_guidance_scale": 4.0, "decoder_guidance_scale": 8.0}
+    ours = pipe(PROMPTS[0], seed=SEED, **kwargs)
+    reference = unclip_oracle(pipe)(PROMPTS[0], generator=oracle_generators(ours.seeds), output_type="np", **kwargs).images
+    assert_images_close(ours.images, reference)
+
+
 # ----------------------------------------------------------------------------- latent diffusion
 
 
@@ -115,6 +128,16 @@ def test_latent_diffusion_matches_diffusers(tiny, scheduler, prompt, dtype, kwar
     reference = sd_oracle(pipe)(prompt, generator=oracle_generators(ours.seeds), output_type="np", **kwargs).images
 
     assert ours.images.shape == (n_images(prompt, kwargs), kwargs.get("height", 64), kwargs.get("width", 64), 3)
+    assert_images_close(ours.images, reference)
+
+
+def test_latent_diffusion_with_the_shapes_labs_v_prediction_matches_diffusers():
+    pipe = build_tiny_latent_diffusion(SEED, "ddim")
+    pipe.scheduler = ld_scheduler()
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    kwargs = {**LD_STEPS, "guidance_scale": 7.5}
+    ours = pipe(PROMPTS[0], seed=SEED, **kwargs)
+    reference = sd_oracle(pipe)(PROMPTS[0], generator=oracle_generators(ours.seeds), output_type="np", **kwargs).images
     assert_images_close(ours.images, reference)
 
 
