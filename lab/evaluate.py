@@ -193,6 +193,16 @@ def generator_embeddings(unclip, images: list[Image.Image], captions: list[str])
     return text_emb.cpu(), unclip.encode_image(images).cpu()
 
 
+def retrieval_accuracies(judge_directory: Path, unclip, device: torch.device, seed: int) -> dict[str, float]:
+    """Text -> image retrieval top-1 among RETRIEVAL_PAIRS held-out scenes, for the judge and the generator CLIP."""
+    scenes = retrieval_scenes(RETRIEVAL_PAIRS, seed)
+    images = [Image.fromarray(scene.render()) for scene in scenes]
+    captions = [scene.caption() for scene in scenes]
+    embeddings = {"judge": judge_embeddings(judge_directory, device, images, captions),
+                  "generator": generator_embeddings(unclip, images, captions)}
+    return {name: retrieval_top1(text_emb, image_emb) for name, (text_emb, image_emb) in embeddings.items()}
+
+
 def with_bar(name: str, n: int, values: dict[str, Proportion | None]) -> Measure:
     bar = BARS.get(name)
     passed = None if bar is None else all(v is not None and v.value >= bar for v in values.values())
@@ -217,13 +227,9 @@ def evaluate(config: EvalConfig) -> list[Measure]:
                 counts[group][measure] = value.n if value else 0
     measures = [with_bar(f"{group}/{m}", counts[group][m], tables[group][m]) for group in tables for m in tables[group]]
 
-    scenes = retrieval_scenes(RETRIEVAL_PAIRS, config.seed)
-    images = [Image.fromarray(scene.render()) for scene in scenes]
-    captions = [scene.caption() for scene in scenes]
-    for name, (text_emb, image_emb) in (("judge", judge_embeddings(weights / "judge", device, images, captions)),
-                                        ("generator", generator_embeddings(pipes["unclip"], images, captions))):
-        k = round(retrieval_top1(text_emb, image_emb) * len(scenes))
-        measures.append(with_bar(f"retrieval/{name}", len(scenes), {"shared": proportion(k, len(scenes))}))
+    for name, accuracy in retrieval_accuracies(weights / "judge", pipes["unclip"], device, config.seed).items():
+        k = round(accuracy * RETRIEVAL_PAIRS)
+        measures.append(with_bar(f"retrieval/{name}", RETRIEVAL_PAIRS, {"shared": proportion(k, RETRIEVAL_PAIRS)}))
     return measures
 
 

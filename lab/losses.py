@@ -46,9 +46,14 @@ def broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+def alpha_bar(alphas_cumprod: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """a_t of each sample's timestep, shaped to scale a batch like `like`."""
+    return broadcast(alphas_cumprod.to(like.device)[t], like)
+
+
 def q_sample(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps (Ho et al. 2020, DDPM, eq. 4)."""
-    a = broadcast(alphas_cumprod.to(x0.device)[t], x0)
+    a = alpha_bar(alphas_cumprod, t, x0)
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
@@ -69,7 +74,7 @@ def truncated_snr_weight(snr_t: torch.Tensor) -> torch.Tensor:
 
 def x0_from_eps(eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """The clean image implied by a noise prediction: inverts q_sample."""
-    a = broadcast(alphas_cumprod.to(x_t.device)[t], x_t)
+    a = alpha_bar(alphas_cumprod, t, x_t)
     return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
@@ -87,7 +92,7 @@ def denoising_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, x_
     if prediction_type == "epsilon":
         return F.mse_loss(pred, noise), x0_from_eps(pred, x_t, t, alphas_cumprod)
     if prediction_type == "v_prediction":
-        a = broadcast(alphas_cumprod.to(x0.device)[t], x0)
+        a = alpha_bar(alphas_cumprod, t, x0)
         v = a.sqrt() * noise - (1 - a).sqrt() * x0
         return F.mse_loss(pred, v), a.sqrt() * x_t - (1 - a).sqrt() * pred
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}")
