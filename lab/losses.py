@@ -114,13 +114,13 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
-def hybrid_vlb_term(x0_pred: torch.Tensor, v: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+def hybrid_vlb_term(x0_pred: torch.Tensor, variance: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                     alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """The variational-bound term L_t of Nichol & Dhariwal 2021 (improved DDPM, eq. 16), per sample,
     in bits per dimension, for a model whose output gives the clean image `x0_pred` (directly or
-    through `x0_from_eps`) and a variance interpolation `v`.
+    through `x0_from_eps`) and a variance interpolation `variance` in [-1, 1].
 
-    The model's log variance is frac * log(beta_t) + (1 - frac) * log(beta~_t), frac = (v + 1) / 2:
+    The model's log variance is frac * log(beta_t) + (1 - frac) * log(beta~_t), frac = (variance + 1) / 2:
     the "learned_range" that diffusers' UnCLIPScheduler samples with. The mean is built from
     `x0_pred.detach()`, so this term trains the variance only and L_simple the mean (the paper's stop
     gradient). L_hybrid = L_simple + lambda * L_vlb with lambda = 0.001, and the paper's code
@@ -135,7 +135,7 @@ def hybrid_vlb_term(x0_pred: torch.Tensor, v: torch.Tensor, x0: torch.Tensor, x_
     # beta~_0 = 0: improved DDPM clips the log to beta~_1 (diffusers clamps at 1e-20; no noise is added at t = 0)
     beta_1_tilde = (1 - ac[1] / ac[0]) * (1 - ac[0]) / (1 - ac[1])
     min_log = torch.where(broadcast(t, x0) == 0, beta_1_tilde.log(), posterior_var.clamp(min=1e-20).log())
-    frac = (v + 1) / 2
+    frac = (variance + 1) / 2
     model_logvar = frac * beta.log() + (1 - frac) * min_log
 
     def mean_from(x0_: torch.Tensor) -> torch.Tensor:  # posterior mean of q(x_{t-1} | x_t, x_0), DDPM eq. 7

@@ -2,7 +2,7 @@
 into the very classes Karlo and Stable Diffusion ship (transformers' CLIP, diffusers' PriorTransformer,
 UnCLIPTextProjModel, UNet2DConditionModel, UNet2DModel, AutoencoderKL), so the same loaders load them.
 
-Sizes are chosen for `make train` on a 2-core CPU: all parts in 113 minutes (measured), shipped weights
+Sizes are chosen for `make train` on a 2-core CPU: all parts in 111 minutes (measured), shipped weights
 (fp16) within 40 MB. Both generators diffuse on a 16 x 16 grid: unCLIP's decoder in pixels
 (16 x 16 x 3, then a 16 -> 32 super-resolution), latent diffusion in a 16 x 16 x 4 VAE latent; their
 U-Nets have the same widths and depths, so they differ in what they condition on and where they
@@ -14,7 +14,7 @@ encoders, optimiser), best half of 7-8 steps, torch 2.14.1, 2 threads, OMP_WAIT_
 lab.train sets), on this 2-core CPU when quiet; in parentheses, while another process kept about
 one core busy (the machine is shared). Spinning OpenMP threads (the default policy) are 1.3-1.6x
 faster on a quiet machine but 4x slower on a busy one; PASSIVE keeps the total predictable:
-113 min on 2026-11-27. FLOPs per step: FlopCounterMode, forward and backward. The two generators get the
+111 min on 2026-11-27. FLOPs per step: FlopCounterMode, forward and backward. The two generators get the
 same compute: latent diffusion (vae + ld_unet) 96 TFLOP, unCLIP (prior + decoder + super_res)
 99 TFLOP; the shared CLIP 16 more. `--steps-scale` scales every part.
 """
@@ -38,6 +38,7 @@ from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextMod
 from lab.data import IMAGE_SIZE
 from lab.losses import PREDICTION_TYPES
 from lab.trainer import TrainConfig
+from pipelines.schedulers import UNCLIP_PREDICTION_TYPES, UnCLIPVScheduler
 from pipelines.tokenizer import MODEL_MAX_LENGTH
 
 VOCAB_SIZE = 49408  # the real CLIP BPE vocabulary (pipelines.tokenizer)
@@ -160,7 +161,6 @@ def build_judge(config: JudgeConfig) -> open_clip.CLIP:
 # ----------------------------------------------------------------------------- unCLIP
 
 
-UNCLIP_PREDICTION_TYPES = ("epsilon", "sample")  # what diffusers' UnCLIPScheduler can sample from
 LD_PREDICTION_TYPES = PREDICTION_TYPES  # DDIMScheduler takes all three
 
 
@@ -187,7 +187,7 @@ class PriorConfig:
 class DecoderConfig:
     """Karlo's decoder scaled down: a GLIDE-style pixel U-Net at 16 x 16 conditioned on the CLIP image
     embedding through UnCLIPTextProjModel (extra context tokens and a time-embedding offset) and on
-    the caption's hidden states, predicting noise and a learned variance range (6 channels)."""
+    the caption's hidden states, predicting v and a learned variance range (6 channels)."""
 
     block_out_channels: tuple[int, ...] = (32, 64, 128)  # 16 -> 8 -> 4 px (Karlo: 320 ... 1280)
     layers_per_block: int = 1  # ResNet blocks per level (Karlo: 3)
@@ -197,13 +197,14 @@ class DecoderConfig:
     p_uncond: float = 0.1  # image embedding -> learned CFG embedding and caption -> "": the pipeline's uncond
     p_drop_text: float = 0.1  # caption -> "" alone: what image variations condition on
     vlb_weight: float = 1.0  # weight of the variational bound term (see lab.losses.hybrid_vlb_term)
-    # "epsilon": the noise, as Karlo's decoder; "sample": the clean image, its error weighted max(SNR, 1)
-    # (lab.losses.denoising_loss). Measured on 100 held-out prompts: the noise's first step (t = 999)
-    # tints the background (decoder + bicubic: colour 56%, shape 41%); the clean image keeps it black,
-    # but its 6-channel hybrid-loss variance grew with its blurrier means and noised every sample
-    # (colour 17%); with those channels dropped for a fixed variance, colour 81% and shape 21% (blobs).
-    prediction_type: str = "epsilon"
-    # 51 samples/s (41 shared), 54.1 GFLOP/step: 1,200 x 64 in 26.9 min (measured)
+    # "v_prediction" (pipelines.schedulers.UnCLIPVScheduler), not Karlo's "epsilon". Measured on 48 held-out
+    # prompts, decoder + bicubic, 1,200 steps each: the noise's first step (t = 999) gives the clean image as
+    # its error over sqrt(a_999) = 5e-5 and left saturated colour backgrounds (median pixel -0.17 where black
+    # is -1): colour 52%, shape 35%; v keeps them near black (-0.86): colour 100%, shape 58%. The clean
+    # image ("sample") kept them black too, but its output must copy x_t at the last steps: blobs (shape
+    # 21%), and its learned variance grew with those errors and noised every sample (colour 17%).
+    prediction_type: str = "v_prediction"
+    # 51 samples/s (41 shared), 54.1 GFLOP/step: 1,200 x 64 in 24.4 min (measured)
     train: TrainConfig = TrainConfig(steps=1200, batch_size=64, lr=5e-4, ema_decay=0.999)
 
     def __post_init__(self) -> None:
@@ -249,7 +250,7 @@ def build_decoder(config: DecoderConfig) -> UNet2DConditionModel:
     n = len(config.block_out_channels)
     with seeded(config.train.seed):
         return UNet2DConditionModel(
-            sample_size=LOW_RES, in_channels=3, out_channels=6,  # 6: noise and the variance interpolation
+            sample_size=LOW_RES, in_channels=3, out_channels=6,  # 6: v and the variance interpolation
             down_block_types=("ResnetDownsampleBlock2D",) + ("SimpleCrossAttnDownBlock2D",) * (n - 1),
             up_block_types=("SimpleCrossAttnUpBlock2D",) * (n - 1) + ("ResnetUpsampleBlock2D",),
             mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=config.block_out_channels,
@@ -273,8 +274,8 @@ def prior_scheduler() -> UnCLIPScheduler:
     return UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample", clip_sample=True, clip_sample_range=5.0)
 
 
-def decoder_scheduler(prediction_type: str = DecoderConfig.prediction_type) -> UnCLIPScheduler:
-    return UnCLIPScheduler(variance_type="learned_range", prediction_type=prediction_type, clip_sample=True, clip_sample_range=1.0)
+def decoder_scheduler(prediction_type: str = DecoderConfig.prediction_type) -> UnCLIPVScheduler:
+    return UnCLIPVScheduler(variance_type="learned_range", prediction_type=prediction_type, clip_sample=True, clip_sample_range=1.0)
 
 
 def super_res_scheduler(prediction_type: str = SuperResConfig.prediction_type) -> UnCLIPScheduler:

@@ -293,9 +293,9 @@ def train_decoder(lab: LabConfig, opts: RunOptions) -> None:
         t, noise = timesteps_and_noise(x0, g)
         x_t = q_sample(x0, noise, t, alphas)
         out = model["decoder"](x_t, t, encoder_hidden_states=context, class_labels=time_embeds, attention_mask=mask).sample
-        pred, v = out[:, :3], out[:, 3:]  # (B, 3, 16, 16) each: clean image or noise, variance interpolation
+        pred, variance = out[:, :3], out[:, 3:]  # (B, 3, 16, 16) each: v (or noise, clean image), variance interpolation
         simple, x0_pred = denoising_loss(pred, x0, noise, x_t, t, alphas, config.prediction_type)
-        vlb = hybrid_vlb_term(x0_pred, v, x0, x_t, t, alphas).mean()
+        vlb = hybrid_vlb_term(x0_pred, variance, x0, x_t, t, alphas).mean()
         return {"loss": simple + config.vlb_weight * vlb, "mse": simple.detach(), "vlb": vlb.detach()}
 
     final = fit("decoder", model, loss_fn, DataConfig(tc.batch_size, tc.seed), tc, opts)

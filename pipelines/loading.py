@@ -18,6 +18,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from safetensors import safe_open
 from transformers import CLIPImageProcessor, CLIPTokenizer
 
+from pipelines import schedulers
 from pipelines.tokenizer import offline_clip_tokenizer
 
 MODEL_INDEX = "model_index.json"
@@ -133,12 +134,18 @@ def load_component(
     return model
 
 
+# Where a model_index.json's scheduler classes may come from: diffusers, or our own (never a module the
+# file names: importing it would run code a downloaded repo chose)
+_SCHEDULER_LIBRARIES = {"diffusers": diffusers, schedulers.__name__: schedulers}
+
+
 def _load_scheduler(directory: Path, name: str) -> SchedulerMixin:
     config = directory / name / "scheduler_config.json"
-    class_name = read_model_index(directory).get(name, [None, None])[1]
-    cls = getattr(diffusers, str(class_name), None)
+    library, class_name = read_model_index(directory).get(name, [None, None])
+    cls = getattr(_SCHEDULER_LIBRARIES.get(str(library), diffusers), str(class_name), None)
     if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
-        raise ComponentLoadError(f"{directory / MODEL_INDEX}: {name!r} names {class_name!r}, not a diffusers scheduler")
+        raise ComponentLoadError(f"{directory / MODEL_INDEX}: {name!r} names {class_name!r}, not a scheduler of "
+                                 f"{sorted(_SCHEDULER_LIBRARIES)}")
     try:
         return cls.from_config(json.loads(config.read_text()))
     except (OSError, json.JSONDecodeError) as err:
@@ -158,6 +165,8 @@ def library_of(obj: object) -> str:
         return "transformers"
     if ".unclip." in module:
         return "unclip"  # Karlo's model_index.json names text_proj this way
+    if module == schedulers.__name__:
+        return module  # diffusers imports a library it does not know by this name
     return "diffusers"
 
 

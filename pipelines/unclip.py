@@ -200,8 +200,8 @@ class UnCLIP(Pipeline):
             model_input = torch.cat([latents] * 2) if cfg else latents
             pred = self.decoder(sample=model_input, timestep=t, encoder_hidden_states=hidden, class_labels=time_embeds, attention_mask=mask).sample
             if cfg:
-                # The decoder predicts noise and a learned variance range; guidance acts on the noise
-                # only, and the conditional half's variance is kept (Nichol & Dhariwal 2021).
+                # The decoder predicts noise (or v) and a learned variance range; guidance acts on the
+                # prediction only, and the conditional half's variance is kept (Nichol & Dhariwal 2021).
                 variance = pred[:, channels:].chunk(2)[1]
                 pred = torch.cat([guide(pred[:, :channels], guidance_scale), variance], dim=1)
             prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None

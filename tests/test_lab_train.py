@@ -229,7 +229,7 @@ def test_denoising_loss_weighs_a_noisy_steps_image_error_at_least_as_its_own():
 
 def test_unknown_prediction_types_are_refused():
     with pytest.raises(ValueError, match="prediction_type"):
-        DecoderConfig(prediction_type="v_prediction")
+        DecoderConfig(prediction_type="x0")
     with pytest.raises(ValueError, match="prediction_type"):
         SuperResConfig(prediction_type="noise")
     with pytest.raises(ValueError, match="prediction_type"):
@@ -245,9 +245,9 @@ def test_the_variance_term_trains_the_variance_only():
     x0 = sample_batch(DataConfig(batch_size=2, seed=0), 0).images
     noise, t = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 400])
     x_t = q_sample(x0, noise, t, alphas)
-    x0_pred, v = (x0 + 0.1).requires_grad_(), torch.zeros_like(x0, requires_grad=True)
-    hybrid_vlb_term(x0_pred, v, x0, x_t, t, alphas).sum().backward()
-    assert x0_pred.grad is None and v.grad.abs().sum() > 0
+    x0_pred, variance = (x0 + 0.1).requires_grad_(), torch.zeros_like(x0, requires_grad=True)
+    hybrid_vlb_term(x0_pred, variance, x0, x_t, t, alphas).sum().backward()
+    assert x0_pred.grad is None and variance.grad.abs().sum() > 0
 
 
 # ----------------------------------------------------------------------------- data and CLI

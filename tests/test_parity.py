@@ -87,10 +87,12 @@ def test_unclip_variations_match_diffusers(tiny, variation_images, images, dtype
 
 
 def test_unclip_with_the_shapes_labs_schedulers_matches_diffusers():
-    """The lab's super-res predicts the clean image, not the noise: still diffusers' pipeline."""
+    """The lab's decoder predicts v (pipelines.schedulers.UnCLIPVScheduler) and its super-res the clean
+    image, not the noise: still diffusers' pipeline."""
     pipe = build_tiny_unclip(SEED)
     pipe.prior_scheduler, pipe.decoder_scheduler, pipe.super_res_scheduler = (
         prior_scheduler(), decoder_scheduler(), super_res_scheduler())
+    assert pipe.decoder_scheduler.config.prediction_type == "v_prediction"
     assert pipe.super_res_scheduler.config.prediction_type == "sample"
     kwargs = {**UNCLIP_STEPS, "prior_guidance_scale": 4.0, "decoder_guidance_scale": 8.0}
     ours = pipe(PROMPTS[0], seed=SEED, **kwargs)
