@@ -4,7 +4,7 @@ diffusers' UnCLIPScheduler samples from a model that predicts the noise ("epsilo
 image ("sample"). A small pixel decoder needs neither: on Karlo's cosine schedule the noise's first
 step (t = 999) gives the clean image as a noise error over sqrt(a_999) = 5e-5, and the clean-image
 output must copy x_t almost exactly at the last steps. v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans &
-Ho 2022; SD 2's "v_prediction") is the clean image at the first step and the noise at the last.
+Ho 2022; SD 2's "v_prediction") is minus the clean image at the first step and the noise at the last.
 """
 
 from __future__ import annotations
