@@ -147,11 +147,14 @@ def retrieval_scenes(n: int, seed: int) -> list[Scene]:
     "a blue triangle" is as true of the scene captioned "a large blue triangle at the bottom", and
     retrieving that image is no error of the CLIP's. On a set of merely distinct captions, 11 of the
     generator CLIP's 17 misses and 17 of the judge's 24 were such true captions."""
-    rng, scenes = np.random.default_rng(seed), []
+    rng, scenes, specs = np.random.default_rng(seed), [], []
     while len(scenes) < n:
         scene = sample_scene(rng, "heldout")
-        if not any(caption_is_true_of(scene.spec(), other) or caption_is_true_of(other.spec(), scene) for other in scenes):
+        spec = scene.spec()
+        if not any(caption_is_true_of(spec, other) or caption_is_true_of(other_spec, scene)
+                   for other, other_spec in zip(scenes, specs)):
             scenes.append(scene)
+            specs.append(spec)
     return scenes
 
 

@@ -8,6 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pipelines.schedulers import check_prediction_type, clean_image_from_v
+
 
 def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE over a batch of matching (image, text) pairs (Radford et al. 2021, CLIP);
@@ -78,24 +80,20 @@ def x0_from_eps(eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cu
     return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # what a U-Net predicts, in diffusers' scheduler terms
-
-
 def denoising_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                    alphas_cumprod: torch.Tensor, prediction_type: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_simple, the clean image the prediction implies). "epsilon": the noise MSE (DDPM);
     "sample": the clean-image MSE weighted max(SNR, 1) (truncated_snr_weight); "v_prediction": the MSE
     of v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022, SD 2), a clean-image error weighted SNR + 1."""
+    check_prediction_type(prediction_type)
     if prediction_type == "sample":
         weights = broadcast(truncated_snr_weight(snr(alphas_cumprod, t)), x0)
         return (weights * (pred - x0) ** 2).mean(), pred
     if prediction_type == "epsilon":
         return F.mse_loss(pred, noise), x0_from_eps(pred, x_t, t, alphas_cumprod)
-    if prediction_type == "v_prediction":
-        a = alpha_bar(alphas_cumprod, t, x0)
-        v = a.sqrt() * noise - (1 - a).sqrt() * x0
-        return F.mse_loss(pred, v), a.sqrt() * x_t - (1 - a).sqrt() * pred
-    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}")
+    a = alpha_bar(alphas_cumprod, t, x0)  # "v_prediction"
+    v = a.sqrt() * noise - (1 - a).sqrt() * x0
+    return F.mse_loss(pred, v), clean_image_from_v(pred, x_t, a)
 
 
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
@@ -117,8 +115,8 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
 def hybrid_vlb_term(x0_pred: torch.Tensor, variance: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                     alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """The variational-bound term L_t of Nichol & Dhariwal 2021 (improved DDPM, eq. 16), per sample,
-    in bits per dimension, for a model whose output gives the clean image `x0_pred` (directly or
-    through `x0_from_eps`) and a variance interpolation `variance` in [-1, 1].
+    in bits per dimension, for a model whose output implies the clean image `x0_pred` (as
+    `denoising_loss` returns it) and a variance interpolation `variance` in [-1, 1].
 
     The model's log variance is frac * log(beta_t) + (1 - frac) * log(beta~_t), frac = (variance + 1) / 2:
     the "learned_range" that diffusers' UnCLIPScheduler samples with. The mean is built from

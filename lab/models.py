@@ -36,9 +36,8 @@ from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextMod
                           CLIPVisionModelWithProjection)
 
 from lab.data import IMAGE_SIZE
-from lab.losses import PREDICTION_TYPES
 from lab.trainer import TrainConfig
-from pipelines.schedulers import UNCLIP_PREDICTION_TYPES, UnCLIPVScheduler
+from pipelines.schedulers import KARLO_PREDICTION_TYPES, UnCLIPVScheduler, check_prediction_type
 from pipelines.tokenizer import MODEL_MAX_LENGTH
 
 VOCAB_SIZE = 49408  # the real CLIP BPE vocabulary (pipelines.tokenizer)
@@ -161,14 +160,6 @@ def build_judge(config: JudgeConfig) -> open_clip.CLIP:
 # ----------------------------------------------------------------------------- unCLIP
 
 
-LD_PREDICTION_TYPES = PREDICTION_TYPES  # DDIMScheduler takes all three
-
-
-def check_prediction_type(prediction_type: str, allowed: tuple[str, ...]) -> None:
-    if prediction_type not in allowed:
-        raise ValueError(f"prediction_type must be one of {allowed}, not {prediction_type!r}")
-
-
 @dataclass(frozen=True)
 class PriorConfig:
     """Karlo's prior scaled down: a causal transformer over [text tokens, text embedding, timestep,
@@ -197,18 +188,19 @@ class DecoderConfig:
     p_uncond: float = 0.1  # image embedding -> learned CFG embedding and caption -> "": the pipeline's uncond
     p_drop_text: float = 0.1  # caption -> "" alone: what image variations condition on
     vlb_weight: float = 1.0  # weight of the variational bound term (see lab.losses.hybrid_vlb_term)
-    # "v_prediction" (pipelines.schedulers.UnCLIPVScheduler), not Karlo's "epsilon". Measured on 48 held-out
-    # prompts, decoder + bicubic, 1,200 steps each: the noise's first step (t = 999) gives the clean image as
-    # its error over sqrt(a_999) = 5e-5 and left saturated colour backgrounds (median pixel -0.17 where black
-    # is -1): colour 52%, shape 35%; v keeps them near black (-0.86): colour 100%, shape 58%. The clean
-    # image ("sample") kept them black too, but its output must copy x_t at the last steps: blobs (shape
-    # 21%), and its learned variance grew with those errors and noised every sample (colour 17%).
+    # "v_prediction" (pipelines.schedulers.UnCLIPVScheduler), not Karlo's "epsilon". The noise's first step
+    # (t = 999) gives the clean image as its error over sqrt(a_999) = 5e-5 and left saturated colour
+    # backgrounds (median pixel of 16 samples -0.17, where black is -1); v keeps them near black (-0.86).
+    # Decoder + bicubic on 48 held-out prompts, 1,200 steps each: noise colour 52%, shape 35%; v 100%, 58%.
+    # The clean image ("sample") kept them black too, but its output must copy x_t at the last steps; on
+    # 100 held-out prompts its learned variance grew with its errors and noised every sample (colour 17%),
+    # and with a fixed variance it drew blobs (shape 21%).
     prediction_type: str = "v_prediction"
     # 51 samples/s (41 shared), 54.1 GFLOP/step: 1,200 x 64 in 24.4 min (measured)
     train: TrainConfig = TrainConfig(steps=1200, batch_size=64, lr=5e-4, ema_decay=0.999)
 
     def __post_init__(self) -> None:
-        check_prediction_type(self.prediction_type, UNCLIP_PREDICTION_TYPES)
+        check_prediction_type(self.prediction_type)  # UnCLIPVScheduler samples all three
 
 
 @dataclass(frozen=True)
@@ -227,7 +219,7 @@ class SuperResConfig:
     train: TrainConfig = TrainConfig(steps=600, batch_size=32, lr=5e-4, ema_decay=0.999)
 
     def __post_init__(self) -> None:
-        check_prediction_type(self.prediction_type, UNCLIP_PREDICTION_TYPES)
+        check_prediction_type(self.prediction_type, KARLO_PREDICTION_TYPES)  # super_res_scheduler is Karlo's
 
 
 def build_prior(config: PriorConfig, embed_dim: int) -> PriorTransformer:
@@ -322,7 +314,7 @@ class LdUnetConfig:
     train: TrainConfig = TrainConfig(steps=1550, batch_size=64, lr=5e-4, ema_decay=0.999)
 
     def __post_init__(self) -> None:
-        check_prediction_type(self.prediction_type, LD_PREDICTION_TYPES)
+        check_prediction_type(self.prediction_type)  # DDIMScheduler samples all three
 
 
 def build_vae(config: VaeConfig) -> AutoencoderKL:

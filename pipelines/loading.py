@@ -166,7 +166,7 @@ def library_of(obj: object) -> str:
     if ".unclip." in module:
         return "unclip"  # Karlo's model_index.json names text_proj this way
     if module == schedulers.__name__:
-        return module  # diffusers imports a library it does not know by this name
+        return module  # the full module path: diffusers finds a library outside its own by it in sys.modules
     return "diffusers"
 
 

@@ -14,10 +14,23 @@ from diffusers import SchedulerMixin, UnCLIPScheduler
 from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_unclip import UnCLIPSchedulerOutput
 
-UNCLIP_PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # what a denoiser predicts, in diffusers' scheduler terms
+KARLO_PREDICTION_TYPES = PREDICTION_TYPES[:2]  # what diffusers' UnCLIPScheduler samples
 # diffusers' from_pretrained looks a component's base class up in the module model_index.json names
 # ("pipelines.schedulers") to choose how to load it: it must find SchedulerMixin here
-__all__ = ["UNCLIP_PREDICTION_TYPES", "SchedulerMixin", "UnCLIPVScheduler"]
+__all__ = ["KARLO_PREDICTION_TYPES", "PREDICTION_TYPES", "SchedulerMixin", "UnCLIPVScheduler", "check_prediction_type",
+           "clean_image_from_v"]
+
+
+def check_prediction_type(prediction_type: str, allowed: tuple[str, ...] = PREDICTION_TYPES) -> None:
+    if prediction_type not in allowed:
+        raise ValueError(f"prediction_type must be one of {allowed}, not {prediction_type!r}")
+
+
+def clean_image_from_v(v: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """x0 = sqrt(a) x_t - sqrt(1 - a) v, which v = sqrt(a) eps - sqrt(1 - a) x0 and x_t imply; exact even
+    where a = 2.4e-9, unlike a detour through the noise."""
+    return alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v
 
 
 class UnCLIPVScheduler(UnCLIPScheduler):
@@ -35,8 +48,7 @@ class UnCLIPVScheduler(UnCLIPScheduler):
         prediction_type: str = "epsilon",
         beta_schedule: str = "squaredcos_cap_v2",
     ) -> None:
-        if prediction_type not in UNCLIP_PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {UNCLIP_PREDICTION_TYPES}, not {prediction_type!r}")
+        check_prediction_type(prediction_type)
         super().__init__(num_train_timesteps=num_train_timesteps, variance_type=variance_type, clip_sample=clip_sample,
                          clip_sample_range=clip_sample_range, prediction_type=prediction_type, beta_schedule=beta_schedule)
         # the step that follows the clean image: same betas, clipping and variance
@@ -56,6 +68,6 @@ class UnCLIPVScheduler(UnCLIPScheduler):
             return super().step(model_output, timestep, sample, prev_timestep, generator, return_dict)
         channels = sample.shape[1]
         a = self.alphas_cumprod[timestep].to(sample.device, sample.dtype)
-        x0 = a.sqrt() * sample - (1 - a).sqrt() * model_output[:, :channels]
+        x0 = clean_image_from_v(model_output[:, :channels], sample, a)
         return self._clean_image_step(torch.cat([x0, model_output[:, channels:]], dim=1), timestep, sample,
                                       prev_timestep, generator, return_dict)

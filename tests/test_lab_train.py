@@ -232,6 +232,8 @@ def test_unknown_prediction_types_are_refused():
         DecoderConfig(prediction_type="x0")
     with pytest.raises(ValueError, match="prediction_type"):
         SuperResConfig(prediction_type="noise")
+    with pytest.raises(ValueError, match="prediction_type"):  # Karlo's UnCLIPScheduler cannot sample v
+        SuperResConfig(prediction_type="v_prediction")
     with pytest.raises(ValueError, match="prediction_type"):
         LdUnetConfig(prediction_type="x0")
     assert LdUnetConfig(prediction_type="v_prediction").prediction_type == "v_prediction"
