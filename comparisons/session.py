@@ -131,14 +131,20 @@ def stats_line(row: dict) -> str:
 
 
 def checker_verdict(row: dict) -> str:
-    """The Shapes checker's verdicts as ✓/✗ per attribute the caption states ('' outside the lab)."""
-    names = {"object1_colour_correct": "colour", "object1_shape_correct": "shape", "object2_colour_correct": "colour 2",
-             "object2_shape_correct": "shape 2", "relation_correct": "relation", "position_correct": "position"}
+    """The Shapes checker's verdicts as ✓/✗ per attribute the caption states ('' outside the lab); a
+    wrong colour or shape says what was drawn instead, e.g. "shape ✗ (square)"."""
+    names = {"object1_colour": "colour", "object1_shape": "shape", "object2_colour": "colour 2",
+             "object2_shape": "shape 2", "relation": "relation", "position": "position"}
     marks = []
     for name, label in names.items():
-        verdict = row.get(f"check_{name}")
-        if verdict is not None and not pd.isna(verdict):  # NaN: the caption does not state it
-            marks.append(f"{label} {'✓' if verdict else '✗'}")
+        verdict = row.get(f"check_{name}_correct")
+        if verdict is None or pd.isna(verdict):  # NaN: the caption does not state it
+            continue
+        mark = f"{label} {'✓' if verdict else '✗'}"
+        if not verdict and f"check_{name}_read" in row:
+            read = row[f"check_{name}_read"]
+            mark += f" ({'nothing' if read is None or pd.isna(read) else read})"
+        marks.append(mark)
     return "checker: " + " ".join(marks) if marks else ""
 
 

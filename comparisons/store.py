@@ -92,6 +92,7 @@ CORE_COLUMNS: tuple[str, ...] = tuple(CORE_SCHEMA)
 # that match none are typed from their values on load and read back from CSV as strings.
 NAME_RULES: tuple[tuple[str, str, str], ...] = (
     ("check_", "_correct", BOOL),  # checker verdicts, e.g. check_colour_correct, check_object1_shape_correct
+    ("check_", "_read", STRING),  # what the checker read in a caption object's place, e.g. check_object1_shape_read
     ("check_n_", "", INT), ("", "_confidence", FLOAT),  # the checker's object counts and margins
     ("seconds_", "", FLOAT), ("peak_memory_mb", "", FLOAT),  # stages such as vae_encode
     ("", "_steps", INT), ("", "_seed", INT), ("", "_size", INT),

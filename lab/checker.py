@@ -99,21 +99,26 @@ class CheckResult:
     n_detected: int  # objects read from the image
     count_correct: bool
     objects: tuple[ObjectVerdict, ...]  # one per caption object, in caption order
+    matched: tuple[DetectedObject | None, ...]  # the detection judged as each caption object (None: none left)
     relation_correct: bool | None  # None for one-object captions
     position_correct: bool | None  # None unless a one-object caption names a position
     all_correct: bool  # every verdict above that applies is True
     detected: tuple[DetectedObject, ...]
 
-    def as_dict(self) -> dict[str, str | int | float | bool]:
+    def as_dict(self) -> dict[str, str | int | float | bool | None]:
         """A flat pandas row with the same columns for every caption. Verdicts that may not apply
         are floats, 1.0 / 0.0 / NaN, so that a column's mean is the accuracy over the captions
-        that ask for it."""
+        that ask for it. object<k>_colour_read and object<k>_shape_read say what was drawn in the
+        caption object's place (None where nothing was), so a table shows what a miss drew instead."""
         row = {"caption": self.caption, "n_expected": self.n_expected, "n_detected": self.n_detected,
                "count_correct": self.count_correct, "all_correct": self.all_correct}
         for k in range(2):
             verdict = asdict(self.objects[k]) if k < len(self.objects) else {}
             for name in ("colour_correct", "shape_correct", "size_correct"):
                 row[f"object{k + 1}_{name}"] = _as_float(verdict.get(name))
+            found = self.matched[k] if k < len(self.matched) else None
+            row[f"object{k + 1}_colour_read"] = None if found is None else found.colour
+            row[f"object{k + 1}_shape_read"] = None if found is None else found.shape
         row["relation_correct"] = _as_float(self.relation_correct)
         row["position_correct"] = _as_float(self.position_correct)
         row["min_confidence"] = min((d.confidence for d in self.detected), default=float("nan"))
@@ -359,5 +364,5 @@ def check(image: np.ndarray, caption: str, config: CheckerConfig = CheckerConfig
         position = found[0] is not None and region_of(found[0].centre) == spec.position
     count_correct = len(detected) == n
     applicable = [count_correct, relation, position] + [x for v in verdicts for x in asdict(v).values()]
-    return CheckResult(caption, n, len(detected), count_correct, tuple(verdicts), relation, position,
+    return CheckResult(caption, n, len(detected), count_correct, tuple(verdicts), tuple(found), relation, position,
                        all(x for x in applicable if x is not None), tuple(detected))

@@ -4,13 +4,16 @@
 What it measures, each a proportion with its 95% Wilson score interval (Wilson 1927):
   - single-object held-out prompts (`lab/prompts/heldout_single.txt`): colour, shape, and size and
     position where the caption states them, per architecture, read back by `lab.checker`;
+  - the same measures on their seen twins (`lab/prompts/seen_single.txt`: each line's colour swapped
+    for one its shape trains with), so held-out against seen is the cost of the unseen pairing alone;
   - two-object held-out prompts (`lab/prompts/heldout_two.txt`): colour and shape of each object,
     relation, count and all-correct, per architecture (the lab's headline finding);
   - text -> image retrieval top-1 among 100 held-out scenes rendered by the world (clean ground
     truth), each caption true of its own scene only, for the judge CLIP and for the generator CLIP
     (unCLIP's text and image encoders).
 One image per prompt, seed = base seed + prompt index, at the pipelines' default steps. The issue's
-bars are printed beside the measures; the two-object measures have none.
+bars are printed beside the measures; the two-object measures have none. After the table, per
+architecture, the shapes drawn for each shape asked, held-out and seen: what a miss drew instead.
 """
 
 from __future__ import annotations
@@ -32,12 +35,12 @@ from PIL import Image
 from lab.checker import check
 from lab.judge import load_judge
 from lab.train import pick_device
-from lab.world import Scene, caption_is_true_of, read_prompts, sample_scene
+from lab.world import SHAPES, Scene, caption_is_true_of, parse_caption, read_prompts, sample_scene
 from pipelines import load_latent_diffusion, load_unclip
 from pipelines.tokenizer import tokenize
 
 ARCHITECTURES = ("unclip", "latent_diffusion")
-PROMPT_FILES = {"single": "heldout_single", "two": "heldout_two"}
+PROMPT_FILES = {"single": "heldout_single", "seen": "seen_single", "two": "heldout_two"}  # group -> prompt file
 MAX_PROMPTS = 200  # lines of each held-out prompt file
 RETRIEVAL_PAIRS = 100
 Z_95 = 1.959963984540054  # standard normal quantile at 0.975
@@ -47,6 +50,8 @@ SINGLE_COLUMNS = {"colour": "object1_colour_correct", "shape": "object1_shape_co
 TWO_COLUMNS = {"colour 1": "object1_colour_correct", "colour 2": "object2_colour_correct",
                "shape 1": "object1_shape_correct", "shape 2": "object2_shape_correct",
                "relation": "relation_correct", "count": "count_correct", "all correct": "all_correct"}
+GROUP_COLUMNS = {"single": SINGLE_COLUMNS, "seen": SINGLE_COLUMNS, "two": TWO_COLUMNS}
+NOTHING = "none"  # shapes_drawn's column for a caption object with no detection in its place
 # measure name -> minimum accuracy the issue asks for (every architecture must reach it)
 BARS = {"single/colour": 0.90, "single/shape": 0.80, "retrieval/judge": 0.90, "retrieval/generator": 0.90}
 
@@ -56,7 +61,7 @@ class EvalConfig:
     """What one evaluation run does (the CLI's flags)."""
 
     weights: Path = Path("lab/weights")  # holds unclip/, latent_diffusion/ and judge/
-    n_single: int = MAX_PROMPTS  # first n single-object held-out prompts
+    n_single: int = MAX_PROMPTS  # first n single-object held-out prompts, and as many of their seen twins
     n_two: int = MAX_PROMPTS  # first n two-object held-out prompts
     seed: int = 0  # prompt i gets seed + i; also seeds the retrieval scenes
     batch_size: int = 25  # prompts per pipeline call
@@ -99,6 +104,14 @@ class Measure:
     passed: bool | None = None  # every value >= bar; None without a bar
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything one run measured."""
+
+    measures: list[Measure]  # the table's lines, in order
+    shapes_drawn: dict[str, dict[str, dict[str, dict[str, int]]]]  # arch -> group -> shapes_drawn(rows)
+
+
 # ----------------------------------------------------------------------------- pure helpers
 
 
@@ -134,6 +147,20 @@ def accuracy_table(rows: Sequence[Mapping[str, float]], columns: Mapping[str, st
     for measure, column in columns.items():
         verdicts = [float(row[column]) for row in rows if not math.isnan(float(row[column]))]
         table[measure] = proportion(int(sum(verdicts)), len(verdicts)) if verdicts else None
+    return table
+
+
+def shapes_drawn(rows: Sequence[Mapping[str, object]]) -> dict[str, dict[str, int]]:
+    """Shape asked -> {shape read in its place, or NOTHING -> count} over the one-object rows: a
+    confusion table whose off-diagonal says what a miss drew instead (a circle asked, a square drawn)."""
+    table: dict[str, dict[str, int]] = {}
+    for row in rows:
+        spec = parse_caption(str(row["caption"]))
+        if len(spec.objects) != 1:
+            continue
+        read = row["object1_shape_read"] or NOTHING
+        counts = table.setdefault(spec.objects[0].shape, {})
+        counts[read] = counts.get(read, 0) + 1
     return table
 
 
@@ -212,28 +239,32 @@ def with_bar(name: str, n: int, values: dict[str, Proportion | None]) -> Measure
     return Measure(name, n, values, bar, passed)
 
 
-def evaluate(config: EvalConfig) -> list[Measure]:
-    """Every measure of the module docstring, in table order."""
+def evaluate(config: EvalConfig) -> Evaluation:
+    """Every measure of the module docstring, in table order, and the shapes drawn."""
     device = pick_device(config.device)
     weights = Path(config.weights)
-    prompts = {group: read_prompts(stem)[: getattr(config, f"n_{group}")] for group, stem in PROMPT_FILES.items()}
-    tables: dict[str, dict[str, dict[str, Proportion | None]]] = {"single": {}, "two": {}}
-    counts: dict[str, dict[str, int]] = {"single": {}, "two": {}}
+    sizes = {"single": config.n_single, "seen": config.n_single, "two": config.n_two}
+    prompts = {group: read_prompts(stem)[: sizes[group]] for group, stem in PROMPT_FILES.items()}
+    tables: dict[str, dict[str, dict[str, Proportion | None]]] = {group: {} for group in GROUP_COLUMNS}
+    counts: dict[str, dict[str, int]] = {group: {} for group in GROUP_COLUMNS}
+    drawn: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
     pipes = {"unclip": load_unclip(weights / "unclip", device=device),
              "latent_diffusion": load_latent_diffusion(weights / "latent_diffusion", device=device)}
     for arch, pipe in pipes.items():
-        for group, columns in (("single", SINGLE_COLUMNS), ("two", TWO_COLUMNS)):
+        for group, columns in GROUP_COLUMNS.items():
             rows = generate_and_check(pipe, prompts[group], config.seed, config.batch_size,
                                       **config.pipeline_kwargs.get(arch, {}))
             for measure, value in accuracy_table(rows, columns).items():
                 tables[group].setdefault(measure, {})[arch] = value
                 counts[group][measure] = value.n if value else 0
+            if columns is SINGLE_COLUMNS:  # the one-object groups
+                drawn.setdefault(arch, {})[group] = shapes_drawn(rows)
     measures = [with_bar(f"{group}/{m}", counts[group][m], tables[group][m]) for group in tables for m in tables[group]]
 
     for name, accuracy in retrieval_accuracies(weights / "judge", pipes["unclip"], device, config.seed).items():
         k = round(accuracy * RETRIEVAL_PAIRS)
         measures.append(with_bar(f"retrieval/{name}", RETRIEVAL_PAIRS, {"shared": proportion(k, RETRIEVAL_PAIRS)}))
-    return measures
+    return Evaluation(measures, drawn)
 
 
 # ----------------------------------------------------------------------------- report
@@ -256,8 +287,21 @@ def format_table(measures: Sequence[Measure]) -> str:
     return "\n".join(lines)
 
 
-def report(config: EvalConfig, measures: Sequence[Measure]) -> dict:
-    """The JSON record: settings, provenance and every measure."""
+def format_shapes_drawn(drawn: Mapping[str, Mapping[str, Mapping[str, Mapping[str, int]]]]) -> str:
+    """Per architecture and group, one line per shape asked: how many of its images drew each shape."""
+    columns = (*SHAPES, NOTHING)
+    lines = ["shapes drawn for one-object prompts (rows: the shape asked; columns: the shape read in its place)"]
+    for arch, groups in drawn.items():
+        for group, table in groups.items():
+            lines.append(f"{arch + ', ' + group:<26} {'n':>4}  " + " ".join(f"{c:>8}" for c in columns))
+            for asked in (s for s in SHAPES if s in table):
+                row = table[asked]
+                lines.append(f"  {asked:<24} {sum(row.values()):>4}  " + " ".join(f"{row.get(c, 0):>8}" for c in columns))
+    return "\n".join(lines)
+
+
+def report(config: EvalConfig, evaluation: Evaluation) -> dict:
+    """The JSON record: settings, provenance, every measure and the shapes drawn."""
     weights = Path(config.weights)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     return {
@@ -265,15 +309,17 @@ def report(config: EvalConfig, measures: Sequence[Measure]) -> dict:
         "device": str(pick_device(config.device)),
         "settings": {**settings, "retrieval_pairs": RETRIEVAL_PAIRS, "interval": "Wilson score, 95%"},
         "weights_sha256": {p: weights_hash(weights / p) for p in (*ARCHITECTURES, "judge")},
-        "measures": [asdict(m) for m in measures],
+        "measures": [asdict(m) for m in evaluation.measures],
+        "shapes_drawn": evaluation.shapes_drawn,
     }
 
 
-def main(argv: list[str] | None = None, pipeline_kwargs: Mapping[str, Mapping[str, int]] | None = None) -> list[Measure]:
+def main(argv: list[str] | None = None, pipeline_kwargs: Mapping[str, Mapping[str, int]] | None = None) -> Evaluation:
     """The CLI. `pipeline_kwargs` (per architecture) is for tests, which cannot afford the default steps."""
     parser = argparse.ArgumentParser(description="Evaluate the Shapes lab's shipped weights on held-out prompts.")
     parser.add_argument("--weights", type=Path, default=EvalConfig.weights, help="holds unclip/, latent_diffusion/, judge/")
-    parser.add_argument("--n-single", type=int, default=MAX_PROMPTS, help=f"single-object prompts, 1-{MAX_PROMPTS}")
+    parser.add_argument("--n-single", type=int, default=MAX_PROMPTS,
+                        help=f"single-object prompts (and as many seen twins), 1-{MAX_PROMPTS}")
     parser.add_argument("--n-two", type=int, default=MAX_PROMPTS, help=f"two-object prompts, 1-{MAX_PROMPTS}")
     parser.add_argument("--seed", type=int, default=0, help="prompt i is generated with seed + i")
     parser.add_argument("--batch-size", type=int, default=25, help="prompts per pipeline call")
@@ -286,12 +332,14 @@ def main(argv: list[str] | None = None, pipeline_kwargs: Mapping[str, Mapping[st
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    measures = evaluate(config)
-    print(format_table(measures))
+    evaluation = evaluate(config)
+    print(format_table(evaluation.measures))
+    print()
+    print(format_shapes_drawn(evaluation.shapes_drawn))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report(config, measures), indent=2) + "\n")
-    return measures
+        args.json.write_text(json.dumps(report(config, evaluation), indent=2) + "\n")
+    return evaluation
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ Prompt files (`python -m lab.world --write-prompts`, deterministic) in `lab/prom
   heldout_single.txt   200 one-object captions of held-out pairs; the grammar allows only
                        6 pairs x 3 size wordings x 10 position wordings = 180 distinct ones,
                        so lines 181-200 repeat lines 1-20
+  seen_single.txt      heldout_single.txt line by line with each colour swapped for one its
+                       shape trains with (`seen_twin`): the control that tells a model's cost of
+                       an unseen pairing from its cost of drawing the shape at all
   heldout_two.txt      200 distinct two-object captions, alternating a held-out pair (with a
                        training relation triple) and a held-out triple (with training pairs)
 
@@ -44,7 +47,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -424,7 +427,7 @@ def sample_scenes(n: int, seed: int, split: str = "train", n_objects: int | None
 # ----------------------------------------------------------------------------- prompt files
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
-PROMPT_COUNTS = {"train": 2000, "validation": 200, "heldout_single": 200, "heldout_two": 200}
+PROMPT_COUNTS = {"train": 2000, "validation": 200, "heldout_single": 200, "seen_single": 200, "heldout_two": 200}
 
 
 def _distinct_captions(rng: np.random.Generator, count: int, split: str, n_objects: int | None,
@@ -435,6 +438,16 @@ def _distinct_captions(rng: np.random.Generator, count: int, split: str, n_objec
         if caption not in exclude:
             found[caption] = None
     return list(found)
+
+
+def seen_twin(spec: SceneSpec, index: int) -> SceneSpec:
+    """A one-object caption of a held-out pair with its colour swapped for one its shape trains with
+    (the index-th such colour, cycling): same shape, size and position words, a pair seen in training."""
+    if len(spec.objects) != 1:
+        raise ValueError(f"a seen twin needs a one-object caption, got {len(spec.objects)} objects")
+    obj = spec.objects[0]
+    colours = [c for c in COLOURS if c != obj.colour and (c, obj.shape) not in HELDOUT_PAIRS]
+    return replace(spec, objects=(replace(obj, colour=colours[index % len(colours)]),))
 
 
 def prompt_lists() -> dict[str, list[str]]:
@@ -451,7 +464,8 @@ def prompt_lists() -> dict[str, list[str]]:
     pairs = _distinct_captions(rng, half, "heldout_pair", 2)
     triples = _distinct_captions(rng, half, "heldout_relation", 2)
     two = [caption for both in zip(pairs, triples) for caption in both]
-    return {"train": train, "validation": validation, "heldout_single": single, "heldout_two": two}
+    seen = [seen_twin(parse_caption(caption), i).caption() for i, caption in enumerate(single)]
+    return {"train": train, "validation": validation, "heldout_single": single, "seen_single": seen, "heldout_two": two}
 
 
 def write_prompts(directory: Path = PROMPTS_DIR) -> dict[str, Path]:

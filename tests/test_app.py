@@ -17,7 +17,7 @@ from PIL import Image
 
 import app
 from comparisons.records import Settings, settings_from_png
-from comparisons.session import (AppConfig, Session, parse_seed, parse_settings, stage_seconds_long, stats_line,
+from comparisons.session import (AppConfig, Session, checker_verdict, parse_seed, parse_settings, stage_seconds_long, stats_line,
                                  summary_frame, vocabulary_notice)
 from comparisons.store import read_csv, read_parquet
 
@@ -91,6 +91,15 @@ def test_compare_logs_both_architectures_with_progress(served):
         line = stats_line(row)
         assert line.startswith("seed 7 · ") and "CLIP" in line and "peak RSS" in line and "checker:" in line
     assert "super_res" in stats_line(rows["unclip"]) and "vae_decode" in stats_line(rows["latent_diffusion"])
+
+
+def test_checker_verdict_says_what_a_miss_drew():
+    row = {"check_object1_colour_correct": 1.0, "check_object1_shape_correct": 0.0, "check_object1_colour_read": "red",
+           "check_object1_shape_read": "square", "check_object2_colour_correct": float("nan"), "check_position_correct": 0.0}
+    assert checker_verdict(row) == "checker: colour ✓ shape ✗ (square) position ✗"
+    row |= {"check_object1_colour_correct": 0.0, "check_object1_colour_read": None, "check_object1_shape_read": None}
+    assert checker_verdict(row) == "checker: colour ✗ (nothing) shape ✗ (nothing) position ✗"
+    assert checker_verdict({"clip_score": 30.0}) == ""  # outside the lab: no checker columns
 
 
 def test_notices_outside_the_lab_vocabulary(served):

@@ -137,6 +137,17 @@ def test_results_fit_a_pandas_table(scenes):
     assert table.all_correct.dtype == bool and table.relation_correct.dtype == np.float64
     assert np.isnan(table.relation_correct[0]) and np.isnan(table.object2_colour_correct[0])
     assert table.relation_correct[1] == 1.0 and np.isnan(table.position_correct[1])
+    # what was drawn in each caption object's place: the truth on clean renders, None where the caption has no object 2
+    assert table.object1_shape_read[0] == one.objects[0].shape and pd.isna(table.object2_shape_read[0])
+    assert [table.object1_colour_read[1], table.object2_colour_read[1]] == [o.colour for o in two.objects]
+
+
+def test_a_miss_says_what_was_drawn_instead():
+    scene = Scene((SceneObject("red", "square", "large", (0.5, 0.5)),))
+    row = check(scene.render(), "a red circle").as_dict()
+    assert row["object1_shape_correct"] == 0.0 and (row["object1_colour_read"], row["object1_shape_read"]) == ("red", "square")
+    row = check(np.zeros((32, 32, 3), np.uint8), "a red circle").as_dict()  # nothing drawn
+    assert row["object1_shape_read"] is None and row["object1_colour_read"] is None
 
 
 @pytest.mark.parametrize("image", [np.zeros((32, 32), np.uint8), np.zeros((32, 32, 4), np.uint8),

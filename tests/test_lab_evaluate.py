@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import LD_STEPS, UNCLIP_STEPS
-from lab.evaluate import (BARS, SINGLE_COLUMNS, TWO_COLUMNS, EvalConfig, accuracy_table, main, retrieval_scenes,
-                          retrieval_top1, wilson_interval)
+from lab.evaluate import (BARS, NOTHING, SINGLE_COLUMNS, TWO_COLUMNS, EvalConfig, accuracy_table, main,
+                          retrieval_scenes, retrieval_top1, shapes_drawn, wilson_interval)
 from lab.train import RunOptions, run
-from lab.world import caption_is_true_of, split_of
+from lab.world import SHAPES, caption_is_true_of, split_of
 from test_lab_train import TINY
 
 
@@ -82,6 +82,15 @@ def test_accuracy_table_leaves_out_captions_that_do_not_ask():
     assert accuracy_table(rows[1:2], {"size": "size"})["size"] is None
 
 
+def test_shapes_drawn_counts_what_each_asked_shape_came_out_as():
+    rows = [{"caption": "a red circle", "object1_shape_read": "circle"},
+            {"caption": "a large cyan circle at the top", "object1_shape_read": "square"},
+            {"caption": "a blue circle", "object1_shape_read": None},  # nothing drawn
+            {"caption": "a red cross", "object1_shape_read": "cross"},
+            {"caption": "a red circle above a blue square", "object1_shape_read": "circle"}]  # two objects: left out
+    assert shapes_drawn(rows) == {"circle": {"circle": 1, "square": 1, NOTHING: 1}, "cross": {"cross": 1}}
+
+
 def test_config_rejects_bad_arguments(tmp_path):
     for name in ("unclip", "latent_diffusion", "judge"):
         (tmp_path / name).mkdir()
@@ -100,8 +109,8 @@ def test_tiny_run_reports_every_measure_with_valid_json(weights, tmp_path, capsy
     main(argv, pipeline_kwargs={"unclip": UNCLIP_STEPS, "latent_diffusion": LD_STEPS})
     record = json.loads(out.read_text())
     names = [m["name"] for m in record["measures"]]
-    expected = ([f"single/{m}" for m in SINGLE_COLUMNS] + [f"two/{m}" for m in TWO_COLUMNS]
-                + ["retrieval/judge", "retrieval/generator"])
+    expected = ([f"single/{m}" for m in SINGLE_COLUMNS] + [f"seen/{m}" for m in SINGLE_COLUMNS]
+                + [f"two/{m}" for m in TWO_COLUMNS] + ["retrieval/judge", "retrieval/generator"])
     assert names == expected
     for m in record["measures"]:
         if m["name"].startswith("retrieval"):
@@ -113,12 +122,20 @@ def test_tiny_run_reports_every_measure_with_valid_json(weights, tmp_path, capsy
                 assert 0 <= value["low"] <= value["value"] <= value["high"] <= 1
         assert (m["bar"] is None) == (m["name"] not in BARS) and (m["passed"] is None) == (m["bar"] is None)
     by_name = {m["name"]: m for m in record["measures"]}
-    assert by_name["single/colour"]["n"] == by_name["two/count"]["n"] == 4
-    assert set(record) == {"date", "device", "settings", "weights_sha256", "measures"}
+    assert by_name["single/colour"]["n"] == by_name["seen/colour"]["n"] == by_name["two/count"]["n"] == 4
+    assert set(record) == {"date", "device", "settings", "weights_sha256", "measures", "shapes_drawn"}
+    for arch in ("unclip", "latent_diffusion"):  # 4 images each, every one counted once under the shape it asked
+        for group in ("single", "seen"):
+            table = record["shapes_drawn"][arch][group]
+            assert set(table) <= set(SHAPES) and sum(sum(row.values()) for row in table.values()) == 4
+            assert all(set(row) <= {*SHAPES, NOTHING} for row in table.values())
     assert record["settings"]["n_single"] == 4 and record["device"] == "cpu"
     assert all(len(h) == 64 for h in record["weights_sha256"].values())
-    table = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out
+    table, drawn = out.split("\n\n")
+    table = table.splitlines()
     assert len(table) == 1 + len(expected) and all(any(line.startswith(n) for line in table) for n in expected)
+    assert drawn.startswith("shapes drawn") and "unclip, seen" in drawn and "latent_diffusion, single" in drawn
     assert not math.isnan(by_name["retrieval/judge"]["values"]["shared"]["value"])
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lab.world import (COLOURS, CONVERSE, HELDOUT_PAIRS, HELDOUT_TRIPLES, PROMPT_COUNTS, SHAPES, VOCABULARY, ObjectSpec,
-                       Scene, SceneObject, SceneSpec, WorldConfig, caption_is_true_of, parse_caption, prompt_lists,
+                       Scene, SceneObject, SceneSpec, WorldConfig, caption_is_true_of, parse_caption, prompt_lists, seen_twin,
                        read_prompts, sample_scenes, split_of)
 
 ALL_SPLITS = ("train", "heldout", "heldout_pair", "heldout_relation", "heldout_both")
@@ -165,6 +165,19 @@ def test_prompt_files_are_complete_parse_and_are_current():
         assert len(set(files[stem])) == len(files[stem]), f"{stem} repeats a prompt"
     single = files["heldout_single"]  # 180 distinct captions exist; the last 20 lines repeat the first 20
     assert len(set(single)) == 180 and single[180:] == single[:20]
+    for held, seen in zip(specs["heldout_single"], specs["seen_single"]):  # the matched control, line by line
+        (h,), (s,) = held.objects, seen.objects
+        assert split_of(seen) == "train" and (s.shape, s.size, seen.position) == (h.shape, h.size, held.position)
+        assert s.colour != h.colour
+    # every shape's twins spread over the colours it trains with, not one stand-in colour
+    for shape in SHAPES:
+        twins = {s.objects[0].colour for s in specs["seen_single"] if s.objects[0].shape == shape}
+        assert len(twins) >= 5, (shape, twins)
+
+
+def test_seen_twin_refuses_two_objects():
+    with pytest.raises(ValueError, match="one-object"):
+        seen_twin(parse_caption("a red circle above a blue square"), 0)
 
 
 # ----------------------------------------------------------------------------- truth of a caption

@@ -71,13 +71,16 @@ def test_checker_columns_get_their_types(tmp_path):
     # what comparisons.records makes of lab.checker's CheckResult.as_dict(): verdicts as 1.0 / 0.0 / NaN
     checks = {"check_caption": "a red circle", "check_n_expected": 1, "check_n_detected": 2,
               "check_count_correct": False, "check_object1_colour_correct": 1.0, "check_object1_size_correct": float("nan"),
-              "check_position_correct": 0.0, "check_min_confidence": 0.25}
+              "check_position_correct": 0.0, "check_min_confidence": 0.25, "check_object1_shape_read": "square",
+              "check_object2_shape_read": None}
     RunLog(tmp_path).append([ld_row(0, **checks), ld_row(1)])
     df = load_runs(tmp_path)
     assert df["check_object1_colour_correct"].dtype == "boolean" and df["check_object1_colour_correct"][0]
     assert df["check_position_correct"].tolist() == [False, pd.NA] and df["check_object1_size_correct"].isna().all()
     assert df["check_n_detected"].dtype == "Int64" and df["check_min_confidence"].dtype == "float64"
     assert df["check_caption"].dtype == "string"
+    # what was read: strings, even a column no row has a value in
+    assert df["check_object1_shape_read"].tolist() == ["square", pd.NA] and df["check_object2_shape_read"].dtype == "string"
 
 
 def test_empty_log_has_the_core_columns(tmp_path):
