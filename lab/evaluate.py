@@ -40,7 +40,6 @@ from pipelines import load_latent_diffusion, load_unclip
 from pipelines.tokenizer import tokenize
 
 ARCHITECTURES = ("unclip", "latent_diffusion")
-PROMPT_FILES = {"single": "heldout_single", "seen": "seen_single", "two": "heldout_two"}  # group -> prompt file
 MAX_PROMPTS = 200  # lines of each held-out prompt file
 RETRIEVAL_PAIRS = 100
 Z_95 = 1.959963984540054  # standard normal quantile at 0.975
@@ -50,7 +49,6 @@ SINGLE_COLUMNS = {"colour": "object1_colour_correct", "shape": "object1_shape_co
 TWO_COLUMNS = {"colour 1": "object1_colour_correct", "colour 2": "object2_colour_correct",
                "shape 1": "object1_shape_correct", "shape 2": "object2_shape_correct",
                "relation": "relation_correct", "count": "count_correct", "all correct": "all_correct"}
-GROUP_COLUMNS = {"single": SINGLE_COLUMNS, "seen": SINGLE_COLUMNS, "two": TWO_COLUMNS}
 NOTHING = "none"  # shapes_drawn's column for a caption object with no detection in its place
 # measure name -> minimum accuracy the issue asks for (every architecture must reach it)
 BARS = {"single/colour": 0.90, "single/shape": 0.80, "retrieval/judge": 0.90, "retrieval/generator": 0.90}
@@ -110,6 +108,19 @@ class Evaluation:
 
     measures: list[Measure]  # the table's lines, in order
     shapes_drawn: dict[str, dict[str, dict[str, dict[str, int]]]]  # arch -> group -> shapes_drawn(rows)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One block of the table: a prompt file and the measures read from its images."""
+
+    prompt_file: str  # a stem of lab/prompts
+    columns: Mapping[str, str]  # measure -> checker column
+    one_object: bool  # its prompts name one object: EvalConfig.n_single of them, and the shapes drawn are counted
+
+
+GROUPS = {"single": Group("heldout_single", SINGLE_COLUMNS, True), "seen": Group("seen_single", SINGLE_COLUMNS, True),
+          "two": Group("heldout_two", TWO_COLUMNS, False)}
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -243,22 +254,22 @@ def evaluate(config: EvalConfig) -> Evaluation:
     """Every measure of the module docstring, in table order, and the shapes drawn."""
     device = pick_device(config.device)
     weights = Path(config.weights)
-    sizes = {"single": config.n_single, "seen": config.n_single, "two": config.n_two}
-    prompts = {group: read_prompts(stem)[: sizes[group]] for group, stem in PROMPT_FILES.items()}
-    tables: dict[str, dict[str, dict[str, Proportion | None]]] = {group: {} for group in GROUP_COLUMNS}
-    counts: dict[str, dict[str, int]] = {group: {} for group in GROUP_COLUMNS}
+    prompts = {name: read_prompts(g.prompt_file)[: config.n_single if g.one_object else config.n_two]
+               for name, g in GROUPS.items()}
+    tables: dict[str, dict[str, dict[str, Proportion | None]]] = {name: {} for name in GROUPS}
+    counts: dict[str, dict[str, int]] = {name: {} for name in GROUPS}
     drawn: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
     pipes = {"unclip": load_unclip(weights / "unclip", device=device),
              "latent_diffusion": load_latent_diffusion(weights / "latent_diffusion", device=device)}
     for arch, pipe in pipes.items():
-        for group, columns in GROUP_COLUMNS.items():
-            rows = generate_and_check(pipe, prompts[group], config.seed, config.batch_size,
+        for name, group in GROUPS.items():
+            rows = generate_and_check(pipe, prompts[name], config.seed, config.batch_size,
                                       **config.pipeline_kwargs.get(arch, {}))
-            for measure, value in accuracy_table(rows, columns).items():
-                tables[group].setdefault(measure, {})[arch] = value
-                counts[group][measure] = value.n if value else 0
-            if columns is SINGLE_COLUMNS:  # the one-object groups
-                drawn.setdefault(arch, {})[group] = shapes_drawn(rows)
+            for measure, value in accuracy_table(rows, group.columns).items():
+                tables[name].setdefault(measure, {})[arch] = value
+                counts[name][measure] = value.n if value else 0
+            if group.one_object:
+                drawn.setdefault(arch, {})[name] = shapes_drawn(rows)
     measures = [with_bar(f"{group}/{m}", counts[group][m], tables[group][m]) for group in tables for m in tables[group]]
 
     for name, accuracy in retrieval_accuracies(weights / "judge", pipes["unclip"], device, config.seed).items():
