@@ -1,20 +1,23 @@
 """Benchmark: our pipelines against diffusers' on identical components and settings.
 
     python -m comparisons.bench [--repeats 7] [--json FILE]                  # tiny models, CPU
-    python -m comparisons.bench --full-size --device cuda [--compile] [--json FILE]
+    python -m comparisons.bench --full-size --device cuda [--cuda-graphs] [--compile [--compile-mode M]] [--json FILE]
 
 Tiny: the seeded tiny components of `pipelines.tiny`. Full size: Karlo and SD 1.5 built from
 their configs with random weights (`pipelines.full_size`), fp16 on CUDA, both co-resident on the
 device; SD at 512², 50 steps, batch 1; Karlo at 25/25/7 steps. Runs are interleaved (ours,
 theirs, theirs, ours, ...) after a warm-up of each, so drift in the machine's speed falls on both
 sides alike. Reported per architecture: medians and the ratio ours/diffusers, seconds per stage,
-peak memory, FLOPs counted with `torch.utils.flop_counter` and the achieved TFLOP/s.
+peak memory, FLOPs counted with `torch.utils.flop_counter` and the achieved TFLOP/s. Then, per
+speed-up asked for (CUDA graphs, torch.compile, both), the same again: both pipelines share the
+denoisers, so ours and diffusers' run the same sped-up models and the ratio stays a like-for-like.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -32,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from comparisons.presets import DEFAULT_PRESET, pick_device
 from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
+from pipelines.common import GRAPHING_COMPILE_MODES
 
 PROMPT = "a red circle above a blue square"
 SETTINGS = {
@@ -63,9 +67,7 @@ class BenchResult:
     peak_tflops: float | None
     repeats: int
     settings: dict
-    compiled_median_s: float | None = None
-    compile_first_call_s: float | None = None
-    extra: dict = field(default_factory=dict)
+    speedups: list[dict] = field(default_factory=list)  # see add_speedup
 
 
 def _gen() -> torch.Generator:
@@ -126,21 +128,31 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def bench_one(name: str, ours: UnCLIP | LatentDiffusion, theirs, settings: dict, repeats: int) -> BenchResult:
-    run_ours: Callable[[], PipelineOutput] = lambda: ours(PROMPT, generator=_gen(), **settings)  # noqa: E731
+def runners(ours: UnCLIP | LatentDiffusion, theirs, settings: dict) -> tuple[Callable[[], PipelineOutput], Callable[[], np.ndarray]]:
+    """One image from each pipeline, same prompt, seed and settings."""
+    run_ours = lambda: ours(PROMPT, generator=_gen(), **settings)  # noqa: E731
     run_theirs = lambda: theirs(PROMPT, generator=_gen(), output_type="np", **settings).images  # noqa: E731
+    return run_ours, run_theirs
+
+
+def timings(run_ours: Callable[[], PipelineOutput], run_theirs: Callable[[], np.ndarray], repeats: int) -> dict:
+    """Interleaved medians of both, the ratio, the images' difference, our stages and peak memory."""
     t_ours, t_theirs, outs = interleaved(run_ours, run_theirs, repeats)
-    diff = float(np.abs(outs[-1].images - run_theirs()).max())
-    stages = {s.name: statistics.median(o.stage(s.name).seconds for o in outs) for s in outs[0].stages}
-    flops = count_flops(run_ours)
     median = statistics.median(t_ours)
-    return BenchResult(
-        architecture=name, ours_median_s=median, diffusers_median_s=statistics.median(t_theirs),
-        ratio=median / statistics.median(t_theirs), max_abs_diff=diff, stage_median_s=stages,
+    return dict(
+        ours_median_s=median, diffusers_median_s=statistics.median(t_theirs), ratio=median / statistics.median(t_theirs),
+        max_abs_diff=float(np.abs(outs[-1].images - run_theirs()).max()),
+        stage_median_s={s.name: statistics.median(o.stage(s.name).seconds for o in outs) for s in outs[0].stages},
         peak_memory_bytes=max(s.peak_memory_bytes for o in outs for s in o.stages), memory_kind=outs[0].stages[0].memory_kind,
-        flops=flops, achieved_tflops=flops / median / 1e12, peak_tflops=peak_tflops(ours.device), repeats=repeats,
-        settings=settings,
     )
+
+
+def bench_one(name: str, ours: UnCLIP | LatentDiffusion, theirs, settings: dict, repeats: int) -> BenchResult:
+    run_ours, run_theirs = runners(ours, theirs, settings)
+    measured = timings(run_ours, run_theirs, repeats)
+    flops = count_flops(run_ours)
+    return BenchResult(architecture=name, **measured, flops=flops, achieved_tflops=flops / measured["ours_median_s"] / 1e12,
+                       peak_tflops=peak_tflops(ours.device), repeats=repeats, settings=settings)
 
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -158,9 +170,9 @@ def build(full_size: bool, device: torch.device, dtype: torch.dtype | None = Non
     return build_tiny_unclip(0).to(device), build_tiny_latent_diffusion(0).to(device)
 
 
-def run_bench(full_size: bool, device: torch.device, repeats: int,
-              dtype: torch.dtype | None = None) -> tuple[dict, dict[str, UnCLIP | LatentDiffusion]]:
-    """Ours against diffusers, eager, on the same components; returns the report and our pipelines."""
+def run_bench(full_size: bool, device: torch.device, repeats: int, dtype: torch.dtype | None = None) -> tuple[dict, dict, dict]:
+    """Ours against diffusers, eager, on the same components; returns the report, our pipelines and
+    diffusers' (which share their modules, so a speed-up of ours is one of theirs too)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
         torch.cuda.reset_peak_memory_stats(device)
@@ -182,17 +194,59 @@ def run_bench(full_size: bool, device: torch.device, repeats: int,
     if device.type == "cuda":
         # Both pipelines' weights stay on the device throughout: this is the co-resident peak at batch 1.
         report["co_resident_peak_vram_bytes"] = torch.cuda.max_memory_allocated(device)
-    return report, pipes
+    return report, pipes, refs
 
 
-def add_compiled(report: dict, pipes: dict[str, UnCLIP | LatentDiffusion], name: str, repeats: int, mode: str | None) -> None:
-    """Time one architecture again with torch.compile'd denoisers (the first call compiles)."""
+@dataclass(frozen=True)
+class Speedup:
+    """A way of running the denoisers faster than eager: torch.compile, CUDA graphs, or both."""
+
+    compile: bool
+    compile_mode: str | None  # torch.compile's mode; None is its default
+    cuda_graphs: bool  # our captured graphs (pipelines.cuda_graphs)
+
+    @property
+    def label(self) -> str:
+        parts = [f"compile ({self.compile_mode or 'default'})"] if self.compile else []
+        return " + ".join(parts + ["CUDA graphs"] * self.cuda_graphs)
+
+
+def speedups(compile: bool, compile_mode: str | None, cuda_graphs: bool) -> list[Speedup]:
+    """The passes the flags ask for, cheapest first: graphs alone take a second per model to
+    capture, compiling minutes. With both flags the compiled forward is captured in our graphs,
+    unless the compile mode captures its own."""
+    passes = [Speedup(False, None, True)] if cuda_graphs else []
+    if compile:
+        passes.append(Speedup(True, compile_mode, cuda_graphs and compile_mode not in GRAPHING_COMPILE_MODES))
+    return passes
+
+
+def add_speedup(report: dict, pipes: dict, refs: dict, name: str, speedup: Speedup, repeats: int) -> dict:
+    """Time one architecture again, ours and diffusers', with `speedup` on the denoisers they share.
+
+    The first call (compiling, capturing) is timed on its own; the medians exclude it. A failure is
+    recorded and the next pass still runs: device time is scarce and the eager table is already saved.
+    """
     result = next(r for r in report["results"] if r["architecture"] == name)
     pipe = pipes[name]
-    pipe.optimize(channels_last=pipe.device.type == "cuda", compile=True, compile_mode=mode)
-    first, median = timed(lambda: pipe(PROMPT, generator=_gen(), **result["settings"]), repeats)
-    result["compile_first_call_s"], result["compiled_median_s"] = first, median
-    result["extra"]["compile_mode"] = mode or "default"
+    entry: dict = {"label": speedup.label, **asdict(speedup)}
+    try:
+        pipe.optimize(channels_last=pipe.device.type == "cuda", compile=speedup.compile,
+                      compile_mode=speedup.compile_mode, cuda_graphs=speedup.cuda_graphs)
+        run_ours, run_theirs = runners(pipe, refs[name], result["settings"])
+        _sync()
+        start = time.perf_counter()
+        run_ours()
+        _sync()
+        entry["first_call_s"] = time.perf_counter() - start
+        entry |= timings(run_ours, run_theirs, repeats)
+        entry["achieved_tflops"] = result["flops"] / entry["ours_median_s"] / 1e12
+        entry["cuda_graphs_captured"] = pipe.cuda_graph_count()
+    except Exception as err:  # noqa: BLE001 - recorded in the report, which says what failed
+        entry["error"] = f"{type(err).__name__}: {err}"
+        pipe.disable_cuda_graphs()
+    result["speedups"].append(entry)
+    return entry
 
 
 def bench_sweep(device: torch.device, preset: str = DEFAULT_PRESET, n_prompts: int = 8, n_seeds: int = 2, batch_size: int = 16) -> dict:
@@ -245,13 +299,17 @@ def machine() -> dict[str, str]:
 def format_report(report: dict) -> str:
     m = report["machine"]
     lines = [f"{report['size']} models on {m.get('gpu', m['cpu'])} ({report['device']}, {report['dtype']}), {m['date']}, torch {m['torch']}",
-             f"{'architecture':<18}{'ours s':>9}{'diffusers s':>13}{'ratio':>7}{'max |Δ|':>10}{'peak MB':>10}{'TFLOP/s':>9}{'compiled s':>12}"]
+             f"{'architecture':<18}{'ours s':>9}{'diffusers s':>13}{'ratio':>7}{'max |Δ|':>10}{'peak MB':>10}{'TFLOP/s':>9}"]
     for r in report["results"]:
-        compiled = f"{r['compiled_median_s']:.3f}" if r["compiled_median_s"] is not None else "-"
         lines.append(f"{r['architecture']:<18}{r['ours_median_s']:>9.3f}{r['diffusers_median_s']:>13.3f}{r['ratio']:>7.2f}"
-                     f"{r['max_abs_diff']:>10.1e}{r['peak_memory_bytes'] / 2**20:>10.0f}{r['achieved_tflops']:>9.2f}{compiled:>12}")
+                     f"{r['max_abs_diff']:>10.1e}{r['peak_memory_bytes'] / 2**20:>10.0f}{r['achieved_tflops']:>9.2f}")
     for r in report["results"]:
         lines.append(f"  {r['architecture']} stages (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["stage_median_s"].items()))
+        for sp in r["speedups"]:
+            lines.append(f"  {r['architecture']} with {sp['label']}: " + (f"FAILED {sp['error']}" if "error" in sp else
+                         f"ours {sp['ours_median_s']:.3f} s, diffusers {sp['diffusers_median_s']:.3f} s, ratio {sp['ratio']:.2f}, "
+                         f"{sp['achieved_tflops']:.1f} TFLOP/s, max |Δ| {sp['max_abs_diff']:.1e}, peak {sp['peak_memory_bytes'] / 2**20:.0f} MB, "
+                         f"first call {sp['first_call_s']:.1f} s; stages " + ", ".join(f"{k} {v:.3f}" for k, v in sp["stage_median_s"].items())))
     if "sweep" in report:
         sw = report["sweep"]
         lines.append(f"sweep of {sw['images']} images ({sw['preset']} preset): batched (batch {sw['batch_size']}) {sw['batched_images_per_s']:.2f} img/s, "
@@ -264,8 +322,11 @@ def format_report(report: dict) -> str:
 def write(report: dict, json_file: str | None) -> None:
     print(format_report(report), flush=True)
     if json_file:
-        with open(json_file, "w") as f:
+        # Whole or not at all: a time limit may kill the bench in the middle of a later pass.
+        tmp = f"{json_file}.partial"
+        with open(tmp, "w") as f:
             json.dump(report, f, indent=2)
+        os.replace(tmp, json_file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full-size", action="store_true", help="Karlo and SD 1.5 at real size (random weights)")
-    parser.add_argument("--compile", action="store_true", help="also time our pipelines with torch.compile'd denoisers")
-    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--cuda-graphs", action="store_true", help="also time both with the denoisers replayed from CUDA graphs")
+    parser.add_argument("--compile", action="store_true", help="also time both with torch.compile'd denoisers (captured in "
+                        "CUDA graphs with --cuda-graphs, unless the mode captures its own)")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead or max-autotune-no-cudagraphs")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="full size only (default: float16 on CUDA, float32 on CPU)")
     parser.add_argument("--sweep-preset", default=DEFAULT_PRESET, help="models of the sweep measurement (default: %(default)s)")
     parser.add_argument("--json", dest="json_file", help="also write the figures to this file")
@@ -284,14 +347,19 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.disable_progress_bar()
     if args.dtype and not args.full_size:
         parser.error("--dtype applies to --full-size (the tiny models run in float32)")
-    report, pipes = run_bench(args.full_size, pick_device(args.device), args.repeats, DTYPES.get(args.dtype))
+    device = pick_device(args.device)
+    passes = speedups(args.compile, args.compile_mode, args.cuda_graphs)
+    if args.cuda_graphs and device.type != "cuda":
+        parser.error("--cuda-graphs needs --device cuda")
+    report, pipes, refs = run_bench(args.full_size, device, args.repeats, DTYPES.get(args.dtype))
     if not args.full_size:
-        report["sweep"] = bench_sweep(pick_device(args.device), args.sweep_preset)
+        report["sweep"] = bench_sweep(device, args.sweep_preset)
     write(report, args.json_file)
-    # Compiled timings come after the eager table is safe on disk: compiling can take minutes.
-    for name in pipes if args.compile else ():
-        add_compiled(report, pipes, name, args.repeats, args.compile_mode)
-        write(report, args.json_file)
+    # The sped-up timings come after the eager table is safe on disk: compiling can take minutes.
+    for speedup in passes:
+        for name in pipes:
+            add_speedup(report, pipes, refs, name, speedup, args.repeats)
+            write(report, args.json_file)
     return 0
 
 

@@ -72,13 +72,24 @@ def load_models(
     unclip: str | None = None,
     latent_diffusion: str | None = None,
     device: str | None = None,
+    cuda_graphs: bool = False,
 ) -> tuple[UnCLIP, LatentDiffusion]:
-    """Both pipelines of a preset; `unclip` / `latent_diffusion` override its paths."""
+    """Both pipelines of a preset; `unclip` / `latent_diffusion` override its paths.
+
+    On a GPU the convolutions run channels_last, and with `cuda_graphs` the denoisers replay CUDA
+    graphs (a second's capture per new batch shape, then much less launch overhead: for sweeps).
+    """
     p = get_preset(preset)
     dev = pick_device(device)
+    if cuda_graphs and dev.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, not {dev}")
     dtype = torch.float16 if (dev.type == "cuda" and p.fp16_on_cuda) else torch.float32
-    return (load_unclip(unclip or p.unclip, device=dev, dtype=dtype),
-            load_latent_diffusion(latent_diffusion or p.latent_diffusion, device=dev, dtype=dtype))
+    pipes = (load_unclip(unclip or p.unclip, device=dev, dtype=dtype),
+             load_latent_diffusion(latent_diffusion or p.latent_diffusion, device=dev, dtype=dtype))
+    if dev.type == "cuda":
+        for pipe in pipes:
+            pipe.optimize(channels_last=True, cuda_graphs=cuda_graphs)
+    return pipes
 
 
 def load_harness(
@@ -89,10 +100,11 @@ def load_harness(
     device: str | None = None,
     out_dir: str | Path = "results",
     log: bool = True,
+    cuda_graphs: bool = False,
 ) -> Harness:
     """Everything a comparison needs: both pipelines, the preset's judge, the run log in `out_dir`."""
     p = get_preset(preset)
-    pipes = load_models(preset, unclip=unclip, latent_diffusion=latent_diffusion, device=device)
+    pipes = load_models(preset, unclip=unclip, latent_diffusion=latent_diffusion, device=device, cuda_graphs=cuda_graphs)
     out_dir = Path(out_dir)
     return Harness(
         *pipes, judge=load_judge(p.judge, pick_device(device)), out_dir=out_dir,

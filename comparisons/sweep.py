@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default=None, help="lab (default), tiny or pretrained")
     parser.add_argument("--device", default=None, help="default: the process's accelerate device")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay the denoisers from CUDA graphs (GPU only)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -228,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     # multi-process state needs cpu=True to join the processes with gloo instead of NCCL.
     state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
     device = args.device or str(state.device)
-    harness = load_harness(args.preset or DEFAULT_PRESET, device=device, out_dir=out)
+    try:
+        harness = load_harness(args.preset or DEFAULT_PRESET, device=device, out_dir=out, cuda_graphs=args.cuda_graphs)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     # Every process takes its share of the grid and appends to the one log, which admits one
     # writer at a time: the parts merge as they land, with nothing lost or duplicated.
     with state.split_between_processes(jobs) as mine:

@@ -20,9 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines import cuda_graphs as cuda_graphs_lib
 from pipelines.loading import save_pipeline
 
 MAX_SEED = 2**63  # torch.Generator.manual_seed takes any int64; keep seeds non-negative
+# torch.compile modes that already capture CUDA graphs (cudagraph trees)
+GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 MAX_STEPS = 1000  # the training schedules of Karlo and SD have 1000 timesteps
 
 
@@ -283,6 +286,7 @@ class Pipeline:
     denoiser_names: tuple[str, ...] = ()  # the models each denoising loop calls many times
     pipeline_class_name: str = ""  # the `_class_name` of model_index.json
     _offload_device: torch.device | None = None
+    _graph_pool: tuple | None = None  # the memory pool the denoisers' CUDA graphs share
 
     def components(self) -> dict[str, object]:
         return {n: getattr(self, n) for n in self.component_names if getattr(self, n, None) is not None}
@@ -307,6 +311,7 @@ class Pipeline:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
         self._offload_device = None
+        self.disable_cuda_graphs()  # a graph replays on the weights' old addresses
         for module in self.modules().values():
             # diffusers warns on any dtype argument, even an unchanged one
             module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
@@ -342,14 +347,46 @@ class Pipeline:
             return nullcontext()
         return _placed([getattr(self, n) for n in names], self._offload_device)
 
-    def optimize(self, *, channels_last: bool = True, compile: bool = False, compile_mode: str | None = None) -> None:
-        """GPU speed-ups: channels_last convolutions (U-Nets, VAE) and, optionally, torch.compile
-        of the denoisers. Compiling costs tens of seconds per model on the first call."""
+    def optimize(self, *, channels_last: bool = True, compile: bool = False, compile_mode: str | None = None,
+                 cuda_graphs: bool = False) -> None:
+        """GPU speed-ups: channels_last convolutions (U-Nets, VAE) and, for the denoisers, optionally
+        torch.compile (tens of seconds per model on the first call) and CUDA graphs (a second per
+        model and input shape; see pipelines.cuda_graphs). With both, the compiled forward is what
+        the graph records, so `compile_mode` must be one that captures no graphs of its own."""
+        if cuda_graphs:
+            if compile and compile_mode in GRAPHING_COMPILE_MODES:
+                raise ValueError(f"compile_mode {compile_mode!r} captures CUDA graphs itself: use it without cuda_graphs, "
+                                 "or cuda_graphs with compile_mode None or 'max-autotune-no-cudagraphs'")
+            if any(getattr(m, "_compiled_call_impl", None) is not None for n, m in self.modules().items() if n in self.denoiser_names):
+                # The compiled call would trace into the graphs' replay.
+                raise ValueError("the denoisers were compiled without CUDA graphs; build the pipeline again to add them")
+            if self._offload_device is not None:
+                raise ValueError("CUDA graphs need the weights to stay on the GPU: they cannot go with enable_model_cpu_offload()")
+            if self.device.type != "cuda":
+                raise ValueError(f"CUDA graphs need a CUDA device; this pipeline is on {self.device}: call .to('cuda') first")
+        self.disable_cuda_graphs()
+        if cuda_graphs:
+            self._graph_pool = torch.cuda.graph_pool_handle()
         for name, module in self.modules().items():
             if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
                 module.to(memory_format=torch.channels_last)
-            if compile and name in self.denoiser_names:
+            if name not in self.denoiser_names:
+                continue
+            if cuda_graphs:
+                forward = torch.compile(module.forward, mode=compile_mode) if compile else module.forward
+                cuda_graphs_lib.install(module, self._graph_pool, forward)
+            elif compile:
                 module.compile(mode=compile_mode)
+
+    def disable_cuda_graphs(self) -> None:
+        """Back to the denoisers' own forward (a compiled one stays compiled)."""
+        for module in self.modules().values():
+            cuda_graphs_lib.uninstall(module)
+        self._graph_pool = None
+
+    def cuda_graph_count(self) -> int:
+        """Graphs captured so far across the denoisers: one per model and input signature."""
+        return sum(len(g.graphs) for m in self.modules().values() if (g := cuda_graphs_lib.installed(m)))
 
 
 def uses(*names: str):

@@ -7,6 +7,7 @@ import pytest
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from comparisons import bench, compare
 from comparisons.harness import Harness
@@ -96,4 +97,36 @@ def test_bench_compares_ours_with_diffusers(monkeypatch, tmp_path, capsys):
 def test_bench_dtype_is_for_full_size_only():
     with pytest.raises(SystemExit) as err:
         bench.main(["--dtype", "bfloat16"])
+    assert err.value.code == 2
+
+
+def test_bench_speedup_passes_cheapest_first():
+    S = bench.Speedup
+    assert bench.speedups(False, None, False) == []
+    assert bench.speedups(False, None, True) == [S(False, None, True)]
+    assert bench.speedups(True, None, True) == [S(False, None, True), S(True, None, True)]  # compiled, then captured
+    assert bench.speedups(True, "reduce-overhead", True)[-1] == S(True, "reduce-overhead", False)  # it captures its own
+    assert [p.label for p in bench.speedups(True, "max-autotune-no-cudagraphs", True)] == [
+        "CUDA graphs", "compile (max-autotune-no-cudagraphs) + CUDA graphs"]
+
+
+def test_bench_speedup_times_both_and_records_a_failure(monkeypatch):
+    report, pipes, refs = bench.run_bench(False, torch.device("cpu"), 1)
+    name = "latent_diffusion"
+    # CUDA graphs on the CPU fail: the failure is recorded, the pipeline still works eagerly.
+    failed = bench.add_speedup(report, pipes, refs, name, bench.Speedup(False, None, True), repeats=1)
+    assert "need a CUDA device" in failed["error"] and pipes[name].cuda_graph_count() == 0
+    # A pass that changes nothing on the CPU (channels_last only) measures like the eager table.
+    monkeypatch.setattr(type(pipes[name]), "optimize", lambda self, **kwargs: None)
+    entry = bench.add_speedup(report, pipes, refs, name, bench.Speedup(True, None, False), repeats=1)
+    assert entry["first_call_s"] > 0 and entry["max_abs_diff"] <= 1e-4 and entry["cuda_graphs_captured"] == 0
+    assert entry["ratio"] == pytest.approx(entry["ours_median_s"] / entry["diffusers_median_s"])
+    result = next(r for r in report["results"] if r["architecture"] == name)
+    assert result["speedups"] == [failed, entry]
+    assert "with compile (default): ours" in bench.format_report(report) and "with CUDA graphs: FAILED" in bench.format_report(report)
+
+
+def test_bench_cuda_graphs_need_cuda():
+    with pytest.raises(SystemExit) as err:
+        bench.main(["--cuda-graphs", "--device", "cpu"])
     assert err.value.code == 2

@@ -80,11 +80,13 @@ def test_grid_batches_like_settings_together(prompts):
 # ----------------------------------------------------------------------------- the CLI's bad input
 
 
-@pytest.mark.parametrize("case", ["unknown-architecture", "backwards-seeds", "out-is-a-file", "out-read-only", "binary-prompts"])
+@pytest.mark.parametrize("case", ["unknown-architecture", "backwards-seeds", "out-is-a-file", "out-read-only", "binary-prompts",
+                                  "cuda-graphs-on-cpu"])
 def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case, capsys):
     out = tmp_path / "out"
     args = {"unknown-architecture": ["--architectures", "unclip,gan"], "backwards-seeds": ["--seeds", "9-0"],
-            "binary-prompts": [], "out-is-a-file": [], "out-read-only": []}[case]
+            "binary-prompts": [], "out-is-a-file": [], "out-read-only": [],
+            "cuda-graphs-on-cpu": ["--cuda-graphs", "--device", "cpu"]}[case]
     if case == "binary-prompts":
         prompts.write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
     if case == "out-is-a-file":
