@@ -77,7 +77,7 @@ def load_models(
     """Both pipelines of a preset; `unclip` / `latent_diffusion` override its paths.
 
     On a GPU the convolutions run channels_last, and with `cuda_graphs` the denoisers replay CUDA
-    graphs (a second's capture per new batch shape, then much less launch overhead: for sweeps).
+    graphs (three eager calls' capture per new batch shape, then much less launch overhead: for sweeps).
     """
     p = get_preset(preset)
     dev = pick_device(device)

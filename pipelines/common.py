@@ -350,8 +350,8 @@ class Pipeline:
     def optimize(self, *, channels_last: bool = True, compile: bool = False, compile_mode: str | None = None,
                  cuda_graphs: bool = False) -> None:
         """GPU speed-ups: channels_last convolutions (U-Nets, VAE) and, for the denoisers, optionally
-        torch.compile (tens of seconds per model on the first call) and CUDA graphs (a second per
-        model and input shape; see pipelines.cuda_graphs). With both, the compiled forward is what
+        torch.compile (tens of seconds per model on the first call) and CUDA graphs (three eager
+        calls' time per model and input shape; see pipelines.cuda_graphs). With both, the compiled forward is what
         the graph records, so `compile_mode` must be one that captures no graphs of its own."""
         if cuda_graphs:
             if compile and compile_mode in GRAPHING_COMPILE_MODES:

@@ -4,7 +4,7 @@ At batch 1 a full-size U-Net step on an H100 is bound by the host launching its 
 not by the GPU running them (SD1.5 eager: 52 of 989 TFLOP/s). A CUDA graph records those
 launches once and replays them with one call (NVIDIA, "CUDA Graphs"; PyTorch's `torch.cuda.graph`),
 which is what torch.compile's "reduce-overhead" mode does after minutes of compiling; here it
-takes one warm-up and one capture, about a second per model.
+takes the time of three eager calls per model: two warm-ups and the one recorded.
 
 A graph runs on fixed memory: inputs are copied into static buffers before each replay and the
 output is copied out after it, and a new graph is captured for each new input signature (shapes,

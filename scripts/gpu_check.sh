@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
 timeout "${TEST_LIMIT:-120}" python3 -m pytest tests/test_gpu_path.py tests/test_full_size.py -q -x -p no:cacheprovider 2>&1 \
     | tail -n 15 | tee "$OUT/gpu_tests.txt"
-# fp16: eager, then CUDA graphs (a second's capture per model), then the compiled denoisers captured in
+# fp16: eager, then CUDA graphs (three eager calls' capture per model), then the compiled denoisers captured in
 # graphs; the JSON is rewritten after each pass, so a pass cut short by the limit keeps the others.
 timeout "${BENCH_LIMIT:-300}" python3 -m comparisons.bench --full-size --device cuda --repeats 3 --cuda-graphs --compile \
     ${COMPILE_MODE:+--compile-mode "$COMPILE_MODE"} --json "$OUT/bench_full.json" 2>&1 \
