@@ -161,6 +161,20 @@ def test_cuda_fp16_matches_diffusers_and_offload_saves_memory():
 
 
 @cuda
+def test_cuda_fp16_unclip_matches_diffusers():
+    from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
+
+    unclip = build_tiny_unclip(2).to("cuda", torch.float16)
+    ref = UnCLIPPipeline(**unclip.components())
+    ref.set_progress_bar_config(disable=True)
+    ours = unclip("a red circle", **UNCLIP_ARGS).images
+    settings = {k: v for k, v in UNCLIP_ARGS.items() if k != "seed"}
+    theirs = ref("a red circle", generator=torch.Generator().manual_seed(5), output_type="np", **settings).images
+    np.testing.assert_allclose(ours, theirs, atol=2e-3)
+    np.testing.assert_allclose(unclip("a red circle", **UNCLIP_ARGS).images, ours, atol=2e-3)  # and run to run
+
+
+@cuda
 def test_real_cuda_out_of_memory_then_next_call_works():
     ld = build_tiny_latent_diffusion(1).to("cuda")
     with pytest.raises(GPUOutOfMemoryError, match="free after emptying the cache"):
