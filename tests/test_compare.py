@@ -131,3 +131,20 @@ def test_bench_cuda_graphs_need_cuda():
     with pytest.raises(SystemExit) as err:
         bench.main(["--cuda-graphs", "--device", "cpu"])
     assert err.value.code == 2
+
+
+def test_bench_runs_each_pass_fewest_denoisers_first_and_saves_after_each(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    pipes = {"unclip": SimpleNamespace(denoiser_names=("prior", "decoder", "sr1", "sr2")), "latent_diffusion": SimpleNamespace(denoiser_names=("unet",))}
+    report = {"size": "tiny", "device": "cpu", "dtype": "float32", "machine": bench.machine(), "results": []}
+    monkeypatch.setattr(bench, "run_bench", lambda *args: (report, pipes, {}))
+    monkeypatch.setattr(bench, "bench_sweep", lambda *args: {"preset": "lab", "images": 1, "batch_size": 1, "naive_images_per_s": 1.0,
+                                                             "batched_images_per_s": 1.0, "speedup": 1.0})
+    saved = []
+    monkeypatch.setattr(bench, "write", lambda report, json_file: saved.append(json_file))
+    done = []
+    monkeypatch.setattr(bench, "add_speedup", lambda report, pipes, refs, name, speedup, repeats: done.append((name, speedup.label)))
+    assert bench.main(["--compile", "--json", str(tmp_path / "b.json")]) == 0
+    assert done == [("latent_diffusion", "compile (default)"), ("unclip", "compile (default)")]
+    assert len(saved) == 1 + len(done)  # the eager table, then after every pass
