@@ -80,6 +80,15 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def wall(fn: Callable[[], object]) -> tuple[float, object]:
+    """Seconds one call takes, the device's queued work included, and what it returned."""
+    _sync()
+    start = time.perf_counter()
+    out = fn()
+    _sync()
+    return time.perf_counter() - start, out
+
+
 def interleaved(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> tuple[list[float], list[float], list]:
     """Wall times of both after one warm-up each (the order alternates every round), and our outputs."""
     ours(), theirs()
@@ -88,32 +97,11 @@ def interleaved(ours: Callable[[], object], theirs: Callable[[], object], repeat
     for r in range(repeats):
         order = [("ours", ours), ("theirs", theirs)]
         for name, fn in order if r % 2 == 0 else order[::-1]:
-            _sync()
-            start = time.perf_counter()
-            out = fn()
-            _sync()
-            times[name].append(time.perf_counter() - start)
+            seconds, out = wall(fn)
+            times[name].append(seconds)
             if name == "ours":
                 outputs.append(out)
     return times["ours"], times["theirs"], outputs
-
-
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """(first-call seconds, median of `repeats` later calls): for compiled models."""
-    _sync()
-    start = time.perf_counter()
-    fn()
-    _sync()
-    first = time.perf_counter() - start
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync()
-        start = time.perf_counter()
-        fn()
-        _sync()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
 
 
 def peak_tflops(device: torch.device) -> float | None:
@@ -237,11 +225,7 @@ def add_speedup(report: dict, pipes: dict, refs: dict, name: str, speedup: Speed
         pipe.optimize(channels_last=pipe.device.type == "cuda", compile=speedup.compile,
                       compile_mode=speedup.compile_mode, cuda_graphs=speedup.cuda_graphs)
         run_ours, run_theirs = runners(pipe, refs[name], result["settings"])
-        _sync()
-        start = time.perf_counter()
-        run_ours()
-        _sync()
-        entry["first_call_s"] = time.perf_counter() - start
+        entry["first_call_s"] = wall(run_ours)[0]
         entry |= timings(run_ours, run_theirs, repeats)
         entry["achieved_tflops"] = result["flops"] / entry["ours_median_s"] / 1e12
         entry["cuda_graphs_captured"] = pipe.cuda_graph_count()

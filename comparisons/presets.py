@@ -81,7 +81,7 @@ def load_models(
     """
     p = get_preset(preset)
     dev = pick_device(device)
-    if cuda_graphs and dev.type != "cuda":
+    if cuda_graphs and dev.type != "cuda":  # optimize() would say so too, but only after loading the weights
         raise ValueError(f"CUDA graphs need a CUDA device, not {dev}")
     dtype = torch.float16 if (dev.type == "cuda" and p.fp16_on_cuda) else torch.float32
     pipes = (load_unclip(unclip or p.unclip, device=dev, dtype=dtype),

@@ -49,6 +49,7 @@ from pipelines.common import (
     uses,
 )
 from pipelines.loading import load_component, load_tokenizer, resolve_pipeline_dir, save_pipeline
+from pipelines.schedulers import clean_image_from_v
 from pipelines.tokenizer import tokenize
 
 Generators = torch.Generator | list[torch.Generator]
@@ -69,7 +70,7 @@ def predicted_original(scheduler: SchedulerMixin, step_output, sample: torch.Ten
         return x0
     alpha = scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
     if scheduler.config.prediction_type == "v_prediction":
-        return alpha.sqrt() * sample - (1 - alpha).sqrt() * noise_pred
+        return clean_image_from_v(noise_pred, sample, alpha)
     return (sample - (1 - alpha).sqrt() * noise_pred) / alpha.sqrt()
 
 

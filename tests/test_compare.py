@@ -137,7 +137,7 @@ def test_bench_runs_each_pass_fewest_denoisers_first_and_saves_after_each(monkey
     from types import SimpleNamespace
 
     pipes = {"unclip": SimpleNamespace(denoiser_names=("prior", "decoder", "sr1", "sr2")), "latent_diffusion": SimpleNamespace(denoiser_names=("unet",))}
-    report = {"size": "tiny", "device": "cpu", "dtype": "float32", "machine": bench.machine(), "results": []}
+    report = {"results": []}
     monkeypatch.setattr(bench, "run_bench", lambda *args: (report, pipes, {}))
     monkeypatch.setattr(bench, "bench_sweep", lambda *args: {"preset": "lab", "images": 1, "batch_size": 1, "naive_images_per_s": 1.0,
                                                              "batched_images_per_s": 1.0, "speedup": 1.0})

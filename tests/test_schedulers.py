@@ -93,3 +93,21 @@ def test_a_scheduler_from_a_library_we_do_not_know_is_refused(saved_v, tmp_path)
     (directory / MODEL_INDEX).write_text(json.dumps(index))
     with pytest.raises(ComponentLoadError, match="not a scheduler"):
         load_unclip(directory)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_callbacks_clean_image_without_the_schedulers_own_matches_ddims(prediction_type):
+    from types import SimpleNamespace
+
+    from diffusers import DDIMScheduler
+
+    from pipelines.latent_diffusion import predicted_original
+
+    ddim = DDIMScheduler(prediction_type=prediction_type, clip_sample=False)  # the raw estimate, as the callback gives it
+    ddim.set_timesteps(10)
+    t = ddim.timesteps[2]
+    sample, model_output = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.randn(2, 4, 8, 8)
+    own = ddim.step(model_output, t, sample).pred_original_sample
+    # A scheduler whose step output has no clean image (PNDM's, say): the callback works it out itself.
+    derived = predicted_original(ddim, SimpleNamespace(prev_sample=None), sample, model_output, t)
+    torch.testing.assert_close(derived, own)
