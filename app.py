@@ -18,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 
 from comparisons.presets import DEFAULT_PRESET, PRESETS
+from pipelines.common import GPUOutOfMemoryError
 from comparisons.session import (LABELS, AppConfig, Session, memory_bars, parse_settings, prior_summary, random_seed,
                                  score_vs_seconds,
                                  stage_seconds_long, stats_line, summary_frame, table_view, vocabulary_notice)
@@ -38,14 +39,31 @@ CSS = ".pixels img { width: 100%; height: 100%; object-fit: contain; image-rende
 
 
 def user_errors(fn):
-    """Bad input from the user becomes a visible error; the app carries on."""
+    """Bad input from the user (or a generation too big for the GPU) becomes a visible error; the app carries on."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except ValueError as err:
+        except (ValueError, GPUOutOfMemoryError) as err:
             raise gr.Error(str(err), print_exception=False) from None
     return wrapped
+
+
+def number_field(value: float, label: str, **kwargs) -> gr.Number:
+    """A gr.Number whose unusable API input (text, a list, an infinite step count) is the app's clear error, not
+    gradio's generic one; the browser's number box never sends such values. (Wrapped, not subclassed: gradio
+    writes a .pyi stub beside the module of every Component subclass.)"""
+    field = gr.Number(value, label=label, **kwargs)
+    parse = field.preprocess
+
+    def preprocess(payload):
+        try:
+            return parse(payload)
+        except (TypeError, ValueError, OverflowError):
+            raise gr.Error(f"{label} must be a number, got {payload!r:.40}", print_exception=False) from None
+
+    field.preprocess = preprocess
+    return field
 
 
 def picture(label: str, **kwargs) -> gr.Image:
@@ -113,14 +131,14 @@ def build_app(session: Session) -> gr.Blocks:
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Accordion("Advanced: steps and guidance per stage", open=False):
                 with gr.Row():
-                    prior_steps = gr.Number(25, label="unCLIP prior steps", precision=0)
-                    decoder_steps = gr.Number(25, label="unCLIP decoder steps", precision=0)
-                    super_res_steps = gr.Number(7, label="unCLIP super-res steps", precision=0)
-                    prior_guidance = gr.Number(4.0, label="unCLIP prior guidance")
-                    decoder_guidance = gr.Number(8.0, label="unCLIP decoder guidance")
+                    prior_steps = number_field(25, label="unCLIP prior steps", precision=0)
+                    decoder_steps = number_field(25, label="unCLIP decoder steps", precision=0)
+                    super_res_steps = number_field(7, label="unCLIP super-res steps", precision=0)
+                    prior_guidance = number_field(4.0, label="unCLIP prior guidance")
+                    decoder_guidance = number_field(8.0, label="unCLIP decoder guidance")
                 with gr.Row():
-                    steps = gr.Number(50, label="Latent diffusion steps", precision=0, elem_id="steps")
-                    guidance = gr.Number(7.5, label="Latent diffusion guidance")
+                    steps = number_field(50, label="Latent diffusion steps", precision=0, elem_id="steps")
+                    guidance = number_field(7.5, label="Latent diffusion guidance")
             settings = [prior_steps, decoder_steps, super_res_steps, prior_guidance, decoder_guidance, steps, guidance]
             with gr.Row():
                 images, stats = {}, {}

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -240,7 +241,6 @@ def bench_sweep(device: torch.device, preset: str = DEFAULT_PRESET, n_prompts: i
     """Images/s of a batched sweep against a naive loop (one call per prompt and seed), both through
     the full harness (judge scores, checker, PNGs, run log), same models, grid and settings."""
     import tempfile
-    from pathlib import Path
 
     from comparisons.harness import Harness
     from comparisons.metrics import load_judge
@@ -329,9 +329,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="full size only (default: float16 on CUDA, float32 on CPU)")
     parser.add_argument("--sweep-preset", default=DEFAULT_PRESET, help="models of the sweep measurement (default: %(default)s)")
     parser.add_argument("--json", dest="json_file", help="also write the figures to this file")
+    parser.add_argument("--soak", type=int, metavar="N", help="instead: N compare requests to the served app (lab preset), "
+                        "its memory, open files and threads before and after (comparisons.soak)")
+    parser.add_argument("--soak-fast", action="store_true", help="soak requests of two steps a stage, not the defaults")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    if args.soak is not None:
+        from comparisons.soak import soak
+
+        if args.soak < 1:
+            parser.error("--soak must be >= 1")
+        report = soak(args.soak, args.sweep_preset, fast=args.soak_fast)
+        print(report.format())
+        if args.json_file:
+            Path(args.json_file).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        return 0
     transformers.logging.disable_progress_bar()
     if args.dtype and not args.full_size:
         parser.error("--dtype applies to --full-size (the tiny models run in float32)")

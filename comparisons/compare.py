@@ -18,13 +18,12 @@ from comparisons.records import ARCHITECTURES, Settings
 from pipelines import PipelineOutput
 from pipelines.common import GPUOutOfMemoryError
 
+
 def generate(harness: Harness, prompt: str, seed: int, settings: Settings = Settings()) -> dict[str, tuple[PipelineOutput, dict]]:
-    """The same prompt and seed through both architectures: each one's output and logged row."""
-    results = {}
-    for arch in ARCHITECTURES:
-        output, rows = harness.generate(arch, [prompt], [seed], settings)
-        results[arch] = (output, rows[0])
-    return results
+    """The same prompt and seed through both architectures: each one's output and logged row (both or neither)."""
+    made = [harness.make(arch, [prompt], [seed], settings) for arch in ARCHITECTURES]
+    harness.save(*made)
+    return {m.architecture: (m.output, m.rows[0]) for m in made}
 
 
 def memory_label(kind: str) -> str:

@@ -16,9 +16,10 @@ import numpy as np
 from PIL import Image
 
 from comparisons.metrics import Judge, embedding_cosine
-from comparisons.records import ARCHITECTURES, Settings, build_rows, save_png, weights_hash
+from comparisons.records import ARCHITECTURES, Settings, build_rows, image_name, row_key, save_png, weights_hash
+from comparisons.store import fsync_dir
 from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
-from pipelines.common import StepCallback, to_uint8
+from pipelines.common import NonFiniteError, StepCallback, to_uint8
 
 
 def new_run_id() -> str:
@@ -29,6 +30,16 @@ def check_architecture(name: str) -> str:
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     return name
+
+
+@dataclass(frozen=True)
+class Made:
+    """What one `Harness.make` call generated and scored, not yet written."""
+
+    architecture: str
+    output: PipelineOutput
+    images: list[Image.Image]
+    rows: list[dict]  # one per image; image_path is where `save` will try to write it
 
 
 @dataclass
@@ -43,10 +54,20 @@ class Harness:
     use_checker: bool = False  # Shapes lab only: score every image with lab.checker
     log: object | None = None  # a comparisons.store.RunLog, or None to keep rows in memory only
 
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir).resolve()  # rows name their PNG by an absolute path, wherever they are read
+
     def pipeline(self, architecture: str) -> UnCLIP | LatentDiffusion:
         return self.unclip if check_architecture(architecture) == "unclip" else self.latent_diffusion
 
-    def generate(
+    def generate(self, architecture: str, prompts: list[str], seeds: list[int], settings: Settings = Settings(),
+                 **options) -> tuple[PipelineOutput, list[dict]]:
+        """`make` then `save`: one batched call for len(prompts) images; returns the output and its logged rows.
+        `options` are make's: run_id, callback, extra_columns (more columns per row, e.g. a sweep's resume key)."""
+        made = self.make(architecture, prompts, seeds, settings, **options)
+        return made.output, self.save(made)
+
+    def make(
         self,
         architecture: str,
         prompts: list[str],
@@ -56,31 +77,43 @@ class Harness:
         run_id: str | None = None,
         callback: StepCallback | None = None,
         extra_columns: list[dict] | None = None,
-    ) -> tuple[PipelineOutput, list[dict]]:
-        """One batched call for len(prompts) images; returns the output and its logged rows
-        (`extra_columns`: more columns for each image's row, e.g. a sweep's resume key)."""
+    ) -> Made:
+        """Generate and score, writing nothing: `save` writes what this made (see `generate`)."""
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per image")
         pipe = self.pipeline(architecture)
         output = pipe(prompts, seed=list(seeds), callback=callback, **settings.pipeline_kwargs(architecture))
+        if not np.isfinite(output.images).all():  # the pipelines check every stage; this guards the PNGs alone
+            raise NonFiniteError(f"{architecture} returned NaN or infinite pixels; no image was saved")
         images = output.pil_images()  # once: the judge, the image encoder and the PNGs all read them
         run_id = run_id or new_run_id()
+        keys = [row_key(architecture, p, s, settings) for p, s in zip(output.prompts, output.seeds)]
         rows = build_rows(
             output, architecture=architecture, model=self.models.get(architecture, architecture), model_hash=weights_hash(pipe),
-            settings=settings, run_id=run_id, image_paths=self._save_paths(architecture, run_id, output),
+            settings=settings, run_id=run_id, image_paths=[str(self.image_dir(architecture) / image_name(run_id, k)) for k in keys],
             clip_cosine=self.judge.cosine(images, output.prompts),
             prior_image_cosine=self._prior_image_cosine(output, images) if architecture == "unclip" else None,
             checks=self._checks(output) if self.use_checker else None,
         )
-        for i, (image, row) in enumerate(zip(images, rows)):
+        for i, row in enumerate(rows):
             row.update(extra_columns[i] if extra_columns else {})
-            save_png(image, Path(row["image_path"]), row)
+        return Made(architecture, output, images, rows)
+
+    def save(self, *made: Made) -> list[dict]:
+        """Write the PNGs of one or more `make` calls, then log all their rows in one append; returns the rows."""
+        rows = []
+        for m in made:
+            for image, row in zip(m.images, m.rows):
+                # a new file per row: save_png never writes over an image, and says where it wrote
+                row["image_path"] = str(save_png(image, Path(row["image_path"]), row, sync_dir=False))
+            fsync_dir(self.image_dir(m.architecture))  # the new names are durable before any row points to them
+            rows += m.rows
         if self.log is not None:
             self.log.append(rows)
-        return output, rows
+        return rows
 
-    def _save_paths(self, architecture: str, run_id: str, output: PipelineOutput) -> list[str]:
-        return [str(self.out_dir / "images" / architecture / f"{run_id}-{i:03d}-seed{seed}.png") for i, seed in enumerate(output.seeds)]
+    def image_dir(self, architecture: str) -> Path:
+        return self.out_dir / "images" / architecture
 
     def _prior_image_cosine(self, output: PipelineOutput, images: list[Image.Image]) -> np.ndarray | None:
         """How close the decoded image comes to the embedding the prior asked for, in the

@@ -8,6 +8,7 @@ its settings and regenerated exactly (`settings_from_png`).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from dataclasses import asdict, dataclass, fields
@@ -21,9 +22,18 @@ import transformers
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from comparisons.store import write_new_file
 from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
+from pipelines.common import check_guidance, check_steps
+from pipelines.schedulers import UNCLIP_MIN_STEPS
 
 ARCHITECTURES = ("unclip", "latent_diffusion")
+# Settings field -> (fewest steps its stage's scheduler takes, the stage)
+STEP_FIELDS = {"prior_steps": (UNCLIP_MIN_STEPS, "unCLIP's prior stage"),
+               "decoder_steps": (UNCLIP_MIN_STEPS, "unCLIP's decoder stage"),
+               "super_res_steps": (UNCLIP_MIN_STEPS, "unCLIP's super_res stage"),
+               "steps": (1, "latent diffusion's U-Net")}
+GUIDANCE_FIELDS = ("prior_guidance", "decoder_guidance", "guidance")
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,14 @@ class Settings:
     steps: int = 50  # latent diffusion U-Net steps
     guidance: float = 7.5  # latent diffusion guidance
     negative_prompt: str | None = None  # latent diffusion only: unCLIP has no negative prompt
+
+    def checked(self) -> Settings:
+        """The settings as they are, or a ValueError naming the first one no pipeline can run."""
+        for name, (minimum, stage) in STEP_FIELDS.items():
+            check_steps(getattr(self, name), name, minimum, stage)
+        for name in GUIDANCE_FIELDS:
+            check_guidance(getattr(self, name), name)
+        return self
 
     def for_architecture(self, architecture: str) -> dict:
         """The settings columns that apply to one architecture (the others stay empty in its rows)."""
@@ -57,6 +75,30 @@ class Settings:
                         super_res_num_inference_steps=s.super_res_steps, prior_guidance_scale=s.prior_guidance,
                         decoder_guidance_scale=s.decoder_guidance)
         return dict(num_inference_steps=s.steps, guidance_scale=s.guidance, negative_prompt=s.negative_prompt)
+
+
+def row_key(architecture: str, prompt: str, seed: int, settings: Settings) -> str:
+    """What identifies an image: architecture, prompt, seed and the settings that apply to it (JSON)."""
+    return json.dumps([architecture, prompt, seed, settings.for_architecture(architecture)], sort_keys=True)
+
+
+def key_digest(key: str) -> str:
+    """A short, file-name-safe digest of a `row_key`."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def image_name(run_id: str, key: str) -> str:
+    """`<run id>-<key digest>.png`: unique per row (a new run id per compare, sweep process and resume)."""
+    return f"{run_id}-{key_digest(key)}.png"
+
+
+_IMAGE_NAME = re.compile(r"-([0-9a-f]{16})(?:-\d+)?\.png(?:\..*)?$")  # also a temp file's `.<name>.png.<x>.tmp`
+
+
+def digest_of(file_name: str) -> str | None:
+    """The key digest in an image's (or its temp file's) name, as `image_name` wrote it; None for other files."""
+    match = _IMAGE_NAME.search(file_name)
+    return match.group(1) if match else None
 
 
 def weights_hash(pipe: UnCLIP | LatentDiffusion) -> str:
@@ -156,11 +198,15 @@ def parse_infotext(text: str) -> dict[str, str]:
     return out
 
 
-def save_png(image: Image.Image, path: Path, row: dict) -> None:
+def save_png(image: Image.Image, path: Path, row: dict, sync_dir: bool = True) -> Path:
+    """Write the image with the row's infotext as a new file (never over another image); returns its path,
+    `path` or, if that is taken, the first free `<stem>-<k>.png`."""
     info = PngInfo()
     info.add_text("parameters", infotext(row))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, pnginfo=info)
+    return write_new_file(path, buffer.getvalue(), sync_dir)
 
 
 def settings_from_png(path: str | Path) -> tuple[str, str, int, Settings]:

@@ -21,18 +21,15 @@ import pandas as pd
 
 from comparisons.harness import Harness, new_run_id
 from comparisons.presets import DEFAULT_PRESET, get_preset, load_harness
-from comparisons.records import ARCHITECTURES, Settings
+from comparisons.records import ARCHITECTURES, GUIDANCE_FIELDS, STEP_FIELDS, Settings
 from comparisons.store import LOG_NAME, export_csv, export_parquet, load_runs
 from comparisons.summary import NoPairsError, summary_table
 from comparisons.sweep import Job, grid, parse_seeds, parse_values, pending, run_sweep
-from pipelines.common import StepState, check_guidance, check_seed, check_steps
+from pipelines.common import MAX_PROMPT_CHARS, StepState, check_seed
 from pipelines.tokenizer import truncation_messages
 
-MAX_PROMPT_CHARS = 5_000  # CLIP reads 77 tokens; beyond this a prompt is a paste accident
 MAX_SWEEP_IMAGES = 2_000  # per background sweep from the app; the CLI takes bigger grids
 LABELS = {"unclip": "unCLIP (Karlo / DALL·E 2)", "latent_diffusion": "Latent diffusion (Stable Diffusion)"}
-STEP_FIELDS = ("prior_steps", "decoder_steps", "super_res_steps", "steps")
-GUIDANCE_FIELDS = ("prior_guidance", "decoder_guidance", "guidance")
 TABLE_COLUMNS = ("created_at", "run_id", "architecture", "prompt", "seed", "seconds_total", "peak_memory_mb", "memory_kind",
                  "clip_score", "prior_image_cosine", "check_all_correct", "image_path")
 Progress = Callable[[float, str], None]  # (fraction done, what is running)
@@ -50,13 +47,25 @@ class AppConfig:
 # ----------------------------------------------------------------------------- parsing widget values
 
 
-def parse_prompt(text: str | None, name: str = "prompt") -> str:
-    text = (text or "").strip()
-    if not text:
-        raise ValueError(f"the {name} is empty: type what the image should show")
+def _text(value: str | None, name: str) -> str:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"the {name} must be text, got {type(value).__name__}")
+    text = (value or "").strip()
     if len(text) > MAX_PROMPT_CHARS:
         raise ValueError(f"the {name} is {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} (CLIP reads about 75 words)")
     return text
+
+
+def parse_prompt(text: str | None, name: str = "prompt") -> str:
+    text = _text(text, name)
+    if not text:
+        raise ValueError(f"the {name} is empty: type what the image should show")
+    return text
+
+
+def parse_negative_prompt(text: str | None) -> str | None:
+    """The negative prompt, with the prompt's limits; None when empty (guidance uses the empty prompt)."""
+    return _text(text, "negative prompt") or None
 
 
 def parse_seed(value: str | float | int | None) -> int:
@@ -65,7 +74,7 @@ def parse_seed(value: str | float | int | None) -> int:
     try:
         seed = int(text)
     except ValueError:
-        raise ValueError(f"seed {text!r} is not a whole number (0 to 2**63 - 1)") from None
+        raise ValueError(f"seed {text!r:.40} is not a whole number (0 to 2**63 - 1)") from None
     return check_seed(seed)
 
 
@@ -77,13 +86,13 @@ def _number(value: float | int | str | None, name: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number, got {value!r}") from None
+        raise ValueError(f"`{name}` must be a number, got {value!r:.40}") from None
 
 
 def _whole(value: float | int | str | None, name: str) -> int:
     number = _number(value, name)
     if not number.is_integer():
-        raise ValueError(f"`{name}` must be a whole number, got {value!r}")
+        raise ValueError(f"`{name}` must be a whole number, got {value!r:.40}")
     return int(number)
 
 
@@ -92,16 +101,8 @@ def parse_settings(negative_prompt: str | None = None, **values: float | int | s
     unknown = set(values) - set(STEP_FIELDS) - set(GUIDANCE_FIELDS)
     if unknown:
         raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-    checked = {}
-    for name, value in values.items():
-        if name in STEP_FIELDS:
-            checked[name] = check_steps(_whole(value, name), name)
-        else:
-            checked[name] = check_guidance(_number(value, name), name)
-    negative = (negative_prompt or "").strip() or None
-    if negative is not None:
-        parse_prompt(negative, "negative prompt")
-    return Settings(negative_prompt=negative, **checked)
+    numbers = {name: _whole(value, name) if name in STEP_FIELDS else _number(value, name) for name, value in values.items()}
+    return Settings(negative_prompt=parse_negative_prompt(negative_prompt), **numbers).checked()
 
 
 def stage_steps(architecture: str, settings: Settings) -> dict[str, int]:
@@ -317,21 +318,21 @@ class Session:
                 settings: Settings, progress: Progress | None = None) -> tuple[dict[str, dict], list[str]]:
         """Both architectures on one prompt and seed: {architecture: logged row} and notices for the user."""
         prompt, seed = parse_prompt(prompt), parse_seed(seed)
-        settings = dataclasses.replace(settings, negative_prompt=(negative_prompt or "").strip() or None)
+        settings = dataclasses.replace(settings, negative_prompt=parse_negative_prompt(negative_prompt)).checked()
         notices = [n for n in (vocabulary_notice(prompt, self.config.preset), self._truncation_notice(prompt)) if n]
         harness = self.harness()
         budget = sum(total_steps(a, settings) for a in ARCHITECTURES)
-        rows, done, run_id = {}, 0, new_run_id()
+        made, done, run_id = [], 0, new_run_id()
         with self.device_lock:
             for arch in ARCHITECTURES:
                 def step(state: StepState, offset: int = done, arch: str = arch) -> None:
                     if progress is not None:
                         progress((offset + _steps_done(arch, state, settings)) / budget,
                                  f"{LABELS[arch]}: {state.stage} step {state.step + 1}/{state.num_steps}")
-                _, logged = harness.generate(arch, [prompt], [seed], settings, run_id=run_id, callback=step)
-                rows[arch] = logged[0]
+                made.append(harness.make(arch, [prompt], [seed], settings, run_id=run_id, callback=step))
                 done += total_steps(arch, settings)
-        return rows, notices
+            harness.save(*made)  # both or neither: a failure of the second architecture logs nothing
+        return {m.architecture: m.rows[0] for m in made}, notices
 
     def _truncation_notice(self, prompt: str) -> str | None:
         message = truncation_messages(self.harness().latent_diffusion.tokenizer, [prompt])[0]
@@ -357,13 +358,11 @@ class Session:
         prompts = [parse_prompt(line) for line in (prompts_text or "").splitlines() if line.strip()]
         if not prompts:
             raise ValueError("the sweep has no prompts: write one per line")
-        if not architectures:
+        if not isinstance(architectures, (list, tuple)) or not architectures:
             raise ValueError("pick at least one architecture")
-        jobs = grid(prompts, parse_seeds(seeds_text or ""), parse_values(steps_text or "", int, "steps"),
-                    parse_values(guidance_text or "", float, "guidance"), list(architectures), base)
-        if len(jobs) > MAX_SWEEP_IMAGES:
-            raise ValueError(f"the sweep asks for {len(jobs):,} images; the app runs at most {MAX_SWEEP_IMAGES:,} "
-                             "(use `python -m comparisons.sweep` for bigger grids)")
+        jobs = grid(prompts, parse_seeds(_text(seeds_text, "seeds")), parse_values(_text(steps_text, "steps"), int, "steps"),
+                    parse_values(_text(guidance_text, "guidance"), float, "guidance"), list(architectures), base,
+                    max_jobs=MAX_SWEEP_IMAGES, bigger="`python -m comparisons.sweep` takes bigger grids")
         harness = self.harness()
         self.sweep = status = SweepStatus(new_run_id(), total=len(jobs))
         self._sweep_thread = threading.Thread(target=self._run_sweep, args=(harness, jobs, batch_size, status), daemon=True)
@@ -414,7 +413,10 @@ class Session:
         path = self.results_dir / "exports" / f"runs-{len(df)}-{digest}.{fmt}"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            (export_csv if fmt == "csv" else export_parquet)(df, path)
+            if fmt == "csv":  # a browser hands it to a spreadsheet: text cells must not run as formulas
+                export_csv(df, path, neutralise_formulas=True)
+            else:
+                export_parquet(df, path)
         return path
 
 

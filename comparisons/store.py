@@ -246,7 +246,7 @@ def _file_lock(path: Path, exclusive: bool) -> Iterator[None]:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make a new or renamed directory entry durable (POSIX needs the directory fsync'd too)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -298,7 +298,60 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
+
+
+TEMP_SUFFIX = ".tmp"  # a file being written: `.<name>.<random><TEMP_SUFFIX>` beside its final name
+
+
+def temp_prefix(name: str) -> str:
+    """The start of the temporary file names of a file being written as `name`."""
+    return f".{name}."
+
+
+def write_new_file(path: str | os.PathLike, data: bytes, sync_dir: bool = True) -> Path:
+    """Write `data` to a file that did not exist, through a temp file and a hard link, never over another file.
+
+    Readers see no file or the whole file: a kill mid-write leaves only a temp file (named by `temp_prefix`).
+    If `path` is taken, the data goes to the first free `<stem>-<k><suffix>`; the path written is returned.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        target, k = path, 0
+        while not _claim(tmp, target):
+            k += 1
+            target = path.with_name(f"{path.stem}-{k}{path.suffix}")
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    if sync_dir:  # the new name survives a power cut (callers writing many files sync their folder once)
+        fsync_dir(path.parent)
+    return target
+
+
+def _claim(tmp: str, target: Path) -> bool:
+    """Give the finished temp file the name `target` unless a file has it; False when one has."""
+    try:
+        os.link(tmp, target)  # fails if `target` exists, unlike a rename: no file ever replaces another
+        return True
+    except FileExistsError:
+        return False
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    # A file system without hard links: reserve the name, then rename over the reservation (a kill between
+    # the two leaves an empty file, which comparisons.audit reports as unreadable).
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        return False
+    os.replace(tmp, target)
+    return True
 
 
 # ----------------------------------------------------------------------------- the log
@@ -345,7 +398,7 @@ class RunLog:
             finally:
                 os.close(fd)
             if created:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
 
     def read_records(self) -> list[dict]:
         """Every committed row as decoded JSON; an unterminated last line is ignored."""
@@ -421,20 +474,49 @@ def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
     return conform(pd.read_parquet(path))
 
 
-def export_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
+# OWASP's CSV injection advice: a spreadsheet runs a text cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+QUOTE = "'"  # prefixed to such a cell (and to one that starts with it, so the prefix can be taken off again)
+
+
+def _starts(values: pd.Series, prefixes: tuple[str, ...]) -> pd.Series:
+    return values.str.startswith(prefixes).fillna(False).astype(bool)
+
+
+def _neutralised(values: pd.Series) -> pd.Series:
+    """Text cells a spreadsheet shows as text: `'` before a formula start (and before a leading `'`)."""
+    return values.mask(_starts(values, (*FORMULA_STARTS, QUOTE)), QUOTE + values)
+
+
+def _restored(values: pd.Series) -> pd.Series:
+    """The inverse of `_neutralised`."""
+    rest = values.str[1:]
+    return values.mask(_starts(values, (QUOTE,)) & _starts(rest, (*FORMULA_STARTS, QUOTE)), rest)
+
+
+def _text_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if isinstance(df[c].dtype, pd.StringDtype)]
+
+
+def export_csv(df: pd.DataFrame, path: str | os.PathLike, *, neutralise_formulas: bool = False) -> None:
     """Write the frame (not its index) to CSV atomically.
 
     Every value is quoted and a missing one is an empty unquoted field, so an empty prompt
-    ("") and a missing one stay apart; timestamps are ISO 8601 in UTC.
+    ("") and a missing one stay apart; timestamps are ISO 8601 in UTC. With `neutralise_formulas`
+    (files handed to a browser, which a spreadsheet may open) text cells get `neutralise`d;
+    `read_csv(path, neutralised=True)` gives the frame back exactly. Numbers are never touched.
     """
+    df = conform(df)
+    if neutralise_formulas:
+        df = df.assign(**{c: _neutralised(df[c]) for c in _text_columns(df)})
     table = _arrow_table(df)
     options = pa_csv.WriteOptions(quoting_style="all_valid")
     _atomic_write(path, lambda f: pa_csv.write_csv(table, f, options))
 
 
-def read_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """A frame written by `export_csv`. Dtypes come from the column names (`column_kind`);
-    columns outside the schema are read as strings."""
+def read_csv(path: str | os.PathLike, *, neutralised: bool = False) -> pd.DataFrame:
+    """A frame written by `export_csv` (`neutralised`: with neutralise_formulas). Dtypes come from the column
+    names (`column_kind`); columns outside the schema are read as strings."""
     with open(path, newline="", encoding="utf-8") as f:
         header = next(csv.reader(f), [])
     types = {name: ARROW_TYPES[column_kind(name) or STRING] for name in header}
@@ -446,7 +528,10 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
             true_values=["true"], false_values=["false"]),
     )
     mapping = {pa.large_string(): DTYPES[STRING], pa.string(): DTYPES[STRING], pa.int64(): DTYPES[INT], pa.bool_(): DTYPES[BOOL]}
-    return conform(table.to_pandas(types_mapper=mapping.get))
+    df = conform(table.to_pandas(types_mapper=mapping.get))
+    if neutralised:
+        df = df.assign(**{c: _restored(df[c]) for c in _text_columns(df)})
+    return df
 
 
 def _arrow_table(df: pd.DataFrame) -> pa.Table:

@@ -14,22 +14,25 @@ command, skips what is done and never writes a row twice.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import json
 import os
 import sys
-import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from comparisons.harness import check_architecture
-from comparisons.records import ARCHITECTURES, Settings
+from comparisons.records import ARCHITECTURES, Settings, digest_of, key_digest, row_key
+from pipelines.tokenizer import excerpt
 
 MAX_PROMPTS = 10_000  # a bigger grid is a mistake more often than a plan: split the file
 MAX_PROMPT_FILE_BYTES = 10 * 2**20
 MAX_SEEDS = 100_000
+MAX_JOBS = 1_000_000  # images in one sweep: a grid is built in memory before it runs
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,8 @@ class Job:
 
     @property
     def key(self) -> str:
-        """What identifies this image in the log, for resuming."""
-        return json.dumps([self.architecture, self.prompt, self.seed, self.settings.for_architecture(self.architecture)], sort_keys=True)
+        """What identifies this image in the log, for resuming (records.row_key)."""
+        return row_key(self.architecture, self.prompt, self.seed, self.settings)
 
 
 # ----------------------------------------------------------------------------- parsing (all checks before any work)
@@ -80,13 +83,13 @@ def parse_seeds(text: str) -> list[int]:
         try:
             start, end = int(lo), int(hi if sep else lo)
         except ValueError:
-            raise ValueError(f"seeds {text!r}: {part!r} is not a number or a range like 0-9") from None
+            raise ValueError(f"seeds {excerpt(text)}: {excerpt(part)} is not a number or a range like 0-9") from None
         if start < 0 or end >= 2**63:
-            raise ValueError(f"seeds {text!r}: seeds must be in [0, 2**63)")
+            raise ValueError(f"seeds {excerpt(text)}: seeds must be in [0, 2**63)")
         if end < start:
-            raise ValueError(f"seeds {text!r}: range {part!r} runs backwards; write {end}-{start}")
+            raise ValueError(f"seeds {excerpt(text)}: range {excerpt(part)} runs backwards; write {end}-{start}")
         if end - start + 1 + len(seeds) > MAX_SEEDS:
-            raise ValueError(f"seeds {text!r}: more than {MAX_SEEDS} seeds")
+            raise ValueError(f"seeds {excerpt(text)}: more than {MAX_SEEDS} seeds")
         seeds.extend(range(start, end + 1))
     return list(dict.fromkeys(seeds))
 
@@ -95,7 +98,7 @@ def parse_values(text: str, kind: type, name: str) -> list:
     try:
         values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--{name} {text!r}: expected comma-separated {kind.__name__} values") from None
+        raise ValueError(f"--{name} {excerpt(text)}: expected comma-separated {kind.__name__} values") from None
     if not values:
         raise ValueError(f"--{name} is empty")
     return list(dict.fromkeys(values))
@@ -124,7 +127,17 @@ def check_out_dir(path: Path) -> Path:
 # ----------------------------------------------------------------------------- the grid
 
 
-def grid(prompts: list[str], seeds: list[int], steps: list[int], guidance: list[float], architectures: list[str], base: Settings) -> list[Job]:
+def grid(prompts: list[str], seeds: list[int], steps: list[int], guidance: list[float], architectures: list[str], base: Settings,
+         max_jobs: int = MAX_JOBS, bigger: str = "split the grid") -> list[Job]:
+    """Every (architecture, steps, guidance, prompt, seed) once: a prompt or seed given twice is one job. Counted,
+    and refused past `max_jobs`, before any job is built."""
+    prompts, seeds = list(dict.fromkeys(prompts)), list(dict.fromkeys(seeds))
+    architectures = [check_architecture(a) for a in dict.fromkeys(architectures)]
+    if not architectures:
+        raise ValueError("pick at least one architecture")
+    count = len(architectures) * len(steps) * len(guidance) * len(prompts) * len(seeds)
+    if count > max_jobs:
+        raise ValueError(f"the sweep asks for {count:,} images; at most {max_jobs:,} at once ({bigger})")
     jobs = []
     for arch in architectures:
         for n_steps in steps:
@@ -134,18 +147,9 @@ def grid(prompts: list[str], seeds: list[int], steps: list[int], guidance: list[
                 else:
                     settings = dataclasses.replace(base, steps=n_steps, guidance=scale)
                 jobs += [Job(arch, settings, p, s) for p in prompts for s in seeds]
-    for settings in {job.settings for job in jobs}:  # the pipelines would check too, but mid-sweep
-        _check_settings(settings)
+    for settings in dict.fromkeys(job.settings for job in jobs):  # the pipelines would check too, but mid-sweep
+        settings.checked()
     return jobs
-
-
-def _check_settings(settings: Settings) -> None:
-    from pipelines.common import check_guidance, check_steps
-
-    for f in ("prior_steps", "decoder_steps", "super_res_steps", "steps"):
-        check_steps(getattr(settings, f), f)
-    for f in ("prior_guidance", "decoder_guidance", "guidance"):
-        check_guidance(getattr(settings, f), f)
 
 
 def batches(jobs: list[Job], batch_size: int) -> Iterator[list[Job]]:
@@ -164,16 +168,36 @@ def pending(harness, jobs: list[Job]) -> list[Job]:
     return [j for j in jobs if (j.key,) not in done]
 
 
+def unlogged_images(harness, jobs: list[Job]) -> list[Path]:
+    """PNGs and temp files of these jobs that no row of the log points to: what a sweep killed between
+    writing a batch's images and logging its rows left behind. The rerun makes those images again."""
+    if harness.log is None:
+        return []
+    digests = {(j.architecture, key_digest(j.key)) for j in jobs}
+    logged = {str(Path(p).resolve()) for p in harness.log.load().get("image_path", pd.Series(dtype=str)).dropna()}
+    found = []
+    for architecture in {j.architecture for j in jobs}:
+        folder = harness.image_dir(architecture)
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if (architecture, digest_of(path.name)) in digests and str(path.resolve()) not in logged:
+                found.append(path)
+    return found
+
+
 def run_sweep(harness, jobs: list[Job], batch_size: int, progress: bool = True, *, run_id: str | None = None,
               lock: AbstractContextManager | None = None, on_batch: Callable[[list[dict]], None] | None = None) -> int:
     """Make every job not yet in the log; returns how many images were made. All rows share `run_id`
     (a new one by default); `lock` is held around each batch (the app's device lock), and `on_batch`
-    receives each batch's rows once they are logged."""
+    receives each batch's rows once they are logged. Images a killed run of these jobs left without
+    rows are removed first, under the lock, so no writer of the same folder is between image and row."""
     from tqdm.auto import tqdm
 
     from comparisons.harness import new_run_id
 
     todo = pending(harness, jobs)
+    with lock or contextlib.nullcontext():
+        for path in unlogged_images(harness, todo):
+            path.unlink(missing_ok=True)
     run_id = run_id or new_run_id()
     made = 0
     with tqdm(total=len(todo), desc="sweep", unit="img", disable=not progress) as bar:

@@ -36,6 +36,7 @@ from pipelines.common import (
     StepCallback,
     StepState,
     check_count,
+    check_finite,
     check_guidance,
     check_negative_prompts,
     check_prompts,
@@ -49,7 +50,7 @@ from pipelines.common import (
     uses,
 )
 from pipelines.loading import load_component, load_tokenizer, resolve_pipeline_dir, save_pipeline
-from pipelines.schedulers import clean_image_from_v
+from pipelines.schedulers import clean_image_from_v, min_inference_steps
 from pipelines.tokenizer import tokenize
 
 Generators = torch.Generator | list[torch.Generator]
@@ -191,7 +192,8 @@ class LatentDiffusion(Pipeline):
         prompts = check_prompts(prompt)
         negatives = check_negative_prompts(negative_prompt, len(prompts))
         n = check_count(num_images_per_prompt, "num_images_per_prompt")
-        steps = check_steps(num_inference_steps, "num_inference_steps")
+        steps = check_steps(num_inference_steps, "num_inference_steps", min_inference_steps(self.scheduler),
+                            "latent diffusion's scheduler")
         scale = check_guidance(guidance_scale, "guidance_scale")
         return prompts, negatives, n, steps, scale
 
@@ -229,9 +231,11 @@ class LatentDiffusion(Pipeline):
         # 5. Denoising loop
         with rec.stage("unet"):
             latents = self.denoise(latents, text, self.scheduler.timesteps, gen, scale, callback)
+        check_finite(latents, "unet", {"guidance_scale": scale})
         # 6. Decode
         with rec.stage("vae_decode"):
             image = self.decode(latents)
+        check_finite(image, "vae_decode", {})
 
         return self._output(image, seeds, repeat_prompts(prompts, n), rec, start)
 
@@ -281,8 +285,10 @@ class LatentDiffusion(Pipeline):
         # 5. Denoising loop and 6. decode
         with rec.stage("unet"):
             latents = self.denoise(latents, text, timesteps, gen, scale, callback)
+        check_finite(latents, "unet", {"guidance_scale": scale, "strength": float(strength)})
         with rec.stage("vae_decode"):
             out = self.decode(latents)
+        check_finite(out, "vae_decode", {})
 
         return self._output(out, seeds, repeat_prompts(prompts, n), rec, start)
 

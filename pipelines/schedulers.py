@@ -19,7 +19,15 @@ KARLO_PREDICTION_TYPES = PREDICTION_TYPES[:2]  # what diffusers' UnCLIPScheduler
 # diffusers' from_pretrained looks a component's base class up in the module model_index.json names
 # ("pipelines.schedulers") to choose how to load it: it must find SchedulerMixin here
 __all__ = ["KARLO_PREDICTION_TYPES", "PREDICTION_TYPES", "SchedulerMixin", "UnCLIPVScheduler", "check_prediction_type",
-           "clean_image_from_v"]
+           "clean_image_from_v", "min_inference_steps"]
+# UnCLIPScheduler spaces its timesteps as (T - 1) / (steps - 1): one step divides by zero. The other
+# schedulers in use (DDIM, PNDM, Euler, DPM-Solver) take a single step.
+UNCLIP_MIN_STEPS = 2
+
+
+def min_inference_steps(scheduler: SchedulerMixin) -> int:
+    """The fewest inference steps `scheduler.set_timesteps` accepts."""
+    return UNCLIP_MIN_STEPS if isinstance(scheduler, UnCLIPScheduler) else 1
 
 
 def check_prediction_type(prediction_type: str, allowed: tuple[str, ...] = PREDICTION_TYPES) -> None:

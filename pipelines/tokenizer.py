@@ -65,14 +65,28 @@ def offline_clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=MODEL_MAX_LENGTH)
 
 
+EXCERPT_CHARS = 60  # how much of the dropped text a truncation warning quotes
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`text` quoted, or its start and end around a count of what is left out: a log line stays a line."""
+    if len(text) <= limit:
+        return repr(text)
+    head, tail = text[: 2 * limit // 3], text[-(limit // 3):]
+    return f"{head!r} … {len(text) - len(head) - len(tail):,} more characters … {tail!r}"
+
+
 def truncation_messages(tokenizer: CLIPTokenizer, prompts: list[str]) -> list[str | None]:
     """For each prompt, what truncation to the tokenizer's length drops (None when it fits)."""
     max_length = tokenizer.model_max_length
     messages = []
     for ids in tokenizer(prompts, truncation=False).input_ids:
-        dropped = tokenizer.decode(ids[max_length - 1 : -1]) if len(ids) > max_length else None
-        messages.append(None if dropped is None else
-                        f"prompt is {len(ids)} tokens but CLIP reads {max_length}; truncated, dropping: {dropped!r}")
+        if len(ids) <= max_length:
+            messages.append(None)
+            continue
+        dropped = tokenizer.decode(ids[max_length - 1 : -1])
+        messages.append(f"prompt is {len(ids):,} tokens but CLIP reads {max_length}; truncated, dropping "
+                        f"{len(ids) - max_length:,} tokens: {excerpt(dropped)}")
     return messages
 
 

@@ -35,6 +35,7 @@ from pipelines.common import (
     StepCallback,
     StepState,
     check_count,
+    check_finite,
     check_guidance,
     check_prompts,
     check_steps,
@@ -46,6 +47,7 @@ from pipelines.common import (
     repeat_prompts,
 )
 from pipelines.loading import load_component, load_tokenizer, read_model_index, resolve_pipeline_dir
+from pipelines.schedulers import min_inference_steps
 from pipelines.tokenizer import tokenize
 
 Generators = torch.Generator | list[torch.Generator]
@@ -105,6 +107,11 @@ class UnCLIP(Pipeline):
     @property
     def image_size(self) -> int:
         return self.super_res_first.config.sample_size
+
+    def _check_stage_steps(self, steps: int, stage: str) -> int:
+        """A stage's step count, at least what its scheduler can take (UnCLIPScheduler: 2)."""
+        scheduler = getattr(self, f"{stage}_scheduler")
+        return check_steps(steps, f"{stage}_num_inference_steps", min_inference_steps(scheduler), f"unCLIP's {stage} stage")
 
     # ------------------------------------------------------------------ stages
 
@@ -260,13 +267,13 @@ class UnCLIP(Pipeline):
         # 1. Check inputs
         prompts = check_prompts(prompt)
         n = check_count(num_images_per_prompt, "num_images_per_prompt")
-        prior_steps = check_steps(prior_num_inference_steps, "prior_num_inference_steps")
-        decoder_steps = check_steps(decoder_num_inference_steps, "decoder_num_inference_steps")
-        sr_steps = check_steps(super_res_num_inference_steps, "super_res_num_inference_steps")
-        prior_scale = check_guidance(prior_guidance_scale, "prior_guidance_scale")
-        decoder_scale = check_guidance(decoder_guidance_scale, "decoder_guidance_scale")
         if self.prior is None:
             raise ValueError("this unCLIP model has no prior (an image-variations checkpoint): use `variations`")
+        prior_steps = self._check_stage_steps(prior_num_inference_steps, "prior")
+        decoder_steps = self._check_stage_steps(decoder_num_inference_steps, "decoder")
+        sr_steps = self._check_stage_steps(super_res_num_inference_steps, "super_res")
+        prior_scale = check_guidance(prior_guidance_scale, "prior_guidance_scale")
+        decoder_scale = check_guidance(decoder_guidance_scale, "decoder_guidance_scale")
         gens, seeds = make_generators(len(prompts) * n, seed, generator)
         gen = generator_arg(gens)
         rec = StageRecorder(self.device)
@@ -277,12 +284,15 @@ class UnCLIP(Pipeline):
         # 3. Prior: text embedding -> image embedding
         with rec.stage("prior"):
             image_embeds = self.run_prior(text, gen, prior_steps, prior_scale, callback)
+        check_finite(image_embeds, "prior", {"prior_guidance_scale": prior_scale})
         # 4. Decoder: image embedding -> small image
         with rec.stage("decoder"):
             image_small = self.run_decoder(image_embeds, text, gen, decoder_steps, decoder_scale, callback)
+        check_finite(image_small, "decoder", {"decoder_guidance_scale": decoder_scale})
         # 5. Super-resolution: small image -> full-size image
         with rec.stage("super_res"):
             image = self.run_super_res(image_small, gen, sr_steps, callback)
+        check_finite(image, "super_res", {})
 
         return self._output(image, seeds, repeat_prompts(prompts, n), rec, start,
                             image_embeds=image_embeds.float().cpu(), text_embeds=text.embeds.float().cpu())
@@ -311,8 +321,8 @@ class UnCLIP(Pipeline):
         if not images or not all(isinstance(im, Image.Image) for im in images):
             raise ValueError("`image` must be a PIL image or a non-empty list of PIL images")
         n = check_count(num_images_per_prompt, "num_images_per_prompt")
-        decoder_steps = check_steps(decoder_num_inference_steps, "decoder_num_inference_steps")
-        sr_steps = check_steps(super_res_num_inference_steps, "super_res_num_inference_steps")
+        decoder_steps = self._check_stage_steps(decoder_num_inference_steps, "decoder")
+        sr_steps = self._check_stage_steps(super_res_num_inference_steps, "super_res")
         decoder_scale = check_guidance(decoder_guidance_scale, "decoder_guidance_scale")
         gens, seeds = make_generators(len(images) * n, seed, generator)
         gen = generator_arg(gens)
@@ -326,8 +336,10 @@ class UnCLIP(Pipeline):
         # 3. Decoder and 4. super-resolution, as for text to image
         with rec.stage("decoder"):
             image_small = self.run_decoder(image_embeds, text, gen, decoder_steps, decoder_scale, callback)
+        check_finite(image_small, "decoder", {"decoder_guidance_scale": decoder_scale})
         with rec.stage("super_res"):
             out = self.run_super_res(image_small, gen, sr_steps, callback)
+        check_finite(out, "super_res", {})
 
         return self._output(out, seeds, [""] * len(seeds), rec, start, image_embeds=image_embeds.float().cpu())
 

@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,12 +68,18 @@ PROMPT_CASES = cases({entry: [
     ("empty-list", dict(prompt=[]), "empty"),
     ("one-empty-in-list", dict(prompt=["a cat", ""]), "empty"),
     ("not-a-string", dict(prompt=[3]), "must hold strings"),
+    ("too-long", dict(prompt="a" * 5001), "`prompt` is 5,001 characters; at most 5,000"),
 ] for entry in WITH_PROMPT})
 
+# The fewest steps each entry's schedulers take: UnCLIPScheduler divides by steps - 1.
+MIN_STEPS = {"unclip": 2, "unclip_variations": 2, "text2img": 1, "img2img": 1}
 STEP_CASES = cases({entry: [
-    (f"{arg}={steps}", {arg: steps}, f"`{arg}` must be between 1 and 1000, got {steps}")
-    for arg in args for steps in (0, 1001)
+    (f"{arg}={steps}", {arg: steps}, f"`{arg}` must be between {MIN_STEPS[entry]} and 1000, got {steps}")
+    for arg in args for steps in sorted({0, MIN_STEPS[entry] - 1, 1001})
 ] + [(f"{args[0]}=2.5", {args[0]: 2.5}, f"`{args[0]}` must be a whole number")] for entry, args in STEP_ARGS.items()})
+UNCLIP_ONE_STEP = [pytest.param(entry, {arg: 1}, f"unCLIP's {arg.removesuffix('_num_inference_steps')} stage needs at least 2",
+                                id=f"{entry}-{arg}=1-names-the-stage")
+                   for entry in ("unclip", "unclip_variations") for arg in STEP_ARGS[entry]]
 
 GUIDANCE_CASES = cases({entry: [
     (f"{arg}={scale}", {arg: scale}, f"`{arg}` must be a finite number >= 0")
@@ -97,6 +104,8 @@ OTHER_CASES = cases({
         ("width-odd", dict(width=32 + VAE_FACTOR // 2), f"`width` must be a positive multiple of {VAE_FACTOR}"),
         ("height-zero", dict(height=0), f"`height` must be a positive multiple of {VAE_FACTOR}"),
         ("negative-prompts-mismatch", dict(prompt=["a", "b"], negative_prompt=["x", "y", "z"]), "one string or 2 strings"),
+        ("negative-prompt-too-long", dict(negative_prompt="x" * 2**20), "`negative_prompt` is 1,048,576 characters"),
+        ("negative-prompt-not-text", dict(negative_prompt=3), "`negative_prompt` must be a string"),
     ],
     "img2img": [
         ("strength-0", dict(strength=0), "`strength` must be in (0, 1], got 0"),
@@ -112,7 +121,7 @@ OTHER_CASES = cases({
 
 
 @pytest.mark.parametrize(
-    "entry, overrides, phrase", PROMPT_CASES + STEP_CASES + GUIDANCE_CASES + SEED_CASES + COUNT_CASES + OTHER_CASES
+    "entry, overrides, phrase", PROMPT_CASES + STEP_CASES + UNCLIP_ONE_STEP + GUIDANCE_CASES + SEED_CASES + COUNT_CASES + OTHER_CASES
 )
 def test_bad_input_is_refused_before_any_model_runs(call, entry, overrides, phrase):
     with pytest.raises(ValueError, match=re.escape(phrase)):
@@ -136,3 +145,43 @@ def test_long_prompt_warns_about_truncation_and_still_makes_an_image(unclip, lat
     assert "zebra" in str(record[0].message)  # the warning says what was dropped
     assert out.images.shape == (1, 64, 64, 3)
     assert (out.images >= 0).all() and (out.images <= 1).all()
+
+
+def test_truncation_warning_quotes_a_short_excerpt(latent_diffusion):
+    prompt = "red " * 70 + "zebra " * 700  # 4,480 characters, most of them dropped
+    with pytest.warns(UserWarning, match="truncated") as record:
+        latent_diffusion(prompt.strip(), seed=0, **LD_STEPS)
+    message = str(record[0].message)
+    assert len(message) < 300 and "zebra" in message and "more characters" in message
+
+
+# ----------------------------------------------------------------------------- non-finite images
+
+
+@pytest.mark.parametrize("entry", ["text2img", "img2img"])
+def test_extreme_guidance_names_the_stage_and_makes_no_image(latent_diffusion, init_image, entry):
+    from pipelines.common import NonFiniteError
+
+    run = {"text2img": lambda **kw: latent_diffusion("a red square", seed=0, **LD_STEPS, **kw),
+           "img2img": lambda **kw: latent_diffusion.img2img("a red square", init_image, strength=1.0, num_inference_steps=2,
+                                                            seed=0, **kw)}[entry]
+    with pytest.raises(NonFiniteError, match="the unet stage produced NaN or infinite values .guidance_scale=1e.308"):
+        run(guidance_scale=1e308)  # float32 turns the scale into inf, and inf * 0 into NaN
+    assert run().images.shape[0] == 1  # the next call is served
+
+
+@pytest.mark.parametrize("model, stage", [("prior", "prior"), ("decoder", "decoder"), ("super_res_first", "super_res")])
+def test_a_stage_that_overflows_is_named(unclip, model, stage):
+    """As float16 can overflow in any stage: a NaN in one model's output is caught where it appears."""
+    from pipelines.common import NonFiniteError
+
+    def overflow(module, args, output):
+        (output.predicted_image_embedding if model == "prior" else output.sample).fill_(float("nan"))
+
+    handle = getattr(unclip, model).register_forward_hook(overflow)
+    try:
+        with pytest.raises(NonFiniteError, match=f"the {stage} stage produced NaN"):
+            unclip("a red square", seed=0, **UNCLIP_STEPS)
+    finally:
+        handle.remove()
+    assert np.isfinite(unclip("a red square", seed=0, **UNCLIP_STEPS).images).all()

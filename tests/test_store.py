@@ -1,6 +1,7 @@
 """The run log keeps every committed row through concurrency, crashes and a full disk, and the
 exports give back the same values with the same dtypes."""
 
+import csv
 import errno
 import json
 import multiprocessing
@@ -314,3 +315,24 @@ def test_failed_export_leaves_the_old_file(tmp_path, every_dtype, fmt):
         export(mixed, path)
     assert path.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log", path.name]
+
+
+FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR", "'=quoted", "'plain quote",
+            "a = b", "", None]
+
+
+def test_csv_for_a_browser_neutralises_formulas_in_text_cells_only(tmp_path):
+    df = pd.DataFrame({"prompt": pd.array(FORMULAS, dtype="string"),
+                       "negative_prompt": pd.array(["-blurry"] * len(FORMULAS), dtype="string"),
+                       "clip_cosine": [-0.5] * len(FORMULAS), "seed": pd.array([-3] * len(FORMULAS), dtype="Int64")})
+    export_csv(df, tmp_path / "safe.csv", neutralise_formulas=True)
+    with open(tmp_path / "safe.csv", newline="", encoding="utf-8") as f:
+        cells = list(csv.DictReader(f))
+    prompts = [c["prompt"] for c in cells]
+    assert prompts[:6] == ["'" + p for p in FORMULAS[:6]]  # every formula start (OWASP) becomes text
+    assert prompts[6:9] == ["''=quoted", "''plain quote", "a = b"]  # a leading quote is doubled: the prefix comes off
+    assert {c["negative_prompt"] for c in cells} == {"'-blurry"}
+    assert {c["clip_cosine"] for c in cells} == {"-0.5"} and {c["seed"] for c in cells} == {"-3"}  # numbers stay numbers
+    pd.testing.assert_frame_equal(read_csv(tmp_path / "safe.csv", neutralised=True), df)  # and come back exactly
+    export_csv(df, tmp_path / "exact.csv")
+    assert read_csv(tmp_path / "exact.csv")["prompt"].tolist()[:6] == FORMULAS[:6]  # the default CSV is exact
