@@ -402,6 +402,8 @@ class RunLog:
 
     def read_records(self) -> list[dict]:
         """Every committed row as decoded JSON; an unterminated last line is ignored."""
+        if not self.path.exists():  # no log yet: nothing to read, and no lock file to leave in a folder only read
+            return []
         with _file_lock(self.lock_path, exclusive=False):
             try:
                 data = self.path.read_bytes()
