@@ -17,6 +17,7 @@ from comparisons.presets import DEFAULT_PRESET, PRESETS, load_harness
 from comparisons.records import ARCHITECTURES, Settings
 from pipelines import PipelineOutput
 from pipelines.common import GPUOutOfMemoryError
+from pipelines.hub import download_bars
 
 
 def generate(harness: Harness, prompt: str, seed: int, settings: Settings = Settings()) -> dict[str, tuple[PipelineOutput, dict]]:
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.disable_progress_bar()
     settings = Settings(**{f: getattr(args, f) for f in Settings.__dataclass_fields__})
     try:
-        harness = load_harness(args.preset, unclip=args.unclip, latent_diffusion=args.latent_diffusion, device=args.device, out_dir=args.out)
+        harness = load_harness(args.preset, unclip=args.unclip, latent_diffusion=args.latent_diffusion,
+                               device=args.device, out_dir=args.out, progress=download_bars())
         results = generate(harness, args.prompt, args.seed, settings)
     except (ValueError, OSError, GPUOutOfMemoryError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -8,13 +8,18 @@ the tiny preset (its scores are meaningless; the machinery is the same).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import open_clip
 import torch
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from PIL import Image
+
+from pipelines.hub import ProgressCallback, fetch_file
 
 # name -> (open_clip architecture, pretrained tag)
 PRETRAINED_JUDGES = {"ViT-L-14": ("ViT-L-14", "openai"), "ViT-H-14": ("ViT-H-14", "laion2b_s32b_b79k")}
@@ -73,8 +78,21 @@ def tiny_judge(seed: int = 1, device: str | torch.device = "cpu") -> Judge:
     return Judge("tiny", model, preprocess, open_clip.tokenize, torch.device(device))
 
 
-def load_judge(name: str, device: str | torch.device = "cpu") -> Judge:
-    """`tiny`, `lab` (the Shapes lab's trained judge) or a pretrained open_clip judge by name."""
+def judge_weights(arch: str, tag: str, progress: ProgressCallback | None = None) -> Path:
+    """The safetensors weights of an open_clip pretrained tag, fetched alone from the hub repo open_clip names for
+    it (open_clip itself would fall back to its pickle file, the same 1.7-3.9 GB again, on any error)."""
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not cfg.get("hf_hub"):
+        raise ValueError(f"open_clip has no hub repo for {arch} {tag!r}")
+    # open_clip's "org/name/" means its default file; "org/name/file.bin" names one, whose safetensors twin it prefers
+    repo_id, filename = os.path.split(cfg["hf_hub"])
+    safe = HF_SAFE_WEIGHTS_NAME if filename in ("", HF_WEIGHTS_NAME) else Path(filename).stem + ".safetensors"
+    return fetch_file(repo_id, [safe], progress=progress)
+
+
+def load_judge(name: str, device: str | torch.device = "cpu", progress: ProgressCallback | None = None) -> Judge:
+    """`tiny`, `lab` (the Shapes lab's trained judge) or a pretrained open_clip judge by name; `progress` follows
+    the download of a pretrained judge's weights (see pipelines.hub)."""
     device = torch.device(device)
     if name == "tiny":
         return tiny_judge(device=device)
@@ -89,8 +107,15 @@ def load_judge(name: str, device: str | torch.device = "cpu") -> Judge:
     if name not in PRETRAINED_JUDGES:
         raise ValueError(f"unknown judge {name!r}; choose tiny, lab or one of {sorted(PRETRAINED_JUDGES)}")
     arch, tag = PRETRAINED_JUDGES[name]
-    try:
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device)
-    except Exception as err:  # offline or unknown weights: one clear line for the user
-        raise ValueError(f"could not load the {name} judge ({arch}, {tag}): {type(err).__name__}: {err}") from err
+    weights = judge_weights(arch, tag, progress)
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    try:  # the tag's settings, which open_clip applies itself only when it downloads the weights
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            arch, pretrained=str(weights), device=device, force_quick_gelu=cfg.get("quick_gelu", False),
+            image_mean=cfg.get("mean"), image_std=cfg.get("std"), image_interpolation=cfg.get("interpolation"),
+            image_resize_mode=cfg.get("resize_mode"),
+        )
+    except Exception as err:  # a corrupt file: one clear line for the user
+        raise ValueError(f"could not load the {name} judge ({arch}, {tag}) from {weights}: "
+                         f"{type(err).__name__}: {err}") from err
     return Judge(name, model.eval(), preprocess, open_clip.get_tokenizer(arch), device)

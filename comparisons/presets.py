@@ -21,6 +21,7 @@ from comparisons.harness import Harness
 from comparisons.metrics import load_judge
 from comparisons.store import RunLog
 from pipelines import LatentDiffusion, UnCLIP, load_latent_diffusion, load_unclip
+from pipelines.hub import ProgressCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("T2I_CACHE", ROOT / ".cache"))
@@ -73,19 +74,22 @@ def load_models(
     latent_diffusion: str | None = None,
     device: str | None = None,
     cuda_graphs: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> tuple[UnCLIP, LatentDiffusion]:
     """Both pipelines of a preset; `unclip` / `latent_diffusion` override its paths.
 
     On a GPU the convolutions run channels_last, and with `cuda_graphs` the denoisers replay CUDA
     graphs (three eager calls' capture per new batch shape, then much less launch overhead: for sweeps).
+    `progress(repo_id, done_bytes, total_bytes)` follows downloads from the hub (pipelines.hub.download_bars
+    draws them).
     """
     p = get_preset(preset)
     dev = pick_device(device)
     if cuda_graphs and dev.type != "cuda":  # optimize() would say so too, but only after loading the weights
         raise ValueError(f"CUDA graphs need a CUDA device, not {dev}")
     dtype = torch.float16 if (dev.type == "cuda" and p.fp16_on_cuda) else torch.float32
-    pipes = (load_unclip(unclip or p.unclip, device=dev, dtype=dtype),
-             load_latent_diffusion(latent_diffusion or p.latent_diffusion, device=dev, dtype=dtype))
+    pipes = (load_unclip(unclip or p.unclip, device=dev, dtype=dtype, progress=progress),
+             load_latent_diffusion(latent_diffusion or p.latent_diffusion, device=dev, dtype=dtype, progress=progress))
     if dev.type == "cuda":
         for pipe in pipes:
             pipe.optimize(channels_last=True, cuda_graphs=cuda_graphs)
@@ -101,13 +105,15 @@ def load_harness(
     out_dir: str | Path = "results",
     log: bool = True,
     cuda_graphs: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> Harness:
     """Everything a comparison needs: both pipelines, the preset's judge, the run log in `out_dir`."""
     p = get_preset(preset)
-    pipes = load_models(preset, unclip=unclip, latent_diffusion=latent_diffusion, device=device, cuda_graphs=cuda_graphs)
+    pipes = load_models(preset, unclip=unclip, latent_diffusion=latent_diffusion, device=device,
+                        cuda_graphs=cuda_graphs, progress=progress)
     out_dir = Path(out_dir)
     return Harness(
-        *pipes, judge=load_judge(p.judge, pick_device(device)), out_dir=out_dir,
+        *pipes, judge=load_judge(p.judge, pick_device(device), progress), out_dir=out_dir,
         models={"unclip": unclip or p.unclip, "latent_diffusion": latent_diffusion or p.latent_diffusion},
         use_checker=p.use_checker, log=RunLog(out_dir) if log else None,
     )

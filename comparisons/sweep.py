@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
     from comparisons.presets import DEFAULT_PRESET, load_harness
+    from pipelines.hub import download_bars
 
     import torch
 
@@ -253,15 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     # multi-process state needs cpu=True to join the processes with gloo instead of NCCL.
     state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
     device = args.device or str(state.device)
+    show = not args.no_progress and state.is_local_main_process  # one process draws the bars
     try:
-        harness = load_harness(args.preset or DEFAULT_PRESET, device=device, out_dir=out, cuda_graphs=args.cuda_graphs)
+        harness = load_harness(args.preset or DEFAULT_PRESET, device=device, out_dir=out, cuda_graphs=args.cuda_graphs,
+                               progress=download_bars() if show else None)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     # Every process takes its share of the grid and appends to the one log, which admits one
     # writer at a time: the parts merge as they land, with nothing lost or duplicated.
     with state.split_between_processes(jobs) as mine:
-        made = run_sweep(harness, mine, args.batch_size, progress=not args.no_progress and state.is_local_main_process)
+        made = run_sweep(harness, mine, args.batch_size, progress=show)
     state.wait_for_everyone()
     print(f"process {state.process_index}: made {made} of its {len(mine)} images; log: {out / 'runs.jsonl'}")
     return 0

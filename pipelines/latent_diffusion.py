@@ -49,7 +49,8 @@ from pipelines.common import (
     repeat_prompts,
     uses,
 )
-from pipelines.loading import load_component, load_tokenizer, resolve_pipeline_dir, save_pipeline
+from pipelines.hub import ProgressCallback
+from pipelines.loading import PipelineKind, load_pipeline_components, resolve_pipeline_dir, save_pipeline
 from pipelines.schedulers import clean_image_from_v, min_inference_steps
 from pipelines.tokenizer import tokenize
 
@@ -296,6 +297,9 @@ class LatentDiffusion(Pipeline):
 # ---------------------------------------------------------------------- loading
 
 _MODELS: dict[str, type] = {"text_encoder": CLIPTextModel, "unet": UNet2DConditionModel, "vae": AutoencoderKL, "scheduler": SchedulerMixin}
+# The safety checker (and its feature extractor) the SD repos list are not loaded: this is a research tool that
+# shows what the architecture itself produces.
+LATENT_DIFFUSION = PipelineKind("latent_diffusion", lambda index: dict(_MODELS))
 
 
 def load_latent_diffusion(
@@ -305,15 +309,12 @@ def load_latent_diffusion(
     dtype: torch.dtype = torch.float32,
     allow_pickle: bool = False,
     variant: str | None = None,
+    progress: ProgressCallback | None = None,
 ) -> LatentDiffusion:
-    """Load a Stable Diffusion 1.x/2.x pipeline from a directory in diffusers' layout or a hub id.
-
-    The safety checker the SD repos list is not loaded: this is a research tool that shows what
-    the architecture itself produces.
-    """
-    directory = resolve_pipeline_dir(path_or_hub_id, allow_pickle)
-    components = {
-        name: load_component(directory, name, cls, dtype=dtype, allow_pickle=allow_pickle, variant=variant, device=device)
-        for name, cls in _MODELS.items()
-    }
-    return LatentDiffusion(tokenizer=load_tokenizer(directory), **components)
+    """Load a Stable Diffusion 1.x/2.x pipeline from a directory in diffusers' layout or a hub id (fetching only
+    what loads; `progress(repo_id, done_bytes, total_bytes)` follows a download). No safety checker."""
+    directory = resolve_pipeline_dir(path_or_hub_id, LATENT_DIFFUSION, dtype=dtype, variant=variant,
+                                     allow_pickle=allow_pickle, progress=progress)
+    components = load_pipeline_components(directory, LATENT_DIFFUSION, dtype=dtype, allow_pickle=allow_pickle,
+                                          variant=variant, device=device)
+    return LatentDiffusion(**components)

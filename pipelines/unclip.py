@@ -46,7 +46,8 @@ from pipelines.common import (
     uses,
     repeat_prompts,
 )
-from pipelines.loading import load_component, load_tokenizer, read_model_index, resolve_pipeline_dir
+from pipelines.hub import ProgressCallback
+from pipelines.loading import ModelIndex, PipelineKind, is_listed, load_pipeline_components, resolve_pipeline_dir
 from pipelines.schedulers import min_inference_steps
 from pipelines.tokenizer import tokenize
 
@@ -361,6 +362,19 @@ _MODELS: dict[str, type] = {
 _OPTIONAL: dict[str, type] = {"image_encoder": CLIPVisionModelWithProjection, "feature_extractor": CLIPImageProcessor}
 
 
+def unclip_components(index: ModelIndex) -> dict[str, type]:
+    """The components load_unclip reads from a pipeline with this model_index.json: Karlo's, with the image
+    encoder where the index lists one; without a prior where it lists an image encoder instead (image variations)."""
+    listed = {name for name, entry in index.items() if is_listed(entry)}
+    skip = set(_OPTIONAL) - listed
+    if "prior" not in listed and "image_encoder" in listed:
+        skip |= {"prior", "prior_scheduler"}
+    return {name: cls for name, cls in (_MODELS | _OPTIONAL).items() if name not in skip}
+
+
+UNCLIP = PipelineKind("unclip", unclip_components)
+
+
 def load_unclip(
     path_or_hub_id: str | Path = "kakaobrain/karlo-v1-alpha",
     *,
@@ -368,15 +382,12 @@ def load_unclip(
     dtype: torch.dtype = torch.float32,
     allow_pickle: bool = False,
     variant: str | None = None,
+    progress: ProgressCallback | None = None,
 ) -> UnCLIP:
-    """Load an unCLIP pipeline from a directory in diffusers' layout or a hub id."""
-    directory = resolve_pipeline_dir(path_or_hub_id, allow_pickle)
-    index = read_model_index(directory)
-    optional_prior = "prior" not in index and "image_encoder" in index
-    components: dict[str, object] = {}
-    for name, cls in (_MODELS | _OPTIONAL).items():
-        listed = index.get(name, [None, None])[0] is not None
-        if not listed and (name in _OPTIONAL or (optional_prior and name.startswith("prior"))):
-            continue
-        components[name] = load_component(directory, name, cls, dtype=dtype, allow_pickle=allow_pickle, variant=variant, device=device)
-    return UnCLIP(tokenizer=load_tokenizer(directory), **components)
+    """Load an unCLIP pipeline from a directory in diffusers' layout or a hub id (fetching only what loads;
+    `progress(repo_id, done_bytes, total_bytes)` follows a download)."""
+    directory = resolve_pipeline_dir(path_or_hub_id, UNCLIP, dtype=dtype, variant=variant, allow_pickle=allow_pickle,
+                                     progress=progress)
+    components = load_pipeline_components(directory, UNCLIP, dtype=dtype, allow_pickle=allow_pickle, variant=variant,
+                                          device=device)
+    return UnCLIP(**components)

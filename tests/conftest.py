@@ -1,7 +1,8 @@
 """Shared fixtures: tiny pipelines built once per session, their diffusers oracles, test images.
 
 The hub is switched off before anything imports huggingface_hub, so no test can reach the
-network; every component is built from a config with a fixed seed (pipelines/tiny.py).
+network (test_hub.py turns it back on for its own tests, pointed at a stand-in hub on 127.0.0.1);
+every component is built from a config with a fixed seed (pipelines/tiny.py).
 
 Why the per-image reproduction test runs in float64: the tiny models' first denoising step
 starts at t = 999, where x_0 = (x_t - sqrt(1 - a) * eps) / sqrt(a) with a ~ 2e-6 multiplies any

@@ -17,6 +17,7 @@ from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
 
 from conftest import LD_STEPS, UNCLIP_STEPS, assert_images_close, oracle_generators
 from pipelines import load_latent_diffusion, load_unclip
+from pipelines.latent_diffusion import LATENT_DIFFUSION
 from pipelines.loading import MODEL_INDEX, resolve_pipeline_dir
 from pipelines.tokenizer import MODEL_MAX_LENGTH, offline_clip_tokenizer, tokenize
 
@@ -182,7 +183,7 @@ def test_file_instead_of_directory_is_named(tmp_path):
     path = tmp_path / "weights.safetensors"
     path.write_bytes(b"")
     with pytest.raises(ValueError, match="is a file") as err:
-        resolve_pipeline_dir(path)
+        resolve_pipeline_dir(path, LATENT_DIFFUSION)
     assert str(path) in str(err.value)
 
 
