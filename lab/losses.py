@@ -29,9 +29,8 @@ def retrieval_accuracy(image_features: torch.Tensor, text_features: torch.Tensor
 
 def foreground_weights(images: torch.Tensor, weight: float, background: float = -1.0, threshold: float = 0.05) -> torch.Tensor:
     """(B, 1, H, W): `weight` on pixels that differ from the background, 1 elsewhere. Objects cover
-    12% of the pixels of training scenes, so an unweighted autoencoder loss is mostly background: the tiny VAE then
-    learned black and bright colours first and had not yet learned blue, green or magenta after
-    1,800 steps (they came back red, cyan or nothing)."""
+    12% of the pixels of training scenes, so an unweighted autoencoder loss is mostly background and the
+    tiny VAE lost colours (see lab/README.md, "The VAE's objective")."""
     return 1 + (weight - 1) * ((images - background).abs().amax(1, keepdim=True) > threshold).float()
 
 
@@ -69,8 +68,8 @@ def truncated_snr_weight(snr_t: torch.Tensor) -> torch.Tensor:
     """max(SNR, 1): the weight of a clean-image (x0) error that equals the noise loss wherever
     SNR >= 1 and never lets a noisy step's error count less than the image's own (Salimans & Ho
     2022, progressive distillation, sec. 4). Under the noise loss, an x0 error at t = 950 of the
-    cosine schedule weighs SNR = 0.006: the lab's noise-predicting decoder erred there 10x more than
-    predicting the mean image would, and its super-res turned black backgrounds grey at its first step."""
+    cosine schedule weighs SNR = 0.006 (what that did to the lab's models: lab/README.md, "What the
+    denoisers predict")."""
     return snr_t.clamp(min=1.0)
 
 

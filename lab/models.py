@@ -2,21 +2,13 @@
 into the very classes Karlo and Stable Diffusion ship (transformers' CLIP, diffusers' PriorTransformer,
 UnCLIPTextProjModel, UNet2DConditionModel, UNet2DModel, AutoencoderKL), so the same loaders load them.
 
-Sizes are chosen for `make train` on a 2-core CPU: all parts in 106 minutes (measured), shipped weights
-(fp16) within 40 MB. Both generators diffuse on a 16 x 16 grid: unCLIP's decoder in pixels
-(16 x 16 x 3, then a 16 -> 32 super-resolution), latent diffusion in a 16 x 16 x 4 VAE latent; their
-U-Nets have the same widths and depths, so they differ in what they condition on and where they
-denoise, not in capacity. At 16 x 16 the first level's width sets the cost: (32, 64, 128) costs
-0.77 GFLOP per image (forward + backward) where (64, 128, 128) costs 1.95 for the same depth.
-
-Throughputs in the `train` comments: one training step through the part's real loss (data, frozen
-encoders, optimiser), best half of 7-8 steps, torch 2.14.1, 2 threads, OMP_WAIT_POLICY=PASSIVE (which
-lab.train sets), on this 2-core CPU when quiet; in parentheses, while another process kept about
-one core busy (the machine is shared). Spinning OpenMP threads (the default policy) are 1.3-1.6x
-faster on a quiet machine but 4x slower on a busy one; PASSIVE keeps the total predictable:
-106 min on 2026-11-27. FLOPs per step: FlopCounterMode, forward and backward. The two generators get the
-same compute: latent diffusion (vae + ld_unet) 96 TFLOP, unCLIP (prior + decoder + super_res)
-99 TFLOP; the shared CLIP 16 more. `--steps-scale` scales every part.
+Sizes are chosen for `make train` on a 2-core CPU, shipped weights (fp16) within 40 MB. Both
+generators diffuse on a 16 x 16 grid: unCLIP's decoder in pixels (16 x 16 x 3, then a 16 -> 32
+super-resolution), latent diffusion in a 16 x 16 x 4 VAE latent; their U-Nets have the same widths and
+depths, so they differ in what they condition on and where they denoise, not in capacity. At 16 x 16
+the first level's width sets the cost, hence the narrow first levels. The two generators get about the
+same training compute; `--steps-scale` scales every part. Each part's measured cost, and what the
+settings below were chosen against: lab/README.md ("The models", "Training").
 """
 
 from __future__ import annotations
@@ -69,9 +61,7 @@ class ClipConfig:
     vision_heads: int = 4  # ViT attention heads
     patch_size: int = 8  # 4 x 4 patches: in equal time, 2x the steps and 2x the retrieval accuracy of 4 px patches
     p_swap: float = 0.25  # chance a two-object scene brings its swapped twin, so word order must be read
-    # 287 samples/s (307 shared), 8.2 GFLOP/step: 2,000 x 128 in 15.0 min (measured); 1,600 steps ended
-    # at 89% in-batch accuracy and 80% held-out retrieval (on a set of merely distinct captions, see
-    # lab.evaluate.retrieval_scenes; 94% at 2,000 steps on the current set)
+    # cost, and what 1,600 steps reached: see lab/README.md, "Training"
     train: TrainConfig = TrainConfig(steps=2000, batch_size=128, lr=1e-3, weight_decay=0.1)
 
 
@@ -89,11 +79,8 @@ class JudgeConfig:
     vision_head_width: int = 16  # open_clip sets heads = width / head_width
     patch_size: int = 8  # 32 px -> 4 x 4 patches
     max_noise: float = 0.1  # images get Gaussian noise of a random std up to this: it will judge imperfect samples
-    # as ClipConfig.p_swap: the judge must tell "A above B" from "B above A"; at 0.25 and 1,400 steps, 4 of
-    # its 12 retrieval misses among 100 held-out scenes reversed the relation (the other 8 confused shapes)
+    # as ClipConfig.p_swap, higher: at 0.25 it reversed relations (see lab/README.md, "Training")
     p_swap: float = 0.5
-    # 294 samples/s (223 shared), 5.2 GFLOP/step: 1,700 x 128 in 13.7 min (measured), 91% in-batch accuracy
-    # and 95% held-out retrieval at the end (p_swap 0.25: 1,400 steps, 86% and 88%)
     train: TrainConfig = TrainConfig(steps=1700, batch_size=128, lr=1e-3, weight_decay=0.1, seed=1)
 
 
@@ -170,7 +157,6 @@ class PriorConfig:
     head_dim: int = 24  # inner width = heads * head_dim (Karlo: 2048)
     p_uncond: float = 0.1  # caption dropped to "" (the pipeline's unconditional prompt) for guidance
     stats_samples: int = 4096  # images whose CLIP image embeddings set clip_mean and clip_std
-    # 140 samples/s (137 shared), 16.8 GFLOP/step (77 text tokens: a long sequence): 800 x 64 in 6 min (6 shared)
     train: TrainConfig = TrainConfig(steps=800, batch_size=64, lr=5e-4, ema_decay=0.999)
 
 
@@ -188,18 +174,10 @@ class DecoderConfig:
     p_uncond: float = 0.1  # image embedding -> learned CFG embedding and caption -> "": the pipeline's uncond
     p_drop_text: float = 0.1  # caption -> "" alone: what image variations condition on
     vlb_weight: float = 1.0  # weight of the variational bound term (see lab.losses.hybrid_vlb_term)
-    # "v_prediction" (pipelines.schedulers.UnCLIPVScheduler), not Karlo's "epsilon". The noise's first step
-    # (t = 999) gives the clean image as its error over sqrt(a_999) = 5e-5 and left saturated colour
-    # backgrounds (median pixel of 16 samples -0.17, where black is -1); v keeps them near black (-0.86).
-    # Decoder + bicubic on 48 held-out prompts, 1,200 steps each: noise colour 52%, shape 35%; v 100%, 58%.
-    # The clean image ("sample") kept them black too, but its output must copy x_t at the last steps; on
-    # 100 held-out prompts its learned variance grew with its errors and noised every sample (colour 17%),
-    # and with a fixed variance it drew blobs (shape 21%).
+    # v (pipelines.schedulers.UnCLIPVScheduler), not Karlo's "epsilon": the noise left saturated colour
+    # backgrounds (see lab/README.md, "What the denoisers predict")
     prediction_type: str = "v_prediction"
-    # Steps, not samples, were what it lacked. On 96 held-out prompts and their seen twins, the pipeline drew
-    # the asked shape: 1,200 x 64 at 5e-4 (24.4 min) 44% and 66%; 2,400 x 32 at 5e-4, the same 64.9 TFLOP,
-    # 68% and 79%; at 1e-3 82% and 83% (2,400 x 64 at 5e-4, twice the compute and not shipped, 76% and 86.5%).
-    # 27.0 GFLOP/step: 2,400 x 32 in 20.0 min (measured)
+    # steps, not samples, were what it lacked (see lab/README.md, "unCLIP's decoder")
     train: TrainConfig = TrainConfig(steps=2400, batch_size=32, lr=1e-3, ema_decay=0.999)
 
     def __post_init__(self) -> None:
@@ -214,11 +192,8 @@ class SuperResConfig:
     block_out_channels: tuple[int, ...] = (32, 32, 64)  # 32 -> 16 -> 8 px
     layers_per_block: int = 1  # ResNet blocks per level (Karlo: 3)
     max_aug_noise: float = 0.15  # the low-res condition gets noise of a random std up to this (robust to decoder errors)
-    # as DecoderConfig.prediction_type: predicting the noise, the first of Karlo's 7 steps (t = 999) made
-    # the clean image out of noise divided by sqrt(a_999) = 5e-5 and turned every black background grey
+    # the clean image: predicting the noise turned black backgrounds grey (lab/README.md, "What the denoisers predict")
     prediction_type: str = "sample"
-    # 45 samples/s (37-55 shared), 33.6 GFLOP/step (all at 32 px): 600 x 32 in 7.3 min, 8.6 while
-    # evaluations ran (measured)
     train: TrainConfig = TrainConfig(steps=600, batch_size=32, lr=5e-4, ema_decay=0.999)
 
     def __post_init__(self) -> None:
@@ -288,17 +263,12 @@ class VaeConfig:
     layers_per_block: int = 1  # ResNet blocks per level (SD: 2)
     norm_groups: int = 8  # GroupNorm groups (diffusers' 32 would leave 16 channels one per group)
     kl_weight: float = 1e-6  # SD's: the latent stays near-deterministic, scaling_factor rescales it
-    # The posterior's log variance starts here, not at 0: a short run cannot shrink a unit std by
-    # itself. After 1,800 steps from 0 the posterior std was 0.36-0.71 against a signal std of
-    # 0.2-0.85 (the 4th channel: 0.71 of noise over 0.2 of signal), so the latents the U-Net trained
-    # on carried noise it could never predict (its loss stalled at 0.27).
+    # the posterior's log variance starts here, not at 0: a short run cannot shrink a unit std by itself,
+    # and a noisy latent is noise the U-Net can never predict (see lab/README.md, "The VAE's objective")
     init_logvar: float = -10.0
     foreground_weight: float = 10.0  # object pixels weigh this much more in the loss (lab.losses.foreground_weights)
     scaling_samples: int = 2048  # images whose latent std sets scaling_factor
-    # 69 samples/s (58 shared), 6.0 GFLOP/step: 1,800 x 16 in 7 min (8 shared); small batches buy steps.
-    # 600 steps of the weighted loss from this start bring back the colour and shape of all of 256
-    # scenes (the plain L1 from a unit std: 14% and 61%); after 1,800 the posterior std is 0.10-0.21
-    # against a signal std of 0.60-0.81.
+    # small batches buy steps (see lab/README.md, "Training")
     train: TrainConfig = TrainConfig(steps=1800, batch_size=16, lr=2e-3)
 
 
@@ -310,10 +280,8 @@ class LdUnetConfig:
     layers_per_block: int = 1  # ResNet (+ transformer) blocks per level (SD: 2)
     heads: int = 4  # cross-attention heads (diffusers names this attention_head_dim for SD's U-Net)
     p_uncond: float = 0.1  # caption -> "" for classifier-free guidance
-    # "v_prediction" (SD 2's): the noise loss ("epsilon", SD 1's) left the first steps untrained, and their
-    # garbage clean-latent estimates left stray strokes beside the object (lab.losses.denoising_loss)
+    # SD 2's v: SD 1's noise loss left stray strokes beside the object (lab/README.md, "What the denoisers predict")
     prediction_type: str = "v_prediction"
-    # 45 samples/s (38 shared), 55.2 GFLOP/step: 1,550 x 64 in 35.1 min (measured)
     train: TrainConfig = TrainConfig(steps=1550, batch_size=64, lr=5e-4, ema_decay=0.999)
 
     def __post_init__(self) -> None:

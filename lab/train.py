@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import os
 
-# Before torch starts OpenMP: idle threads sleep instead of spinning. On this shared 2-core machine a
-# CLIP step took 6.7 s with spinning threads and 1.7 s without while another process ran; when the
-# machine is quiet, spinning is 1.3-1.6x faster (OMP_WAIT_POLICY=ACTIVE in the environment wins).
+# Before torch starts OpenMP: idle threads sleep instead of spinning, so a busy machine stays predictable
+# (measured: lab/README.md, "Training"; OMP_WAIT_POLICY=ACTIVE in the environment wins).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
