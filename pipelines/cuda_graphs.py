@@ -1,8 +1,7 @@
 """CUDA graphs for the denoisers: one kernel-launch replay per denoising step instead of hundreds.
 
-At batch 1 a full-size U-Net step on an H100 is bound by the host launching its kernels, not by
-the GPU running them (SD1.5 eager: 52 of 989 TFLOP/s). One SD1.5 U-Net call dispatches 832 aten
-operators besides views (counted with a TorchDispatchMode on the meta device), each a launch or more. A CUDA graph records those
+At batch 1 a full-size U-Net step is bound by the host launching its kernels, not by the GPU running
+them (measured: benchmarks/README.md, "The GPU path"). A CUDA graph records those
 launches once and replays them with one call (NVIDIA, "CUDA Graphs"; PyTorch's `torch.cuda.graph`),
 which is what torch.compile's "reduce-overhead" mode does after minutes of compiling; here it
 takes the time of three eager calls per model: two warm-ups and the one recorded.
