@@ -4,7 +4,7 @@
     python app.py --preset pretrained  # Karlo + Stable Diffusion 1.5 + a ViT-L-14 judge, fp16 on a GPU
     python app.py --host 0.0.0.0       # listen on every interface (or T2I_HOST=0.0.0.0)
 
-Layout and wiring only: every handler calls `comparisons.session.Session`, which checks the raw
+Layout and wiring only: every handler calls `comparisons.app.session.Session`, which checks the raw
 widget values, runs the models and reads the run log. Its ValueErrors become gr.Error popups.
 """
 
@@ -17,11 +17,13 @@ from pathlib import Path
 
 import gradio as gr
 
+from comparisons.app.session import AppConfig, Session, parse_settings, random_seed, vocabulary_notice
+from comparisons.app.views import (memory_bars, prior_summary, score_vs_seconds, stage_seconds_long, stats_line,
+                                   summary_frame, table_view)
 from comparisons.presets import DEFAULT_PRESET, PRESETS
+from pipelines import registry
 from pipelines.common import GPUOutOfMemoryError
-from comparisons.session import (LABELS, AppConfig, Session, memory_bars, parse_settings, prior_summary, random_seed,
-                                 score_vs_seconds,
-                                 stage_seconds_long, stats_line, summary_frame, table_view, vocabulary_notice)
+from pipelines.registry import STEPS, TEXT
 
 try:  # ZeroGPU on Spaces: a GPU is attached only while a decorated function runs
     import spaces
@@ -31,8 +33,6 @@ except ImportError:
     def on_gpu(fn):
         return fn
 
-ARCHS = ("unclip", "latent_diffusion")
-SETTING_NAMES = ("prior_steps", "decoder_steps", "super_res_steps", "prior_guidance", "decoder_guidance", "steps", "guidance")
 DEVICE = dict(concurrency_limit=1, concurrency_id="device")  # one model call at a time on the device
 # Lab images are 32 px: show them big, with crisp pixels rather than a blur.
 CSS = ".pixels img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
@@ -71,23 +71,34 @@ def picture(label: str, **kwargs) -> gr.Image:
     return gr.Image(label=label, interactive=False, format="png", elem_classes="pixels", **kwargs)
 
 
+def settings_of(architectures: tuple[str, ...], text: bool) -> list[registry.Setting]:
+    """The architectures' text settings (boxes under the prompt) or their numbers (the Advanced widgets), in order."""
+    return [s for a in architectures for s in registry.get(a).settings if (s.role == TEXT) == text]
+
+
 def build_app(session: Session) -> gr.Blocks:
-    preset = session.config.preset
+    preset, archs = session.config.preset, session.architectures
+    texts, numbers = settings_of(archs, text=True), settings_of(archs, text=False)
+
+    def read(values: tuple) -> tuple[str, dict]:
+        """The widgets after the prompt, in order: text settings, the seed, then the numbers -> (seed, settings)."""
+        seed = values[len(texts)]
+        return seed, {s.name: v for s, v in zip([*texts, *numbers], [*values[: len(texts)], *values[len(texts) + 1:]])}
 
     @on_gpu
     @user_errors
-    def generate(prompt, negative_prompt, seed, *values, progress=gr.Progress()):
-        settings = parse_settings(**dict(zip(SETTING_NAMES, values)))
-        rows, notices = session.compare(prompt, negative_prompt, seed, settings, lambda f, what: progress(f, desc=what))
+    def generate(prompt, *values, progress=gr.Progress()):
+        seed, settings = read(values)
+        rows, notices = session.compare(prompt, seed, parse_settings(**settings), lambda f, what: progress(f, desc=what))
         for notice in notices:
             gr.Warning(notice)
-        return (rows["unclip"]["image_path"], stats_line(rows["unclip"]),
-                rows["latent_diffusion"]["image_path"], stats_line(rows["latent_diffusion"]))
+        return tuple(x for a in archs for x in (rows[a]["image_path"], stats_line(rows[a])))
 
     @on_gpu
     @user_errors
-    def explain(prompt, negative_prompt, seed, *values):
-        report = session.explain(prompt, seed, parse_settings(negative_prompt, **dict(zip(SETTING_NAMES, values))))
+    def explain(prompt, *values):
+        seed, settings = read(values)
+        report = session.explain(prompt, seed, parse_settings(**settings))
         u, ld = report.unclip, report.latent_diffusion
         return (u.decoder_strip, u.super_res_strip, ld.unet_strip, prior_summary(u), ld.latent_channels,
                 [(image, token) for token, image in ld.token_overlays], report.components, report.shapes)
@@ -124,35 +135,30 @@ def build_app(session: Session) -> gr.Blocks:
                 with gr.Column(scale=3):
                     prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt", value=session.examples(1)[0])
                     notice = gr.Markdown(elem_id="notice")
-                    negative = gr.Textbox(label="Negative prompt (latent diffusion only; unCLIP has none)", elem_id="negative")
+                    text_boxes = [gr.Textbox(label=s.label, elem_id=s.name) for s in texts]
                 with gr.Column(scale=1):
                     seed = gr.Textbox(label="Seed", value="0", elem_id="seed")
                     dice = gr.Button("🎲 Random seed", size="sm")
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Accordion("Advanced: steps and guidance per stage", open=False):
-                with gr.Row():
-                    prior_steps = number_field(25, label="unCLIP prior steps", precision=0)
-                    decoder_steps = number_field(25, label="unCLIP decoder steps", precision=0)
-                    super_res_steps = number_field(7, label="unCLIP super-res steps", precision=0)
-                    prior_guidance = number_field(4.0, label="unCLIP prior guidance")
-                    decoder_guidance = number_field(8.0, label="unCLIP decoder guidance")
-                with gr.Row():
-                    steps = number_field(50, label="Latent diffusion steps", precision=0, elem_id="steps")
-                    guidance = number_field(7.5, label="Latent diffusion guidance")
-            settings = [prior_steps, decoder_steps, super_res_steps, prior_guidance, decoder_guidance, steps, guidance]
+                fields = {}
+                for a in archs:
+                    with gr.Row():
+                        for s in (s for s in numbers if s in registry.get(a).settings):
+                            fields[s.name] = number_field(s.default, label=s.label, precision=0 if s.role == STEPS else None,
+                                                          elem_id=s.name)
+            inputs = [prompt, *text_boxes, seed, *fields.values()]
             with gr.Row():
                 images, stats = {}, {}
-                for arch in ARCHS:
+                for arch in archs:
                     with gr.Column():
-                        images[arch] = picture(LABELS[arch], type="filepath", elem_id=f"image-{arch}", height=320)
+                        images[arch] = picture(registry.get(arch).label, type="filepath", elem_id=f"image-{arch}", height=320)
                         stats[arch] = gr.Markdown(elem_id=f"stats-{arch}")
             gr.Examples([[p] for p in session.examples()], inputs=[prompt], label=f"Example prompts ({preset} preset)")
             prompt.change(lambda p: vocabulary_notice(p or "", preset) or "", prompt, notice, queue=False,
                           show_progress="hidden", api_name=False)
             dice.click(lambda: str(random_seed()), outputs=seed, queue=False, api_name=False)
-            go.click(generate, [prompt, negative, seed, *settings],
-                     [images["unclip"], stats["unclip"], images["latent_diffusion"], stats["latent_diffusion"]],
-                     api_name="compare", **DEVICE)
+            go.click(generate, inputs, [x for a in archs for x in (images[a], stats[a])], api_name="compare", **DEVICE)
 
         with gr.Tab("Inside the models", id="inside"):
             gr.Markdown("An instrumented run of the Compare tab's prompt, negative prompt, seed and settings (not logged: the hooks "
@@ -170,7 +176,7 @@ def build_app(session: Session) -> gr.Blocks:
             with gr.Row():
                 components = gr.Dataframe(label="Components (parameters read from the loaded models)")
                 shapes = gr.Dataframe(label="Tensor shapes at each stage of this run")
-            look.click(explain, [prompt, negative, seed, *settings],
+            look.click(explain, inputs,
                        [decoder_strip, super_res_strip, unet_strip, prior_info, latent_channels, attention, components, shapes],
                        api_name="explain", **DEVICE)
 
@@ -181,7 +187,7 @@ def build_app(session: Session) -> gr.Blocks:
                     sweep_seeds = gr.Textbox(label="Seeds (e.g. 0-9 or 1,5,7)", value="0-3")
                     sweep_steps = gr.Textbox(label="Steps (comma-separated)", value="25")
                     sweep_guidance = gr.Textbox(label="Guidance (comma-separated)", value="7.5")
-                    sweep_archs = gr.CheckboxGroup(list(ARCHS), value=list(ARCHS), label="Architectures")
+                    sweep_archs = gr.CheckboxGroup(list(archs), value=list(archs), label="Architectures")
                     run = gr.Button("Run sweep in the background", variant="primary")
             sweep_status = gr.Markdown()
             sweep_table = gr.Dataframe(label="This sweep's rows, as they land")
@@ -193,7 +199,7 @@ def build_app(session: Session) -> gr.Blocks:
 
         with gr.Tab("Results", id="results") as results_tab:
             with gr.Row():
-                arch_filter = gr.Dropdown(["all", *ARCHS], value="all", label="Architecture")
+                arch_filter = gr.Dropdown(["all", *archs], value="all", label="Architecture")
                 prompt_filter = gr.Textbox(label="Prompt contains (Enter to filter)", elem_id="prompt-filter")
                 refresh = gr.Button("Refresh")
             table = gr.Dataframe(label="Run log (one row per image; downloads carry every column)", elem_id="runs")

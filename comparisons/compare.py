@@ -13,8 +13,8 @@ import pandas as pd
 import transformers
 
 from comparisons.harness import Harness
-from comparisons.presets import DEFAULT_PRESET, PRESETS, load_harness
-from comparisons.records import ARCHITECTURES, Settings
+from comparisons.presets import DEFAULT_PRESET, PRESETS, add_model_flags, load_harness, models_from_flags
+from comparisons.settings import Settings, add_setting_flags, from_flags
 from pipelines import PipelineOutput
 from pipelines.common import GPUOutOfMemoryError
 from pipelines.hub import download_bars
@@ -22,7 +22,7 @@ from pipelines.hub import download_bars
 
 def generate(harness: Harness, prompt: str, seed: int, settings: Settings = Settings()) -> dict[str, tuple[PipelineOutput, dict]]:
     """The same prompt and seed through both architectures: each one's output and logged row (both or neither)."""
-    made = [harness.make(arch, [prompt], [seed], settings) for arch in ARCHITECTURES]
+    made = [harness.make(arch, [prompt], [seed], settings) for arch in harness.architectures]
     harness.save(*made)
     return {m.architecture: (m.output, m.rows[0]) for m in made}
 
@@ -52,18 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("prompt")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS))
-    parser.add_argument("--unclip", help="unCLIP directory or hub id (overrides the preset)")
-    parser.add_argument("--latent-diffusion", help="latent diffusion directory or hub id (overrides the preset)")
+    add_model_flags(parser)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="run log and images go here")
-    for name, f in Settings.__dataclass_fields__.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(f.default) if f.default is not None else str, default=f.default)
+    add_setting_flags(parser)
     args = parser.parse_args(argv)
     transformers.logging.disable_progress_bar()
-    settings = Settings(**{f: getattr(args, f) for f in Settings.__dataclass_fields__})
     try:
-        harness = load_harness(args.preset, unclip=args.unclip, latent_diffusion=args.latent_diffusion,
-                               device=args.device, out_dir=args.out, progress=download_bars())
+        settings = from_flags(args).checked()
+        harness = load_harness(args.preset, models=models_from_flags(args), device=args.device, out_dir=args.out,
+                               progress=download_bars())
         results = generate(harness, args.prompt, args.seed, settings)
     except (ValueError, OSError, GPUOutOfMemoryError) as err:
         print(f"error: {err}", file=sys.stderr)

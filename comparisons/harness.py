@@ -1,6 +1,6 @@
 """Generate, score, save and log: the one path every image takes, from the CLI, sweeps or the app.
 
-A `Harness` holds both pipelines, the judge and the run log. `generate(architecture, prompts,
+A `Harness` holds each architecture's pipeline, the judge and the run log. `generate(architecture, prompts,
 seeds, settings)` makes one batched pipeline call (image i from prompts[i] and seeds[i]), scores
 every image with the judge (and, in the Shapes lab, the checker), writes each PNG with its
 infotext and appends one row per image to the log.
@@ -16,20 +16,15 @@ import numpy as np
 from PIL import Image
 
 from comparisons.metrics import Judge, embedding_cosine
-from comparisons.records import ARCHITECTURES, Settings, build_rows, image_name, row_key, save_png, weights_hash
+from comparisons.records import build_rows, image_name, row_key, save_png, weights_hash
+from comparisons.settings import Settings
 from comparisons.store import fsync_dir
-from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
-from pipelines.common import NonFiniteError, StepCallback, to_uint8
+from pipelines import PipelineOutput, registry
+from pipelines.common import NonFiniteError, Pipeline, StepCallback, to_uint8
 
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def check_architecture(name: str) -> str:
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
-    return name
 
 
 @dataclass(frozen=True)
@@ -44,10 +39,9 @@ class Made:
 
 @dataclass
 class Harness:
-    """Both pipelines, how to name their weights, the judge, where images and rows go."""
+    """Each architecture's pipeline, how to name their weights, the judge, where images and rows go."""
 
-    unclip: UnCLIP
-    latent_diffusion: LatentDiffusion
+    pipelines: dict[str, Pipeline]  # architecture -> its pipeline, in the order comparisons show them
     judge: Judge
     out_dir: Path
     models: dict[str, str] = field(default_factory=dict)  # architecture -> preset, hub id or path
@@ -56,9 +50,18 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir).resolve()  # rows name their PNG by an absolute path, wherever they are read
+        for name in self.pipelines:
+            registry.get(name)
 
-    def pipeline(self, architecture: str) -> UnCLIP | LatentDiffusion:
-        return self.unclip if check_architecture(architecture) == "unclip" else self.latent_diffusion
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        return tuple(self.pipelines)
+
+    def pipeline(self, architecture: str) -> Pipeline:
+        if architecture not in self.pipelines:
+            registry.get(architecture)  # an unknown name says which are known
+            raise ValueError(f"this harness has no {architecture} pipeline; it has {', '.join(self.pipelines)}")
+        return self.pipelines[architecture]
 
     def generate(self, architecture: str, prompts: list[str], seeds: list[int], settings: Settings = Settings(),
                  **options) -> tuple[PipelineOutput, list[dict]]:
@@ -92,7 +95,7 @@ class Harness:
             output, architecture=architecture, model=self.models.get(architecture, architecture), model_hash=weights_hash(pipe),
             settings=settings, run_id=run_id, image_paths=[str(self.image_dir(architecture) / image_name(run_id, k)) for k in keys],
             clip_cosine=self.judge.cosine(images, output.prompts),
-            prior_image_cosine=self._prior_image_cosine(output, images) if architecture == "unclip" else None,
+            prior_image_cosine=self._prior_image_cosine(pipe, output, images),
             checks=self._checks(output) if self.use_checker else None,
         )
         for i, row in enumerate(rows):
@@ -115,12 +118,13 @@ class Harness:
     def image_dir(self, architecture: str) -> Path:
         return self.out_dir / "images" / architecture
 
-    def _prior_image_cosine(self, output: PipelineOutput, images: list[Image.Image]) -> np.ndarray | None:
-        """How close the decoded image comes to the embedding the prior asked for, in the
-        generators' own CLIP image space (needs the unCLIP model's image encoder)."""
-        if self.unclip.image_encoder is None or output.image_embeds is None:
+    @staticmethod
+    def _prior_image_cosine(pipe: Pipeline, output: PipelineOutput, images: list[Image.Image]) -> np.ndarray | None:
+        """How close the decoded image comes to the CLIP image embedding that conditioned it (unCLIP's prior's), in
+        the generator's own CLIP image space; None for a pipeline without an image embedding or an image encoder."""
+        if output.image_embeds is None or getattr(pipe, "image_encoder", None) is None:
             return None
-        return embedding_cosine(self.unclip.encode_image(images).cpu(), output.image_embeds)
+        return embedding_cosine(pipe.encode_image(images).cpu(), output.image_embeds)
 
     def _checks(self, output: PipelineOutput) -> list[dict]:
         """The checker's verdicts per image; none for a prompt outside the Shapes grammar (nothing to check against)."""

@@ -90,6 +90,18 @@ def judge_weights(arch: str, tag: str, progress: ProgressCallback | None = None)
     return fetch_file(repo_id, [safe], progress=progress)
 
 
+def lab_judge(directory: str | Path | None = None, device: str | torch.device = "cpu") -> Judge:
+    """The Shapes lab's trained judge, from `directory` (default: the shipped one in lab/weights/judge)."""
+    from lab.judge import JUDGE_DIR
+    from lab.judge import load_judge as load_lab_judge
+
+    try:
+        model, preprocess, tokenizer = load_lab_judge(directory or JUDGE_DIR, device=device)
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from None
+    return Judge("lab", model, preprocess, tokenizer, torch.device(device))
+
+
 def load_judge(name: str, device: str | torch.device = "cpu", progress: ProgressCallback | None = None) -> Judge:
     """`tiny`, `lab` (the Shapes lab's trained judge) or a pretrained open_clip judge by name; `progress` follows
     the download of a pretrained judge's weights (see pipelines.hub)."""
@@ -97,13 +109,7 @@ def load_judge(name: str, device: str | torch.device = "cpu", progress: Progress
     if name == "tiny":
         return tiny_judge(device=device)
     if name == "lab":
-        from lab.judge import load_judge as load_lab_judge
-
-        try:
-            model, preprocess, tokenizer = load_lab_judge(device=device)
-        except FileNotFoundError as err:
-            raise ValueError(str(err)) from None
-        return Judge("lab", model, preprocess, tokenizer, device)
+        return lab_judge(device=device)
     if name not in PRETRAINED_JUDGES:
         raise ValueError(f"unknown judge {name!r}; choose tiny, lab or one of {sorted(PRETRAINED_JUDGES)}")
     arch, tag = PRETRAINED_JUDGES[name]

@@ -20,7 +20,8 @@ import torch
 from comparisons.harness import Harness
 from comparisons.metrics import load_judge
 from comparisons.store import RunLog
-from pipelines import LatentDiffusion, UnCLIP, load_latent_diffusion, load_unclip
+from pipelines import registry
+from pipelines.common import Pipeline
 from pipelines.hub import ProgressCallback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,20 +31,24 @@ LAB_WEIGHTS = ROOT / "lab" / "weights"
 
 @dataclass(frozen=True)
 class Preset:
-    """Where both architectures' weights come from."""
+    """Where each architecture's weights come from, and the judge that scores them."""
 
     name: str
-    unclip: str  # directory in diffusers' layout or hub id
-    latent_diffusion: str
+    models: dict[str, str]  # architecture -> directory in diffusers' layout or hub id, in the order shown
     judge: str  # comparisons.metrics.load_judge name: never the generators' own CLIP
     fp16_on_cuda: bool  # real models run in half precision on a GPU; tiny ones gain nothing from it
     use_checker: bool = False  # the Shapes lab's checker can read the images
 
 
+def _under(root: Path) -> dict[str, str]:
+    return {"unclip": str(root / "unclip"), "latent_diffusion": str(root / "latent_diffusion")}
+
+
 PRESETS = {
-    "lab": Preset("lab", str(LAB_WEIGHTS / "unclip"), str(LAB_WEIGHTS / "latent_diffusion"), "lab", False, use_checker=True),
-    "tiny": Preset("tiny", str(CACHE_DIR / "tiny-v2" / "unclip"), str(CACHE_DIR / "tiny-v2" / "latent_diffusion"), "tiny", False),
-    "pretrained": Preset("pretrained", "kakaobrain/karlo-v1-alpha", "stable-diffusion-v1-5/stable-diffusion-v1-5", "ViT-L-14", True),
+    "lab": Preset("lab", _under(LAB_WEIGHTS), "lab", False, use_checker=True),
+    "tiny": Preset("tiny", _under(CACHE_DIR / "tiny-v2"), "tiny", False),
+    "pretrained": Preset("pretrained", {"unclip": "kakaobrain/karlo-v1-alpha",
+                                        "latent_diffusion": "stable-diffusion-v1-5/stable-diffusion-v1-5"}, "ViT-L-14", True),
 }
 DEFAULT_PRESET = "lab"
 
@@ -52,12 +57,13 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     preset = PRESETS[name]
-    if name == "lab" and not (Path(preset.unclip) / "model_index.json").is_file():
+    first = Path(next(iter(preset.models.values())))
+    if name == "lab" and not (first / "model_index.json").is_file():
         raise ValueError(f"the Shapes lab weights are missing from {LAB_WEIGHTS}: rebuild them with `make train`")
-    if name == "tiny" and not (Path(preset.unclip) / "model_index.json").is_file():
+    if name == "tiny" and not (first / "model_index.json").is_file():
         from pipelines.tiny import save_tiny
 
-        save_tiny(Path(preset.unclip).parent)
+        save_tiny(first.parent)
     return preset
 
 
@@ -67,16 +73,25 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
+def model_sources(preset: str, models: dict[str, str] | None = None) -> dict[str, str]:
+    """The preset's architecture -> path or hub id, with `models` overriding some (none may be unknown)."""
+    chosen = dict(get_preset(preset).models)
+    for architecture, source in (models or {}).items():
+        registry.get(architecture)
+        if source:
+            chosen[architecture] = str(source)
+    return chosen
+
+
 def load_models(
     preset: str = DEFAULT_PRESET,
     *,
-    unclip: str | None = None,
-    latent_diffusion: str | None = None,
+    models: dict[str, str] | None = None,
     device: str | None = None,
     cuda_graphs: bool = False,
     progress: ProgressCallback | None = None,
-) -> tuple[UnCLIP, LatentDiffusion]:
-    """Both pipelines of a preset; `unclip` / `latent_diffusion` override its paths.
+) -> dict[str, Pipeline]:
+    """Each architecture's pipeline of a preset (architecture -> pipeline); `models` overrides its paths or hub ids.
 
     On a GPU the convolutions run channels_last, and with `cuda_graphs` the denoisers replay CUDA
     graphs (three eager calls' capture per new batch shape, then much less launch overhead: for sweeps).
@@ -88,10 +103,10 @@ def load_models(
     if cuda_graphs and dev.type != "cuda":  # optimize() would say so too, but only after loading the weights
         raise ValueError(f"CUDA graphs need a CUDA device, not {dev}")
     dtype = torch.float16 if (dev.type == "cuda" and p.fp16_on_cuda) else torch.float32
-    pipes = (load_unclip(unclip or p.unclip, device=dev, dtype=dtype, progress=progress),
-             load_latent_diffusion(latent_diffusion or p.latent_diffusion, device=dev, dtype=dtype, progress=progress))
+    pipes = {architecture: registry.get(architecture).load(source, device=dev, dtype=dtype, progress=progress)
+             for architecture, source in model_sources(preset, models).items()}
     if dev.type == "cuda":
-        for pipe in pipes:
+        for pipe in pipes.values():
             pipe.optimize(channels_last=True, cuda_graphs=cuda_graphs)
     return pipes
 
@@ -99,21 +114,31 @@ def load_models(
 def load_harness(
     preset: str = DEFAULT_PRESET,
     *,
-    unclip: str | None = None,
-    latent_diffusion: str | None = None,
+    models: dict[str, str] | None = None,
     device: str | None = None,
     out_dir: str | Path = "results",
     log: bool = True,
     cuda_graphs: bool = False,
     progress: ProgressCallback | None = None,
 ) -> Harness:
-    """Everything a comparison needs: both pipelines, the preset's judge, the run log in `out_dir`."""
+    """Everything a comparison needs: the preset's pipelines, its judge, the run log in `out_dir`."""
     p = get_preset(preset)
-    pipes = load_models(preset, unclip=unclip, latent_diffusion=latent_diffusion, device=device,
-                        cuda_graphs=cuda_graphs, progress=progress)
+    pipes = load_models(preset, models=models, device=device, cuda_graphs=cuda_graphs, progress=progress)
     out_dir = Path(out_dir)
-    return Harness(
-        *pipes, judge=load_judge(p.judge, pick_device(device), progress), out_dir=out_dir,
-        models={"unclip": unclip or p.unclip, "latent_diffusion": latent_diffusion or p.latent_diffusion},
-        use_checker=p.use_checker, log=RunLog(out_dir) if log else None,
-    )
+    return Harness(pipes, judge=load_judge(p.judge, pick_device(device), progress), out_dir=out_dir,
+                   models=model_sources(preset, models), use_checker=p.use_checker, log=RunLog(out_dir) if log else None)
+
+
+def add_model_flags(parser, environ: dict[str, str] | None = None) -> None:
+    """`--<architecture> ID_OR_DIR` per registered architecture (`--unclip`, `--latent-diffusion`): a model in place
+    of the preset's; with `environ`, T2I_<ARCHITECTURE> (T2I_UNCLIP, T2I_LATENT_DIFFUSION) are the defaults."""
+    for a in registry.ARCHITECTURES.values():
+        default = (environ or {}).get(f"T2I_{a.name.upper()}")
+        parser.add_argument("--" + a.name.replace("_", "-"), dest=f"model_{a.name}", default=default,
+                            metavar="ID_OR_DIR", help=f"{a.label}: a hub id or a directory in diffusers' layout "
+                                                      "(overrides the preset)")
+
+
+def models_from_flags(args) -> dict[str, str]:
+    """The models `add_model_flags`' flags name (architecture -> hub id or directory)."""
+    return {a: getattr(args, f"model_{a}") for a in registry.names() if getattr(args, f"model_{a}", None)}

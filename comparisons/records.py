@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import re
-from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,60 +21,11 @@ import transformers
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from comparisons.settings import Settings
 from comparisons.store import write_new_file
-from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
-from pipelines.common import check_guidance, check_steps
-from pipelines.schedulers import UNCLIP_MIN_STEPS
-
-ARCHITECTURES = ("unclip", "latent_diffusion")
-# Settings field -> (fewest steps its stage's scheduler takes, the stage)
-STEP_FIELDS = {"prior_steps": (UNCLIP_MIN_STEPS, "unCLIP's prior stage"),
-               "decoder_steps": (UNCLIP_MIN_STEPS, "unCLIP's decoder stage"),
-               "super_res_steps": (UNCLIP_MIN_STEPS, "unCLIP's super_res stage"),
-               "steps": (1, "latent diffusion's U-Net")}
-GUIDANCE_FIELDS = ("prior_guidance", "decoder_guidance", "guidance")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Steps and guidance of every stage; the defaults are Karlo's and SD's."""
-
-    prior_steps: int = 25
-    decoder_steps: int = 25
-    super_res_steps: int = 7
-    prior_guidance: float = 4.0
-    decoder_guidance: float = 8.0
-    steps: int = 50  # latent diffusion U-Net steps
-    guidance: float = 7.5  # latent diffusion guidance
-    negative_prompt: str | None = None  # latent diffusion only: unCLIP has no negative prompt
-
-    def checked(self) -> Settings:
-        """The settings as they are, or a ValueError naming the first one no pipeline can run."""
-        for name, (minimum, stage) in STEP_FIELDS.items():
-            check_steps(getattr(self, name), name, minimum, stage)
-        for name in GUIDANCE_FIELDS:
-            check_guidance(getattr(self, name), name)
-        return self
-
-    def for_architecture(self, architecture: str) -> dict:
-        """The settings columns that apply to one architecture (the others stay empty in its rows)."""
-        if architecture == "unclip":
-            keys = ("prior_steps", "decoder_steps", "super_res_steps", "prior_guidance", "decoder_guidance")
-        elif architecture == "latent_diffusion":
-            keys = ("steps", "guidance", "negative_prompt")
-        else:
-            raise ValueError(f"unknown architecture {architecture!r}; choose one of {ARCHITECTURES}")
-        return {k: getattr(self, k) for k in keys}
-
-    def pipeline_kwargs(self, architecture: str) -> dict:
-        """Keyword arguments of the architecture's pipeline call."""
-        s = self
-        if architecture == "unclip":
-            return dict(prior_num_inference_steps=s.prior_steps, decoder_num_inference_steps=s.decoder_steps,
-                        super_res_num_inference_steps=s.super_res_steps, prior_guidance_scale=s.prior_guidance,
-                        decoder_guidance_scale=s.decoder_guidance)
-        return dict(num_inference_steps=s.steps, guidance_scale=s.guidance, negative_prompt=s.negative_prompt)
-
+from pipelines import PipelineOutput, registry
+from pipelines.common import Pipeline
+from pipelines.registry import TEXT
 
 def row_key(architecture: str, prompt: str, seed: int, settings: Settings) -> str:
     """What identifies an image: architecture, prompt, seed and the settings that apply to it (JSON)."""
@@ -101,7 +51,7 @@ def digest_of(file_name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def weights_hash(pipe: UnCLIP | LatentDiffusion) -> str:
+def weights_hash(pipe: Pipeline) -> str:
     """A short sha256 of every weight tensor, computed once per pipeline object."""
     cached = getattr(pipe, "_weights_hash", None)
     if cached is None:
@@ -163,10 +113,9 @@ def build_rows(
 
 # ----------------------------------------------------------------------------- PNG infotext
 
-_INFOTEXT_KEYS = {  # infotext label -> Settings field
-    "Steps": "steps", "CFG scale": "guidance", "Prior steps": "prior_steps", "Decoder steps": "decoder_steps",
-    "Super-res steps": "super_res_steps", "Prior CFG scale": "prior_guidance", "Decoder CFG scale": "decoder_guidance",
-}
+def _labelled() -> dict[str, registry.Setting]:
+    """Infotext key -> the registered setting it carries; text settings (the negative prompt) are lines of their own."""
+    return {s.infotext: s for s in registry.all_settings()}
 
 
 def _quote(value: object) -> str:
@@ -176,22 +125,29 @@ def _quote(value: object) -> str:
 
 def infotext(row: dict) -> str:
     """AUTOMATIC1111's `parameters` text for a row."""
+    settings = _labelled()
     lines = [row["prompt"]]
-    if row.get("negative_prompt"):
-        lines.append(f"Negative prompt: {row['negative_prompt']}")
-    params = {label: row[field] for label, field in _INFOTEXT_KEYS.items() if row.get(field) is not None}
+    lines += [f"{label}: {row[s.name]}" for label, s in settings.items() if s.role == TEXT and row.get(s.name)]
+    params = {label: row[s.name] for label, s in settings.items() if s.role != TEXT and row.get(s.name) is not None}
     params |= {"Seed": row["seed"], "Size": f"{row['width']}x{row['height']}", "Model hash": row["model_hash"],
                "Model": row["model"], "Architecture": row["architecture"], "Version": f"diffusers {row['diffusers_version']}"}
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in params.items()))
     return "\n".join(lines)
 
 
-def parse_infotext(text: str) -> dict[str, str]:
-    """The inverse of `infotext`: prompt, negative prompt and every `Key: value` pair."""
+def parse_infotext(text: str) -> dict[str, str | None]:
+    """The inverse of `infotext`: the prompt, each text setting by name (None when absent) and every `Key: value`."""
     *head, params = text.split("\n")
-    negative = next((h.removeprefix("Negative prompt: ") for h in head if h.startswith("Negative prompt: ")), None)
-    prompt = "\n".join(h for h in head if not h.startswith("Negative prompt: "))
-    out = {"prompt": prompt, "negative_prompt": negative}
+    texts = {f"{label}: ": s.name for label, s in _labelled().items() if s.role == TEXT}
+    out: dict[str, str | None] = dict.fromkeys(texts.values())
+    prompt = []
+    for line in head:
+        start = next((t for t in texts if line.startswith(t)), None)
+        if start is None:
+            prompt.append(line)
+        else:
+            out[texts[start]] = line.removeprefix(start)
+    out = {"prompt": "\n".join(prompt), **out}
     for match in re.finditer(r'\s*([\w -]+):\s*("(?:\\.|[^"\\])*"|[^,]*)(?:,|$)', params):
         key, value = match.group(1).strip(), match.group(2).strip()
         out[key] = json.loads(value) if value.startswith('"') else value
@@ -216,7 +172,6 @@ def settings_from_png(path: str | Path) -> tuple[str, str, int, Settings]:
     if text is None:
         raise ValueError(f"{path} has no `parameters` text chunk: it was not written by this tool")
     p = parse_infotext(text)
-    types = {f.name: f.type for f in fields(Settings)}
-    values = {field: (int if "int" in types[field] else float)(p[label]) for label, field in _INFOTEXT_KEYS.items() if label in p}
-    settings = Settings(**{**asdict(Settings()), **values, "negative_prompt": p["negative_prompt"]})
-    return p["Architecture"], p["prompt"], int(p["Seed"]), settings
+    values = {s.name: s.kind(p[label]) for label, s in _labelled().items() if s.role != TEXT and label in p}
+    values |= {s.name: p[s.name] for s in _labelled().values() if s.role == TEXT}
+    return p["Architecture"], p["prompt"], int(p["Seed"]), Settings(**values)

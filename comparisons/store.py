@@ -37,6 +37,7 @@ import csv
 import datetime as dt
 import errno
 import fcntl
+import functools
 import json
 import math
 import os
@@ -53,6 +54,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from pipelines import registry
+from pipelines.registry import GUIDANCE, STEPS, TEXT
+
 LOG_NAME = "runs.jsonl"
 LOCK_NAME = "runs.lock"
 
@@ -67,28 +71,40 @@ DTYPES = {
 ARROW_TYPES = {STRING: pa.large_string(), INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_(),
                DATETIME: pa.timestamp("us", tz="UTC")}
 
-# Stages the pipelines record (StageStats.name), unCLIP's then latent diffusion's, in call order.
-STAGES = ("text_encoder", "prior", "decoder", "super_res", "unet", "vae_decode")
+_KINDS = {int: INT, float: FLOAT, str: STRING}
 
-CORE_SCHEMA: dict[str, str] = {
-    # identity
-    "run_id": STRING, "created_at": DATETIME, "architecture": STRING, "model": STRING,
-    # what was asked
-    "prompt": STRING, "negative_prompt": STRING, "seed": INT, "height": INT, "width": INT,
-    "prior_steps": INT, "decoder_steps": INT, "super_res_steps": INT, "steps": INT,
-    "prior_guidance": FLOAT, "decoder_guidance": FLOAT, "guidance": FLOAT,
-    # where it ran
-    "dtype": STRING, "device": STRING, "device_name": STRING, "versions": STRING,
-    # what it cost
-    **{f"seconds_{s}": FLOAT for s in STAGES}, "seconds_total": FLOAT,
-    **{f"peak_memory_mb_{s}": FLOAT for s in STAGES}, "peak_memory_mb": FLOAT, "memory_kind": STRING,
-    # how good it is
-    "clip_score": FLOAT, "clip_cosine": FLOAT, "prior_image_cosine": FLOAT,
-    "image_path": STRING,
-}
-CORE_COLUMNS: tuple[str, ...] = tuple(CORE_SCHEMA)
 
-# Name rules for columns outside CORE_SCHEMA, first match wins: (prefix, suffix, kind). Columns
+def core_schema() -> dict[str, str]:
+    """Column -> kind of every column the log knows, in the order frames show them; the settings and stage columns
+    come from the registered architectures (pipelines.registry)."""
+    return _core_schema(registry.names())
+
+
+@functools.cache
+def _core_schema(architectures: tuple[str, ...]) -> dict[str, str]:  # one per set of registered architectures
+    settings, stages = registry.all_settings(), registry.all_stages()
+    by_role = {role: {s.name: _KINDS[s.kind] for s in settings if s.role == role} for role in (TEXT, STEPS, GUIDANCE)}
+    return {
+        # identity
+        "run_id": STRING, "created_at": DATETIME, "architecture": STRING, "model": STRING,
+        # what was asked
+        "prompt": STRING, **by_role[TEXT], "seed": INT, "height": INT, "width": INT, **by_role[STEPS], **by_role[GUIDANCE],
+        # where it ran
+        "dtype": STRING, "device": STRING, "device_name": STRING, "versions": STRING,
+        # what it cost
+        **{f"seconds_{s}": FLOAT for s in stages}, "seconds_total": FLOAT,
+        **{f"peak_memory_mb_{s}": FLOAT for s in stages}, "peak_memory_mb": FLOAT, "memory_kind": STRING,
+        # how good it is
+        "clip_score": FLOAT, "clip_cosine": FLOAT, "prior_image_cosine": FLOAT,
+        "image_path": STRING,
+    }
+
+
+def core_columns() -> tuple[str, ...]:
+    return tuple(core_schema())
+
+
+# Name rules for columns outside core_schema(), first match wins: (prefix, suffix, kind). Columns
 # that match none are typed from their values on load and read back from CSV as strings.
 NAME_RULES: tuple[tuple[str, str, str], ...] = (
     ("check_", "_correct", BOOL),  # checker verdicts, e.g. check_colour_correct, check_object1_shape_correct
@@ -108,8 +124,9 @@ _thread_locks_guard = threading.Lock()
 
 def column_kind(name: str) -> str | None:
     """The schema kind of a column (STRING, INT, ...), or None for a column the schema does not know."""
-    if name in CORE_SCHEMA:
-        return CORE_SCHEMA[name]
+    schema = core_schema()
+    if name in schema:
+        return schema[name]
     for prefix, suffix, kind in NAME_RULES:
         if name.startswith(prefix) and name.endswith(suffix):
             return kind
@@ -199,9 +216,10 @@ def _typed_column(name: str, values: list, kind: str | None) -> pd.api.extension
 
 def frame_from_records(records: list[dict]) -> pd.DataFrame:
     """Decoded JSON records as a typed frame: core columns in schema order, then extra ones sorted."""
-    extra = sorted({k for r in records for k in r} - set(CORE_SCHEMA))
+    core = core_columns()
+    extra = sorted({k for r in records for k in r} - set(core))
     columns = {}
-    for name in (*CORE_COLUMNS, *extra):
+    for name in (*core, *extra):
         values = [r.get(name) for r in records]
         kind = column_kind(name) or _inferred_kind(values)
         columns[name] = _typed_column(name, values, kind)
@@ -440,7 +458,7 @@ def _existing_log(directory: str | os.PathLike) -> RunLog:
 
 
 def load_runs(directory: str | os.PathLike) -> pd.DataFrame:
-    """All rows of the log in `directory`: CORE_COLUMNS first, then extra columns sorted; strings
+    """All rows of the log in `directory`: core_columns() first, then extra columns sorted; strings
     as "string", created_at as datetime64[us, UTC], ints as Int64, verdicts as "boolean"."""
     return _existing_log(directory).load()
 

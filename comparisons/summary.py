@@ -7,25 +7,36 @@ paired differences with bootstrap intervals so no headline number stands without
   device; the mean of a - b over pairs with a 95% percentile-bootstrap interval (Efron, 1979)
   resampling pairs, and the win rate of a over b with its own interval from the same resamples.
 - `summary_table(df)` / `format_summary(df)`: both for every headline metric.
+- `proportion(k, n)`: an accuracy with its 95% Wilson score interval (Wilson 1927), as the lab's evaluation
+  and studies report them.
 
 A metric's direction ("better") comes from `HIGHER_IS_BETTER` or the `higher_is_better` argument.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from pipelines import registry
 
 HEADLINE_METRICS = ("seconds_total", "peak_memory_mb", "clip_score")  # plus every verdict (check_*_correct)
 CONFIDENCE = 0.95
 # Columns whose values must match for two rows to be a like-for-like pair, besides prompt and seed.
 SHARED_SETTINGS = ("dtype", "device", "device_name")
-# Settings that belong to one architecture (its model, size, steps, guidance): each architecture
-# must have a single configuration in the compared rows, or a difference would mix several.
-OWN_SETTINGS = ("model", "model_hash", "negative_prompt", "height", "width", "steps", "guidance", "prior_steps",
-                "decoder_steps", "super_res_steps", "prior_guidance", "decoder_guidance")
+# What besides its registered settings makes an architecture's configuration: each architecture must have a
+# single configuration in the compared rows, or a difference would mix several.
+MODEL_COLUMNS = ("model", "model_hash", "height", "width")
+
+
+def own_settings() -> tuple[str, ...]:
+    """The columns of one architecture's configuration: its model and size, and every registered setting."""
+    return (*MODEL_COLUMNS, *(s.name for s in registry.all_settings()))
+
 # Direction of a metric, by (prefix, suffix) of its name: True when a larger value is better.
 HIGHER_IS_BETTER: dict[tuple[str, str], bool] = {
     ("seconds_", ""): False, ("peak_memory_mb", ""): False,
@@ -33,6 +44,36 @@ HIGHER_IS_BETTER: dict[tuple[str, str], bool] = {
     ("check_", "_correct"): True,  # the checker's verdicts: their mean is an accuracy
 }
 BOOT_CHUNK = 4_000_000  # resampled values held in memory at once
+
+
+Z_95 = 1.959963984540054  # standard normal quantile at 0.975
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """k successes out of n, with a 95% Wilson score interval."""
+
+    k: int
+    n: int
+    value: float
+    low: float
+    high: float
+
+
+def wilson_interval(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a proportion k/n (Wilson 1927); 95% for the default z."""
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # at k = 0 (k = n) the bound is 0 (1) exactly, which rounding leaves a hair off
+    return min(max(0.0, centre - half), p), max(min(1.0, centre + half), p)
+
+
+def proportion(k: int, n: int) -> Proportion:
+    """k/n with its Wilson interval: accuracies, where a bootstrap over few pairs would be too narrow at 0 or 1."""
+    return Proportion(k, n, k / n, *wilson_interval(k, n))
 
 
 class NoPairsError(ValueError):
@@ -105,6 +146,18 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- paired
 
 
+def default_pair(df: pd.DataFrame, a: str | None = None, b: str | None = None) -> tuple[str, str]:
+    """(a, b) of a paired difference a - b: as given, else the last and the first registered architecture that has
+    rows (latent diffusion - unCLIP)."""
+    if a is not None and b is not None:
+        return a, b
+    present = [n for n in registry.names() if "architecture" in df.columns and (df["architecture"] == n).any()]
+    if len(present) < 2:
+        raise NoPairsError(f"a paired summary needs two architectures' rows; the frame has {present or 'none'}")
+    return a or present[-1], b or present[0]
+
+
+
 def _pair_keys(df: pd.DataFrame, pair_on: Sequence[str] | None) -> list[str]:
     keys = ["prompt", "seed", *(c for c in SHARED_SETTINGS if c in df.columns)] if pair_on is None else list(pair_on)
     missing = [k for k in keys if k not in df.columns]
@@ -114,7 +167,7 @@ def _pair_keys(df: pd.DataFrame, pair_on: Sequence[str] | None) -> list[str]:
 
 
 def _check_one_configuration(rows: pd.DataFrame, arch: str, keys: list[str]) -> None:
-    settings = [c for c in rows.columns if (c in OWN_SETTINGS or c.endswith(("_steps", "_guidance"))) and c not in keys]
+    settings = [c for c in rows.columns if c in own_settings() and c not in keys]
     configs = rows[settings].dropna(axis=1, how="all").drop_duplicates()
     if len(configs) > 1:
         raise ValueError(f"{arch} rows come in {len(configs)} configurations of {list(configs.columns)}; "
@@ -153,7 +206,7 @@ def bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -
 
 
 def paired_differences(
-    df: pd.DataFrame, metric: str, a: str = "latent_diffusion", b: str = "unclip", n_boot: int = 2000, seed: int = 0,
+    df: pd.DataFrame, metric: str, a: str | None = None, b: str | None = None, n_boot: int = 2000, seed: int = 0,
     *, higher_is_better: bool | None = None, pair_on: Sequence[str] | None = None,
 ) -> dict:
     """Mean of a - b over (prompt, seed) pairs with a 95% bootstrap CI, and a's win rate with its CI.
@@ -163,6 +216,7 @@ def paired_differences(
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    a, b = default_pair(df, a, b)
     pairs = paired_values(df, metric, a, b, pair_on)
     higher = prefers_higher(metric) if higher_is_better is None else higher_is_better
     diff = (pairs[a] - pairs[b]).to_numpy()
@@ -193,11 +247,12 @@ def headline_metrics(df: pd.DataFrame) -> list[str]:
 
 
 def summary_table(
-    df: pd.DataFrame, a: str = "latent_diffusion", b: str = "unclip", n_boot: int = 2000, seed: int = 0
+    df: pd.DataFrame, a: str | None = None, b: str | None = None, n_boot: int = 2000, seed: int = 0
 ) -> pd.DataFrame:
     """One row per headline metric that has pairs: direction, n pairs, each architecture's mean over
     the pairs (so mean_diff = mean_a - mean_b), the mean difference a - b, the win rate of a, each
     with its 95% interval. Metrics without pairs (e.g. verdicts outside the lab) are left out."""
+    a, b = default_pair(df, a, b)
     rows = {}
     for metric in headline_metrics(df):
         try:
@@ -225,9 +280,10 @@ def _with_interval(value: float, low: float, high: float, fmt=_number) -> str:
 
 
 def format_summary(
-    df: pd.DataFrame, a: str = "latent_diffusion", b: str = "unclip", n_boot: int = 2000, seed: int = 0
+    df: pd.DataFrame, a: str | None = None, b: str | None = None, n_boot: int = 2000, seed: int = 0
 ) -> str:
     """`summary_table` as text: every difference and win rate is printed beside n and its interval."""
+    a, b = default_pair(df, a, b)
     table = summary_table(df, a, b, n_boot, seed)
     ci = f"[{CONFIDENCE:.0%} CI]"
     lines = [f"{a} - {b}, paired by {', '.join(_pair_keys(df, None))}; "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -25,14 +24,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from comparisons.harness import check_architecture
-from comparisons.records import ARCHITECTURES, Settings, digest_of, key_digest, row_key
+from comparisons.records import digest_of, key_digest, row_key
+from comparisons.settings import Settings, add_setting_flags, from_flags
+from pipelines import registry
 from pipelines.tokenizer import excerpt
 
 MAX_PROMPTS = 10_000  # a bigger grid is a mistake more often than a plan: split the file
 MAX_PROMPT_FILE_BYTES = 10 * 2**20
 MAX_SEEDS = 100_000
 MAX_JOBS = 1_000_000  # images in one sweep: a grid is built in memory before it runs
+
+
+def _swept() -> tuple[str, ...]:
+    return tuple(n for a in registry.ARCHITECTURES.values() for n in (*a.sweep_steps, *a.sweep_guidance))
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ def parse_values(text: str, kind: type, name: str) -> list:
 
 
 def parse_architectures(text: str) -> list[str]:
-    return [check_architecture(a.strip()) for a in text.split(",") if a.strip()]
+    return [registry.get(a.strip()).name for a in text.split(",") if a.strip()]
 
 
 def check_out_dir(path: Path) -> Path:
@@ -132,7 +136,7 @@ def grid(prompts: list[str], seeds: list[int], steps: list[int], guidance: list[
     """Every (architecture, steps, guidance, prompt, seed) once: a prompt or seed given twice is one job. Counted,
     and refused past `max_jobs`, before any job is built."""
     prompts, seeds = list(dict.fromkeys(prompts)), list(dict.fromkeys(seeds))
-    architectures = [check_architecture(a) for a in dict.fromkeys(architectures)]
+    architectures = [registry.get(a).name for a in dict.fromkeys(architectures)]
     if not architectures:
         raise ValueError("pick at least one architecture")
     count = len(architectures) * len(steps) * len(guidance) * len(prompts) * len(seeds)
@@ -142,10 +146,7 @@ def grid(prompts: list[str], seeds: list[int], steps: list[int], guidance: list[
     for arch in architectures:
         for n_steps in steps:
             for scale in guidance:
-                if arch == "unclip":
-                    settings = dataclasses.replace(base, prior_steps=n_steps, decoder_steps=n_steps, decoder_guidance=scale)
-                else:
-                    settings = dataclasses.replace(base, steps=n_steps, guidance=scale)
+                settings = base.with_sweep_values(arch, n_steps, scale)
                 jobs += [Job(arch, settings, p, s) for p in prompts for s in seeds]
     for settings in dict.fromkeys(job.settings for job in jobs):  # the pipelines would check too, but mid-sweep
         settings.checked()
@@ -219,10 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0", help="e.g. 0-9 or 1,5,7")
     parser.add_argument("--steps", default="25", help="comma-separated, e.g. 10,25")
     parser.add_argument("--guidance", default="7.5", help="comma-separated, e.g. 4,8")
-    parser.add_argument("--architectures", default=",".join(ARCHITECTURES))
-    parser.add_argument("--super-res-steps", type=int, default=Settings.super_res_steps)
-    parser.add_argument("--prior-guidance", type=float, default=Settings.prior_guidance)
-    parser.add_argument("--negative-prompt", default=None)
+    parser.add_argument("--architectures", default=",".join(registry.names()))
+    add_setting_flags(parser, skip=_swept())  # the settings --steps and --guidance do not set
     parser.add_argument("--batch-size", type=int, default=8, help="images per pipeline call")
     parser.add_argument("--preset", default=None, help="lab (default), tiny or pretrained")
     parser.add_argument("--device", default=None, help="default: the process's accelerate device")
@@ -235,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--batch-size must be >= 1")
         prompts = read_prompts(args.prompts)
         seeds = parse_seeds(args.seeds)
-        base = Settings(super_res_steps=args.super_res_steps, prior_guidance=args.prior_guidance, negative_prompt=args.negative_prompt)
+        base = from_flags(args, skip=_swept())
         jobs = grid(prompts, seeds, parse_values(args.steps, int, "steps"), parse_values(args.guidance, float, "guidance"),
                     parse_architectures(args.architectures), base)
         out = check_out_dir(args.out)

@@ -11,7 +11,9 @@ What it measures, each a proportion with its 95% Wilson score interval (Wilson 1
   - text -> image retrieval top-1 among 100 held-out scenes rendered by the world (clean ground
     truth), each caption true of its own scene only, for the judge CLIP and for the generator CLIP
     (unCLIP's text and image encoders).
-One image per prompt, seed = base seed + prompt index, at the pipelines' default steps. The issue's
+One image per prompt, seed = base seed + prompt index, at the pipelines' default steps, made and scored by the
+comparison harness (comparisons.harness: the rows' `check_*` columns are the app's) with the intervals of
+comparisons.summary; like app.py, this entry point sits above the engine it runs. The issue's
 bars are printed beside the measures; the two-object measures have none. After the table, per
 architecture, the shapes drawn for each shape asked, held-out and seen: what a miss drew instead.
 """
@@ -25,30 +27,31 @@ import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from lab.checker import check
-from lab.judge import load_judge
-from lab.train import pick_device
+from comparisons.harness import Harness
+from comparisons.metrics import Judge, lab_judge
+from comparisons.presets import pick_device
+from comparisons.settings import Settings
+from comparisons.summary import Proportion, proportion
 from lab.world import SHAPES, Scene, caption_is_true_of, parse_caption, read_prompts, sample_scene
-from pipelines import load_latent_diffusion, load_unclip
-from pipelines.tokenizer import tokenize
+from pipelines import registry
 
-ARCHITECTURES = ("unclip", "latent_diffusion")
+ARCHITECTURES = ("unclip", "latent_diffusion")  # the folders of a lab weights package, as presets.PRESETS["lab"]
 MAX_PROMPTS = 200  # lines of each held-out prompt file
 RETRIEVAL_PAIRS = 100
-Z_95 = 1.959963984540054  # standard normal quantile at 0.975
-# measure -> column of CheckResult.as_dict(); NaN rows (the caption does not ask) are left out
-SINGLE_COLUMNS = {"colour": "object1_colour_correct", "shape": "object1_shape_correct",
-                  "size": "object1_size_correct", "position": "position_correct"}
-TWO_COLUMNS = {"colour 1": "object1_colour_correct", "colour 2": "object2_colour_correct",
-               "shape 1": "object1_shape_correct", "shape 2": "object2_shape_correct",
-               "relation": "relation_correct", "count": "count_correct", "all correct": "all_correct"}
+# measure -> the harness row's checker column; NaN rows (the caption does not ask) are left out
+SINGLE_COLUMNS = {"colour": "check_object1_colour_correct", "shape": "check_object1_shape_correct",
+                  "size": "check_object1_size_correct", "position": "check_position_correct"}
+TWO_COLUMNS = {"colour 1": "check_object1_colour_correct", "colour 2": "check_object2_colour_correct",
+               "shape 1": "check_object1_shape_correct", "shape 2": "check_object2_shape_correct",
+               "relation": "check_relation_correct", "count": "check_count_correct", "all correct": "check_all_correct"}
 NOTHING = "none"  # shapes_drawn's column for a caption object with no detection in its place
 # measure name -> minimum accuracy the issue asks for (every architecture must reach it)
 BARS = {"single/colour": 0.90, "single/shape": 0.80, "retrieval/judge": 0.90, "retrieval/generator": 0.90}
@@ -64,7 +67,7 @@ class EvalConfig:
     seed: int = 0  # prompt i gets seed + i; also seeds the retrieval scenes
     batch_size: int = 25  # prompts per pipeline call
     device: str = "auto"  # auto (CUDA if present), cpu, cuda, ...
-    pipeline_kwargs: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # per architecture; {} = defaults
+    settings: Settings = Settings()  # steps and guidance: the pipelines' defaults unless a test asks for fewer
 
     def __post_init__(self) -> None:
         for name in ("n_single", "n_two"):
@@ -78,17 +81,6 @@ class EvalConfig:
         missing = [p for p in (*ARCHITECTURES, "judge") if not (Path(self.weights) / p).is_dir()]
         if missing:
             raise ValueError(f"no weights for {', '.join(missing)} under {self.weights}: run `make train` first")
-
-
-@dataclass(frozen=True)
-class Proportion:
-    """k successes out of n, with a 95% Wilson score interval."""
-
-    k: int
-    n: int
-    value: float
-    low: float
-    high: float
 
 
 @dataclass(frozen=True)
@@ -126,21 +118,6 @@ GROUPS = {"single": Group("heldout_single", SINGLE_COLUMNS, True), "seen": Group
 # ----------------------------------------------------------------------------- pure helpers
 
 
-def wilson_interval(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a proportion k/n (Wilson 1927); 95% for the default z."""
-    if n < 1 or not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    # at k = 0 (k = n) the bound is 0 (1) exactly, which rounding leaves a hair off
-    return min(max(0.0, centre - half), p), max(min(1.0, centre + half), p)
-
-
-def proportion(k: int, n: int) -> Proportion:
-    return Proportion(k, n, k / n, *wilson_interval(k, n))
-
-
 def retrieval_top1(text_emb: torch.Tensor, image_emb: torch.Tensor) -> float:
     """Fraction of texts whose most cosine-similar image is their own (row i pairs with row i)."""
     if text_emb.ndim != 2 or text_emb.shape != image_emb.shape or len(text_emb) == 0:
@@ -166,18 +143,13 @@ def shapes_drawn(rows: Sequence[Mapping[str, object]]) -> dict[str, dict[str, in
     confusion table whose off-diagonal says what a miss drew instead (a circle asked, a square drawn)."""
     table: dict[str, dict[str, int]] = {}
     for row in rows:
-        spec = parse_caption(str(row["caption"]))
+        spec = parse_caption(str(row["prompt"]))
         if len(spec.objects) != 1:
             continue
-        read = row["object1_shape_read"] or NOTHING
+        read = row["check_object1_shape_read"] or NOTHING
         counts = table.setdefault(spec.objects[0].shape, {})
         counts[read] = counts.get(read, 0) + 1
     return table
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Float images in [0, 1] -> uint8, as the checker and PIL take them."""
-    return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
 def retrieval_scenes(n: int, seed: int) -> list[Scene]:
@@ -208,39 +180,33 @@ def weights_hash(directory: Path) -> str:
 # ----------------------------------------------------------------------------- model runs
 
 
-def generate_and_check(pipe, prompts: list[str], seed: int, batch_size: int, **kwargs) -> list[dict]:
-    """One image per prompt (prompt i with seed + i), in batches; the checker's row for each."""
+def lab_harness(weights: Path, device: torch.device) -> Harness:
+    """The package's pipelines and judge in a harness that scores with the checker and writes nothing."""
+    pipes = {a: registry.get(a).load(weights / a, device=device, dtype=torch.float32) for a in ARCHITECTURES}
+    return Harness(pipes, judge=lab_judge(weights / "judge", device), out_dir=Path(tempfile.gettempdir()),
+                   use_checker=True, log=None)
+
+
+def generate_and_check(harness: Harness, architecture: str, prompts: list[str], seed: int, batch_size: int,
+                       settings: Settings = Settings()) -> list[dict]:
+    """One image per prompt (prompt i with seed + i), in batches; the harness's row for each, not saved."""
     rows = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
-        images = to_uint8(pipe(batch, seed=[seed + start + j for j in range(len(batch))], **kwargs).images)
-        rows += [check(image, prompt).as_dict() for image, prompt in zip(images, batch)]
+        rows += harness.make(architecture, batch, [seed + start + j for j in range(len(batch))], settings).rows
     return rows
 
 
-@torch.inference_mode()
-def judge_embeddings(directory: Path, device: torch.device, images: list[Image.Image], captions: list[str]):
-    model, preprocess, tokenizer = load_judge(directory, device)
-    image_emb = model.encode_image(torch.stack([preprocess(im) for im in images]).to(device))
-    text_emb = model.encode_text(tokenizer(captions).to(device))
-    return text_emb.cpu(), image_emb.cpu()
-
-
-@torch.inference_mode()
-def generator_embeddings(unclip, images: list[Image.Image], captions: list[str]):
-    """The generator CLIP as unCLIP uses it: text_embeds of its text encoder, image_embeds of its image encoder."""
-    ids, _ = tokenize(unclip.tokenizer, captions)
-    text_emb = unclip.text_encoder(ids.to(unclip.device)).text_embeds
-    return text_emb.cpu(), unclip.encode_image(images).cpu()
-
-
-def retrieval_accuracies(judge_directory: Path, unclip, device: torch.device, seed: int) -> dict[str, float]:
-    """Text -> image retrieval top-1 among RETRIEVAL_PAIRS held-out scenes, for the judge and the generator CLIP."""
+def retrieval_accuracies(harness: Harness, seed: int) -> dict[str, float]:
+    """Text -> image retrieval top-1 among RETRIEVAL_PAIRS held-out scenes, for the judge and for the generator
+    CLIP as unCLIP uses it (its text encoder's projected embedding, its image encoder)."""
     scenes = retrieval_scenes(RETRIEVAL_PAIRS, seed)
     images = [Image.fromarray(scene.render()) for scene in scenes]
     captions = [scene.caption() for scene in scenes]
-    embeddings = {"judge": judge_embeddings(judge_directory, device, images, captions),
-                  "generator": generator_embeddings(unclip, images, captions)}
+    judge: Judge = harness.judge
+    unclip = harness.pipeline("unclip")
+    generator = (unclip.encode_prompt(captions, with_uncond=False).embeds.cpu(), unclip.encode_image(images).cpu())
+    embeddings = {"judge": (judge.embed_texts(captions), judge.embed_images(images)), "generator": generator}
     return {name: retrieval_top1(text_emb, image_emb) for name, (text_emb, image_emb) in embeddings.items()}
 
 
@@ -259,12 +225,10 @@ def evaluate(config: EvalConfig) -> Evaluation:
     tables: dict[str, dict[str, dict[str, Proportion | None]]] = {name: {} for name in GROUPS}
     counts: dict[str, dict[str, int]] = {name: {} for name in GROUPS}
     drawn: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
-    pipes = {"unclip": load_unclip(weights / "unclip", device=device),
-             "latent_diffusion": load_latent_diffusion(weights / "latent_diffusion", device=device)}
-    for arch, pipe in pipes.items():
+    harness = lab_harness(weights, device)
+    for arch in harness.architectures:
         for name, group in GROUPS.items():
-            rows = generate_and_check(pipe, prompts[name], config.seed, config.batch_size,
-                                      **config.pipeline_kwargs.get(arch, {}))
+            rows = generate_and_check(harness, arch, prompts[name], config.seed, config.batch_size, config.settings)
             for measure, value in accuracy_table(rows, group.columns).items():
                 tables[name].setdefault(measure, {})[arch] = value
                 counts[name][measure] = value.n if value else 0
@@ -272,7 +236,7 @@ def evaluate(config: EvalConfig) -> Evaluation:
                 drawn.setdefault(arch, {})[name] = shapes_drawn(rows)
     measures = [with_bar(f"{group}/{m}", counts[group][m], tables[group][m]) for group in tables for m in tables[group]]
 
-    for name, accuracy in retrieval_accuracies(weights / "judge", pipes["unclip"], device, config.seed).items():
+    for name, accuracy in retrieval_accuracies(harness, config.seed).items():
         k = round(accuracy * RETRIEVAL_PAIRS)
         measures.append(with_bar(f"retrieval/{name}", RETRIEVAL_PAIRS, {"shared": proportion(k, RETRIEVAL_PAIRS)}))
     return Evaluation(measures, drawn)
@@ -314,7 +278,10 @@ def format_shapes_drawn(drawn: Mapping[str, Mapping[str, Mapping[str, Mapping[st
 def report(config: EvalConfig, evaluation: Evaluation) -> dict:
     """The JSON record: settings, provenance, every measure and the shapes drawn."""
     weights = Path(config.weights)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    def plain(value: object) -> object:
+        return str(value) if isinstance(value, Path) else dict(value.items()) if isinstance(value, Settings) else value
+
+    settings = {f.name: plain(getattr(config, f.name)) for f in fields(config)}
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": str(pick_device(config.device)),
@@ -325,8 +292,8 @@ def report(config: EvalConfig, evaluation: Evaluation) -> dict:
     }
 
 
-def main(argv: list[str] | None = None, pipeline_kwargs: Mapping[str, Mapping[str, int]] | None = None) -> Evaluation:
-    """The CLI. `pipeline_kwargs` (per architecture) is for tests, which cannot afford the default steps."""
+def main(argv: list[str] | None = None, settings: Settings = Settings()) -> Evaluation:
+    """The CLI. `settings` is for tests, which cannot afford the default steps."""
     parser = argparse.ArgumentParser(description="Evaluate the Shapes lab's shipped weights on held-out prompts.")
     parser.add_argument("--weights", type=Path, default=EvalConfig.weights, help="holds unclip/, latent_diffusion/, judge/")
     parser.add_argument("--n-single", type=int, default=MAX_PROMPTS,
@@ -338,8 +305,7 @@ def main(argv: list[str] | None = None, pipeline_kwargs: Mapping[str, Mapping[st
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     args = parser.parse_args(argv)
     try:
-        config = EvalConfig(args.weights, args.n_single, args.n_two, args.seed, args.batch_size, args.device,
-                            dict(pipeline_kwargs or {}))
+        config = EvalConfig(args.weights, args.n_single, args.n_two, args.seed, args.batch_size, args.device, settings)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

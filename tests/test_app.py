@@ -16,14 +16,15 @@ from gradio_client import Client
 from PIL import Image
 
 import app
-from comparisons.records import Settings, settings_from_png
-from comparisons.session import (AppConfig, Session, checker_verdict, parse_seed, parse_settings, stage_seconds_long, stats_line,
-                                 summary_frame, vocabulary_notice)
+from comparisons.settings import Settings
+from comparisons.records import settings_from_png
+from comparisons.app.session import AppConfig, Session, parse_seed, parse_settings, vocabulary_notice
+from comparisons.app.views import checker_verdict, stage_seconds_long, stats_line, summary_frame
 from comparisons.store import read_csv, read_parquet
 
 PRESET = "lab"  # the default the app ships with
 FAST = dict(prior_steps=2, decoder_steps=2, super_res_steps=2, prior_guidance=4.0, decoder_guidance=8.0, steps=2, guidance=7.5)
-FAST_ARGS = list(FAST.values())  # in the order of app.SETTING_NAMES
+FAST_ARGS = list(FAST.values())  # in the order of the Advanced widgets (the registry's)
 PROMPT = "a red circle above a blue square"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -78,7 +79,7 @@ def test_settings_from_widgets():
 def test_compare_logs_both_architectures_with_progress(served):
     session, _ = served
     seen = []
-    rows, notices = session.compare(PROMPT, "", "7", Settings(**FAST), lambda f, what: seen.append((f, what)))
+    rows, notices = session.compare(PROMPT, "7", Settings(**FAST), lambda f, what: seen.append((f, what)))
     assert set(rows) == {"unclip", "latent_diffusion"} and notices == []
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and len(seen) >= 2 + 2 + 2 + 2
@@ -107,16 +108,16 @@ def test_notices_outside_the_lab_vocabulary(served):
     assert vocabulary_notice(PROMPT, "lab") is None
     assert "cat" in vocabulary_notice("a cat on a sofa", "lab")
     assert vocabulary_notice("a cat on a sofa", "pretrained") is None
-    _, notices = session.compare("猫 🐱 ネコ", None, 1, Settings(**FAST))
+    _, notices = session.compare("猫 🐱 ネコ", 1, Settings(**FAST))
     assert len(notices) == 1 and "Shapes" in notices[0]
-    _, notices = session.compare("a red circle " * 200, None, 1, Settings(**FAST))
+    _, notices = session.compare("a red circle " * 200, 1, Settings(**FAST))
     assert any("cut" in n for n in notices)
 
 
 def test_results_summary_plots_and_exports(served):
     session, _ = served
     for seed in (1, 2):
-        session.compare(PROMPT, "", seed, Settings(**FAST))
+        session.compare(PROMPT, seed, Settings(**FAST))
     df = session.runs("latent_diffusion", "BLUE square")
     assert len(df) >= 2 and set(df["architecture"]) == {"latent_diffusion"}
     assert session.runs("all", "no such prompt").empty
@@ -202,7 +203,7 @@ def test_inside_the_models_through_gradio_client(served):
     tokens = [item["caption"] for item in gallery]
     assert tokens[:3] == ["a</w>", "red</w>", "circle</w>"] or tokens[:3] == ["a", "red", "circle"]
     counted = {r[1]: r[3] for r in components["data"]}
-    unclip = session.harness().unclip
+    unclip = session.harness().pipeline("unclip")
     assert counted["decoder"] == sum(p.numel() for p in unclip.decoder.parameters())
     assert any("77" in str(cell) for row in shapes["data"] for cell in row)
     assert len(session.runs()) == before  # instrumented runs are not logged

@@ -9,11 +9,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from comparisons import bench, compare
+from comparisons import compare
+from comparisons.bench import cli as bench
+from comparisons.bench import pipelines as bench_pipelines
 from comparisons.harness import Harness
 from comparisons.metrics import tiny_judge
 from comparisons.presets import get_preset
-from comparisons.records import Settings
+from comparisons.settings import Settings
 from comparisons.store import load_runs
 from pipelines import load_latent_diffusion, load_unclip
 from pipelines.tiny import save_tiny
@@ -58,7 +60,7 @@ def test_compare_bad_input_is_one_line_and_exit_2(tiny_dirs, tmp_path, capsys, a
 
 def test_stage_table_orders_stages_and_puts_total_last(tiny_dirs, tmp_path):
     unclip_dir, ld_dir = tiny_dirs
-    harness = Harness(load_unclip(unclip_dir), load_latent_diffusion(ld_dir), tiny_judge(), tmp_path)
+    harness = Harness({"unclip": load_unclip(unclip_dir), "latent_diffusion": load_latent_diffusion(ld_dir)}, tiny_judge(), tmp_path)
     results = compare.generate(harness, "a red circle", 0, Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2))
     table = compare.stage_table({arch: out for arch, (out, _) in results.items()})
     assert list(table.index) == ["text_encoder", "prior", "decoder", "super_res", "unet", "vae_decode", "total"]
@@ -68,9 +70,9 @@ def test_stage_table_orders_stages_and_puts_total_last(tiny_dirs, tmp_path):
 
 def test_tiny_preset_is_written_once_in_hub_layout():
     preset = get_preset("tiny")
-    for directory in (preset.unclip, preset.latent_diffusion):
+    for directory in preset.models.values():
         assert (Path(directory) / "model_index.json").is_file()
-    index = Path(preset.unclip) / "model_index.json"
+    index = Path(preset.models["unclip"]) / "model_index.json"
     written = index.stat().st_mtime_ns
     assert get_preset("tiny") == preset and index.stat().st_mtime_ns == written  # not written again
     with pytest.raises(ValueError, match="unknown preset"):
@@ -78,7 +80,7 @@ def test_tiny_preset_is_written_once_in_hub_layout():
 
 
 def test_bench_compares_ours_with_diffusers(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(bench.SETTINGS, "tiny", {
+    monkeypatch.setitem(bench_pipelines.SETTINGS, "tiny", {
         "unclip": dict(prior_num_inference_steps=2, decoder_num_inference_steps=2, super_res_num_inference_steps=2),
         "latent_diffusion": dict(num_inference_steps=2, guidance_scale=7.5),
     })
@@ -101,24 +103,24 @@ def test_bench_dtype_is_for_full_size_only():
 
 
 def test_bench_speedup_passes_cheapest_first():
-    S = bench.Speedup
-    assert bench.speedups(False, None, False) == []
-    assert bench.speedups(False, None, True) == [S(False, None, True)]
-    assert bench.speedups(True, None, True) == [S(False, None, True), S(True, None, True)]  # compiled, then captured
-    assert bench.speedups(True, "reduce-overhead", True)[-1] == S(True, "reduce-overhead", False)  # it captures its own
-    assert [p.label for p in bench.speedups(True, "max-autotune-no-cudagraphs", True)] == [
+    S = bench_pipelines.Speedup
+    assert bench_pipelines.speedups(False, None, False) == []
+    assert bench_pipelines.speedups(False, None, True) == [S(False, None, True)]
+    assert bench_pipelines.speedups(True, None, True) == [S(False, None, True), S(True, None, True)]  # compiled, then captured
+    assert bench_pipelines.speedups(True, "reduce-overhead", True)[-1] == S(True, "reduce-overhead", False)  # it captures its own
+    assert [p.label for p in bench_pipelines.speedups(True, "max-autotune-no-cudagraphs", True)] == [
         "CUDA graphs", "compile (max-autotune-no-cudagraphs) + CUDA graphs"]
 
 
 def test_bench_speedup_times_both_and_records_a_failure(monkeypatch):
-    report, pipes, refs = bench.run_bench(False, torch.device("cpu"), 1)
+    report, pipes, refs = bench_pipelines.run_bench(False, torch.device("cpu"), 1)
     name = "latent_diffusion"
     # CUDA graphs on the CPU fail: the failure is recorded, the pipeline still works eagerly.
-    failed = bench.add_speedup(report, pipes, refs, name, bench.Speedup(False, None, True), repeats=1)
+    failed = bench_pipelines.add_speedup(report, pipes, refs, name, bench_pipelines.Speedup(False, None, True), repeats=1)
     assert "need a CUDA device" in failed["error"] and pipes[name].cuda_graph_count() == 0
     # A pass that changes nothing on the CPU (channels_last only) measures like the eager table.
     monkeypatch.setattr(type(pipes[name]), "optimize", lambda self, **kwargs: None)
-    entry = bench.add_speedup(report, pipes, refs, name, bench.Speedup(True, None, False), repeats=2)
+    entry = bench_pipelines.add_speedup(report, pipes, refs, name, bench_pipelines.Speedup(True, None, False), repeats=2)
     assert entry["first_call_s"] > 0 and entry["max_abs_diff"] <= 1e-4 and entry["cuda_graphs_captured"] == 0
     assert entry["run_to_run_max_abs_diff"] == 0  # the CPU is deterministic
     assert entry["ratio"] == pytest.approx(entry["ours_median_s"] / entry["diffusers_median_s"])

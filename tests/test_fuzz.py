@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import app
 from comparisons import audit, compare, summary, sweep
-from comparisons.session import AppConfig, Session, parse_settings
+from comparisons.app.session import AppConfig, Session, parse_settings
 from pipelines.common import MAX_PROMPT_CHARS
 
 ACCEPTED = "the input was accepted: the models were reached"
@@ -68,7 +68,7 @@ def guarded(tmp_path_factory):
         if gate["on"]:
             raise Accepted(ACCEPTED)
 
-    hooks = [m.register_forward_pre_hook(refuse) for pipe in (harness.unclip, harness.latent_diffusion)
+    hooks = [m.register_forward_pre_hook(refuse) for pipe in harness.pipelines.values()
              for m in pipe.modules().values()]
     yield session, gate
     for hook in hooks:
@@ -104,7 +104,7 @@ def works_or_clear(call) -> object:
 @given(prompt=st.one_of(texts, st.lists(texts, max_size=3), numbers), steps=st.tuples(numbers, numbers, numbers),
        guidance=st.tuples(numbers, numbers), seed=st.one_of(numbers, st.lists(numbers, max_size=3)), count=numbers)
 def test_unclip_checks_every_input(guarded, prompt, steps, guidance, seed, count):
-    pipe = guarded[0].harness().unclip
+    pipe = guarded[0].harness().pipeline("unclip")
     works_or_clear(lambda: pipe(prompt, prior_num_inference_steps=steps[0], decoder_num_inference_steps=steps[1],
                                 super_res_num_inference_steps=steps[2], prior_guidance_scale=guidance[0],
                                 decoder_guidance_scale=guidance[1], seed=seed, num_images_per_prompt=count))
@@ -114,10 +114,10 @@ def test_unclip_checks_every_input(guarded, prompt, steps, guidance, seed, count
 @given(prompt=st.one_of(texts, st.lists(texts, max_size=3), numbers), negative=st.one_of(texts, st.lists(texts, max_size=3),
        numbers), steps=numbers, guidance=numbers, seed=numbers, size=st.tuples(numbers, numbers), strength=numbers)
 def test_latent_diffusion_checks_every_input(guarded, prompt, negative, steps, guidance, seed, size, strength):
-    pipe = guarded[0].harness().latent_diffusion
+    pipe = guarded[0].harness().pipeline("latent_diffusion")
     works_or_clear(lambda: pipe(prompt, negative_prompt=negative, num_inference_steps=steps, guidance_scale=guidance,
                                 seed=seed, height=size[0], width=size[1]))
-    image = guarded[0].harness().unclip.feature_extractor  # any object that is not an image must be refused
+    image = guarded[0].harness().pipeline("unclip").feature_extractor  # any object that is not an image must be refused
     works_or_clear(lambda: pipe.img2img(prompt, image, strength=strength, num_inference_steps=steps, seed=seed))
 
 
@@ -128,8 +128,8 @@ def test_latent_diffusion_checks_every_input(guarded, prompt, negative, steps, g
 @given(prompt=texts, negative=texts, seed=seeds, values=setting_values)
 def test_compare_and_explain_handlers(guarded, prompt, negative, seed, values):
     session, _ = guarded
-    works_or_clear(lambda: session.compare(prompt, negative, seed, parse_settings(**values)))
-    works_or_clear(lambda: session.explain(prompt, seed, parse_settings(negative, **values)))
+    works_or_clear(lambda: session.compare(prompt, seed, parse_settings(negative_prompt=negative, **values)))
+    works_or_clear(lambda: session.explain(prompt, seed, parse_settings(negative_prompt=negative, **values)))
 
 
 @FUZZ
@@ -226,7 +226,7 @@ def test_fuzzed_text_and_seeds_make_images_or_clear_errors(guarded, prompt, nega
     session, gate = guarded
     gate["on"] = False
     try:
-        result = works_or_clear(lambda: session.compare(prompt, negative, seed, parse_settings(**FAST)))
+        result = works_or_clear(lambda: session.compare(prompt, seed, parse_settings(negative_prompt=negative, **FAST)))
     finally:
         gate["on"] = True
     if not isinstance(result, Exception):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import assert_images_close
 
-from comparisons.inside import (
+from comparisons.app.inside import (
     GAP,
     TILE,
     AttentionRecorder,
@@ -20,7 +20,7 @@ from comparisons.inside import (
     recording_cross_attention,
 )
 from comparisons.metrics import embedding_cosine
-from comparisons.records import Settings
+from comparisons.settings import Settings
 
 PROMPT = "a red circle above a blue square"
 TOKENS = ["a", "red", "circle", "above", "a", "blue", "square"]

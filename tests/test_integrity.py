@@ -19,8 +19,9 @@ from comparisons import audit, sweep
 from comparisons.harness import Harness
 from comparisons.metrics import tiny_judge
 from comparisons.presets import load_models
-from comparisons.records import Settings, infotext, save_png
-from comparisons.session import AppConfig, Session
+from comparisons.settings import Settings
+from comparisons.records import infotext, save_png
+from comparisons.app.session import AppConfig, Session
 from comparisons.store import RunLog, temp_prefix, write_new_file
 from helpers import check_results_folder, png_pixels
 
@@ -33,8 +34,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 @pytest.fixture(scope="module")
 def tiny_pipes():
     """The tiny preset as the CLI loads it, to regenerate rows from their PNGs."""
-    unclip, latent_diffusion = load_models("tiny", device="cpu")
-    return {"unclip": unclip, "latent_diffusion": latent_diffusion}
+    return load_models("tiny", device="cpu")
 
 
 @pytest.fixture()
@@ -59,7 +59,7 @@ def test_cli_sweep_of_many_batches_keeps_one_image_per_row(prompt_file, tmp_path
 
 
 def test_duplicate_prompts_and_a_batch_of_one_key_twice_never_share_a_file(tmp_path, tiny_pipes):
-    harness = Harness(tiny_pipes["unclip"], tiny_pipes["latent_diffusion"], tiny_judge(), tmp_path, log=RunLog(tmp_path))
+    harness = Harness(tiny_pipes, tiny_judge(), tmp_path, log=RunLog(tmp_path))
     jobs = sweep.grid(["a red circle", "a red circle"], [0, 0, 1], [2], [4.0], ["latent_diffusion"], Settings(super_res_steps=2))
     assert len(jobs) == 2  # a prompt or seed given twice is one job
     harness.generate("latent_diffusion", ["a red circle"] * 2, [5, 5], Settings(steps=2), run_id="same")
@@ -161,7 +161,7 @@ def test_a_new_file_never_replaces_another(tmp_path):
 @pytest.fixture(scope="module")
 def clean_folder(tmp_path_factory, tiny_pipes):
     out = tmp_path_factory.mktemp("clean")
-    harness = Harness(tiny_pipes["unclip"], tiny_pipes["latent_diffusion"], tiny_judge(), out, log=RunLog(out))
+    harness = Harness(tiny_pipes, tiny_judge(), out, log=RunLog(out))
     jobs = sweep.grid(PROMPTS, [0, 1], [2], [4.0], ["unclip", "latent_diffusion"], Settings(super_res_steps=2))
     sweep.run_sweep(harness, jobs, batch_size=4, progress=False)
     return out

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from conftest import LD_STEPS, UNCLIP_STEPS
+from comparisons.settings import Settings
+from comparisons.summary import wilson_interval
 from lab.evaluate import (BARS, NOTHING, SINGLE_COLUMNS, TWO_COLUMNS, EvalConfig, accuracy_table, main,
-                          retrieval_scenes, retrieval_top1, shapes_drawn, wilson_interval)
+                          retrieval_scenes, retrieval_top1, shapes_drawn)
 from lab.train import RunOptions, run
 from lab.world import SHAPES, caption_is_true_of, split_of
 from test_lab_train import TINY
@@ -83,11 +84,11 @@ def test_accuracy_table_leaves_out_captions_that_do_not_ask():
 
 
 def test_shapes_drawn_counts_what_each_asked_shape_came_out_as():
-    rows = [{"caption": "a red circle", "object1_shape_read": "circle"},
-            {"caption": "a large cyan circle at the top", "object1_shape_read": "square"},
-            {"caption": "a blue circle", "object1_shape_read": None},  # nothing drawn
-            {"caption": "a red cross", "object1_shape_read": "cross"},
-            {"caption": "a red circle above a blue square", "object1_shape_read": "circle"}]  # two objects: left out
+    rows = [{"prompt": "a red circle", "check_object1_shape_read": "circle"},
+            {"prompt": "a large cyan circle at the top", "check_object1_shape_read": "square"},
+            {"prompt": "a blue circle", "check_object1_shape_read": None},  # nothing drawn
+            {"prompt": "a red cross", "check_object1_shape_read": "cross"},
+            {"prompt": "a red circle above a blue square", "check_object1_shape_read": "circle"}]  # two: left out
     assert shapes_drawn(rows) == {"circle": {"circle": 1, "square": 1, NOTHING: 1}, "cross": {"cross": 1}}
 
 
@@ -106,7 +107,7 @@ def test_tiny_run_reports_every_measure_with_valid_json(weights, tmp_path, capsy
     out = tmp_path / "eval.json"
     argv = ["--weights", str(weights), "--n-single", "4", "--n-two", "4", "--batch-size", "3", "--device", "cpu",
             "--json", str(out)]
-    main(argv, pipeline_kwargs={"unclip": UNCLIP_STEPS, "latent_diffusion": LD_STEPS})
+    main(argv, Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2))
     record = json.loads(out.read_text())
     names = [m["name"] for m in record["measures"]]
     expected = ([f"single/{m}" for m in SINGLE_COLUMNS] + [f"seen/{m}" for m in SINGLE_COLUMNS]

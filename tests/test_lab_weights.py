@@ -10,7 +10,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from comparisons.presets import LAB_WEIGHTS, get_preset, load_harness
-from comparisons.records import Settings
+from comparisons.settings import Settings
 from lab.checker import check
 from lab.data import DataConfig, downsample, sample_batch, to_tensor
 from lab.evaluate import generate_and_check, retrieval_accuracies
@@ -39,7 +39,7 @@ def lab_harness(tmp_path_factory):
 def test_the_default_preset_is_the_lab_with_its_own_judge_and_the_checker(lab_harness):
     preset = get_preset("lab")
     assert preset.use_checker and lab_harness.judge.name == "lab"
-    assert Path(preset.unclip).parent == LAB_WEIGHTS
+    assert {Path(p).parent for p in preset.models.values()} == {LAB_WEIGHTS}
 
 
 @pytest.mark.parametrize("arch", ["unclip", "latent_diffusion"])
@@ -86,17 +86,14 @@ HELD_OUT_BARS = {"latent_diffusion": {"colour": 0.9, "shape": 0.8}, "unclip": {"
 
 
 @pytest.mark.parametrize("arch", list(HELD_OUT_BARS))
-def test_each_architecture_draws_held_out_pairs(arch):
+def test_each_architecture_draws_held_out_pairs(lab_harness, arch):
     """The bars met, on a slice of the evaluation's prompts."""
     prompts = read_prompts("heldout_single")[:16]
-    load = load_latent_diffusion if arch == "latent_diffusion" else load_unclip
-    pipe = load(LAB_WEIGHTS / arch, device="cpu", dtype=torch.float32)
-    rows = generate_and_check(pipe, prompts, seed=0, batch_size=16)
+    rows = generate_and_check(lab_harness, arch, prompts, seed=0, batch_size=16)
     for attribute, bar in HELD_OUT_BARS[arch].items():
-        assert np.mean([r[f"object1_{attribute}_correct"] for r in rows]) >= bar, attribute
+        assert np.mean([r[f"check_object1_{attribute}_correct"] for r in rows]) >= bar, attribute
 
 
-def test_both_clips_retrieve_held_out_scenes():
-    unclip = load_unclip(LAB_WEIGHTS / "unclip", device="cpu", dtype=torch.float32)
-    accuracies = retrieval_accuracies(LAB_WEIGHTS / "judge", unclip, torch.device("cpu"), seed=0)
+def test_both_clips_retrieve_held_out_scenes(lab_harness):
+    accuracies = retrieval_accuracies(lab_harness, seed=0)
     assert set(accuracies) == {"judge", "generator"} and min(accuracies.values()) >= 0.9, accuracies

@@ -6,7 +6,8 @@ from PIL import Image
 
 from comparisons.harness import Harness
 from comparisons.metrics import clip_score, tiny_judge
-from comparisons.records import Settings, infotext, parse_infotext, settings_from_png, weights_hash
+from comparisons.settings import Settings
+from comparisons.records import infotext, parse_infotext, settings_from_png, weights_hash
 from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
 
 FAST = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)
@@ -14,7 +15,7 @@ FAST = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    return Harness(build_tiny_unclip(0, image_variations=True), build_tiny_latent_diffusion(0), tiny_judge(),
+    return Harness({"unclip": build_tiny_unclip(0, image_variations=True), "latent_diffusion": build_tiny_latent_diffusion(0)}, tiny_judge(),
                    tmp_path_factory.mktemp("results"), models={"unclip": "tiny-unclip", "latent_diffusion": "tiny-ld"})
 
 

@@ -3,7 +3,7 @@ is `python -m comparisons.bench --soak 100`)."""
 
 import json
 
-from comparisons import bench
+from comparisons.bench import cli as bench
 
 
 def test_a_short_soak_leaks_nothing(tmp_path, capsys):

@@ -15,7 +15,7 @@ import pytest
 
 from comparisons import store
 from comparisons.store import (
-    CORE_COLUMNS, DTYPES, RunLog, column_kind, done_keys, export_csv, export_parquet, load_runs, read_csv,
+    DTYPES, RunLog, column_kind, core_columns, done_keys, export_csv, export_parquet, load_runs, read_csv,
     read_parquet,
 )
 
@@ -51,7 +51,7 @@ def test_round_trip_with_mixed_optional_columns(tmp_path):
     log.append([ld_row(2, seed=BIG_SEED, steps=2.0, check_colour_correct=True, check_count_correct=None, note="lab")])
     df = load_runs(tmp_path / "runs")
 
-    assert list(df.columns) == [*CORE_COLUMNS, "check_colour_correct", "check_count_correct", "note"]
+    assert list(df.columns) == [*core_columns(), "check_colour_correct", "check_count_correct", "note"]
     assert df["run_id"].tolist() == ["u0", "l1", "l2"]
     for name in df.columns:
         kind = column_kind(name) or "string"  # "note" holds strings, so it is typed as one
@@ -86,8 +86,8 @@ def test_checker_columns_get_their_types(tmp_path):
 
 def test_empty_log_has_the_core_columns(tmp_path):
     df = RunLog(tmp_path).load()
-    assert len(df) == 0 and list(df.columns) == list(CORE_COLUMNS)
-    assert all(df[c].dtype == DTYPES[column_kind(c)] for c in CORE_COLUMNS)
+    assert len(df) == 0 and list(df.columns) == list(core_columns())
+    assert all(df[c].dtype == DTYPES[column_kind(c)] for c in core_columns())
     with pytest.raises(ValueError, match="no run log directory"):
         load_runs(tmp_path / "missing")
 

@@ -7,7 +7,7 @@ import pytest
 from comparisons import sweep
 from comparisons.harness import Harness
 from comparisons.metrics import tiny_judge
-from comparisons.records import Settings
+from comparisons.settings import Settings
 from comparisons.store import RunLog, load_runs
 from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
 
@@ -23,11 +23,11 @@ def prompts(tmp_path):
 
 @pytest.fixture(scope="module")
 def pipes():
-    return build_tiny_unclip(0), build_tiny_latent_diffusion(0)
+    return {"unclip": build_tiny_unclip(0), "latent_diffusion": build_tiny_latent_diffusion(0)}
 
 
 def harness_for(pipes, out):
-    return Harness(*pipes, judge=tiny_judge(), out_dir=out, log=RunLog(out))
+    return Harness(pipes, judge=tiny_judge(), out_dir=out, log=RunLog(out))
 
 
 def jobs_for(prompts, seeds="0-1"):

@@ -20,11 +20,20 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+from comparisons.presets import get_preset
+from pipelines import registry
+from pipelines.registry import STEPS, TEXT
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 PROMPT = "a red circle above a blue square"
-# the Compare tab's Advanced widgets in app.SETTING_NAMES order: its defaults, or two steps a stage
-DEFAULT_SETTINGS = (25, 25, 7, 4.0, 8.0, 50, 7.5)
-FAST_SETTINGS = (2, 2, 2, 4.0, 8.0, 2, 7.5)
+
+
+def compare_inputs(preset: str, seed: int, fast: bool) -> list:
+    """The /compare endpoint's inputs after the prompt, as the Compare tab sends them: the text settings (empty),
+    the seed, then every number at its default (with `fast`, two steps a denoising loop)."""
+    settings = [s for a in get_preset(preset).models for s in registry.get(a).settings]
+    numbers = [2 if fast and s.role == STEPS else s.default for s in settings if s.role != TEXT]
+    return [*("" for s in settings if s.role == TEXT), str(seed), *numbers]
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,6 @@ def soak(requests: int, preset: str = "lab", fast: bool = False, timeout: float 
 
     if requests < 1:
         raise ValueError(f"a soak needs at least one request, got {requests}")
-    values = FAST_SETTINGS if fast else DEFAULT_SETTINGS
     port = _free_port()
     with tempfile.TemporaryDirectory() as results:
         server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--preset", preset, "--device", "cpu", "--port",
@@ -93,13 +101,13 @@ def soak(requests: int, preset: str = "lab", fast: bool = False, timeout: float 
             url = f"http://127.0.0.1:{port}/"
             _wait_until_served(url, server, timeout)
             client = Client(url, verbose=False)
-            client.predict(PROMPT, "", "0", *values, api_name="/compare")
+            client.predict(PROMPT, *compare_inputs(preset, 0, fast), api_name="/compare")
             process = psutil.Process(server.pid)
             before, times = Resources.of(process), []
             start = time.perf_counter()
             for i in range(requests):
                 t = time.perf_counter()
-                client.predict(PROMPT, "", str(i + 1), *values, api_name="/compare")
+                client.predict(PROMPT, *compare_inputs(preset, i + 1, fast), api_name="/compare")
                 times.append(time.perf_counter() - t)
             total = time.perf_counter() - start
             time.sleep(1.0)  # let the last request's sockets and worker finish closing

@@ -1,7 +1,4 @@
-"""Benchmark: our pipelines against diffusers' on identical components and settings.
-
-    python -m comparisons.bench [--repeats 7] [--json FILE]                  # tiny models, CPU
-    python -m comparisons.bench --full-size --device cuda [--cuda-graphs] [--compile [--compile-mode M]] [--json FILE]
+"""Our pipelines against diffusers' on identical components and settings (`python -m comparisons.bench`).
 
 Tiny: the seeded tiny components of `pipelines.tiny`. Full size: Karlo and SD 1.5 built from
 their configs with random weights (`pipelines.full_size`), fp16 on CUDA, both co-resident on the
@@ -15,26 +12,20 @@ denoisers, so ours and diffusers' run the same sped-up models and the ratio stay
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
 from torch.utils.flop_counter import FlopCounterMode
 
-from comparisons.presets import DEFAULT_PRESET, pick_device
+from comparisons.settings import Settings
 from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
 from pipelines.common import GRAPHING_COMPILE_MODES
 
@@ -44,10 +35,9 @@ SETTINGS = {
         "unclip": dict(prior_num_inference_steps=10, decoder_num_inference_steps=10, super_res_num_inference_steps=4),
         "latent_diffusion": dict(num_inference_steps=20, guidance_scale=7.5),
     },
-    "full": {
-        "unclip": dict(prior_num_inference_steps=25, decoder_num_inference_steps=25, super_res_num_inference_steps=7),
-        "latent_diffusion": dict(num_inference_steps=50, guidance_scale=7.5, height=512, width=512),
-    },
+    # the pipelines' own defaults (Karlo's 25/25/7, SD's 50 steps), SD at its 512 px
+    "full": {"unclip": Settings().pipeline_kwargs("unclip"),
+             "latent_diffusion": Settings().pipeline_kwargs("latent_diffusion") | dict(height=512, width=512)},
 }
 # Dense fp16/bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, SXM parts.
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0, "A10": 125.0}
@@ -237,133 +227,9 @@ def add_speedup(report: dict, pipes: dict, refs: dict, name: str, speedup: Speed
     return entry
 
 
-def bench_sweep(device: torch.device, preset: str = DEFAULT_PRESET, n_prompts: int = 8, n_seeds: int = 2, batch_size: int = 16) -> dict:
-    """Images/s of a batched sweep against a naive loop (one call per prompt and seed), both through
-    the full harness (judge scores, checker, PNGs, run log), same models, grid and settings."""
-    import tempfile
-
-    from comparisons.harness import Harness
-    from comparisons.metrics import load_judge
-    from comparisons.presets import get_preset, load_models
-    from comparisons.records import Settings
-    from comparisons.store import RunLog
-    from comparisons.sweep import grid, read_prompts, run_sweep
-
-    prompts = read_prompts(Path(__file__).resolve().parent.parent / "lab" / "prompts" / "heldout_two.txt")[:n_prompts]
-    s = SETTINGS["tiny"]
-    jobs = grid(prompts, list(range(n_seeds)), [s["latent_diffusion"]["num_inference_steps"]], [s["latent_diffusion"]["guidance_scale"]],
-                ["unclip", "latent_diffusion"], Settings(super_res_steps=s["unclip"]["super_res_num_inference_steps"]))
-    pipes, config = load_models(preset, device=str(device)), get_preset(preset)
-    judge = load_judge(config.judge, device)
-    with tempfile.TemporaryDirectory() as tmp:
-        def harness(name: str) -> Harness:
-            return Harness(*pipes, judge=judge, out_dir=Path(tmp) / name, use_checker=config.use_checker, log=RunLog(Path(tmp) / name))
-
-        run_sweep(harness("warm-up"), jobs[:2] + jobs[-2:], batch_size=2, progress=False)
-        naive = harness("naive")
-        _sync()
-        start = time.perf_counter()
-        for job in jobs:
-            naive.generate(job.architecture, [job.prompt], [job.seed], job.settings)
-        _sync()
-        naive_s = time.perf_counter() - start
-        start = time.perf_counter()
-        run_sweep(harness("batched"), jobs, batch_size=batch_size, progress=False)
-        _sync()
-        batched_s = time.perf_counter() - start
-    return {"preset": preset, "images": len(jobs), "batch_size": batch_size, "naive_images_per_s": len(jobs) / naive_s,
-            "batched_images_per_s": len(jobs) / batched_s, "speedup": naive_s / batched_s}
-
-
 def machine() -> dict[str, str]:
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
             "threads": str(torch.get_num_threads()), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
-
-
-def format_report(report: dict) -> str:
-    m = report["machine"]
-    lines = [f"{report['size']} models on {m.get('gpu', m['cpu'])} ({report['device']}, {report['dtype']}), {m['date']}, torch {m['torch']}",
-             f"{'architecture':<18}{'ours s':>9}{'diffusers s':>13}{'ratio':>7}{'max |Δ|':>10}{'run |Δ|':>10}{'peak MB':>10}{'TFLOP/s':>9}"]
-    for r in report["results"]:
-        lines.append(f"{r['architecture']:<18}{r['ours_median_s']:>9.3f}{r['diffusers_median_s']:>13.3f}{r['ratio']:>7.2f}"
-                     f"{r['max_abs_diff']:>10.1e}{r['run_to_run_max_abs_diff']:>10.1e}{r['peak_memory_bytes'] / 2**20:>10.0f}"
-                     f"{r['achieved_tflops']:>9.2f}")
-    for r in report["results"]:
-        lines.append(f"  {r['architecture']} stages (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["stage_median_s"].items()))
-        for sp in r["speedups"]:
-            lines.append(f"  {r['architecture']} with {sp['label']}: " + (f"FAILED {sp['error']}" if "error" in sp else
-                         f"ours {sp['ours_median_s']:.3f} s, diffusers {sp['diffusers_median_s']:.3f} s, ratio {sp['ratio']:.2f}, "
-                         f"{sp['achieved_tflops']:.1f} TFLOP/s, max |Δ| {sp['max_abs_diff']:.1e}, peak {sp['peak_memory_bytes'] / 2**20:.0f} MB, "
-                         f"first call {sp['first_call_s']:.1f} s; stages " + ", ".join(f"{k} {v:.3f}" for k, v in sp["stage_median_s"].items())))
-    if "sweep" in report:
-        sw = report["sweep"]
-        lines.append(f"sweep of {sw['images']} images ({sw['preset']} preset): batched (batch {sw['batch_size']}) {sw['batched_images_per_s']:.2f} img/s, "
-                     f"naive loop {sw['naive_images_per_s']:.2f} img/s: {sw['speedup']:.1f}x")
-    if "co_resident_peak_vram_bytes" in report:
-        lines.append(f"both co-resident, batch 1: peak VRAM {report['co_resident_peak_vram_bytes'] / 2**30:.2f} GiB")
-    return "\n".join(lines)
-
-
-def write(report: dict, json_file: str | None) -> None:
-    print(format_report(report), flush=True)
-    if json_file:
-        # Whole or not at all: a time limit may kill the bench in the middle of a later pass.
-        tmp = f"{json_file}.partial"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, json_file)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--full-size", action="store_true", help="Karlo and SD 1.5 at real size (random weights)")
-    parser.add_argument("--cuda-graphs", action="store_true", help="also time both with the denoisers replayed from CUDA graphs")
-    parser.add_argument("--compile", action="store_true", help="also time both with torch.compile'd denoisers (captured in "
-                        "CUDA graphs with --cuda-graphs, unless the mode captures its own)")
-    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead or max-autotune-no-cudagraphs")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), help="full size only (default: float16 on CUDA, float32 on CPU)")
-    parser.add_argument("--sweep-preset", default=DEFAULT_PRESET, help="models of the sweep measurement (default: %(default)s)")
-    parser.add_argument("--json", dest="json_file", help="also write the figures to this file")
-    parser.add_argument("--soak", type=int, metavar="N", help="instead: N compare requests to the served app (lab preset), "
-                        "its memory, open files and threads before and after (comparisons.soak)")
-    parser.add_argument("--soak-fast", action="store_true", help="soak requests of two steps a stage, not the defaults")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be >= 1")
-    if args.soak is not None:
-        from comparisons.soak import soak
-
-        if args.soak < 1:
-            parser.error("--soak must be >= 1")
-        report = soak(args.soak, args.sweep_preset, fast=args.soak_fast)
-        print(report.format())
-        if args.json_file:
-            Path(args.json_file).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
-        return 0
-    transformers.logging.disable_progress_bar()
-    if args.dtype and not args.full_size:
-        parser.error("--dtype applies to --full-size (the tiny models run in float32)")
-    device = pick_device(args.device)
-    passes = speedups(args.compile, args.compile_mode, args.cuda_graphs)
-    if args.cuda_graphs and device.type != "cuda":
-        parser.error("--cuda-graphs needs --device cuda")
-    report, pipes, refs = run_bench(args.full_size, device, args.repeats, DTYPES.get(args.dtype))
-    if not args.full_size:
-        report["sweep"] = bench_sweep(device, args.sweep_preset)
-    write(report, args.json_file)
-    # The sped-up timings come after the eager table is safe on disk: compiling can take minutes.
-    for speedup in passes:
-        # Fewest denoisers to compile or capture first, so a time limit cuts the longest pass.
-        for name in sorted(pipes, key=lambda n: len(pipes[n].denoiser_names)):
-            add_speedup(report, pipes, refs, name, speedup, args.repeats)
-            write(report, args.json_file)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

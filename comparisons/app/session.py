@@ -8,7 +8,6 @@ Every method checks its raw widget values and raises `ValueError` with a message
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import secrets
 import threading
@@ -21,17 +20,16 @@ import pandas as pd
 
 from comparisons.harness import Harness, new_run_id
 from comparisons.presets import DEFAULT_PRESET, get_preset, load_harness
-from comparisons.records import ARCHITECTURES, GUIDANCE_FIELDS, STEP_FIELDS, Settings
+from comparisons.app.views import TABLE_COLUMNS
+from comparisons.settings import Settings
 from comparisons.store import LOG_NAME, export_csv, export_parquet, load_runs
-from comparisons.summary import NoPairsError, summary_table
 from comparisons.sweep import Job, grid, parse_seeds, parse_values, pending, run_sweep
+from pipelines import registry
 from pipelines.common import MAX_PROMPT_CHARS, StepState, check_seed
+from pipelines.registry import STEPS, TEXT
 from pipelines.tokenizer import truncation_messages
 
 MAX_SWEEP_IMAGES = 2_000  # per background sweep from the app; the CLI takes bigger grids
-LABELS = {"unclip": "unCLIP (Karlo / DALL·E 2)", "latent_diffusion": "Latent diffusion (Stable Diffusion)"}
-TABLE_COLUMNS = ("created_at", "run_id", "architecture", "prompt", "seed", "seconds_total", "peak_memory_mb", "memory_kind",
-                 "clip_score", "prior_image_cosine", "check_all_correct", "image_path")
 Progress = Callable[[float, str], None]  # (fraction done, what is running)
 
 
@@ -63,11 +61,6 @@ def parse_prompt(text: str | None, name: str = "prompt") -> str:
     return text
 
 
-def parse_negative_prompt(text: str | None) -> str | None:
-    """The negative prompt, with the prompt's limits; None when empty (guidance uses the empty prompt)."""
-    return _text(text, "negative prompt") or None
-
-
 def parse_seed(value: str | float | int | None) -> int:
     """A seed as typed: a whole number in [0, 2**63). Text, not a float: 2**63 - 1 has no exact float."""
     text = str(value if value is not None else "").strip()
@@ -96,20 +89,24 @@ def _whole(value: float | int | str | None, name: str) -> int:
     return int(number)
 
 
-def parse_settings(negative_prompt: str | None = None, **values: float | int | str | None) -> Settings:
-    """Settings from the Advanced widgets (any subset of Settings' fields), checked like the pipelines do."""
-    unknown = set(values) - set(STEP_FIELDS) - set(GUIDANCE_FIELDS)
+def parse_settings(**values: float | int | str | None) -> Settings:
+    """Settings from the Advanced widgets and the negative prompt (any registered settings, by name), checked like
+    the pipelines check them."""
+    known = {s.name: s for s in registry.all_settings()}
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-    numbers = {name: _whole(value, name) if name in STEP_FIELDS else _number(value, name) for name, value in values.items()}
-    return Settings(negative_prompt=parse_negative_prompt(negative_prompt), **numbers).checked()
+        raise ValueError(f"unknown settings: {', '.join(unknown)}")
+    parsed = {}
+    for name, value in values.items():
+        role = known[name].role
+        parsed[name] = (_text(value, name.replace("_", " ")) or None if role == TEXT else
+                        _whole(value, name) if role == STEPS else _number(value, name))
+    return Settings(**parsed).checked()
 
 
 def stage_steps(architecture: str, settings: Settings) -> dict[str, int]:
     """The steps asked of each denoising loop, in pipeline order."""
-    if architecture == "unclip":
-        return {"prior": settings.prior_steps, "decoder": settings.decoder_steps, "super_res": settings.super_res_steps}
-    return {"unet": settings.steps}
+    return registry.get(architecture).steps_of_stages(settings.for_architecture(architecture))
 
 
 def total_steps(architecture: str, settings: Settings) -> int:
@@ -117,36 +114,6 @@ def total_steps(architecture: str, settings: Settings) -> int:
 
 
 # ----------------------------------------------------------------------------- what the app shows
-
-
-def stats_line(row: dict) -> str:
-    """The compact stats under an image: seed, seconds (total and per stage), peak memory, CLIP, checker."""
-    stages = [c.removeprefix("seconds_") for c in row if c.startswith("seconds_") and c != "seconds_total"]
-    per_stage = ", ".join(f"{s} {row[f'seconds_{s}']:.2f}" for s in stages if row.get(f"seconds_{s}") is not None)
-    parts = [f"seed {row['seed']}", f"{row['seconds_total']:.2f} s ({per_stage})",
-             f"{row['memory_kind']} {row['peak_memory_mb']:,.0f} MB", f"CLIP {row['clip_score']:.1f}"]
-    verdict = checker_verdict(row)
-    if verdict:
-        parts.append(verdict)
-    return " · ".join(parts)
-
-
-def checker_verdict(row: dict) -> str:
-    """The Shapes checker's verdicts as ✓/✗ per attribute the caption states ('' outside the lab); a
-    wrong colour or shape says what was drawn instead, e.g. "shape ✗ (square)"."""
-    names = {"object1_colour": "colour", "object1_shape": "shape", "object2_colour": "colour 2",
-             "object2_shape": "shape 2", "relation": "relation", "position": "position"}
-    marks = []
-    for name, label in names.items():
-        verdict = row.get(f"check_{name}_correct")
-        if verdict is None or pd.isna(verdict):  # NaN: the caption does not state it
-            continue
-        mark = f"{label} {'✓' if verdict else '✗'}"
-        if not verdict and f"check_{name}_read" in row:
-            read = row[f"check_{name}_read"]
-            mark += f" ({'nothing' if read is None or pd.isna(read) else read})"
-        marks.append(mark)
-    return "checker: " + " ".join(marks) if marks else ""
 
 
 def vocabulary_notice(prompt: str, preset: str) -> str | None:
@@ -163,15 +130,6 @@ def vocabulary_notice(prompt: str, preset: str) -> str | None:
     return None
 
 
-def prior_summary(inside) -> str:
-    """What unCLIP's prior did, from comparisons.inside.UnCLIPInside: where its image embedding sits."""
-    image = "n/a (this model has no image encoder)" if inside.prior_image_cosine is None else f"{inside.prior_image_cosine:.3f}"
-    return ("**unCLIP's prior** turns the CLIP text embedding into a CLIP *image* embedding, which the decoder draws.\n\n"
-            f"| cosine of the prior's image embedding with | value |\n|---|---|\n"
-            f"| the text embedding it was conditioned on | {inside.prior_text_cosine:.3f} |\n"
-            f"| the final image's embedding (same CLIP) | {image} |")
-
-
 # ----------------------------------------------------------------------------- results
 
 
@@ -181,48 +139,6 @@ def filter_runs(df: pd.DataFrame, architecture: str | None = None, prompt_contai
     if prompt_contains:
         df = df[df["prompt"].str.contains(prompt_contains, case=False, regex=False)]
     return df
-
-
-def stage_seconds_long(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean seconds per stage and architecture, long form for a stacked bar chart."""
-    stages = [c for c in df.columns if c.startswith("seconds_") and c != "seconds_total"]
-    if df.empty or not stages:
-        return pd.DataFrame({"architecture": pd.Series(dtype="string"), "stage": pd.Series(dtype="string"), "seconds": pd.Series(dtype=float)})
-    long = df.melt(id_vars=["architecture"], value_vars=stages, var_name="stage", value_name="seconds").dropna()
-    long["stage"] = long["stage"].str.removeprefix("seconds_")
-    long["seconds"] = long["seconds"].astype(float)
-    return long.groupby(["architecture", "stage"], as_index=False, observed=True)["seconds"].mean()
-
-
-def memory_bars(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean peak memory (MB) per architecture and memory kind."""
-    if df.empty:
-        return pd.DataFrame({"architecture": pd.Series(dtype="string"), "peak_memory_mb": pd.Series(dtype=float)})
-    out = df.groupby(["architecture", "memory_kind"], as_index=False, observed=True)["peak_memory_mb"].mean()
-    out["architecture"] = out["architecture"] + " (" + out["memory_kind"] + ")"
-    return out[["architecture", "peak_memory_mb"]].astype({"peak_memory_mb": float})
-
-
-def score_vs_seconds(df: pd.DataFrame) -> pd.DataFrame:
-    columns = ["architecture", "seconds_total", "clip_score", "prompt", "seed"]
-    if df.empty:
-        return pd.DataFrame({c: pd.Series(dtype=float if c in ("seconds_total", "clip_score") else "string") for c in columns})
-    return df[columns].astype({"seconds_total": float, "clip_score": float, "seed": "string"})
-
-
-def summary_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The paired side-by-side summary, every estimate beside n and its 95% interval, and a note."""
-    try:
-        table = summary_table(df)
-    except (NoPairsError, ValueError, KeyError) as err:
-        return pd.DataFrame(), f"No summary yet: {err}. Generate both architectures for the same prompts and seeds."
-    shown = pd.DataFrame({
-        "metric": table.index, "better": table["better"], "n pairs": table["n"].astype(int),
-        "latent diffusion": table["mean_latent_diffusion"].round(4), "unCLIP": table["mean_unclip"].round(4),
-        "difference LD − unCLIP [95% CI]": [f"{r.mean_diff:.4g} [{r.ci_low:.4g}, {r.ci_high:.4g}]" for r in table.itertuples()],
-        "LD win rate [95% CI]": [f"{r.win_rate:.0%} [{r.win_ci_low:.0%}, {r.win_ci_high:.0%}]" for r in table.itertuples()],
-    })
-    return shown, "Paired by prompt and seed; percentile-bootstrap intervals over pairs (2000 resamples)."
 
 
 # ----------------------------------------------------------------------------- background sweeps
@@ -264,12 +180,18 @@ class Session:
         self._sweep_thread: threading.Thread | None = None
         self._sweep_rows: tuple[tuple, pd.DataFrame] | None = None  # (sweep state it was read at, rows)
 
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        """The preset's architectures, in the order the screens show them (known before any model loads)."""
+        return tuple(get_preset(self.config.preset).models)
+
     # ---- loading
     def status(self) -> str:
         preset = self.config.preset
         if self._harness is not None:
             h = self._harness
-            return f"**{preset}** preset loaded on {h.unclip.device} ({h.unclip.dtype}); judge: {h.judge.name}"
+            first = next(iter(h.pipelines.values()))
+            return f"**{preset}** preset loaded on {first.device} ({first.dtype}); judge: {h.judge.name}"
         if self._load_error:
             return f"**{preset}** preset failed to load: {self._load_error}"
         if self._load_started is not None:
@@ -310,43 +232,44 @@ class Session:
 
             single, two = read_prompts("heldout_single"), read_prompts("heldout_two")
             return [p for pair in zip(two, single) for p in pair][:n]  # two-object first: the lab's headline
-        path = Path(__file__).parent / "prompts" / "real_models.txt"
+        path = Path(__file__).parent.parent / "prompts" / "real_models.txt"
         return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")][:n]
 
     # ---- compare
-    def compare(self, prompt: str | None, negative_prompt: str | None, seed: str | float | int | None,
-                settings: Settings, progress: Progress | None = None) -> tuple[dict[str, dict], list[str]]:
-        """Both architectures on one prompt and seed: {architecture: logged row} and notices for the user."""
+    def compare(self, prompt: str | None, seed: str | float | int | None, settings: Settings,
+                progress: Progress | None = None) -> tuple[dict[str, dict], list[str]]:
+        """Every architecture of the preset on one prompt and seed: {architecture: logged row} and notices for the user."""
         prompt, seed = parse_prompt(prompt), parse_seed(seed)
-        settings = dataclasses.replace(settings, negative_prompt=parse_negative_prompt(negative_prompt)).checked()
+        settings = settings.checked()
         notices = [n for n in (vocabulary_notice(prompt, self.config.preset), self._truncation_notice(prompt)) if n]
         harness = self.harness()
-        budget = sum(total_steps(a, settings) for a in ARCHITECTURES)
+        budget = sum(total_steps(a, settings) for a in harness.architectures)
         made, done, run_id = [], 0, new_run_id()
         with self.device_lock:
-            for arch in ARCHITECTURES:
+            for arch in harness.architectures:
                 def step(state: StepState, offset: int = done, arch: str = arch) -> None:
                     if progress is not None:
                         progress((offset + _steps_done(arch, state, settings)) / budget,
-                                 f"{LABELS[arch]}: {state.stage} step {state.step + 1}/{state.num_steps}")
+                                 f"{registry.get(arch).label}: {state.stage} step {state.step + 1}/{state.num_steps}")
                 made.append(harness.make(arch, [prompt], [seed], settings, run_id=run_id, callback=step))
                 done += total_steps(arch, settings)
-            harness.save(*made)  # both or neither: a failure of the second architecture logs nothing
+            harness.save(*made)  # all or none: a failure of any architecture logs nothing
         return {m.architecture: m.rows[0] for m in made}, notices
 
     def _truncation_notice(self, prompt: str) -> str | None:
-        message = truncation_messages(self.harness().latent_diffusion.tokenizer, [prompt])[0]
-        return None if message is None else f"Both architectures' CLIP text encoder cut the prompt: {message}."
+        tokenizer = next(iter(self.harness().pipelines.values())).tokenizer  # every architecture's is CLIP's
+        message = truncation_messages(tokenizer, [prompt])[0]
+        return None if message is None else f"The architectures' CLIP text encoders cut the prompt: {message}."
 
     # ---- inside the models
     def explain(self, prompt: str | None, seed: str | float | int | None, settings: Settings):
         """An instrumented, unlogged run of both architectures (comparisons.inside.InsideReport)."""
-        from comparisons.inside import explain
+        from comparisons.app.inside import explain
 
         prompt, seed = parse_prompt(prompt), parse_seed(seed)
         harness = self.harness()
         with self.device_lock:
-            return explain(harness.unclip, harness.latent_diffusion, prompt, seed, settings)
+            return explain(harness.pipeline("unclip"), harness.pipeline("latent_diffusion"), prompt, seed, settings)
 
     # ---- sweeps
     def start_sweep(self, prompts_text: str | None, seeds_text: str | None, steps_text: str | None,
@@ -418,12 +341,6 @@ class Session:
             else:
                 export_parquet(df, path)
         return path
-
-
-def table_view(df: pd.DataFrame) -> pd.DataFrame:
-    """The columns worth reading on screen, newest first, rounded (exports carry every column, unrounded, in log order)."""
-    shown = df[[c for c in TABLE_COLUMNS if c in df.columns]].iloc[::-1]
-    return shown.round({"seconds_total": 3, "peak_memory_mb": 1, "clip_score": 2, "prior_image_cosine": 3})
 
 
 def _steps_done(architecture: str, state: StepState, settings: Settings) -> float:

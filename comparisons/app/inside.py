@@ -29,7 +29,7 @@ from diffusers.models.attention_processor import Attention
 from PIL import Image
 
 from comparisons.metrics import embedding_cosine
-from comparisons.records import Settings
+from comparisons.settings import Settings
 from pipelines import LatentDiffusion, UnCLIP
 from pipelines.common import Pipeline, StepState, check_count, check_prompts, check_seed, postprocess, to_uint8
 from pipelines.tokenizer import tokenize

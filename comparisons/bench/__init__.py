@@ -1,0 +1,1 @@
+"""The implementation benchmark: our pipelines against diffusers', sweep throughput, the served app's soak."""

@@ -1,0 +1,111 @@
+"""The settings of a comparison: every registered architecture's knobs (pipelines.registry), by name.
+
+`Settings(prior_steps=10, steps=20)` holds what was given; every other setting reads its pipeline's default
+through the registry, so an architecture registered later has its settings here too. One Settings serves
+both sides of a comparison: each architecture takes the values that are its own (`for_architecture`) as its
+pipeline's keyword arguments (`pipeline_kwargs`).
+"""
+
+from __future__ import annotations
+
+from pipelines import registry
+from pipelines.common import MAX_PROMPT_CHARS, check_guidance, check_steps
+from pipelines.registry import GUIDANCE, STEPS, TEXT, Setting
+
+
+def _known() -> dict[str, Setting]:
+    return {s.name: s for s in registry.all_settings()}
+
+
+class Settings:
+    """Values of the registered architectures' settings; unset ones are the pipelines' defaults."""
+
+    __slots__ = ("_given",)
+
+    def __init__(self, **values: int | float | str | None) -> None:
+        unknown = sorted(set(values) - set(_known()))
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(unknown)}; known: {', '.join(_known())}")
+        object.__setattr__(self, "_given", dict(values))
+
+    def __getattr__(self, name: str) -> int | float | str | None:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        setting = _known().get(name)
+        if setting is None:
+            raise AttributeError(f"no setting {name!r}")
+        return self._given.get(name, setting.default)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Settings are frozen: use replace(...)")
+
+    def __reduce__(self):  # pickles (a forked GPU worker, deepcopy) carry the given values, not the defaults
+        return _rebuilt, (self._given,)
+
+    def items(self) -> tuple[tuple[str, object], ...]:
+        """(name, value) of every setting, given or default, in registry order."""
+        return tuple((s.name, self._given.get(s.name, s.default)) for s in registry.all_settings())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and self.items() == other.items()
+
+    def __hash__(self) -> int:
+        return hash(self.items())
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in self._given.items())})"
+
+    def replace(self, **changes: int | float | str | None) -> Settings:
+        return Settings(**{**self._given, **changes})
+
+    def for_architecture(self, architecture: str) -> dict[str, object]:
+        """The settings that are the architecture's own, by name (its rows' settings columns)."""
+        return {s.name: getattr(self, s.name) for s in registry.get(architecture).settings}
+
+    def pipeline_kwargs(self, architecture: str) -> dict[str, object]:
+        """The architecture's settings as its pipeline's keyword arguments."""
+        return {s.argument: getattr(self, s.name) for s in registry.get(architecture).settings}
+
+    def checked(self) -> Settings:
+        """These settings, or a ValueError naming the first one no pipeline can run (the pipelines' own checks)."""
+        for architecture in registry.ARCHITECTURES.values():
+            for s in architecture.settings:
+                value = getattr(self, s.name)
+                if s.role == STEPS:
+                    check_steps(value, s.name, s.minimum, f"{architecture.short}'s {s.stage} stage")
+                elif s.role == GUIDANCE:
+                    check_guidance(value, s.name)
+                elif s.role == TEXT and value is not None:
+                    if not isinstance(value, str):
+                        raise ValueError(f"`{s.name}` must be text, got {type(value).__name__}")
+                    if len(value) > MAX_PROMPT_CHARS:
+                        raise ValueError(f"`{s.name}` is {len(value):,} characters; at most {MAX_PROMPT_CHARS:,}")
+        return self
+
+    def with_sweep_values(self, architecture: str, steps: int, guidance: float) -> Settings:
+        """These settings with a sweep's grid point applied to the architecture's main loops and guidance."""
+        a = registry.get(architecture)
+        return self.replace(**{name: steps for name in a.sweep_steps}, **{name: guidance for name in a.sweep_guidance})
+
+
+def _rebuilt(given: dict) -> Settings:
+    return Settings(**given)
+
+
+def fields_of(role: str) -> tuple[str, ...]:
+    """The names of every registered setting of a role (registry.STEPS, GUIDANCE or TEXT)."""
+    return tuple(s.name for s in registry.all_settings() if s.role == role)
+
+
+def add_setting_flags(parser, skip: tuple[str, ...] = ()) -> None:
+    """One `--<name>` flag per registered setting not in `skip` (default: the pipeline's own); see `from_flags`."""
+    for s in registry.all_settings():
+        if s.name not in skip:
+            parser.add_argument("--" + s.name.replace("_", "-"), type=s.kind, default=None,
+                                help=f"{s.label} (default {s.default})")
+
+
+def from_flags(args, skip: tuple[str, ...] = ()) -> Settings:
+    """The Settings that `add_setting_flags`' flags set (those not given keep their defaults)."""
+    given = {s.name: getattr(args, s.name) for s in registry.all_settings() if s.name not in skip}
+    return Settings(**{name: value for name, value in given.items() if value is not None})
