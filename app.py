@@ -18,7 +18,7 @@ from pathlib import Path
 import gradio as gr
 
 from comparisons.presets import DEFAULT_PRESET, PRESETS
-from pipelines.common import GPUOutOfMemoryError
+from pipelines.base import GPUOutOfMemoryError
 from comparisons.session import (LABELS, AppConfig, Session, memory_bars, parse_settings, prior_summary, random_seed,
                                  score_vs_seconds,
                                  stage_seconds_long, stats_line, summary_frame, table_view, vocabulary_notice)

@@ -16,7 +16,7 @@ from comparisons.harness import Harness
 from comparisons.presets import DEFAULT_PRESET, PRESETS, load_harness
 from comparisons.records import ARCHITECTURES, Settings
 from pipelines import PipelineOutput
-from pipelines.common import GPUOutOfMemoryError
+from pipelines.base import GPUOutOfMemoryError
 from pipelines.hub import download_bars
 
 

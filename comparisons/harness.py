@@ -19,7 +19,8 @@ from comparisons.metrics import Judge, embedding_cosine
 from comparisons.records import ARCHITECTURES, Settings, build_rows, image_name, row_key, save_png, weights_hash
 from comparisons.store import fsync_dir
 from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
-from pipelines.common import NonFiniteError, StepCallback, to_uint8
+from pipelines.checks import NonFiniteError
+from pipelines.outputs import StepCallback, to_uint8
 
 
 def new_run_id() -> str:

@@ -24,7 +24,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from comparisons.store import write_new_file
 from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
-from pipelines.common import check_guidance, check_steps
+from pipelines.checks import check_guidance, check_steps
 from pipelines.schedulers import UNCLIP_MIN_STEPS
 
 ARCHITECTURES = ("unclip", "latent_diffusion")

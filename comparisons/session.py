@@ -25,7 +25,8 @@ from comparisons.records import ARCHITECTURES, GUIDANCE_FIELDS, STEP_FIELDS, Set
 from comparisons.store import LOG_NAME, export_csv, export_parquet, load_runs
 from comparisons.summary import NoPairsError, summary_table
 from comparisons.sweep import Job, grid, parse_seeds, parse_values, pending, run_sweep
-from pipelines.common import MAX_PROMPT_CHARS, StepState, check_seed
+from pipelines.checks import MAX_PROMPT_CHARS, check_seed
+from pipelines.outputs import StepState
 from pipelines.tokenizer import truncation_messages
 
 MAX_SWEEP_IMAGES = 2_000  # per background sweep from the app; the CLI takes bigger grids

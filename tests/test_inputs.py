@@ -160,7 +160,7 @@ def test_truncation_warning_quotes_a_short_excerpt(latent_diffusion):
 
 @pytest.mark.parametrize("entry", ["text2img", "img2img"])
 def test_extreme_guidance_names_the_stage_and_makes_no_image(latent_diffusion, init_image, entry):
-    from pipelines.common import NonFiniteError
+    from pipelines.checks import NonFiniteError
 
     run = {"text2img": lambda **kw: latent_diffusion("a red square", seed=0, **LD_STEPS, **kw),
            "img2img": lambda **kw: latent_diffusion.img2img("a red square", init_image, strength=1.0, num_inference_steps=2,
@@ -173,7 +173,7 @@ def test_extreme_guidance_names_the_stage_and_makes_no_image(latent_diffusion, i
 @pytest.mark.parametrize("model, stage", [("prior", "prior"), ("decoder", "decoder"), ("super_res_first", "super_res")])
 def test_a_stage_that_overflows_is_named(unclip, model, stage):
     """As float16 can overflow in any stage: a NaN in one model's output is caught where it appears."""
-    from pipelines.common import NonFiniteError
+    from pipelines.checks import NonFiniteError
 
     def overflow(module, args, output):
         (output.predicted_image_embedding if model == "prior" else output.sample).fill_(float("nan"))
@@ -185,3 +185,4 @@ def test_a_stage_that_overflows_is_named(unclip, model, stage):
     finally:
         handle.remove()
     assert np.isfinite(unclip("a red square", seed=0, **UNCLIP_STEPS).images).all()
+
