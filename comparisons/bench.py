@@ -34,9 +34,10 @@ from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
 from torch.utils.flop_counter import FlopCounterMode
 
-from comparisons.presets import DEFAULT_PRESET, pick_device
+from comparisons.presets import DEFAULT_PRESET
 from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
 from pipelines.base import GRAPHING_COMPILE_MODES
+from pipelines.devices import pick_device
 
 PROMPT = "a red circle above a blue square"
 SETTINGS = {
@@ -348,7 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.disable_progress_bar()
     if args.dtype and not args.full_size:
         parser.error("--dtype applies to --full-size (the tiny models run in float32)")
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
     passes = speedups(args.compile, args.compile_mode, args.cuda_graphs)
     if args.cuda_graphs and device.type != "cuda":
         parser.error("--cuda-graphs needs --device cuda")

@@ -21,6 +21,7 @@ from comparisons.harness import Harness
 from comparisons.metrics import load_judge
 from comparisons.store import RunLog
 from pipelines import LatentDiffusion, UnCLIP, load_latent_diffusion, load_unclip
+from pipelines.devices import pick_device
 from pipelines.hub import ProgressCallback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,12 +60,6 @@ def get_preset(name: str) -> Preset:
 
         save_tiny(Path(preset.unclip).parent)
     return preset
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_models(

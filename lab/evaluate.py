@@ -34,9 +34,9 @@ from PIL import Image
 
 from lab.checker import check
 from lab.judge import load_judge
-from lab.train import pick_device
 from lab.world import SHAPES, Scene, caption_is_true_of, parse_caption, read_prompts, sample_scene
 from pipelines import load_latent_diffusion, load_unclip
+from pipelines.devices import pick_device
 from pipelines.tokenizer import tokenize
 
 ARCHITECTURES = ("unclip", "latent_diffusion")
@@ -75,6 +75,7 @@ class EvalConfig:
             raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**62:
             raise ValueError(f"seed must be an int in [0, 2**62), got {self.seed!r}")
+        pick_device(self.device)  # an unknown device is refused here, before any weights load
         missing = [p for p in (*ARCHITECTURES, "judge") if not (Path(self.weights) / p).is_dir()]
         if missing:
             raise ValueError(f"no weights for {', '.join(missing)} under {self.weights}: run `make train` first")

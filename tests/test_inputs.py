@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import LD_STEPS, UNCLIP_STEPS, VARIATION_STEPS
+from pipelines.devices import pick_device
 from pipelines.tiny import BLOCK_CHANNELS
 
 VAE_FACTOR = 2 ** (len(BLOCK_CHANNELS) - 1)  # the tiny VAE's downsampling
@@ -186,3 +187,21 @@ def test_a_stage_that_overflows_is_named(unclip, model, stage):
         handle.remove()
     assert np.isfinite(unclip("a red square", seed=0, **UNCLIP_STEPS).images).all()
 
+
+@pytest.mark.parametrize("name", ["gpu", "CUDA", "cuda:x", " cuda", ""])
+def test_an_unknown_device_is_refused_with_what_is_allowed(name):
+    with pytest.raises(ValueError, match=re.escape(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N")):
+        pick_device(name)
+
+
+def test_known_devices_are_read_as_torch_reads_them():
+    assert pick_device(None) == pick_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device("cpu") == torch.device("cpu") and pick_device("cuda:1") == torch.device("cuda", 1)
+
+
+def test_the_clis_refuse_an_unknown_device(capsys):
+    from lab import train
+
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["clip", "--device", "gpu"])
+    assert exit_.value.code == 2 and "unknown device 'gpu'" in capsys.readouterr().err
