@@ -22,7 +22,7 @@ from comparisons.app.views import (memory_bars, prior_summary, score_vs_seconds,
                                    summary_frame, table_view)
 from comparisons.presets import DEFAULT_PRESET, PRESETS
 from pipelines import registry
-from pipelines.common import GPUOutOfMemoryError
+from pipelines.base import GPUOutOfMemoryError
 from pipelines.registry import STEPS, TEXT
 
 try:  # ZeroGPU on Spaces: a GPU is attached only while a decorated function runs

@@ -16,7 +16,7 @@ from comparisons.harness import Harness
 from comparisons.presets import DEFAULT_PRESET, PRESETS, add_model_flags, load_harness, models_from_flags
 from comparisons.settings import Settings, add_setting_flags, from_flags
 from pipelines import PipelineOutput
-from pipelines.common import GPUOutOfMemoryError
+from pipelines.base import GPUOutOfMemoryError
 from pipelines.hub import download_bars
 
 

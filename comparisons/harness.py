@@ -20,7 +20,9 @@ from comparisons.records import build_rows, image_name, row_key, save_png, weigh
 from comparisons.settings import Settings
 from comparisons.store import fsync_dir
 from pipelines import PipelineOutput, registry
-from pipelines.common import NonFiniteError, Pipeline, StepCallback, to_uint8
+from pipelines.base import Pipeline
+from pipelines.checks import NonFiniteError
+from pipelines.outputs import StepCallback, to_uint8
 
 
 def new_run_id() -> str:

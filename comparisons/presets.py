@@ -21,7 +21,8 @@ from comparisons.harness import Harness
 from comparisons.metrics import load_judge
 from comparisons.store import RunLog
 from pipelines import registry
-from pipelines.common import Pipeline
+from pipelines.base import Pipeline
+from pipelines.devices import pick_device
 from pipelines.hub import ProgressCallback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,12 +66,6 @@ def get_preset(name: str) -> Preset:
 
         save_tiny(first.parent)
     return preset
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def model_sources(preset: str, models: dict[str, str] | None = None) -> dict[str, str]:

@@ -24,7 +24,7 @@ from PIL.PngImagePlugin import PngInfo
 from comparisons.settings import Settings
 from comparisons.store import write_new_file
 from pipelines import PipelineOutput, registry
-from pipelines.common import Pipeline
+from pipelines.base import Pipeline
 from pipelines.registry import TEXT
 
 def row_key(architecture: str, prompt: str, seed: int, settings: Settings) -> str:

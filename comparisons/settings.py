@@ -9,7 +9,7 @@ pipeline's keyword arguments (`pipeline_kwargs`).
 from __future__ import annotations
 
 from pipelines import registry
-from pipelines.common import MAX_PROMPT_CHARS, check_guidance, check_steps
+from pipelines.checks import MAX_PROMPT_CHARS, check_guidance, check_steps
 from pipelines.registry import GUIDANCE, STEPS, TEXT, Setting
 
 

@@ -37,7 +37,7 @@ from PIL import Image
 
 from comparisons.harness import Harness
 from comparisons.metrics import Judge, lab_judge
-from comparisons.presets import pick_device
+from pipelines.devices import pick_device
 from comparisons.settings import Settings
 from comparisons.summary import Proportion, proportion
 from lab.world import SHAPES, Scene, caption_is_true_of, parse_caption, read_prompts, sample_scene
@@ -78,6 +78,7 @@ class EvalConfig:
             raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**62:
             raise ValueError(f"seed must be an int in [0, 2**62), got {self.seed!r}")
+        pick_device(self.device)  # an unknown device is refused here, before any weights load
         missing = [p for p in (*ARCHITECTURES, "judge") if not (Path(self.weights) / p).is_dir()]
         if missing:
             raise ValueError(f"no weights for {', '.join(missing)} under {self.weights}: run `make train` first")

@@ -47,6 +47,7 @@ from lab.models import (LabConfig, build_clip, build_decoder, build_judge, build
                         build_text_proj, build_vae, decoder_scheduler, feature_extractor, image_encoder_of,
                         judge_open_clip_config, ld_scheduler, prior_scheduler, super_res_scheduler, text_encoder_of)
 from lab.trainer import BUDGET, LOSS_LOG, TrainConfig, train
+from pipelines.devices import pick_device
 from pipelines.latent_diffusion import LatentDiffusion
 from pipelines.tokenizer import offline_clip_tokenizer, tokenize
 from pipelines.unclip import UnCLIP
@@ -401,12 +402,6 @@ def run(part: str, lab: LabConfig = LabConfig(), opts: RunOptions = RunOptions()
         package(lab, opts)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the Shapes lab's models.")
     parser.add_argument("part", choices=(*ORDER, "all", "package"))
@@ -423,7 +418,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if not args.steps_scale > 0:
         parser.error("--steps-scale must be > 0")
-    opts = RunOptions(out=args.out, checkpoints=args.checkpoints, device=pick_device(args.device), resume=args.resume,
+    try:
+        device = pick_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
+    opts = RunOptions(out=args.out, checkpoints=args.checkpoints, device=device, resume=args.resume,
                       steps=args.steps, steps_scale=args.steps_scale, batch_size=args.batch_size)
     try:
         run(args.part, LabConfig(), opts)

@@ -1,6 +1,6 @@
 """Our implementations of the two text-to-image architectures, and how their weights load."""
 
-from pipelines.common import PipelineOutput, StageStats, StepState
+from pipelines.outputs import PipelineOutput, StageStats, StepState
 from pipelines.latent_diffusion import LatentDiffusion, load_latent_diffusion
 from pipelines.unclip import UnCLIP, load_unclip
 

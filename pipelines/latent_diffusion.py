@@ -8,15 +8,16 @@ generators give the same image; the parity tests hold us to it.
 
 Stages, each a public method:
   1. encode_prompt  CLIP text encoder -> per-token hidden states (the U-Net attends to them)
-  2. encode_image   (img2img) VAE encoder -> latent, then partial noising to `strength`
-  3. denoise        UNet2DConditionModel with cross-attention, classifier-free guidance
+  2. encode_image   (img2img) VAE encoder -> the image's clean latent
+  3. denoise        UNet2DConditionModel with cross-attention, classifier-free guidance, from noise it
+                    draws (text to image) or from the image's latent it noises to `strength` (img2img)
   4. decode         VAE decoder: latent (B, 4, H/8, W/8) -> image (B, 3, H, W)
+Like unCLIP's stages, `denoise` sets its scheduler's timesteps and draws its own starting noise.
 """
 
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +30,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from pipelines.common import (
-    Pipeline,
-    PipelineOutput,
-    StageRecorder,
-    StepCallback,
-    StepState,
+from pipelines.base import Pipeline, guide, oom_guard, uses
+from pipelines.checks import (
+    Generators,
     check_count,
     check_finite,
     check_guidance,
@@ -42,19 +40,13 @@ from pipelines.common import (
     check_prompts,
     check_size,
     check_steps,
-    generator_arg,
-    guide,
-    make_generators,
-    oom_guard,
     repeat_prompts,
-    uses,
 )
 from pipelines.hub import ProgressCallback
 from pipelines.loading import PipelineKind, load_pipeline_components, resolve_pipeline_dir, save_pipeline
+from pipelines.outputs import PipelineOutput, StepCallback, StepState
 from pipelines.schedulers import clean_image_from_v, min_inference_steps
 from pipelines.tokenizer import tokenize
-
-Generators = torch.Generator | list[torch.Generator]
 
 
 @dataclass(frozen=True)
@@ -65,7 +57,8 @@ class PromptEmbeds:
     uncond: torch.Tensor | None  # (B, 77, C) the negative prompts'; its presence turns guidance on
 
 
-def predicted_original(scheduler: SchedulerMixin, step_output, sample: torch.Tensor, noise_pred: torch.Tensor, t) -> torch.Tensor:
+def predicted_original(scheduler: SchedulerMixin, step_output, sample: torch.Tensor, noise_pred: torch.Tensor,
+                       t) -> torch.Tensor:
     """x_0 at this step: the scheduler's own estimate, else from the noise prediction (DDPM eq. 15)."""
     x0 = getattr(step_output, "pred_original_sample", None)
     if x0 is not None:
@@ -74,6 +67,11 @@ def predicted_original(scheduler: SchedulerMixin, step_output, sample: torch.Ten
     if scheduler.config.prediction_type == "v_prediction":
         return clean_image_from_v(noise_pred, sample, alpha)
     return (sample - (1 - alpha).sqrt() * noise_pred) / alpha.sqrt()
+
+
+def kept_steps(num_inference_steps: int, strength: float) -> int:
+    """How many of the schedule's steps img2img runs at `strength`: the least noisy ones (diffusers' get_timesteps)."""
+    return min(int(num_inference_steps * strength), num_inference_steps)
 
 
 class LatentDiffusion(Pipeline):
@@ -120,11 +118,12 @@ class LatentDiffusion(Pipeline):
 
     @torch.inference_mode()
     @uses("text_encoder")
-    def encode_prompt(self, prompts: list[str], negative_prompts: list[str] | None, num_images_per_prompt: int = 1) -> PromptEmbeds:
+    def encode_prompt(self, prompts: list[str], negative_prompts: list[str] | None,
+                      num_images_per_prompt: int = 1) -> PromptEmbeds:
         """Hidden states of the prompts (and negative prompts, for guidance), one row per image."""
         n = num_images_per_prompt
         cond = self._encode_text(prompts).repeat_interleave(n, dim=0)
-        uncond = self._encode_text(negative_prompts).repeat_interleave(n, dim=0) if negative_prompts is not None else None
+        uncond = None if negative_prompts is None else self._encode_text(negative_prompts).repeat_interleave(n, dim=0)
         return PromptEmbeds(cond, uncond)
 
     def _encode_text(self, prompts: list[str]) -> torch.Tensor:
@@ -136,31 +135,49 @@ class LatentDiffusion(Pipeline):
 
     @torch.inference_mode()
     @uses("vae")
-    def encode_image(self, image: torch.Tensor, timestep: torch.Tensor, generator: Generators, batch_size: int) -> torch.Tensor:
-        """img2img start: VAE-encode (1 or B, 3, H, W) in [-1, 1], sample the posterior, noise to `timestep`."""
+    def encode_image(self, image: torch.Tensor, generator: Generators, batch_size: int) -> torch.Tensor:
+        """img2img's clean latent: VAE-encode (1 or B, 3, H, W) in [-1, 1] and sample the posterior,
+        one sample per image -> (batch_size, 4, H/8, W/8), scaled as the U-Net expects."""
         if isinstance(generator, list):
             # One posterior sample per image from its own generator, so each image is reproducible alone.
             image = image.repeat(batch_size // image.shape[0], 1, 1, 1)
-            latents = torch.cat([self.vae.encode(image[i : i + 1]).latent_dist.sample(g) for i, g in enumerate(generator)])
+            latents = torch.cat([self.vae.encode(image[i : i + 1]).latent_dist.sample(g)
+                                 for i, g in enumerate(generator)])
         else:
             latents = self.vae.encode(image).latent_dist.sample(generator)
             latents = latents.repeat(batch_size // latents.shape[0], 1, 1, 1)
-        latents = latents * self.vae.config.scaling_factor  # (B, 4, H/8, W/8)
-        noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=latents.dtype)
-        return self.scheduler.add_noise(latents, noise, timestep)
+        return latents * self.vae.config.scaling_factor  # (B, 4, H/8, W/8)
 
     @torch.inference_mode()
     @uses("unet")
     def denoise(
         self,
-        latents: torch.Tensor,
         text: PromptEmbeds,
-        timesteps: torch.Tensor,
         generator: Generators,
+        num_inference_steps: int = 50,
         guidance_scale: float = 7.5,
         callback: StepCallback | None = None,
+        *,
+        height: int | None = None,
+        width: int | None = None,
+        image_latents: torch.Tensor | None = None,
+        strength: float = 1.0,
     ) -> torch.Tensor:
-        """Run the U-Net over `timesteps`; returns the clean latent (B, 4, h, w)."""
+        """Run the U-Net down the schedule; returns the clean latent (B, 4, h, w).
+
+        Text to image starts from noise it draws for `height` x `width` pixels (default: the model's size).
+        img2img starts from `image_latents` (encode_image's): the noisiest (1 - strength) of the schedule is
+        skipped and the latents are noised to the first timestep kept, with noise drawn after the posterior
+        sample, as diffusers draws it.
+        """
+        # Timesteps, and the starting latent: fresh noise, or the image's latent noised to the first timestep kept
+        if image_latents is None:
+            timesteps = self._prepare_timesteps(num_inference_steps)
+            latents = self._prepare_noise(text, generator, height, width)
+        else:
+            timesteps = self._prepare_timesteps(num_inference_steps, strength)
+            latents = self._noise_to(image_latents, timesteps[:1], generator)
+        # The loop: predict the noise, perform guidance, compute the previous sample
         cfg = text.uncond is not None
         hidden = torch.cat([text.uncond, text.cond]) if cfg else text.cond  # (B', 77, C)
         step_kwargs = {}
@@ -180,6 +197,31 @@ class LatentDiffusion(Pipeline):
                 callback(StepState("unet", i, len(timesteps), int(t), step.prev_sample, denoised))
             latents = step.prev_sample
         return latents
+
+    def _prepare_timesteps(self, num_inference_steps: int, strength: float | None = None) -> torch.Tensor:
+        """Set the scheduler's timesteps and return them; with a `strength`, only the last kept_steps of them."""
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        if strength is None:
+            return self.scheduler.timesteps
+        t_start = (num_inference_steps - kept_steps(num_inference_steps, strength)) * self.scheduler.order
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(t_start)
+        return self.scheduler.timesteps[t_start:]
+
+    def _prepare_noise(self, text: PromptEmbeds, generator: Generators, height: int | None,
+                       width: int | None) -> torch.Tensor:
+        """Text to image's starting latent: noise at the scheduler's initial scale, one row per image."""
+        height = self.image_size if height is None else height
+        width = self.image_size if width is None else width
+        f = self.vae_scale_factor
+        shape = (text.cond.shape[0], self.unet.config.in_channels, height // f, width // f)
+        noise = randn_tensor(shape, generator=generator, device=self.device, dtype=text.cond.dtype)
+        return noise * self.scheduler.init_noise_sigma
+
+    def _noise_to(self, latents: torch.Tensor, timestep: torch.Tensor, generator: Generators) -> torch.Tensor:
+        """img2img's starting latent: the clean latents noised to `timestep` (1,) by the forward process."""
+        noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=latents.dtype)
+        return self.scheduler.add_noise(latents, noise, timestep.repeat(latents.shape[0]))
 
     @torch.inference_mode()
     @uses("vae")
@@ -213,32 +255,26 @@ class LatentDiffusion(Pipeline):
         generator: Generators | None = None,
         callback: StepCallback | None = None,
     ) -> PipelineOutput:
-        start = time.perf_counter()
         # 1. Check inputs
-        prompts, negatives, n, steps, scale = self._check_common(prompt, negative_prompt, num_images_per_prompt, num_inference_steps, guidance_scale)
+        prompts, negatives, n, steps, scale = self._check_common(prompt, negative_prompt, num_images_per_prompt,
+                                                                 num_inference_steps, guidance_scale)
         height = check_size(self.image_size if height is None else height, self.vae_scale_factor, "height")
         width = check_size(self.image_size if width is None else width, self.vae_scale_factor, "width")
-        gens, seeds = make_generators(len(prompts) * n, seed, generator)
-        gen = generator_arg(gens)
-        rec = StageRecorder(self.device)
+        run = self._begin(len(prompts) * n, seed, generator)
 
         # 2. Encode the prompt (and the negative prompt when guiding)
-        with rec.stage("text_encoder"):
+        with run.stage("text_encoder"):
             text = self.encode_prompt(prompts, negatives if scale > 1.0 else None, n)
-        # 3. Timesteps and 4. initial noise in the latent
-        self.scheduler.set_timesteps(steps, device=self.device)
-        shape = (len(seeds), self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        latents = randn_tensor(shape, generator=gen, device=self.device, dtype=text.cond.dtype) * self.scheduler.init_noise_sigma
-        # 5. Denoising loop
-        with rec.stage("unet"):
-            latents = self.denoise(latents, text, self.scheduler.timesteps, gen, scale, callback)
+        # 3. Denoising loop, from noise drawn in the latent
+        with run.stage("unet"):
+            latents = self.denoise(text, run.generator, steps, scale, callback, height=height, width=width)
         check_finite(latents, "unet", {"guidance_scale": scale})
-        # 6. Decode
-        with rec.stage("vae_decode"):
+        # 4. Decode
+        with run.stage("vae_decode"):
             image = self.decode(latents)
         check_finite(image, "vae_decode", {})
 
-        return self._output(image, seeds, repeat_prompts(prompts, n), rec, start)
+        return self._output(image, run, repeat_prompts(prompts, n))
 
     @oom_guard
     def img2img(
@@ -256,43 +292,36 @@ class LatentDiffusion(Pipeline):
         callback: StepCallback | None = None,
     ) -> PipelineOutput:
         """Start from `image` noised to `strength` (1.0: pure noise, small: close to the image)."""
-        start = time.perf_counter()
         # 1. Check inputs
-        prompts, negatives, n, steps, scale = self._check_common(prompt, negative_prompt, num_images_per_prompt, num_inference_steps, guidance_scale)
+        prompts, negatives, n, steps, scale = self._check_common(prompt, negative_prompt, num_images_per_prompt,
+                                                                 num_inference_steps, guidance_scale)
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
             raise ValueError(f"`strength` must be in (0, 1], got {strength!r}")
-        denoise_steps = min(int(steps * strength), steps)
-        if denoise_steps < 1:
+        if kept_steps(steps, strength) < 1:
             raise ValueError(f"strength {strength} of {steps} steps leaves no denoising step: raise one of them")
         if not isinstance(image, (Image.Image, torch.Tensor)):
-            raise ValueError(f"`image` must be a PIL image or a (B, 3, H, W) tensor in [-1, 1], got {type(image).__name__}")
-        gens, seeds = make_generators(len(prompts) * n, seed, generator)
-        gen = generator_arg(gens)
-        rec = StageRecorder(self.device)
+            raise ValueError("`image` must be a PIL image or a (B, 3, H, W) tensor in [-1, 1], "
+                             f"got {type(image).__name__}")
+        run = self._begin(len(prompts) * n, seed, generator)
 
         # 2. Encode the prompt
-        with rec.stage("text_encoder"):
+        with run.stage("text_encoder"):
             text = self.encode_prompt(prompts, negatives if scale > 1.0 else None, n)
-        # 3. Timesteps: skip the noisiest (1 - strength) of the schedule
-        self.scheduler.set_timesteps(steps, device=self.device)
-        t_start = steps - denoise_steps
-        timesteps = self.scheduler.timesteps[t_start * self.scheduler.order :]
-        if hasattr(self.scheduler, "set_begin_index"):
-            self.scheduler.set_begin_index(t_start * self.scheduler.order)
-        # 4. Encode the image and noise it to the first timestep
+        # 3. Encode the image: a posterior sample of its latent per image
         pixels = self.image_processor.preprocess(image).to(self.device, text.cond.dtype)  # (1, 3, H, W)
-        with rec.stage("vae_encode"):
-            latents = self.encode_image(pixels, timesteps[:1].repeat(len(seeds)), gen, len(seeds))
-        # 5. Denoising loop and 6. decode
-        with rec.stage("unet"):
-            latents = self.denoise(latents, text, timesteps, gen, scale, callback)
+        with run.stage("vae_encode"):
+            image_latents = self.encode_image(pixels, run.generator, len(run.seeds))
+        # 4. Denoising loop, from the latent noised to the first timestep that `strength` keeps
+        with run.stage("unet"):
+            latents = self.denoise(text, run.generator, steps, scale, callback, image_latents=image_latents,
+                                   strength=strength)
         check_finite(latents, "unet", {"guidance_scale": scale, "strength": float(strength)})
-        with rec.stage("vae_decode"):
+        # 5. Decode
+        with run.stage("vae_decode"):
             out = self.decode(latents)
         check_finite(out, "vae_decode", {})
 
-        return self._output(out, seeds, repeat_prompts(prompts, n), rec, start)
-
+        return self._output(out, run, repeat_prompts(prompts, n))
 
 # ---------------------------------------------------------------------- loading
 

@@ -15,7 +15,6 @@ Stages, each a public method:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,30 +27,21 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from pipelines.common import (
-    Pipeline,
-    PipelineOutput,
-    StageRecorder,
-    StepCallback,
-    StepState,
+from pipelines.base import Pipeline, guide, oom_guard, uses
+from pipelines.checks import (
+    Generators,
     check_count,
     check_finite,
     check_guidance,
     check_prompts,
     check_steps,
-    generator_arg,
-    guide,
-    make_generators,
-    oom_guard,
-    uses,
     repeat_prompts,
 )
 from pipelines.hub import ProgressCallback
 from pipelines.loading import ModelIndex, PipelineKind, is_listed, load_pipeline_components, resolve_pipeline_dir
+from pipelines.outputs import PipelineOutput, StepCallback, StepState
 from pipelines.schedulers import min_inference_steps
 from pipelines.tokenizer import tokenize
-
-Generators = torch.Generator | list[torch.Generator]
 
 
 @dataclass(frozen=True)
@@ -264,7 +254,6 @@ class UnCLIP(Pipeline):
         generator: Generators | None = None,
         callback: StepCallback | None = None,
     ) -> PipelineOutput:
-        start = time.perf_counter()
         # 1. Check inputs
         prompts = check_prompts(prompt)
         n = check_count(num_images_per_prompt, "num_images_per_prompt")
@@ -275,27 +264,25 @@ class UnCLIP(Pipeline):
         sr_steps = self._check_stage_steps(super_res_num_inference_steps, "super_res")
         prior_scale = check_guidance(prior_guidance_scale, "prior_guidance_scale")
         decoder_scale = check_guidance(decoder_guidance_scale, "decoder_guidance_scale")
-        gens, seeds = make_generators(len(prompts) * n, seed, generator)
-        gen = generator_arg(gens)
-        rec = StageRecorder(self.device)
+        run = self._begin(len(prompts) * n, seed, generator)
 
         # 2. Encode the prompt
-        with rec.stage("text_encoder"):
+        with run.stage("text_encoder"):
             text = self.encode_prompt(prompts, n, with_uncond=prior_scale > 1.0 or decoder_scale > 1.0)
         # 3. Prior: text embedding -> image embedding
-        with rec.stage("prior"):
-            image_embeds = self.run_prior(text, gen, prior_steps, prior_scale, callback)
+        with run.stage("prior"):
+            image_embeds = self.run_prior(text, run.generator, prior_steps, prior_scale, callback)
         check_finite(image_embeds, "prior", {"prior_guidance_scale": prior_scale})
         # 4. Decoder: image embedding -> small image
-        with rec.stage("decoder"):
-            image_small = self.run_decoder(image_embeds, text, gen, decoder_steps, decoder_scale, callback)
+        with run.stage("decoder"):
+            image_small = self.run_decoder(image_embeds, text, run.generator, decoder_steps, decoder_scale, callback)
         check_finite(image_small, "decoder", {"decoder_guidance_scale": decoder_scale})
         # 5. Super-resolution: small image -> full-size image
-        with rec.stage("super_res"):
-            image = self.run_super_res(image_small, gen, sr_steps, callback)
+        with run.stage("super_res"):
+            image = self.run_super_res(image_small, run.generator, sr_steps, callback)
         check_finite(image, "super_res", {})
 
-        return self._output(image, seeds, repeat_prompts(prompts, n), rec, start,
+        return self._output(image, run, repeat_prompts(prompts, n),
                             image_embeds=image_embeds.float().cpu(), text_embeds=text.embeds.float().cpu())
 
     # ------------------------------------------------------------------ image variations
@@ -314,7 +301,6 @@ class UnCLIP(Pipeline):
         callback: StepCallback | None = None,
     ) -> PipelineOutput:
         """Variations of given images: their CLIP image embedding replaces the prior's, the prompt is empty."""
-        start = time.perf_counter()
         # 1. Check inputs
         if self.image_encoder is None or self.feature_extractor is None:
             raise ValueError("this unCLIP model has no image_encoder/feature_extractor, so it cannot make variations")
@@ -325,24 +311,22 @@ class UnCLIP(Pipeline):
         decoder_steps = self._check_stage_steps(decoder_num_inference_steps, "decoder")
         sr_steps = self._check_stage_steps(super_res_num_inference_steps, "super_res")
         decoder_scale = check_guidance(decoder_guidance_scale, "decoder_guidance_scale")
-        gens, seeds = make_generators(len(images) * n, seed, generator)
-        gen = generator_arg(gens)
-        rec = StageRecorder(self.device)
+        run = self._begin(len(images) * n, seed, generator)
 
         # 2. Encode the empty prompt and the images
-        with rec.stage("text_encoder"):
+        with run.stage("text_encoder"):
             text = self.encode_prompt([""] * len(images), n, with_uncond=decoder_scale > 1.0)
-        with rec.stage("image_encoder"):
+        with run.stage("image_encoder"):
             image_embeds = self.encode_image(images).repeat_interleave(n, dim=0)  # (B*n, D)
         # 3. Decoder and 4. super-resolution, as for text to image
-        with rec.stage("decoder"):
-            image_small = self.run_decoder(image_embeds, text, gen, decoder_steps, decoder_scale, callback)
+        with run.stage("decoder"):
+            image_small = self.run_decoder(image_embeds, text, run.generator, decoder_steps, decoder_scale, callback)
         check_finite(image_small, "decoder", {"decoder_guidance_scale": decoder_scale})
-        with rec.stage("super_res"):
-            out = self.run_super_res(image_small, gen, sr_steps, callback)
+        with run.stage("super_res"):
+            out = self.run_super_res(image_small, run.generator, sr_steps, callback)
         check_finite(out, "super_res", {})
 
-        return self._output(out, seeds, [""] * len(seeds), rec, start, image_embeds=image_embeds.float().cpu())
+        return self._output(out, run, [""] * len(run.seeds), image_embeds=image_embeds.float().cpu())
 
 
 # ---------------------------------------------------------------------- loading

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import app
 from comparisons import audit, compare, summary, sweep
 from comparisons.app.session import AppConfig, Session, parse_settings
-from pipelines.common import MAX_PROMPT_CHARS
+from pipelines.checks import MAX_PROMPT_CHARS
 
 ACCEPTED = "the input was accepted: the models were reached"
 GENERIC = "has not enabled verbose error reporting"  # what gradio_client says of an exception that is not gr.Error

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipelines import cuda_graphs
-from pipelines.common import GPUOutOfMemoryError
+from pipelines.base import GPUOutOfMemoryError
 from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -37,13 +37,13 @@ def test_vae_tiling_decodes_large_latents():
 
 
 def test_offload_brings_each_stage_its_models(monkeypatch):
-    import pipelines.common as common
+    import pipelines.base as base
 
     unclip = build_tiny_unclip(2)
     before = unclip("a red circle", **UNCLIP_ARGS).images
     placed = []
-    real_placed = common._placed
-    monkeypatch.setattr(common, "_placed", lambda modules, device: placed.append(modules) or real_placed(modules, device))
+    real_placed = base._placed
+    monkeypatch.setattr(base, "_placed", lambda modules, dev: placed.append(modules) or real_placed(modules, dev))
     unclip.enable_model_cpu_offload("cpu")
     after = unclip("a red circle", **UNCLIP_ARGS).images
     expected = [[unclip.text_encoder], [unclip.prior], [unclip.text_proj, unclip.decoder], [unclip.super_res_first, unclip.super_res_last]]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import LD_STEPS, UNCLIP_STEPS, VARIATION_STEPS
+from pipelines.devices import pick_device
 from pipelines.tiny import BLOCK_CHANNELS
 
 VAE_FACTOR = 2 ** (len(BLOCK_CHANNELS) - 1)  # the tiny VAE's downsampling
@@ -160,7 +161,7 @@ def test_truncation_warning_quotes_a_short_excerpt(latent_diffusion):
 
 @pytest.mark.parametrize("entry", ["text2img", "img2img"])
 def test_extreme_guidance_names_the_stage_and_makes_no_image(latent_diffusion, init_image, entry):
-    from pipelines.common import NonFiniteError
+    from pipelines.checks import NonFiniteError
 
     run = {"text2img": lambda **kw: latent_diffusion("a red square", seed=0, **LD_STEPS, **kw),
            "img2img": lambda **kw: latent_diffusion.img2img("a red square", init_image, strength=1.0, num_inference_steps=2,
@@ -173,7 +174,7 @@ def test_extreme_guidance_names_the_stage_and_makes_no_image(latent_diffusion, i
 @pytest.mark.parametrize("model, stage", [("prior", "prior"), ("decoder", "decoder"), ("super_res_first", "super_res")])
 def test_a_stage_that_overflows_is_named(unclip, model, stage):
     """As float16 can overflow in any stage: a NaN in one model's output is caught where it appears."""
-    from pipelines.common import NonFiniteError
+    from pipelines.checks import NonFiniteError
 
     def overflow(module, args, output):
         (output.predicted_image_embedding if model == "prior" else output.sample).fill_(float("nan"))
@@ -185,3 +186,22 @@ def test_a_stage_that_overflows_is_named(unclip, model, stage):
     finally:
         handle.remove()
     assert np.isfinite(unclip("a red square", seed=0, **UNCLIP_STEPS).images).all()
+
+
+@pytest.mark.parametrize("name", ["gpu", "CUDA", "cuda:x", " cuda", ""])
+def test_an_unknown_device_is_refused_with_what_is_allowed(name):
+    with pytest.raises(ValueError, match=re.escape(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N")):
+        pick_device(name)
+
+
+def test_known_devices_are_read_as_torch_reads_them():
+    assert pick_device(None) == pick_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device("cpu") == torch.device("cpu") and pick_device("cuda:1") == torch.device("cuda", 1)
+
+
+def test_the_clis_refuse_an_unknown_device(capsys):
+    from lab import train
+
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["clip", "--device", "gpu"])
+    assert exit_.value.code == 2 and "unknown device 'gpu'" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from lab.evaluate import generate_and_check, retrieval_accuracies
 from lab.train import SHIP_LIMIT_MB
 from lab.world import read_prompts, sample_scenes
 from pipelines import load_latent_diffusion, load_unclip
-from pipelines.common import postprocess, to_uint8
+from pipelines.outputs import postprocess, to_uint8
 
 PROMPT = "a red circle"
 

@@ -26,7 +26,7 @@ from conftest import (
     variations_oracle,
 )
 from lab.models import decoder_scheduler, ld_scheduler, prior_scheduler, super_res_scheduler
-from pipelines.common import PipelineOutput, StepState, postprocess
+from pipelines.outputs import PipelineOutput, StepState, postprocess
 from pipelines.tiny import EMBED_DIM, build_tiny_latent_diffusion, build_tiny_unclip
 
 F32, F64 = torch.float32, torch.float64
@@ -294,6 +294,22 @@ def test_img2img_callback_skips_the_noisiest_steps(latent_diffusion, init_image)
 
     assert [s.timestep for s in states] == full[-len(states):]
     assert len(states) < len(full)
+
+
+def test_latent_diffusion_stages_run_by_hand_make_the_calls_images(latent_diffusion, init_image):
+    """denoise sets its own timesteps and draws its own noise, as unCLIP's stages do: the stages alone,
+    one generator passed along, give the entry points' images to the bit."""
+    ld = latent_diffusion
+    text = ld.encode_prompt([PROMPTS[0]], [""])
+    gen = torch.Generator().manual_seed(3)
+    by_hand = ld.decode(ld.denoise(text, gen, 2, 7.5))
+    np.testing.assert_array_equal(postprocess(by_hand), ld(PROMPTS[0], num_inference_steps=2, seed=3).images)
+
+    gen = torch.Generator().manual_seed(3)
+    clean = ld.encode_image(ld.image_processor.preprocess(init_image), gen, 1)
+    by_hand = ld.decode(ld.denoise(text, gen, 4, 7.5, image_latents=clean, strength=0.5))
+    out = ld.img2img(PROMPTS[0], init_image, strength=0.5, num_inference_steps=4, seed=3)
+    np.testing.assert_array_equal(postprocess(by_hand), out.images)
 
 
 def test_stages_are_recorded_with_time_and_memory(entry):

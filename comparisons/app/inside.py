@@ -31,7 +31,9 @@ from PIL import Image
 from comparisons.metrics import embedding_cosine
 from comparisons.settings import Settings
 from pipelines import LatentDiffusion, UnCLIP
-from pipelines.common import Pipeline, StepState, check_count, check_prompts, check_seed, postprocess, to_uint8
+from pipelines.base import Pipeline
+from pipelines.checks import check_count, check_prompts, check_seed
+from pipelines.outputs import StepState, postprocess, to_uint8
 from pipelines.tokenizer import tokenize
 
 GAP = 2  # px of white between frames and tiles

@@ -25,7 +25,8 @@ from comparisons.settings import Settings
 from comparisons.store import LOG_NAME, export_csv, export_parquet, load_runs
 from comparisons.sweep import Job, grid, parse_seeds, parse_values, pending, run_sweep
 from pipelines import registry
-from pipelines.common import MAX_PROMPT_CHARS, StepState, check_seed
+from pipelines.checks import MAX_PROMPT_CHARS, check_seed
+from pipelines.outputs import StepState
 from pipelines.registry import STEPS, TEXT
 from pipelines.tokenizer import truncation_messages
 

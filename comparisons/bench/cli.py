@@ -15,7 +15,8 @@ import transformers
 
 from comparisons.bench.pipelines import DTYPES, add_speedup, run_bench, speedups
 from comparisons.bench.sweep import bench_sweep
-from comparisons.presets import DEFAULT_PRESET, pick_device
+from comparisons.presets import DEFAULT_PRESET
+from pipelines.devices import pick_device
 
 
 def format_report(report: dict) -> str:
@@ -83,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.disable_progress_bar()
     if args.dtype and not args.full_size:
         parser.error("--dtype applies to --full-size (the tiny models run in float32)")
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
     passes = speedups(args.compile, args.compile_mode, args.cuda_graphs)
     if args.cuda_graphs and device.type != "cuda":
         parser.error("--cuda-graphs needs --device cuda")

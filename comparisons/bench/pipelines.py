@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from comparisons.settings import Settings
 from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
-from pipelines.common import GRAPHING_COMPILE_MODES
+from pipelines.base import GRAPHING_COMPILE_MODES
 
 PROMPT = "a red circle above a blue square"
 SETTINGS = {

@@ -1,0 +1,223 @@
+"""The frame both pipelines share: components by diffusers' names, device and dtype, saving, CPU
+offload, GPU speed-ups, and the bookkeeping of one call (its generators, stage timings, output).
+
+An architecture subclasses `Pipeline`, names its components, and writes its stages and its
+`__call__`; what is the same in both architectures is written here once.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipelines import cuda_graphs as cuda_graphs_lib
+from pipelines.checks import Generators, generator_arg, make_generators
+from pipelines.loading import save_pipeline
+from pipelines.measure import StageRecorder
+from pipelines.outputs import PipelineOutput, postprocess
+
+# torch.compile modes that already capture CUDA graphs (cudagraph trees)
+GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+
+
+def guide(pred: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022) on a model output batched [uncond, cond]."""
+    uncond, cond = pred.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
+class GPUOutOfMemoryError(RuntimeError):
+    """A generation did not fit in GPU memory; the cache was emptied and the pipeline still works."""
+
+
+def oom_guard(method):
+    """Turn a CUDA out-of-memory error into a clear error, after freeing the cache for the next call."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            free = ""
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+                free_b, total_b = torch.cuda.mem_get_info(self.device)
+                free = f" ({free_b / 2**30:.1f} of {total_b / 2**30:.1f} GiB free after emptying the cache)"
+            raise GPUOutOfMemoryError(
+                f"out of GPU memory in {type(self).__name__}.{method.__name__}{free}: use fewer images per call, "
+                "a smaller size, or enable_model_cpu_offload()"
+            ) from None
+
+    return wrapper
+
+
+def uses(*names: str):
+    """Mark a stage method with the models it runs, so CPU offload can bring them to the GPU."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            with self.on_device(*names):
+                return method(self, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@contextmanager
+def _placed(modules: list[torch.nn.Module], device: torch.device) -> Iterator[None]:
+    for m in modules:
+        m.to(device)
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.to("cpu")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One call in progress: what its stages draw from, and what it has cost so far."""
+
+    generator: Generators  # what every stage's random draws take, one generator per image or one for all
+    seeds: list[int]  # seed of each image, for the output
+    recorder: StageRecorder  # each stage's time and peak memory
+    start: float  # time.perf_counter() when the call began
+
+    def stage(self, name: str) -> AbstractContextManager[None]:
+        """Context that measures the stage `name`."""
+        return self.recorder.stage(name)
+
+
+class Pipeline:
+    """Components by diffusers' names, and what both architectures do alike with them:
+    device and dtype, saving, CPU offload, channels_last and torch.compile."""
+
+    component_names: tuple[str, ...] = ()
+    denoiser_names: tuple[str, ...] = ()  # the models each denoising loop calls many times
+    pipeline_class_name: str = ""  # the `_class_name` of model_index.json
+    _offload_device: torch.device | None = None
+    _graph_pool: tuple | None = None  # the memory pool the denoisers' CUDA graphs share
+
+    def components(self) -> dict[str, object]:
+        return {n: getattr(self, n) for n in self.component_names if getattr(self, n, None) is not None}
+
+    def _inference_only(self) -> None:
+        """Modules built from configs start in training mode (dropout on, and diffusers' ResnetBlock2D
+        lays out its input differently when training); a pipeline only ever samples."""
+        for module in self.modules().values():
+            module.eval()
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {n: c for n, c in self.components().items() if isinstance(c, torch.nn.Module)}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the stages compute (with CPU offload, the GPU, although weights rest on the CPU)."""
+        return self._offload_device or next(iter(self.modules().values())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.modules().values())).dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+        self._offload_device = None
+        self.disable_cuda_graphs()  # a graph replays on the weights' old addresses
+        for module in self.modules().values():
+            # diffusers warns on any dtype argument, even an unchanged one
+            module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
+        return self
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        return save_pipeline(directory, self.pipeline_class_name, self.components())
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {n: sum(p.numel() for p in m.parameters()) for n, m in self.modules().items()}
+
+    # -- one call: its start and its output
+
+    def _begin(self, n_images: int, seed: int | Sequence[int] | None, generator: Generators | None) -> Run:
+        """The end of a call's input checks: its generators from `seed` or `generator`, a stage recorder."""
+        start = time.perf_counter()
+        gens, seeds = make_generators(n_images, seed, generator)
+        return Run(generator_arg(gens), seeds, StageRecorder(self.device), start)
+
+    def _output(self, image: torch.Tensor, run: Run, prompts: list[str], **extra) -> PipelineOutput:
+        """The call's output: images in [0, 1] as numpy, and what it cost since the run began."""
+        return PipelineOutput(
+            images=postprocess(image), seeds=run.seeds, prompts=prompts, stages=run.recorder.stages,
+            total_seconds=time.perf_counter() - run.start, device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."), **extra,
+        )
+
+    # -- GPU path
+
+    def enable_model_cpu_offload(self, device: str | torch.device = "cuda") -> None:
+        """Keep weights on the CPU; each stage brings its own models to `device` and sends them back.
+
+        Peak GPU memory becomes that of the largest stage instead of the whole pipeline, for GPUs
+        too small to hold it (Karlo fp16 is about 7 GB), at the price of host-to-GPU copies.
+        """
+        self.to("cpu")
+        self._offload_device = torch.device(device)
+
+    def on_device(self, *names: str):
+        """Context for a stage using the named models: a no-op unless CPU offload is on."""
+        if self._offload_device is None:
+            return nullcontext()
+        return _placed([getattr(self, n) for n in names], self._offload_device)
+
+    def optimize(self, *, channels_last: bool = True, compile: bool = False, compile_mode: str | None = None,
+                 cuda_graphs: bool = False) -> None:
+        """GPU speed-ups: channels_last convolutions (U-Nets, VAE) and, for the denoisers, optionally
+        torch.compile (tens of seconds per model on the first call) and CUDA graphs (three eager
+        calls' time per model and input shape; see pipelines.cuda_graphs). With both, the compiled forward is
+        what the graph records, so `compile_mode` must be one that captures no graphs of its own."""
+        if cuda_graphs:
+            self._check_graphable(compile, compile_mode)
+        self.disable_cuda_graphs()
+        if cuda_graphs:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        for name, module in self.modules().items():
+            if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
+                module.to(memory_format=torch.channels_last)
+            if name not in self.denoiser_names:
+                continue
+            if cuda_graphs:
+                forward = torch.compile(module.forward, mode=compile_mode) if compile else module.forward
+                cuda_graphs_lib.install(module, self._graph_pool, forward)
+            elif compile:
+                module.compile(mode=compile_mode)
+
+    def _check_graphable(self, compile: bool, compile_mode: str | None) -> None:
+        """Refuse CUDA graphs where they cannot work, before anything is changed."""
+        if compile and compile_mode in GRAPHING_COMPILE_MODES:
+            raise ValueError(f"compile_mode {compile_mode!r} captures CUDA graphs itself: use it without "
+                             "cuda_graphs, or cuda_graphs with compile_mode None or 'max-autotune-no-cudagraphs'")
+        denoisers = [m for n, m in self.modules().items() if n in self.denoiser_names]
+        if any(getattr(m, "_compiled_call_impl", None) is not None for m in denoisers):
+            # The compiled call would trace into the graphs' replay.
+            raise ValueError("the denoisers were compiled without CUDA graphs; build the pipeline again to add them")
+        if self._offload_device is not None:
+            raise ValueError("CUDA graphs need the weights to stay on the GPU: "
+                             "they cannot go with enable_model_cpu_offload()")
+        if self.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device; this pipeline is on {self.device}: "
+                             "call .to('cuda') first")
+
+    def disable_cuda_graphs(self) -> None:
+        """Back to the denoisers' own forward (a compiled one stays compiled)."""
+        for module in self.modules().values():
+            cuda_graphs_lib.uninstall(module)
+        self._graph_pool = None
+
+    def cuda_graph_count(self) -> int:
+        """Graphs captured so far across the denoisers: one per model and input signature."""
+        return sum(len(g.graphs) for m in self.modules().values() if (g := cuda_graphs_lib.installed(m)))
