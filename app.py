@@ -18,8 +18,15 @@ from pathlib import Path
 import gradio as gr
 
 from comparisons.app.session import AppConfig, Session, parse_settings, random_seed, vocabulary_notice
-from comparisons.app.views import (memory_bars, prior_summary, score_vs_seconds, stage_seconds_long, stats_line,
-                                   summary_frame, table_view)
+from comparisons.app.views import (
+    memory_bars,
+    prior_summary,
+    score_vs_seconds,
+    stage_seconds_long,
+    stats_line,
+    summary_frame,
+    table_view,
+)
 from comparisons.presets import DEFAULT_PRESET, PRESETS
 from pipelines import registry
 from pipelines.base import GPUOutOfMemoryError

@@ -27,6 +27,7 @@ from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
 from pipelines.registry import TEXT
 
+
 def row_key(architecture: str, prompt: str, seed: int, settings: Settings) -> str:
     """What identifies an image: architecture, prompt, seed and the settings that apply to it (JSON)."""
     return json.dumps([architecture, prompt, seed, settings.for_architecture(architecture)], sort_keys=True)

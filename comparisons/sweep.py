@@ -242,12 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    import torch
     from accelerate import PartialState
 
     from comparisons.presets import DEFAULT_PRESET, load_harness
     from pipelines.hub import download_bars
-
-    import torch
 
     # On CPUs (`accelerate launch --multi_gpu --num_processes N ... --device cpu`), accelerate's
     # multi-process state needs cpu=True to join the processes with gloo instead of NCCL.

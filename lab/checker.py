@@ -44,8 +44,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from lab.world import (BACKGROUND, COLOURS, SHAPES, SIZE_THRESHOLD, ObjectSpec, parse_caption, region_of,
-                       relation_holds, shape_coverage)
+from lab.world import (
+    BACKGROUND,
+    COLOURS,
+    SHAPES,
+    SIZE_THRESHOLD,
+    ObjectSpec,
+    parse_caption,
+    region_of,
+    relation_holds,
+    shape_coverage,
+)
 
 
 @dataclass(frozen=True)

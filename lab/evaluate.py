@@ -26,8 +26,8 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -37,13 +37,12 @@ from PIL import Image
 
 from comparisons.harness import Harness
 from comparisons.metrics import Judge, lab_judge
-from pipelines.devices import pick_device
 from comparisons.settings import Settings
 from comparisons.summary import Proportion, proportion
 from lab.world import SHAPES, Scene, caption_is_true_of, parse_caption, read_prompts, sample_scene
 from pipelines import registry
+from pipelines.devices import pick_device
 
-ARCHITECTURES = ("unclip", "latent_diffusion")  # the folders of a lab weights package, as presets.PRESETS["lab"]
 MAX_PROMPTS = 200  # lines of each held-out prompt file
 RETRIEVAL_PAIRS = 100
 # measure -> the harness row's checker column; NaN rows (the caption does not ask) are left out
@@ -79,7 +78,7 @@ class EvalConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**62:
             raise ValueError(f"seed must be an int in [0, 2**62), got {self.seed!r}")
         pick_device(self.device)  # an unknown device is refused here, before any weights load
-        missing = [p for p in (*ARCHITECTURES, "judge") if not (Path(self.weights) / p).is_dir()]
+        missing = [p for p in ("unclip", "latent_diffusion", "judge") if not (Path(self.weights) / p).is_dir()]
         if missing:
             raise ValueError(f"no weights for {', '.join(missing)} under {self.weights}: run `make train` first")
 
@@ -181,9 +180,14 @@ def weights_hash(directory: Path) -> str:
 # ----------------------------------------------------------------------------- model runs
 
 
+def architectures_in(weights: Path) -> tuple[str, ...]:
+    """The registered architectures whose pipeline the package holds (a folder with model_index.json), in order."""
+    return tuple(a for a in registry.names() if (Path(weights) / a / "model_index.json").is_file())
+
+
 def lab_harness(weights: Path, device: torch.device) -> Harness:
     """The package's pipelines and judge in a harness that scores with the checker and writes nothing."""
-    pipes = {a: registry.get(a).load(weights / a, device=device, dtype=torch.float32) for a in ARCHITECTURES}
+    pipes = {a: registry.get(a).load(weights / a, device=device, dtype=torch.float32) for a in architectures_in(weights)}
     return Harness(pipes, judge=lab_judge(weights / "judge", device), out_dir=Path(tempfile.gettempdir()),
                    use_checker=True, log=None)
 
@@ -251,15 +255,16 @@ def _cell(value: Proportion | None) -> str:
 
 
 def format_table(measures: Sequence[Measure]) -> str:
-    """One line per measure: measure, n, unclip, latent_diffusion, bar, pass. Retrieval rows have one
-    value, shared by both architectures (the judge scores both; unCLIP and latent diffusion share the text encoder)."""
-    lines = [f"{'measure':<22} {'n':>4}  {'unclip':<26} {'latent_diffusion':<26} {'bar':>5}  pass"]
+    """One line per measure: measure, n, a column per architecture, bar, pass. Retrieval rows have one value,
+    shared by every architecture (the judge scores all; the generators share the CLIP text encoder)."""
+    archs = list(dict.fromkeys(a for m in measures for a in m.values if a != "shared"))
+    lines = [f"{'measure':<22} {'n':>4}  " + " ".join(f"{a:<26}" for a in archs) + f" {'bar':>5}  pass"]
     for m in measures:
-        cells = ([_cell(m.values["shared"]), "(shared)"] if "shared" in m.values
-                 else [_cell(m.values.get(arch)) for arch in ARCHITECTURES])
+        cells = ([_cell(m.values["shared"])] + ["(shared)"] * (len(archs) - 1) if "shared" in m.values
+                 else [_cell(m.values.get(arch)) for arch in archs])
         bar = "-" if m.bar is None else f"{m.bar:.0%}"
         verdict = "-" if m.passed is None else ("PASS" if m.passed else "FAIL")
-        lines.append(f"{m.name:<22} {m.n:>4}  {cells[0]:<26} {cells[1]:<26} {bar:>5}  {verdict}")
+        lines.append(f"{m.name:<22} {m.n:>4}  " + " ".join(f"{c:<26}" for c in cells) + f" {bar:>5}  {verdict}")
     return "\n".join(lines)
 
 
@@ -287,7 +292,7 @@ def report(config: EvalConfig, evaluation: Evaluation) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": str(pick_device(config.device)),
         "settings": {**settings, "retrieval_pairs": RETRIEVAL_PAIRS, "interval": "Wilson score, 95%"},
-        "weights_sha256": {p: weights_hash(weights / p) for p in (*ARCHITECTURES, "judge")},
+        "weights_sha256": {p: weights_hash(weights / p) for p in (*architectures_in(weights), "judge")},
         "measures": [asdict(m) for m in evaluation.measures],
         "shapes_drawn": evaluation.shapes_drawn,
     }

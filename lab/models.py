@@ -20,12 +20,24 @@ from dataclasses import dataclass, field
 
 import open_clip
 import torch
-from diffusers import (AutoencoderKL, DDIMScheduler, PriorTransformer, UNet2DConditionModel, UNet2DModel,
-                       UnCLIPScheduler)
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    PriorTransformer,
+    UnCLIPScheduler,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
 from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
 from PIL import Image
-from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextModel, CLIPTextModelWithProjection,
-                          CLIPVisionModelWithProjection)
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPVisionModelWithProjection,
+)
 
 from lab.data import IMAGE_SIZE
 from lab.trainer import TrainConfig

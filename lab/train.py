@@ -39,13 +39,45 @@ from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
 from torch import nn
 from transformers import CLIPModel
 
-from lab.data import IMAGE_SIZE, Batch, DataConfig, batches, downsample, sample_batch, step_generator, upsample_like_pipeline
+from lab.data import (
+    IMAGE_SIZE,
+    Batch,
+    DataConfig,
+    batches,
+    downsample,
+    sample_batch,
+    step_generator,
+    upsample_like_pipeline,
+)
 from lab.judge import save_judge
-from lab.losses import (contrastive_loss, denoising_loss, foreground_weights, hybrid_vlb_term, q_sample,
-                        reconstruction_loss, retrieval_accuracy)
-from lab.models import (LabConfig, build_clip, build_decoder, build_judge, build_ld_unet, build_prior, build_super_res,
-                        build_text_proj, build_vae, decoder_scheduler, feature_extractor, image_encoder_of,
-                        judge_open_clip_config, ld_scheduler, prior_scheduler, super_res_scheduler, text_encoder_of)
+from lab.losses import (
+    contrastive_loss,
+    denoising_loss,
+    foreground_weights,
+    hybrid_vlb_term,
+    q_sample,
+    reconstruction_loss,
+    retrieval_accuracy,
+)
+from lab.models import (
+    LabConfig,
+    build_clip,
+    build_decoder,
+    build_judge,
+    build_ld_unet,
+    build_prior,
+    build_super_res,
+    build_text_proj,
+    build_vae,
+    decoder_scheduler,
+    feature_extractor,
+    image_encoder_of,
+    judge_open_clip_config,
+    ld_scheduler,
+    prior_scheduler,
+    super_res_scheduler,
+    text_encoder_of,
+)
 from lab.trainer import BUDGET, LOSS_LOG, TrainConfig, train
 from pipelines.devices import pick_device
 from pipelines.latent_diffusion import LatentDiffusion

@@ -118,14 +118,18 @@ class Pipeline:
     def modules(self) -> dict[str, torch.nn.Module]:
         return {n: c for n, c in self.components().items() if isinstance(c, torch.nn.Module)}
 
+    def _first_weight(self) -> torch.Tensor:
+        # a parameter, not the module's .device: any torch module serves, not only diffusers' and transformers'
+        return next(p for m in self.modules().values() for p in m.parameters())
+
     @property
     def device(self) -> torch.device:
         """Where the stages compute (with CPU offload, the GPU, although weights rest on the CPU)."""
-        return self._offload_device or next(iter(self.modules().values())).device
+        return self._offload_device or self._first_weight().device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(iter(self.modules().values())).dtype
+        return self._first_weight().dtype
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
         self._offload_device = None

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import open_clip
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, PriorTransformer, UNet2DConditionModel, UNet2DModel, UnCLIPScheduler
+from diffusers import (
+    AutoencoderKL,
+    PNDMScheduler,
+    PriorTransformer,
+    UnCLIPScheduler,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
 from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, PreTrainedModel

@@ -21,6 +21,7 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Unpack
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -42,8 +43,7 @@ from pipelines.checks import (
     check_steps,
     repeat_prompts,
 )
-from pipelines.hub import ProgressCallback
-from pipelines.loading import PipelineKind, load_pipeline_components, resolve_pipeline_dir, save_pipeline
+from pipelines.loading import LoadOptions, PipelineKind, load_pipeline, save_pipeline
 from pipelines.outputs import PipelineOutput, StepCallback, StepState
 from pipelines.schedulers import clean_image_from_v, min_inference_steps
 from pipelines.tokenizer import tokenize
@@ -282,10 +282,10 @@ class LatentDiffusion(Pipeline):
         prompt: str | Sequence[str],
         image: Image.Image | torch.Tensor,
         *,
-        strength: float = 0.8,
         negative_prompt: str | Sequence[str] | None = None,
         num_images_per_prompt: int = 1,
         num_inference_steps: int = 50,
+        strength: float = 0.8,  # the fraction of num_inference_steps that denoise: strength 1 starts from noise
         guidance_scale: float = 7.5,
         seed: int | Sequence[int] | None = None,
         generator: Generators | None = None,
@@ -331,19 +331,7 @@ _MODELS: dict[str, type] = {"text_encoder": CLIPTextModel, "unet": UNet2DConditi
 LATENT_DIFFUSION = PipelineKind("latent_diffusion", lambda index: dict(_MODELS))
 
 
-def load_latent_diffusion(
-    path_or_hub_id: str | Path = "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    allow_pickle: bool = False,
-    variant: str | None = None,
-    progress: ProgressCallback | None = None,
-) -> LatentDiffusion:
-    """Load a Stable Diffusion 1.x/2.x pipeline from a directory in diffusers' layout or a hub id (fetching only
-    what loads; `progress(repo_id, done_bytes, total_bytes)` follows a download). No safety checker."""
-    directory = resolve_pipeline_dir(path_or_hub_id, LATENT_DIFFUSION, dtype=dtype, variant=variant,
-                                     allow_pickle=allow_pickle, progress=progress)
-    components = load_pipeline_components(directory, LATENT_DIFFUSION, dtype=dtype, allow_pickle=allow_pickle,
-                                          variant=variant, device=device)
-    return LatentDiffusion(**components)
+def load_latent_diffusion(path_or_hub_id: str | Path = "stable-diffusion-v1-5/stable-diffusion-v1-5", **options: Unpack[LoadOptions]) -> LatentDiffusion:
+    """Load a Stable Diffusion 1.x/2.x pipeline from a directory in diffusers' layout or a hub id
+    (pipelines.loading.LoadOptions). The SD repos' safety checker is not loaded."""
+    return load_pipeline(LatentDiffusion, LATENT_DIFFUSION, path_or_hub_id, **options)

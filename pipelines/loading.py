@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import diffusers
 import diffusers.pipelines.deprecated.unclip
@@ -308,6 +308,26 @@ def load_tokenizer(directory: Path, name: str = TOKENIZER) -> CLIPTokenizer:
     if (directory / name).is_dir():
         return load_component(directory, name, CLIPTokenizer)
     return offline_clip_tokenizer()
+
+
+class LoadOptions(TypedDict, total=False):
+    """How a pipeline loads (the keyword arguments of load_unclip and load_latent_diffusion)."""
+
+    device: str | torch.device  # where the weights go (default "cpu")
+    dtype: torch.dtype  # what they are cast to (default float32); float16 reads a repo's fp16 files where it has them
+    allow_pickle: bool  # also read .bin weights, which can run code when unpickled (default False)
+    variant: str | None  # a weights variant to prefer, e.g. "fp16"
+    progress: ProgressCallback | None  # (repo_id, done_bytes, total_bytes) while a hub id downloads
+
+
+def load_pipeline(cls: type, kind: PipelineKind, path_or_hub_id: str | Path, **options: Unpack[LoadOptions]):
+    """`cls` from a directory in diffusers' layout or a hub id, fetching only what `kind` loads."""
+    dtype, variant = options.get("dtype", torch.float32), options.get("variant")
+    allow_pickle = options.get("allow_pickle", False)
+    directory = resolve_pipeline_dir(path_or_hub_id, kind, dtype=dtype, variant=variant, allow_pickle=allow_pickle,
+                                     progress=options.get("progress"))
+    return cls(**load_pipeline_components(directory, kind, dtype=dtype, allow_pickle=allow_pickle, variant=variant,
+                                          device=options.get("device", "cpu")))
 
 
 def load_pipeline_components(

@@ -17,9 +17,9 @@ from diffusers import (
     EulerDiscreteScheduler,
     PNDMScheduler,
     PriorTransformer,
+    UnCLIPScheduler,
     UNet2DConditionModel,
     UNet2DModel,
-    UnCLIPScheduler,
 )
 from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
 from transformers import (

@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
-from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel, UnCLIPScheduler
+from diffusers import PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
 from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
@@ -37,8 +38,7 @@ from pipelines.checks import (
     check_steps,
     repeat_prompts,
 )
-from pipelines.hub import ProgressCallback
-from pipelines.loading import ModelIndex, PipelineKind, is_listed, load_pipeline_components, resolve_pipeline_dir
+from pipelines.loading import LoadOptions, ModelIndex, PipelineKind, is_listed, load_pipeline
 from pipelines.outputs import PipelineOutput, StepCallback, StepState
 from pipelines.schedulers import min_inference_steps
 from pipelines.tokenizer import tokenize
@@ -359,19 +359,6 @@ def unclip_components(index: ModelIndex) -> dict[str, type]:
 UNCLIP = PipelineKind("unclip", unclip_components)
 
 
-def load_unclip(
-    path_or_hub_id: str | Path = "kakaobrain/karlo-v1-alpha",
-    *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    allow_pickle: bool = False,
-    variant: str | None = None,
-    progress: ProgressCallback | None = None,
-) -> UnCLIP:
-    """Load an unCLIP pipeline from a directory in diffusers' layout or a hub id (fetching only what loads;
-    `progress(repo_id, done_bytes, total_bytes)` follows a download)."""
-    directory = resolve_pipeline_dir(path_or_hub_id, UNCLIP, dtype=dtype, variant=variant, allow_pickle=allow_pickle,
-                                     progress=progress)
-    components = load_pipeline_components(directory, UNCLIP, dtype=dtype, allow_pickle=allow_pickle, variant=variant,
-                                          device=device)
-    return UnCLIP(**components)
+def load_unclip(path_or_hub_id: str | Path = "kakaobrain/karlo-v1-alpha", **options: Unpack[LoadOptions]) -> UnCLIP:
+    """Load an unCLIP pipeline from a directory in diffusers' layout or a hub id (pipelines.loading.LoadOptions)."""
+    return load_pipeline(UnCLIP, UNCLIP, path_or_hub_id, **options)

@@ -5,11 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from comparisons.audit import audit, compare_png
 from comparisons.records import settings_from_png
 from comparisons.store import RunLog
+from pipelines.base import Pipeline
+from pipelines.checks import check_prompts, check_steps
+from pipelines.outputs import StepState
+from pipelines.registry import Architecture, guidance, steps
+from pipelines.tokenizer import offline_clip_tokenizer
 
 
 def png_pixels(path: str | Path) -> np.ndarray:
@@ -54,3 +60,44 @@ def check_results_folder(directory: Path, pipes: dict | None = None, expected_ro
         other = pipes[architecture]([prompt], seed=[seed + 1], **settings.pipeline_kwargs(architecture)).pil_images()[0]
         assert not same_pixels(np.asarray(other), png_pixels(path)), "another seed gives the same image: the check is blind"
     return rows
+
+
+# ----------------------------------------------------------------------------- a dummy architecture
+
+
+class Painter(Pipeline):
+    """An architecture that paints each image one flat colour drawn from its seed, brighter with `brightness`."""
+
+    component_names = ("painter", "tokenizer")
+    pipeline_class_name = "PainterPipeline"
+
+    def __init__(self) -> None:
+        self.painter, self.tokenizer = torch.nn.Linear(1, 3), offline_clip_tokenizer()
+        self._inference_only()
+
+    @torch.inference_mode()
+    def __call__(self, prompt, *, num_coats: int = 3, brightness: float = 0.5, seed=None, generator=None,
+                 callback=None):
+        prompts = check_prompts(prompt)
+        coats = check_steps(num_coats, "num_coats")
+        run = self._begin(len(prompts), seed, generator)
+        with run.stage("paint"):
+            gens = run.generator if isinstance(run.generator, list) else [run.generator] * len(prompts)
+            colours = torch.stack([torch.rand(3, generator=g) for g in gens]) * brightness  # (B, 3)
+            image = (colours[:, :, None, None] * 2 - 1).expand(-1, -1, 16, 16)
+            for i in range(coats):
+                if callback is not None:
+                    callback(StepState("paint", i, coats, coats - i, image, image))
+        return self._output(image, run, prompts)
+
+
+def load_painter(path_or_hub_id, *, device="cpu", dtype=torch.float32, progress=None) -> Painter:
+    return Painter()
+
+
+PAINTER = Architecture(
+    name="painter", label="Painter (a dummy)", short="Painter", pipeline=Painter, load=load_painter, stages=("paint",),
+    settings=(steps(Painter, "coats", "num_coats", "Painter coats", "Coats", "paint"),
+              guidance(Painter, "brightness", "brightness", "Painter brightness", "Brightness")),
+    sweep_steps=("coats",), sweep_guidance=("brightness",),
+)

@@ -16,10 +16,10 @@ from gradio_client import Client
 from PIL import Image
 
 import app
-from comparisons.settings import Settings
-from comparisons.records import settings_from_png
 from comparisons.app.session import AppConfig, Session, parse_seed, parse_settings, vocabulary_notice
 from comparisons.app.views import checker_verdict, stage_seconds_long, stats_line, summary_frame
+from comparisons.records import settings_from_png
+from comparisons.settings import Settings
 from comparisons.store import read_csv, read_parquet
 
 PRESET = "lab"  # the default the app ships with

@@ -1,12 +1,10 @@
 """The side-by-side CLI (`make run`) and the benchmark, on tiny models."""
 
 import json
-
-import pytest
-
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from comparisons import compare

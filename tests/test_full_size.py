@@ -7,7 +7,14 @@ tolerance. Nothing is allocated, so the whole file runs in seconds.
 import open_clip
 import pytest
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, PriorTransformer, UNet2DConditionModel, UNet2DModel, UnCLIPScheduler
+from diffusers import (
+    AutoencoderKL,
+    PNDMScheduler,
+    PriorTransformer,
+    UnCLIPScheduler,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
 from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 

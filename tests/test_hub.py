@@ -29,8 +29,6 @@ from tqdm import tqdm
 
 from comparisons import metrics
 from comparisons.presets import load_models
-from conftest import LD_STEPS, SEED, UNCLIP_STEPS, VARIATION_STEPS, random_image
-from hub_server import StandInHub, StandInRepo
 from pipelines import UnCLIP, load_latent_diffusion, load_unclip
 from pipelines.hub import download_bars, fetch_pipeline, plan_download
 from pipelines.latent_diffusion import LATENT_DIFFUSION
@@ -38,6 +36,9 @@ from pipelines.loading import MODEL_INDEX, choose_weights, parse_model_index
 from pipelines.tiny import build_tiny_latent_diffusion
 from pipelines.tokenizer import clip_vocab
 from pipelines.unclip import UNCLIP
+
+from conftest import LD_STEPS, SEED, UNCLIP_STEPS, VARIATION_STEPS, random_image
+from hub_server import StandInHub, StandInRepo
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTINGS = json.loads((Path(__file__).parent / "data" / "hub_listings.json").read_text())["repos"]
@@ -332,7 +333,7 @@ def test_the_file_tree_is_read_across_pages(hub, monkeypatch):
 
 def test_progress_reports_bytes_done_of_what_each_repo_downloads(hub, capsys):
     calls = []
-    load_models("lab", unclip=KARLO, latent_diffusion=SD15, device="cpu", progress=lambda *call: calls.append(call))
+    load_models("lab", models={"unclip": KARLO, "latent_diffusion": SD15}, device="cpu", progress=lambda *call: calls.append(call))
     for repo_id in (KARLO, SD15):
         done = [d for r, d, total in calls if r == repo_id]
         assert {total for r, _, total in calls if r == repo_id} == {EXPECTED_BYTES[repo_id, "fp32"]}

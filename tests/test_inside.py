@@ -5,7 +5,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import assert_images_close
 
 from comparisons.app.inside import (
     GAP,
@@ -21,6 +20,8 @@ from comparisons.app.inside import (
 )
 from comparisons.metrics import embedding_cosine
 from comparisons.settings import Settings
+
+from conftest import assert_images_close
 
 PROMPT = "a red circle above a blue square"
 TOKENS = ["a", "red", "circle", "above", "a", "blue", "square"]

@@ -16,13 +16,14 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from comparisons import audit, sweep
+from comparisons.app.session import AppConfig, Session
 from comparisons.harness import Harness
 from comparisons.metrics import tiny_judge
 from comparisons.presets import load_models
-from comparisons.settings import Settings
 from comparisons.records import infotext, save_png
-from comparisons.app.session import AppConfig, Session
+from comparisons.settings import Settings
 from comparisons.store import RunLog, temp_prefix, write_new_file
+
 from helpers import check_results_folder, png_pixels
 
 ROOT = Path(__file__).resolve().parent.parent

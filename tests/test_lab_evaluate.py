@@ -3,17 +3,28 @@ end-to-end run over weights trained for 2 steps (figures meaningless; structure 
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from test_lab_train import TINY
 
 from comparisons.settings import Settings
 from comparisons.summary import wilson_interval
-from lab.evaluate import (BARS, NOTHING, SINGLE_COLUMNS, TWO_COLUMNS, EvalConfig, accuracy_table, main,
-                          retrieval_scenes, retrieval_top1, shapes_drawn)
+from lab.evaluate import (
+    BARS,
+    NOTHING,
+    SINGLE_COLUMNS,
+    TWO_COLUMNS,
+    EvalConfig,
+    accuracy_table,
+    main,
+    retrieval_scenes,
+    retrieval_top1,
+    shapes_drawn,
+)
 from lab.train import RunOptions, run
 from lab.world import SHAPES, caption_is_true_of, split_of
-from test_lab_train import TINY
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -146,3 +157,25 @@ def test_missing_weights_exit_2_with_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "make train" in err
+
+
+def test_the_evaluation_covers_every_registered_architecture_the_package_holds(weights, tmp_path):
+    """A dummy architecture registered in the tests alone, with a folder in a copy of the package, is evaluated too."""
+    import shutil
+
+    from pipelines import registry
+
+    from helpers import PAINTER
+
+    package = Path(shutil.copytree(weights, tmp_path / "weights"))
+    (package / "painter").mkdir()
+    (package / "painter" / "model_index.json").write_text("{}")
+    registry.register(PAINTER)
+    try:
+        evaluation = main(["--weights", str(package), "--n-single", "2", "--n-two", "2", "--device", "cpu"],
+                          Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2, coats=1))
+    finally:
+        registry.unregister("painter")
+    single = next(m for m in evaluation.measures if m.name == "single/colour")
+    assert set(single.values) == {"unclip", "latent_diffusion", "painter"} and single.values["painter"].n == 2
+    assert set(evaluation.shapes_drawn) == {"unclip", "latent_diffusion", "painter"}

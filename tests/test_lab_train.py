@@ -11,18 +11,36 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import LD_STEPS, UNCLIP_STEPS
 from lab.data import DataConfig, sample_batch, swapped
 from lab.judge import load_judge
-from lab.losses import (denoising_loss, foreground_weights, hybrid_vlb_term, q_sample, reconstruction_loss, snr,
-                        truncated_snr_weight)
-from lab.models import (ClipConfig, DecoderConfig, JudgeConfig, LabConfig, LdUnetConfig, PriorConfig, SuperResConfig,
-                        VaeConfig, build_vae, decoder_scheduler)
+from lab.losses import (
+    denoising_loss,
+    foreground_weights,
+    hybrid_vlb_term,
+    q_sample,
+    reconstruction_loss,
+    snr,
+    truncated_snr_weight,
+)
+from lab.models import (
+    ClipConfig,
+    DecoderConfig,
+    JudgeConfig,
+    LabConfig,
+    LdUnetConfig,
+    PriorConfig,
+    SuperResConfig,
+    VaeConfig,
+    build_vae,
+    decoder_scheduler,
+)
 from lab.train import ORDER, RunOptions, main, run
 from lab.trainer import BUDGET, CHECKPOINT, LOSS_LOG, Budget, TrainConfig
 from lab.world import parse_caption, split_of
 from pipelines import load_latent_diffusion, load_unclip
 from pipelines.tokenizer import offline_clip_tokenizer
+
+from conftest import LD_STEPS, UNCLIP_STEPS
 
 PROMPT = "a red circle above a blue square"
 

@@ -16,7 +16,7 @@ from lab.data import DataConfig, downsample, sample_batch, to_tensor
 from lab.evaluate import generate_and_check, retrieval_accuracies
 from lab.train import SHIP_LIMIT_MB
 from lab.world import read_prompts, sample_scenes
-from pipelines import load_latent_diffusion, load_unclip
+from pipelines import load_unclip
 from pipelines.outputs import postprocess, to_uint8
 
 PROMPT = "a red circle"

@@ -3,9 +3,27 @@
 import numpy as np
 import pytest
 
-from lab.world import (COLOURS, CONVERSE, HELDOUT_PAIRS, HELDOUT_TRIPLES, PROMPT_COUNTS, SHAPES, VOCABULARY, ObjectSpec,
-                       Scene, SceneObject, SceneSpec, WorldConfig, caption_is_true_of, parse_caption, prompt_lists, seen_twin,
-                       read_prompts, sample_scenes, split_of)
+from lab.world import (
+    COLOURS,
+    CONVERSE,
+    HELDOUT_PAIRS,
+    HELDOUT_TRIPLES,
+    PROMPT_COUNTS,
+    SHAPES,
+    VOCABULARY,
+    ObjectSpec,
+    Scene,
+    SceneObject,
+    SceneSpec,
+    WorldConfig,
+    caption_is_true_of,
+    parse_caption,
+    prompt_lists,
+    read_prompts,
+    sample_scenes,
+    seen_twin,
+    split_of,
+)
 
 ALL_SPLITS = ("train", "heldout", "heldout_pair", "heldout_relation", "heldout_both")
 

@@ -14,6 +14,10 @@ import pytest
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 
+from lab.models import decoder_scheduler, ld_scheduler, prior_scheduler, super_res_scheduler
+from pipelines.outputs import PipelineOutput, StepState, postprocess
+from pipelines.tiny import EMBED_DIM, build_tiny_latent_diffusion, build_tiny_unclip
+
 from conftest import (
     LD_STEPS,
     UNCLIP_STEPS,
@@ -25,9 +29,6 @@ from conftest import (
     unclip_oracle,
     variations_oracle,
 )
-from lab.models import decoder_scheduler, ld_scheduler, prior_scheduler, super_res_scheduler
-from pipelines.outputs import PipelineOutput, StepState, postprocess
-from pipelines.tiny import EMBED_DIM, build_tiny_latent_diffusion, build_tiny_unclip
 
 F32, F64 = torch.float32, torch.float64
 PROMPTS = ["a red square above a blue circle", "two green triangles!"]

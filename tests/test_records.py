@@ -6,8 +6,8 @@ from PIL import Image
 
 from comparisons.harness import Harness
 from comparisons.metrics import clip_score, tiny_judge
-from comparisons.settings import Settings
 from comparisons.records import infotext, parse_infotext, settings_from_png, weights_hash
+from comparisons.settings import Settings
 from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
 
 FAST = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)

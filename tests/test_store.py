@@ -15,7 +15,15 @@ import pytest
 
 from comparisons import store
 from comparisons.store import (
-    DTYPES, RunLog, column_kind, core_columns, done_keys, export_csv, export_parquet, load_runs, read_csv,
+    DTYPES,
+    RunLog,
+    column_kind,
+    core_columns,
+    done_keys,
+    export_csv,
+    export_parquet,
+    load_runs,
+    read_csv,
     read_parquet,
 )
 

@@ -10,7 +10,12 @@ import pytest
 
 from comparisons.store import RunLog, load_runs
 from comparisons.summary import (
-    NoPairsError, format_summary, paired_differences, prefers_higher, summarize, summary_table,
+    NoPairsError,
+    format_summary,
+    paired_differences,
+    prefers_higher,
+    summarize,
+    summary_table,
 )
 
 LD, UC = "latent_diffusion", "unclip"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from comparisons.app.views import TABLE_COLUMNS
 from comparisons.harness import Harness, new_run_id
 from comparisons.presets import DEFAULT_PRESET, get_preset, load_harness
-from comparisons.app.views import TABLE_COLUMNS
 from comparisons.settings import Settings
 from comparisons.store import LOG_NAME, export_csv, export_parquet, load_runs
 from comparisons.sweep import Job, grid, parse_seeds, parse_values, pending, run_sweep
