@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 PROMPT ?= a red circle above a blue square
 
-.PHONY: setup browser run compare test bench train clean
+.PHONY: setup browser run compare test lint bench train clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
-test: setup browser
+test: setup browser lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q
+
+# ruff (pyproject.toml): lint and format, lines up to 119 characters
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Rebuilds every Shapes lab model from scratch (about 1.5 h on a 2-core CPU; uses a GPU if present).
 train: setup

@@ -37,8 +37,10 @@ try:  # ZeroGPU on Spaces: a GPU is attached only while a decorated function run
 
     on_gpu = spaces.GPU
 except ImportError:
+
     def on_gpu(fn):
         return fn
+
 
 DEVICE = dict(concurrency_limit=1, concurrency_id="device")  # one model call at a time on the device
 # Lab images are 32 px: show them big, with crisp pixels rather than a blur.
@@ -47,12 +49,14 @@ CSS = ".pixels img { width: 100%; height: 100%; object-fit: contain; image-rende
 
 def user_errors(fn):
     """Bad input from the user (or a generation too big for the GPU) becomes a visible error; the app carries on."""
+
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (ValueError, GPUOutOfMemoryError) as err:
             raise gr.Error(str(err), print_exception=False) from None
+
     return wrapped
 
 
@@ -90,13 +94,17 @@ def build_app(session: Session) -> gr.Blocks:
     def read(values: tuple) -> tuple[str, dict]:
         """The widgets after the prompt, in order: text settings, the seed, then the numbers -> (seed, settings)."""
         seed = values[len(texts)]
-        return seed, {s.name: v for s, v in zip([*texts, *numbers], [*values[: len(texts)], *values[len(texts) + 1:]])}
+        return seed, {
+            s.name: v for s, v in zip([*texts, *numbers], [*values[: len(texts)], *values[len(texts) + 1 :]])
+        }
 
     @on_gpu
     @user_errors
     def generate(prompt, *values, progress=gr.Progress()):
         seed, settings = read(values)
-        rows, notices = session.compare(prompt, seed, parse_settings(**settings), lambda f, what: progress(f, desc=what))
+        rows, notices = session.compare(
+            prompt, seed, parse_settings(**settings), lambda f, what: progress(f, desc=what)
+        )
         for notice in notices:
             gr.Warning(notice)
         return tuple(x for a in archs for x in (rows[a]["image_path"], stats_line(rows[a])))
@@ -107,8 +115,16 @@ def build_app(session: Session) -> gr.Blocks:
         seed, settings = read(values)
         report = session.explain(prompt, seed, parse_settings(**settings))
         u, ld = report.unclip, report.latent_diffusion
-        return (u.decoder_strip, u.super_res_strip, ld.unet_strip, prior_summary(u), ld.latent_channels,
-                [(image, token) for token, image in ld.token_overlays], report.components, report.shapes)
+        return (
+            u.decoder_strip,
+            u.super_res_strip,
+            ld.unet_strip,
+            prior_summary(u),
+            ld.latent_channels,
+            [(image, token) for token, image in ld.token_overlays],
+            report.components,
+            report.shapes,
+        )
 
     @user_errors
     def start_sweep(prompts, seeds, steps, guidance, architectures):
@@ -129,13 +145,20 @@ def build_app(session: Session) -> gr.Blocks:
         return (table_view(df), summary, note, stage_seconds_long(df), score_vs_seconds(df), memory_bars(df), *exports)
 
     with gr.Blocks(title="unCLIP vs latent diffusion", analytics_enabled=False) as demo:
-        gr.Markdown("# unCLIP vs latent diffusion\nOne prompt, both architectures: DALL·E 2's prior → decoder → "
-                    "super-resolution against Stable Diffusion's U-Net in a VAE latent. Every image is logged with its "
-                    "seed, the time of every stage, peak memory and CLIP similarity.")
+        gr.Markdown(
+            "# unCLIP vs latent diffusion\nOne prompt, both architectures: DALL·E 2's prior → decoder → "
+            "super-resolution against Stable Diffusion's U-Net in a VAE latent. Every image is logged with its "
+            "seed, the time of every stage, peak memory and CLIP similarity."
+        )
         status = gr.Markdown(session.status(), elem_id="status")
         status_timer = gr.Timer(1.0)
-        status_timer.tick(lambda: (session.status(), gr.Timer(active=not session.settled)),
-                          outputs=[status, status_timer], queue=False, show_progress="hidden", api_name=False)
+        status_timer.tick(
+            lambda: (session.status(), gr.Timer(active=not session.settled)),
+            outputs=[status, status_timer],
+            queue=False,
+            show_progress="hidden",
+            api_name=False,
+        )
 
         with gr.Tab("Compare", id="compare"):
             with gr.Row():
@@ -152,24 +175,35 @@ def build_app(session: Session) -> gr.Blocks:
                 for a in archs:
                     with gr.Row():
                         for s in (s for s in numbers if s in registry.get(a).settings):
-                            fields[s.name] = number_field(s.default, label=s.label, precision=0 if s.role == STEPS else None,
-                                                          elem_id=s.name)
+                            fields[s.name] = number_field(
+                                s.default, label=s.label, precision=0 if s.role == STEPS else None, elem_id=s.name
+                            )
             inputs = [prompt, *text_boxes, seed, *fields.values()]
             with gr.Row():
                 images, stats = {}, {}
                 for arch in archs:
                     with gr.Column():
-                        images[arch] = picture(registry.get(arch).label, type="filepath", elem_id=f"image-{arch}", height=320)
+                        images[arch] = picture(
+                            registry.get(arch).label, type="filepath", elem_id=f"image-{arch}", height=320
+                        )
                         stats[arch] = gr.Markdown(elem_id=f"stats-{arch}")
             gr.Examples([[p] for p in session.examples()], inputs=[prompt], label=f"Example prompts ({preset} preset)")
-            prompt.change(lambda p: vocabulary_notice(p or "", preset) or "", prompt, notice, queue=False,
-                          show_progress="hidden", api_name=False)
+            prompt.change(
+                lambda p: vocabulary_notice(p or "", preset) or "",
+                prompt,
+                notice,
+                queue=False,
+                show_progress="hidden",
+                api_name=False,
+            )
             dice.click(lambda: str(random_seed()), outputs=seed, queue=False, api_name=False)
             go.click(generate, inputs, [x for a in archs for x in (images[a], stats[a])], api_name="compare", **DEVICE)
 
         with gr.Tab("Inside the models", id="inside"):
-            gr.Markdown("An instrumented run of the Compare tab's prompt, negative prompt, seed and settings (not logged: the hooks "
-                        "change the timings). Trajectories show the predicted clean image x₀ at evenly spaced steps.")
+            gr.Markdown(
+                "An instrumented run of the Compare tab's prompt, negative prompt, seed and settings (not logged: "
+                "the hooks change the timings). Trajectories show the predicted clean image x₀ at evenly spaced steps."
+            )
             look = gr.Button("Look inside", variant="primary", elem_id="look-inside")
             # A strip is 8 frames wide: one per row, so its frames are big enough to see.
             decoder_strip = picture("unCLIP decoder: x₀ per step (pixels, half size)", height=150)
@@ -178,18 +212,37 @@ def build_app(session: Session) -> gr.Blocks:
             with gr.Row():
                 prior_info = gr.Markdown(elem_id="prior-info")
                 latent_channels = picture("Latent diffusion's final latent, one panel per channel", height=300)
-            attention = gr.Gallery(label="Cross-attention per prompt token (mean over heads, layers and steps)", columns=6,
-                                   elem_id="attention", elem_classes="pixels")
+            attention = gr.Gallery(
+                label="Cross-attention per prompt token (mean over heads, layers and steps)",
+                columns=6,
+                elem_id="attention",
+                elem_classes="pixels",
+            )
             with gr.Row():
                 components = gr.Dataframe(label="Components (parameters read from the loaded models)")
                 shapes = gr.Dataframe(label="Tensor shapes at each stage of this run")
-            look.click(explain, inputs,
-                       [decoder_strip, super_res_strip, unet_strip, prior_info, latent_channels, attention, components, shapes],
-                       api_name="explain", **DEVICE)
+            look.click(
+                explain,
+                inputs,
+                [
+                    decoder_strip,
+                    super_res_strip,
+                    unet_strip,
+                    prior_info,
+                    latent_channels,
+                    attention,
+                    components,
+                    shapes,
+                ],
+                api_name="explain",
+                **DEVICE,
+            )
 
         with gr.Tab("Sweep", id="sweep"):
             with gr.Row():
-                sweep_prompts = gr.Textbox(label="Prompts, one per line", lines=6, value="\n".join(session.examples(4)))
+                sweep_prompts = gr.Textbox(
+                    label="Prompts, one per line", lines=6, value="\n".join(session.examples(4))
+                )
                 with gr.Column():
                     sweep_seeds = gr.Textbox(label="Seeds (e.g. 0-9 or 1,5,7)", value="0-3")
                     sweep_steps = gr.Textbox(label="Steps (comma-separated)", value="25")
@@ -199,10 +252,18 @@ def build_app(session: Session) -> gr.Blocks:
             sweep_status = gr.Markdown()
             sweep_table = gr.Dataframe(label="This sweep's rows, as they land")
             sweep_timer = gr.Timer(1.0, active=False)
-            run.click(start_sweep, [sweep_prompts, sweep_seeds, sweep_steps, sweep_guidance, sweep_archs],
-                      [sweep_status, sweep_timer], api_name="sweep")
-            sweep_timer.tick(sweep_progress, outputs=[sweep_status, sweep_table, sweep_timer], show_progress="hidden",
-                             api_name="sweep_progress")
+            run.click(
+                start_sweep,
+                [sweep_prompts, sweep_seeds, sweep_steps, sweep_guidance, sweep_archs],
+                [sweep_status, sweep_timer],
+                api_name="sweep",
+            )
+            sweep_timer.tick(
+                sweep_progress,
+                outputs=[sweep_status, sweep_table, sweep_timer],
+                show_progress="hidden",
+                api_name="sweep_progress",
+            )
 
         with gr.Tab("Results", id="results") as results_tab:
             with gr.Row():
@@ -214,9 +275,12 @@ def build_app(session: Session) -> gr.Blocks:
             summary = gr.Dataframe(label="Side by side, paired by prompt and seed")
             with gr.Row():
                 stage_plot = gr.BarPlot(x="architecture", y="seconds", color="stage", title="Seconds per stage (mean)")
-                scatter = gr.ScatterPlot(x="seconds_total", y="clip_score", color="architecture",
-                                         title="CLIP similarity against seconds")
-                memory = gr.BarPlot(x="architecture", y="peak_memory_mb", title="Peak memory (MB, mean)", y_lim=[0, None])
+                scatter = gr.ScatterPlot(
+                    x="seconds_total", y="clip_score", color="architecture", title="CLIP similarity against seconds"
+                )
+                memory = gr.BarPlot(
+                    x="architecture", y="peak_memory_mb", title="Peak memory (MB, mean)", y_lim=[0, None]
+                )
             with gr.Row():
                 csv = gr.DownloadButton("Download CSV", elem_id="download-csv")
                 parquet = gr.DownloadButton("Download Parquet", elem_id="download-parquet")
@@ -232,15 +296,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", default=os.environ.get("T2I_PRESET", DEFAULT_PRESET), choices=sorted(PRESETS))
     parser.add_argument("--device", default=os.environ.get("T2I_DEVICE", "auto"))
     parser.add_argument("--results", type=Path, default=Path(os.environ.get("T2I_RESULTS", "results")))
-    parser.add_argument("--host", default=os.environ.get("T2I_HOST"), help="default 127.0.0.1; 0.0.0.0 to listen on every interface")
+    parser.add_argument(
+        "--host", default=os.environ.get("T2I_HOST"), help="default 127.0.0.1; 0.0.0.0 to listen on every interface"
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("T2I_PORT", 7860)))
     return parser.parse_args(argv)
 
 
 def launch_options(host: str | None, port: int, environ: dict[str, str]) -> dict:
-    """Loopback unless a host is asked for; on Spaces (SPACE_ID set) its own host and port apply. Never a share link."""
+    """Loopback unless a host is asked for; on Spaces (SPACE_ID set) its own host and port. Never a share link."""
     if "SPACE_ID" in environ and host is None:
-        return dict(server_name=None, server_port=None, share=False, css=CSS)  # Gradio reads GRADIO_SERVER_NAME / _PORT
+        return dict(
+            server_name=None, server_port=None, share=False, css=CSS
+        )  # Gradio reads GRADIO_SERVER_NAME / _PORT
     return dict(server_name=host or "127.0.0.1", server_port=port, share=False, css=CSS)
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from comparisons.files import TEMP_SUFFIX
 from comparisons.records import infotext, parse_infotext
-from comparisons.store import LOG_NAME, TEMP_SUFFIX, RunLog
+from comparisons.store import LOG_NAME, RunLog
 from pipelines.tokenizer import excerpt
 
 KINDS = ("missing", "shared", "unreadable", "mismatch", "unreferenced", "unfinished")
@@ -68,7 +69,7 @@ def row_image(directory: Path, recorded: str) -> Path:
         return (Path.cwd() / path).resolve()
     parts = path.parts
     if IMAGES in parts:  # .../images/<architecture>/<name>: the folder's own copy
-        moved = directory.joinpath(*parts[len(parts) - 1 - parts[::-1].index(IMAGES):])
+        moved = directory.joinpath(*parts[len(parts) - 1 - parts[::-1].index(IMAGES) :])
         if moved.exists():
             return moved.resolve()
     return path if path.is_absolute() else (Path.cwd() / path).resolve()
@@ -90,8 +91,11 @@ def compare_png(path: Path, row: dict) -> tuple[str | None, str | None]:
     if text is None:
         return None, "it has no `parameters` infotext"
     found, expected = parse_infotext(text), _strings(row)
-    differ = [f"{key}: row {excerpt(str(expected.get(key)), 40)}, image {excerpt(str(found.get(key)), 40)}"
-              for key in sorted(set(found) | set(expected)) if found.get(key) != expected.get(key)]
+    differ = [
+        f"{key}: row {excerpt(str(expected.get(key)), 40)}, image {excerpt(str(found.get(key)), 40)}"
+        for key in sorted(set(found) | set(expected))
+        if found.get(key) != expected.get(key)
+    ]
     if (row.get("width"), row.get("height")) != size:
         differ.append(f"size: row {row.get('width')}x{row.get('height')}, image {size[0]}x{size[1]}")
     return None, "; ".join(differ) or None
@@ -145,8 +149,9 @@ def prune(report: AuditReport) -> list[Path]:
 def format_report(report: AuditReport) -> str:
     """The summary line, then one line per problem, rows first (each with its architecture, seed and prompt)."""
     counts = report.counts()
-    head = (f"{report.directory}: {len(report.records)} rows, {report.images} images: "
-            + ("clean" if report.clean else ", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k])))
+    head = f"{report.directory}: {len(report.records)} rows, {report.images} images: " + (
+        "clean" if report.clean else ", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k])
+    )
     lines = [head]
     for p in report.problems:
         where = f"row {p.row}" if p.row is not None else "file"
@@ -159,7 +164,9 @@ def format_report(report: AuditReport) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Check that every row of a results folder has its own, matching image.")
+    parser = argparse.ArgumentParser(
+        description="Check that every row of a results folder has its own, matching image."
+    )
     parser.add_argument("directory", type=Path, help="a results folder (holds runs.jsonl and images/)")
     parser.add_argument("--prune", action="store_true", help="delete unreferenced images and unfinished files")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """One prompt, both architectures: generate with each and print a side-by-side cost table.
 
-    python -m comparisons.compare "a red circle above a blue square" --seed 0
+python -m comparisons.compare "a red circle above a blue square" --seed 0
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from pipelines.base import GPUOutOfMemoryError
 from pipelines.hub import download_bars
 
 
-def generate(harness: Harness, prompt: str, seed: int, settings: Settings = Settings()) -> dict[str, tuple[PipelineOutput, dict]]:
+def generate(
+    harness: Harness, prompt: str, seed: int, settings: Settings = Settings()
+) -> dict[str, tuple[PipelineOutput, dict]]:
     """The same prompt and seed through both architectures: each one's output and logged row (both or neither)."""
     made = [harness.make(arch, [prompt], [seed], settings) for arch in harness.architectures]
     harness.save(*made)
@@ -60,18 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.disable_progress_bar()
     try:
         settings = from_flags(args).checked()
-        harness = load_harness(args.preset, models=models_from_flags(args), device=args.device, out_dir=args.out,
-                               progress=download_bars())
+        harness = load_harness(
+            args.preset, models=models_from_flags(args), device=args.device, out_dir=args.out, progress=download_bars()
+        )
         results = generate(harness, args.prompt, args.seed, settings)
     except (ValueError, OSError, GPUOutOfMemoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     outputs = {arch: out for arch, (out, _) in results.items()}
     for arch, (out, row) in results.items():
-        print(f"{arch:>16}: {row['image_path']}  ({row['width']}x{row['height']}, {out.device}, {out.dtype}), "
-              f"CLIP score {row['clip_score']:.1f} ({harness.judge.name} judge)")
+        print(
+            f"{arch:>16}: {row['image_path']}  ({row['width']}x{row['height']}, {out.device}, {out.dtype}), "
+            f"CLIP score {row['clip_score']:.1f} ({harness.judge.name} judge)"
+        )
     kinds = {memory_label(out.stages[0].memory_kind) for out in outputs.values()}
-    print(f"\nprompt: {args.prompt!r}  seed: {args.seed}  memory: {', '.join(sorted(kinds))} (MB)  log: {args.out / 'runs.jsonl'}")
+    print(
+        f"\nprompt: {args.prompt!r}  seed: {args.seed}  memory: {', '.join(sorted(kinds))} (MB)  "
+        f"log: {args.out / 'runs.jsonl'}"
+    )
     print(stage_table(outputs).to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
     return 0
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from comparisons.files import fsync_dir
 from comparisons.metrics import Judge, embedding_cosine
 from comparisons.records import build_rows, image_name, row_key, save_png, weights_hash
 from comparisons.settings import Settings
-from comparisons.store import fsync_dir
 from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
 from pipelines.checks import NonFiniteError
@@ -65,8 +65,9 @@ class Harness:
             raise ValueError(f"this harness has no {architecture} pipeline; it has {', '.join(self.pipelines)}")
         return self.pipelines[architecture]
 
-    def generate(self, architecture: str, prompts: list[str], seeds: list[int], settings: Settings = Settings(),
-                 **options) -> tuple[PipelineOutput, list[dict]]:
+    def generate(
+        self, architecture: str, prompts: list[str], seeds: list[int], settings: Settings = Settings(), **options
+    ) -> tuple[PipelineOutput, list[dict]]:
         """`make` then `save`: one batched call for len(prompts) images; returns the output and its logged rows.
         `options` are make's: run_id, callback, extra_columns (more columns per row, e.g. a sweep's resume key)."""
         made = self.make(architecture, prompts, seeds, settings, **options)
@@ -94,8 +95,13 @@ class Harness:
         run_id = run_id or new_run_id()
         keys = [row_key(architecture, p, s, settings) for p, s in zip(output.prompts, output.seeds)]
         rows = build_rows(
-            output, architecture=architecture, model=self.models.get(architecture, architecture), model_hash=weights_hash(pipe),
-            settings=settings, run_id=run_id, image_paths=[str(self.image_dir(architecture) / image_name(run_id, k)) for k in keys],
+            output,
+            architecture=architecture,
+            model=self.models.get(architecture, architecture),
+            model_hash=weights_hash(pipe),
+            settings=settings,
+            run_id=run_id,
+            image_paths=[str(self.image_dir(architecture) / image_name(run_id, k)) for k in keys],
             clip_cosine=self.judge.cosine(images, output.prompts),
             prior_image_cosine=self._prior_image_cosine(pipe, output, images),
             checks=self._checks(output) if self.use_checker else None,
@@ -129,9 +135,9 @@ class Harness:
         return embedding_cosine(pipe.encode_image(images).cpu(), output.image_embeds)
 
     def _checks(self, output: PipelineOutput) -> list[dict]:
-        """The checker's verdicts per image; none for a prompt outside the Shapes grammar (nothing to check against)."""
+        """The checker's verdicts per image; none for a prompt outside the Shapes grammar (nothing to check)."""
+        from lab.captions import parse_caption
         from lab.checker import check
-        from lab.world import parse_caption
 
         verdicts = []
         for image, prompt in zip(to_uint8(output.images), output.prompts):

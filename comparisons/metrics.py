@@ -43,7 +43,9 @@ class Judge:
     @torch.inference_mode()
     def embed_images(self, images: np.ndarray | Sequence[Image.Image]) -> torch.Tensor:
         """Unit-norm image embeddings (N, D); `images` float (N, H, W, 3) in [0, 1] or PIL."""
-        pils = [Image.fromarray((im * 255).round().astype(np.uint8)) if isinstance(im, np.ndarray) else im for im in images]
+        pils = [
+            Image.fromarray((im * 255).round().astype(np.uint8)) if isinstance(im, np.ndarray) else im for im in images
+        ]
         pixels = torch.stack([self.preprocess(im) for im in pils]).to(self.device)
         return torch.nn.functional.normalize(self.model.encode_image(pixels).float(), dim=-1).cpu()
 
@@ -117,11 +119,17 @@ def load_judge(name: str, device: str | torch.device = "cpu", progress: Progress
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     try:  # the tag's settings, which open_clip applies itself only when it downloads the weights
         model, _, preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=str(weights), device=device, force_quick_gelu=cfg.get("quick_gelu", False),
-            image_mean=cfg.get("mean"), image_std=cfg.get("std"), image_interpolation=cfg.get("interpolation"),
+            arch,
+            pretrained=str(weights),
+            device=device,
+            force_quick_gelu=cfg.get("quick_gelu", False),
+            image_mean=cfg.get("mean"),
+            image_std=cfg.get("std"),
+            image_interpolation=cfg.get("interpolation"),
             image_resize_mode=cfg.get("resize_mode"),
         )
     except Exception as err:  # a corrupt file: one clear line for the user
-        raise ValueError(f"could not load the {name} judge ({arch}, {tag}) from {weights}: "
-                         f"{type(err).__name__}: {err}") from err
+        raise ValueError(
+            f"could not load the {name} judge ({arch}, {tag}) from {weights}: {type(err).__name__}: {err}"
+        ) from err
     return Judge(name, model.eval(), preprocess, open_clip.get_tokenizer(arch), device)

@@ -48,8 +48,12 @@ def _under(root: Path) -> dict[str, str]:
 PRESETS = {
     "lab": Preset("lab", _under(LAB_WEIGHTS), "lab", False, use_checker=True),
     "tiny": Preset("tiny", _under(CACHE_DIR / "tiny-v2"), "tiny", False),
-    "pretrained": Preset("pretrained", {"unclip": "kakaobrain/karlo-v1-alpha",
-                                        "latent_diffusion": "stable-diffusion-v1-5/stable-diffusion-v1-5"}, "ViT-L-14", True),
+    "pretrained": Preset(
+        "pretrained",
+        {"unclip": "kakaobrain/karlo-v1-alpha", "latent_diffusion": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
+        "ViT-L-14",
+        True,
+    ),
 }
 DEFAULT_PRESET = "lab"
 
@@ -98,8 +102,10 @@ def load_models(
     if cuda_graphs and dev.type != "cuda":  # optimize() would say so too, but only after loading the weights
         raise ValueError(f"CUDA graphs need a CUDA device, not {dev}")
     dtype = torch.float16 if (dev.type == "cuda" and p.fp16_on_cuda) else torch.float32
-    pipes = {architecture: registry.get(architecture).load(source, device=dev, dtype=dtype, progress=progress)
-             for architecture, source in model_sources(preset, models).items()}
+    pipes = {
+        architecture: registry.get(architecture).load(source, device=dev, dtype=dtype, progress=progress)
+        for architecture, source in model_sources(preset, models).items()
+    }
     if dev.type == "cuda":
         for pipe in pipes.values():
             pipe.optimize(channels_last=True, cuda_graphs=cuda_graphs)
@@ -120,8 +126,14 @@ def load_harness(
     p = get_preset(preset)
     pipes = load_models(preset, models=models, device=device, cuda_graphs=cuda_graphs, progress=progress)
     out_dir = Path(out_dir)
-    return Harness(pipes, judge=load_judge(p.judge, pick_device(device), progress), out_dir=out_dir,
-                   models=model_sources(preset, models), use_checker=p.use_checker, log=RunLog(out_dir) if log else None)
+    return Harness(
+        pipes,
+        judge=load_judge(p.judge, pick_device(device), progress),
+        out_dir=out_dir,
+        models=model_sources(preset, models),
+        use_checker=p.use_checker,
+        log=RunLog(out_dir) if log else None,
+    )
 
 
 def add_model_flags(parser, environ: dict[str, str] | None = None) -> None:
@@ -129,9 +141,13 @@ def add_model_flags(parser, environ: dict[str, str] | None = None) -> None:
     of the preset's; with `environ`, T2I_<ARCHITECTURE> (T2I_UNCLIP, T2I_LATENT_DIFFUSION) are the defaults."""
     for a in registry.ARCHITECTURES.values():
         default = (environ or {}).get(f"T2I_{a.name.upper()}")
-        parser.add_argument("--" + a.name.replace("_", "-"), dest=f"model_{a.name}", default=default,
-                            metavar="ID_OR_DIR", help=f"{a.label}: a hub id or a directory in diffusers' layout "
-                                                      "(overrides the preset)")
+        parser.add_argument(
+            "--" + a.name.replace("_", "-"),
+            dest=f"model_{a.name}",
+            default=default,
+            metavar="ID_OR_DIR",
+            help=f"{a.label}: a hub id or a directory in diffusers' layout (overrides the preset)",
+        )
 
 
 def models_from_flags(args) -> dict[str, str]:

@@ -21,8 +21,8 @@ import transformers
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from comparisons.files import write_new_file
 from comparisons.settings import Settings
-from comparisons.store import write_new_file
 from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
 from pipelines.registry import TEXT
@@ -68,8 +68,14 @@ def weights_hash(pipe: Pipeline) -> str:
 def environment(output: PipelineOutput) -> dict:
     device = torch.device(output.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"dtype": output.dtype, "device": output.device, "device_name": name, "torch_version": torch.__version__,
-            "diffusers_version": diffusers.__version__, "transformers_version": transformers.__version__}
+    return {
+        "dtype": output.dtype,
+        "device": output.device,
+        "device_name": name,
+        "torch_version": torch.__version__,
+        "diffusers_version": diffusers.__version__,
+        "transformers_version": transformers.__version__,
+    }
 
 
 def cost_columns(output: PipelineOutput) -> dict:
@@ -99,14 +105,29 @@ def build_rows(
 ) -> list[dict]:
     """One row per image of a pipeline call."""
     created = datetime.now(timezone.utc)
-    shared = {"run_id": run_id, "created_at": created, "architecture": architecture, "model": model, "model_hash": model_hash,
-              **settings.for_architecture(architecture), **environment(output), **cost_columns(output)}
+    shared = {
+        "run_id": run_id,
+        "created_at": created,
+        "architecture": architecture,
+        "model": model,
+        "model_hash": model_hash,
+        **settings.for_architecture(architecture),
+        **environment(output),
+        **cost_columns(output),
+    }
     rows = []
     for i, (prompt, seed) in enumerate(zip(output.prompts, output.seeds)):
-        row = {**shared, "prompt": prompt, "seed": seed, "height": int(output.images.shape[1]), "width": int(output.images.shape[2]),
-               "clip_cosine": float(clip_cosine[i]), "clip_score": float(100 * max(clip_cosine[i], 0.0)),
-               "prior_image_cosine": float(prior_image_cosine[i]) if prior_image_cosine is not None else None,
-               "image_path": image_paths[i]}
+        row = {
+            **shared,
+            "prompt": prompt,
+            "seed": seed,
+            "height": int(output.images.shape[1]),
+            "width": int(output.images.shape[2]),
+            "clip_cosine": float(clip_cosine[i]),
+            "clip_score": float(100 * max(clip_cosine[i], 0.0)),
+            "prior_image_cosine": float(prior_image_cosine[i]) if prior_image_cosine is not None else None,
+            "image_path": image_paths[i],
+        }
         row |= {f"check_{k}": v for k, v in (checks[i] if checks else {}).items()}
         rows.append(row)
     return rows
@@ -114,8 +135,9 @@ def build_rows(
 
 # ----------------------------------------------------------------------------- PNG infotext
 
+
 def _labelled() -> dict[str, registry.Setting]:
-    """Infotext key -> the registered setting it carries; text settings (the negative prompt) are lines of their own."""
+    """Infotext key -> the registered setting it carries; text settings (the negative prompt) are lines apart."""
     return {s.infotext: s for s in registry.all_settings()}
 
 
@@ -130,8 +152,14 @@ def infotext(row: dict) -> str:
     lines = [row["prompt"]]
     lines += [f"{label}: {row[s.name]}" for label, s in settings.items() if s.role == TEXT and row.get(s.name)]
     params = {label: row[s.name] for label, s in settings.items() if s.role != TEXT and row.get(s.name) is not None}
-    params |= {"Seed": row["seed"], "Size": f"{row['width']}x{row['height']}", "Model hash": row["model_hash"],
-               "Model": row["model"], "Architecture": row["architecture"], "Version": f"diffusers {row['diffusers_version']}"}
+    params |= {
+        "Seed": row["seed"],
+        "Size": f"{row['width']}x{row['height']}",
+        "Model hash": row["model_hash"],
+        "Model": row["model"],
+        "Architecture": row["architecture"],
+        "Version": f"diffusers {row['diffusers_version']}",
+    }
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in params.items()))
     return "\n".join(lines)
 

@@ -101,8 +101,9 @@ def add_setting_flags(parser, skip: tuple[str, ...] = ()) -> None:
     """One `--<name>` flag per registered setting not in `skip` (default: the pipeline's own); see `from_flags`."""
     for s in registry.all_settings():
         if s.name not in skip:
-            parser.add_argument("--" + s.name.replace("_", "-"), type=s.kind, default=None,
-                                help=f"{s.label} (default {s.default})")
+            parser.add_argument(
+                "--" + s.name.replace("_", "-"), type=s.kind, default=None, help=f"{s.label} (default {s.default})"
+            )
 
 
 def from_flags(args, skip: tuple[str, ...] = ()) -> Settings:

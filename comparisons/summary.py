@@ -37,10 +37,14 @@ def own_settings() -> tuple[str, ...]:
     """The columns of one architecture's configuration: its model and size, and every registered setting."""
     return (*MODEL_COLUMNS, *(s.name for s in registry.all_settings()))
 
+
 # Direction of a metric, by (prefix, suffix) of its name: True when a larger value is better.
 HIGHER_IS_BETTER: dict[tuple[str, str], bool] = {
-    ("seconds_", ""): False, ("peak_memory_mb", ""): False,
-    ("clip_score", ""): True, ("clip_cosine", ""): True, ("prior_image_cosine", ""): True,
+    ("seconds_", ""): False,
+    ("peak_memory_mb", ""): False,
+    ("clip_score", ""): True,
+    ("clip_cosine", ""): True,
+    ("prior_image_cosine", ""): True,
     ("check_", "_correct"): True,  # the checker's verdicts: their mean is an accuracy
 }
 BOOT_CHUNK = 4_000_000  # resampled values held in memory at once
@@ -157,7 +161,6 @@ def default_pair(df: pd.DataFrame, a: str | None = None, b: str | None = None) -
     return a or present[-1], b or present[0]
 
 
-
 def _pair_keys(df: pd.DataFrame, pair_on: Sequence[str] | None) -> list[str]:
     keys = ["prompt", "seed", *(c for c in SHARED_SETTINGS if c in df.columns)] if pair_on is None else list(pair_on)
     missing = [k for k in keys if k not in df.columns]
@@ -170,8 +173,10 @@ def _check_one_configuration(rows: pd.DataFrame, arch: str, keys: list[str]) -> 
     settings = [c for c in rows.columns if c in own_settings() and c not in keys]
     configs = rows[settings].dropna(axis=1, how="all").drop_duplicates()
     if len(configs) > 1:
-        raise ValueError(f"{arch} rows come in {len(configs)} configurations of {list(configs.columns)}; "
-                         f"a paired difference needs one: filter the frame first, e.g.\n{configs.head(4).to_string()}")
+        raise ValueError(
+            f"{arch} rows come in {len(configs)} configurations of {list(configs.columns)}; "
+            f"a paired difference needs one: filter the frame first, e.g.\n{configs.head(4).to_string()}"
+        )
 
 
 def paired_values(df: pd.DataFrame, metric: str, a: str, b: str, pair_on: Sequence[str] | None = None) -> pd.DataFrame:
@@ -189,7 +194,9 @@ def paired_values(df: pd.DataFrame, metric: str, a: str, b: str, pair_on: Sequen
             raise ValueError(f"no rows of architecture {arch!r}; have {sorted(df['architecture'].dropna().unique())}")
         _check_one_configuration(rows, arch, keys)
     rows = df[df["architecture"].isin([a, b])]
-    frame = rows[keys].assign(architecture=rows["architecture"], value=_as_float(rows[metric])).dropna(subset=["value"])
+    frame = (
+        rows[keys].assign(architecture=rows["architecture"], value=_as_float(rows[metric])).dropna(subset=["value"])
+    )
     means = frame.groupby([*keys, "architecture"], dropna=False)["value"].mean().unstack("architecture")
     pairs = means.reindex(columns=[a, b]).dropna()
     if pairs.empty:
@@ -201,13 +208,22 @@ def bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -
     """Means of `n_boot` resamples of the rows of `values` (n, k) with replacement: (n_boot, k)."""
     n = len(values)
     chunk = max(1, BOOT_CHUNK // (n * values.shape[1]))
-    means = [values[rng.integers(0, n, size=(min(chunk, n_boot - i), n))].mean(axis=1) for i in range(0, n_boot, chunk)]
+    means = [
+        values[rng.integers(0, n, size=(min(chunk, n_boot - i), n))].mean(axis=1) for i in range(0, n_boot, chunk)
+    ]
     return np.concatenate(means)
 
 
 def paired_differences(
-    df: pd.DataFrame, metric: str, a: str | None = None, b: str | None = None, n_boot: int = 2000, seed: int = 0,
-    *, higher_is_better: bool | None = None, pair_on: Sequence[str] | None = None,
+    df: pd.DataFrame,
+    metric: str,
+    a: str | None = None,
+    b: str | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    *,
+    higher_is_better: bool | None = None,
+    pair_on: Sequence[str] | None = None,
 ) -> dict:
     """Mean of a - b over (prompt, seed) pairs with a 95% bootstrap CI, and a's win rate with its CI.
 
@@ -225,11 +241,22 @@ def paired_differences(
     tails = [100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2]
     (diff_low, win_low), (diff_high, win_high) = np.percentile(boot, tails, axis=0)
     return {
-        "metric": metric, "a": a, "b": b, "higher_is_better": higher, "pair_on": _pair_keys(df, pair_on),
-        "n": len(diff), "n_boot": n_boot, "confidence": CONFIDENCE,
-        "mean_a": float(pairs[a].mean()), "mean_b": float(pairs[b].mean()),
-        "mean_diff": float(diff.mean()), "ci_low": float(diff_low), "ci_high": float(diff_high),
-        "win_rate": float(wins.mean()), "win_ci_low": float(win_low), "win_ci_high": float(win_high),
+        "metric": metric,
+        "a": a,
+        "b": b,
+        "higher_is_better": higher,
+        "pair_on": _pair_keys(df, pair_on),
+        "n": len(diff),
+        "n_boot": n_boot,
+        "confidence": CONFIDENCE,
+        "mean_a": float(pairs[a].mean()),
+        "mean_b": float(pairs[b].mean()),
+        "mean_diff": float(diff.mean()),
+        "ci_low": float(diff_low),
+        "ci_high": float(diff_high),
+        "win_rate": float(wins.mean()),
+        "win_ci_low": float(win_low),
+        "win_ci_high": float(win_high),
         "tie_rate": float((diff == 0).mean()),
     }
 
@@ -259,8 +286,13 @@ def summary_table(
             r = paired_differences(df, metric, a, b, n_boot, seed)
         except NoPairsError:
             continue
-        rows[metric] = {"better": "higher" if r["higher_is_better"] else "lower", "n": r["n"],
-                        f"mean_{a}": r["mean_a"], f"mean_{b}": r["mean_b"], **{k: r[k] for k in TABLE_KEYS}}
+        rows[metric] = {
+            "better": "higher" if r["higher_is_better"] else "lower",
+            "n": r["n"],
+            f"mean_{a}": r["mean_a"],
+            f"mean_{b}": r["mean_b"],
+            **{k: r[k] for k in TABLE_KEYS},
+        }
     if not rows:
         present = ", ".join(headline_metrics(df)) or "none present"
         raise NoPairsError(f"no headline metric ({present}) has {a}/{b} pairs")
@@ -286,14 +318,18 @@ def format_summary(
     a, b = default_pair(df, a, b)
     table = summary_table(df, a, b, n_boot, seed)
     ci = f"[{CONFIDENCE:.0%} CI]"
-    lines = [f"{a} - {b}, paired by {', '.join(_pair_keys(df, None))}; "
-             f"{CONFIDENCE:.0%} percentile-bootstrap intervals over pairs ({n_boot} resamples)",
-             f"{'metric':<24}{'better':>7}{'n':>6}{a:>18}{b:>18}   {'difference ' + ci:<32}{a + ' wins ' + ci:<36}ties"]
+    lines = [
+        f"{a} - {b}, paired by {', '.join(_pair_keys(df, None))}; "
+        f"{CONFIDENCE:.0%} percentile-bootstrap intervals over pairs ({n_boot} resamples)",
+        f"{'metric':<24}{'better':>7}{'n':>6}{a:>18}{b:>18}   {'difference ' + ci:<32}{a + ' wins ' + ci:<36}ties",
+    ]
     for metric, r in table.iterrows():
         difference = _with_interval(r["mean_diff"], r["ci_low"], r["ci_high"])
         wins = _with_interval(r["win_rate"], r["win_ci_low"], r["win_ci_high"], _percent)
-        lines.append(f"{metric:<24}{r['better']:>7}{int(r['n']):>6}{_number(r[f'mean_{a}']):>18}"
-                     f"{_number(r[f'mean_{b}']):>18}   {difference:<32}{wins:<36}{_percent(r['tie_rate'])}")
+        lines.append(
+            f"{metric:<24}{r['better']:>7}{int(r['n']):>6}{_number(r[f'mean_{a}']):>18}"
+            f"{_number(r[f'mean_{b}']):>18}   {difference:<32}{wins:<36}{_percent(r['tie_rate'])}"
+        )
     return "\n".join(lines)
 
 
@@ -302,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from comparisons.store import export_csv, export_parquet, load_runs
+    from comparisons.exports import export_csv, export_parquet
+    from comparisons.store import load_runs
 
     parser = argparse.ArgumentParser(description="Summarise a run log side by side, with paired 95% intervals.")
     parser.add_argument("directory", help="the directory holding runs.jsonl (a sweep's or the app's --out)")

@@ -80,7 +80,7 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """"0-9" (inclusive), "1,5,7", or a mix: "0-3,10"."""
+    """ "0-9" (inclusive), "1,5,7", or a mix: "0-3,10"."""
     seeds: list[int] = []
     for part in text.split(","):
         lo, sep, hi = part.strip().partition("-")
@@ -131,8 +131,16 @@ def check_out_dir(path: Path) -> Path:
 # ----------------------------------------------------------------------------- the grid
 
 
-def grid(prompts: list[str], seeds: list[int], steps: list[int], guidance: list[float], architectures: list[str], base: Settings,
-         max_jobs: int = MAX_JOBS, bigger: str = "split the grid") -> list[Job]:
+def grid(
+    prompts: list[str],
+    seeds: list[int],
+    steps: list[int],
+    guidance: list[float],
+    architectures: list[str],
+    base: Settings,
+    max_jobs: int = MAX_JOBS,
+    bigger: str = "split the grid",
+) -> list[Job]:
     """Every (architecture, steps, guidance, prompt, seed) once: a prompt or seed given twice is one job. Counted,
     and refused past `max_jobs`, before any job is built."""
     prompts, seeds = list(dict.fromkeys(prompts)), list(dict.fromkeys(seeds))
@@ -185,8 +193,16 @@ def unlogged_images(harness, jobs: list[Job]) -> list[Path]:
     return found
 
 
-def run_sweep(harness, jobs: list[Job], batch_size: int, progress: bool = True, *, run_id: str | None = None,
-              lock: AbstractContextManager | None = None, on_batch: Callable[[list[dict]], None] | None = None) -> int:
+def run_sweep(
+    harness,
+    jobs: list[Job],
+    batch_size: int,
+    progress: bool = True,
+    *,
+    run_id: str | None = None,
+    lock: AbstractContextManager | None = None,
+    on_batch: Callable[[list[dict]], None] | None = None,
+) -> int:
     """Make every job not yet in the log; returns how many images were made. All rows share `run_id`
     (a new one by default); `lock` is held around each batch (the app's device lock), and `on_batch`
     receives each batch's rows once they are logged. Images a killed run of these jobs left without
@@ -205,8 +221,14 @@ def run_sweep(harness, jobs: list[Job], batch_size: int, progress: bool = True, 
         for batch in batches(todo, batch_size):
             first = batch[0]
             with lock or contextlib.nullcontext():
-                _, rows = harness.generate(first.architecture, [j.prompt for j in batch], [j.seed for j in batch], first.settings,
-                                           run_id=run_id, extra_columns=[{"sweep_key": j.key} for j in batch])
+                _, rows = harness.generate(
+                    first.architecture,
+                    [j.prompt for j in batch],
+                    [j.seed for j in batch],
+                    first.settings,
+                    run_id=run_id,
+                    extra_columns=[{"sweep_key": j.key} for j in batch],
+                )
             made += len(batch)
             bar.update(len(batch))
             if on_batch is not None:
@@ -235,8 +257,14 @@ def main(argv: list[str] | None = None) -> int:
         prompts = read_prompts(args.prompts)
         seeds = parse_seeds(args.seeds)
         base = from_flags(args, skip=_swept())
-        jobs = grid(prompts, seeds, parse_values(args.steps, int, "steps"), parse_values(args.guidance, float, "guidance"),
-                    parse_architectures(args.architectures), base)
+        jobs = grid(
+            prompts,
+            seeds,
+            parse_values(args.steps, int, "steps"),
+            parse_values(args.guidance, float, "guidance"),
+            parse_architectures(args.architectures),
+            base,
+        )
         out = check_out_dir(args.out)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -254,8 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or str(state.device)
     show = not args.no_progress and state.is_local_main_process  # one process draws the bars
     try:
-        harness = load_harness(args.preset or DEFAULT_PRESET, device=device, out_dir=out, cuda_graphs=args.cuda_graphs,
-                               progress=download_bars() if show else None)
+        harness = load_harness(
+            args.preset or DEFAULT_PRESET,
+            device=device,
+            out_dir=out,
+            cuda_graphs=args.cuda_graphs,
+            progress=download_bars() if show else None,
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -44,13 +44,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from lab.captions import parse_caption
 from lab.world import (
     BACKGROUND,
     COLOURS,
     SHAPES,
     SIZE_THRESHOLD,
     ObjectSpec,
-    parse_caption,
     region_of,
     relation_holds,
     shape_coverage,
@@ -67,7 +67,10 @@ class CheckerConfig:
     min_strong_pixels: int = 4  # an object holds at least this many strong pixels
     min_area_fraction: float = 0.008  # ... and covers at least this fraction of the image (8 px at 32 px)
     core_fraction: float = 0.7  # core = pixels beyond this fraction of the component's 90th-percentile distance
-    blur_levels: tuple[float, ...] = (0.5, 1.0)  # px; blurs the image may carry: drawings get each, the best fit counts
+    blur_levels: tuple[float, ...] = (
+        0.5,
+        1.0,
+    )  # px; blurs the image may carry: drawings get each, the best fit counts
     fit_margin: int = 5  # px around an object's pixels that its fit looks at
 
 
@@ -113,8 +116,13 @@ class CheckResult:
         are floats, 1.0 / 0.0 / NaN, so that a column's mean is the accuracy over the captions
         that ask for it. object<k>_colour_read and object<k>_shape_read say what was drawn in the
         caption object's place (None where nothing was), so a table shows what a miss drew instead."""
-        row = {"caption": self.caption, "n_expected": self.n_expected, "n_detected": self.n_detected,
-               "count_correct": self.count_correct, "all_correct": self.all_correct}
+        row = {
+            "caption": self.caption,
+            "n_expected": self.n_expected,
+            "n_detected": self.n_detected,
+            "count_correct": self.count_correct,
+            "all_correct": self.all_correct,
+        }
         for k in range(2):
             verdict = asdict(self.objects[k]) if k < len(self.objects) else {}
             for name in ("colour_correct", "shape_correct", "size_correct"):
@@ -158,9 +166,9 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     taps = _taps(float(sigma))
     height, width = image.shape[:2]
     padded = image[_reflected(height, len(taps) // 2)]
-    image = sum(w * padded[k:k + height] for k, w in enumerate(taps))
+    image = sum(w * padded[k : k + height] for k, w in enumerate(taps))
     padded = image[:, _reflected(width, len(taps) // 2)]
-    return sum(w * padded[:, k:k + width] for k, w in enumerate(taps))
+    return sum(w * padded[:, k : k + width] for k, w in enumerate(taps))
 
 
 def _neighbour_min(labels: np.ndarray) -> np.ndarray:
@@ -206,8 +214,9 @@ def _to_float_image(image: np.ndarray) -> np.ndarray:
         return image.astype(np.float32) / 255
     if np.issubdtype(image.dtype, np.floating) and np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1:
         return image.astype(np.float32)
-    raise ValueError(f"image must be uint8 or floats in [0, 1], got {image.dtype} "
-                     f"with range [{image.min()}, {image.max()}]")
+    raise ValueError(
+        f"image must be uint8 or floats in [0, 1], got {image.dtype} with range [{image.min()}, {image.max()}]"
+    )
 
 
 # ----------------------------------------------------------------------------- reading objects
@@ -237,8 +246,9 @@ def _shape_stats(shape: str) -> tuple[float, float, float]:
     return area / 160.0**2, ((cover * xs).sum() / area - 100) / 160, ((cover * ys).sum() / area - 100) / 160
 
 
-def _draw_shapes(area: float, centroid: np.ndarray, amplitudes: np.ndarray,
-                 shape_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _draw_shapes(
+    area: float, centroid: np.ndarray, amplitudes: np.ndarray, shape_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every shape drawn with the given centroid and the area a mask of that amplitude implies:
     coverage (h, w, n_shapes), box centres (n_shapes, 2) px, diameters (n_shapes,) px."""
     stats = np.asarray([_shape_stats(shape) for shape in SHAPES])  # (n_shapes, 3)
@@ -260,7 +270,7 @@ def fit_shape(mask: np.ndarray, blur_levels: tuple[float, ...]) -> tuple[str, tu
     level (the image's blur is unknown) and keeps its best fit. The area depends on the mask's
     amplitude (an object darker or brighter than its colour estimate), so the amplitude is fitted
     by least squares and the shape redrawn with the area that amplitude implies."""
-    ys, xs = np.mgrid[:mask.shape[0], :mask.shape[1]] + 0.5
+    ys, xs = np.mgrid[: mask.shape[0], : mask.shape[1]] + 0.5
     area = float(mask.sum())
     # The centroid of the positive part: a wide halo of slightly negative noise around a small object
     # would pull the signed mask's centroid off the object, even out of the window.
@@ -281,11 +291,17 @@ def fit_shape(mask: np.ndarray, blur_levels: tuple[float, ...]) -> tuple[str, tu
     first_choice, runner_up = np.argsort(best_errors)[:2]
     _, centres, diameters = fits[level[first_choice]]
     margin = 1 - best_errors[first_choice] / max(best_errors[runner_up], 1e-12)
-    return SHAPES[first_choice], tuple(map(float, centres[first_choice])), float(diameters[first_choice]), float(margin)
+    return (
+        SHAPES[first_choice],
+        tuple(map(float, centres[first_choice])),
+        float(diameters[first_choice]),
+        float(margin),
+    )
 
 
-def _read_object(image: np.ndarray, background: np.ndarray, distance: np.ndarray, component: np.ndarray,
-                 config: CheckerConfig) -> DetectedObject | None:
+def _read_object(
+    image: np.ndarray, background: np.ndarray, distance: np.ndarray, component: np.ndarray, config: CheckerConfig
+) -> DetectedObject | None:
     """The object a component shows; None when it has no colour to measure a mask by."""
     height, width = distance.shape
     core = component & (distance >= config.core_fraction * np.percentile(distance[component], 90))
@@ -308,9 +324,13 @@ def _read_object(image: np.ndarray, background: np.ndarray, distance: np.ndarray
     half = np.argwhere(mask >= 0.5) + (y0, x0)
     (y0, x0), (y1, x1) = half.min(axis=0), half.max(axis=0) + 1
     return DetectedObject(
-        colour=colour_name, shape=shape, size="large" if diameter / width > SIZE_THRESHOLD else "small",
-        centre=(float(centre[0]) / width, float(centre[1]) / height), bbox=(int(x0), int(y0), int(x1), int(y1)),
-        area=float(mask.sum()), confidence=min(colour_margin, shape_margin),
+        colour=colour_name,
+        shape=shape,
+        size="large" if diameter / width > SIZE_THRESHOLD else "small",
+        centre=(float(centre[0]) / width, float(centre[1]) / height),
+        bbox=(int(x0), int(y0), int(x1), int(y1)),
+        area=float(mask.sum()),
+        confidence=min(colour_margin, shape_margin),
     )
 
 
@@ -335,8 +355,9 @@ def read_scene(image: np.ndarray, config: CheckerConfig = CheckerConfig()) -> li
 def _verdict(spec: ObjectSpec, found: DetectedObject | None) -> ObjectVerdict:
     if found is None:
         return ObjectVerdict(False, False, None if spec.size is None else False)
-    return ObjectVerdict(found.colour == spec.colour, found.shape == spec.shape,
-                         None if spec.size is None else found.size == spec.size)
+    return ObjectVerdict(
+        found.colour == spec.colour, found.shape == spec.shape, None if spec.size is None else found.size == spec.size
+    )
 
 
 def _score(verdicts: list[ObjectVerdict]) -> int:
@@ -367,5 +388,15 @@ def check(image: np.ndarray, caption: str, config: CheckerConfig = CheckerConfig
         position = found[0] is not None and region_of(found[0].centre) == spec.position
     count_correct = len(detected) == n
     applicable = [count_correct, relation, position] + [x for v in verdicts for x in asdict(v).values()]
-    return CheckResult(caption, n, len(detected), count_correct, tuple(verdicts), tuple(found), relation, position,
-                       all(x for x in applicable if x is not None), tuple(detected))
+    return CheckResult(
+        caption,
+        n,
+        len(detected),
+        count_correct,
+        tuple(verdicts),
+        tuple(found),
+        relation,
+        position,
+        all(x for x in applicable if x is not None),
+        tuple(detected),
+    )

@@ -57,8 +57,14 @@ def swapped(scene: Scene) -> Scene | None:
     if len(scene.objects) != 2:
         return None
     a, b = scene.objects
-    twin = Scene((SceneObject(b.colour, b.shape, b.size, a.centre, b.scale),
-                  SceneObject(a.colour, a.shape, a.size, b.centre, a.scale)), scene.relation, scene.says_size)
+    twin = Scene(
+        (
+            SceneObject(b.colour, b.shape, b.size, a.centre, b.scale),
+            SceneObject(a.colour, a.shape, a.size, b.centre, a.scale),
+        ),
+        scene.relation,
+        scene.says_size,
+    )
     return twin if split_of(twin.spec()) == "train" else None
 
 

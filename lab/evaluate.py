@@ -39,18 +39,30 @@ from comparisons.harness import Harness
 from comparisons.metrics import Judge, lab_judge
 from comparisons.settings import Settings
 from comparisons.summary import Proportion, proportion
-from lab.world import SHAPES, Scene, caption_is_true_of, parse_caption, read_prompts, sample_scene
+from lab.captions import parse_caption
+from lab.prompt_files import read_prompts
+from lab.world import SHAPES, Scene, caption_is_true_of, sample_scene
 from pipelines import registry
 from pipelines.devices import pick_device
 
 MAX_PROMPTS = 200  # lines of each held-out prompt file
 RETRIEVAL_PAIRS = 100
 # measure -> the harness row's checker column; NaN rows (the caption does not ask) are left out
-SINGLE_COLUMNS = {"colour": "check_object1_colour_correct", "shape": "check_object1_shape_correct",
-                  "size": "check_object1_size_correct", "position": "check_position_correct"}
-TWO_COLUMNS = {"colour 1": "check_object1_colour_correct", "colour 2": "check_object2_colour_correct",
-               "shape 1": "check_object1_shape_correct", "shape 2": "check_object2_shape_correct",
-               "relation": "check_relation_correct", "count": "check_count_correct", "all correct": "check_all_correct"}
+SINGLE_COLUMNS = {
+    "colour": "check_object1_colour_correct",
+    "shape": "check_object1_shape_correct",
+    "size": "check_object1_size_correct",
+    "position": "check_position_correct",
+}
+TWO_COLUMNS = {
+    "colour 1": "check_object1_colour_correct",
+    "colour 2": "check_object2_colour_correct",
+    "shape 1": "check_object1_shape_correct",
+    "shape 2": "check_object2_shape_correct",
+    "relation": "check_relation_correct",
+    "count": "check_count_correct",
+    "all correct": "check_all_correct",
+}
 NOTHING = "none"  # shapes_drawn's column for a caption object with no detection in its place
 # measure name -> minimum accuracy the issue asks for (every architecture must reach it)
 BARS = {"single/colour": 0.90, "single/shape": 0.80, "retrieval/judge": 0.90, "retrieval/generator": 0.90}
@@ -72,7 +84,9 @@ class EvalConfig:
         for name in ("n_single", "n_two"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PROMPTS:
-                raise ValueError(f"{name} must be an int in [1, {MAX_PROMPTS}] (the prompt file's length), got {value!r}")
+                raise ValueError(
+                    f"{name} must be an int in [1, {MAX_PROMPTS}] (the prompt file's length), got {value!r}"
+                )
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**62:
@@ -111,8 +125,11 @@ class Group:
     one_object: bool  # its prompts name one object: EvalConfig.n_single of them, and the shapes drawn are counted
 
 
-GROUPS = {"single": Group("heldout_single", SINGLE_COLUMNS, True), "seen": Group("seen_single", SINGLE_COLUMNS, True),
-          "two": Group("heldout_two", TWO_COLUMNS, False)}
+GROUPS = {
+    "single": Group("heldout_single", SINGLE_COLUMNS, True),
+    "seen": Group("seen_single", SINGLE_COLUMNS, True),
+    "two": Group("heldout_two", TWO_COLUMNS, False),
+}
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -121,8 +138,10 @@ GROUPS = {"single": Group("heldout_single", SINGLE_COLUMNS, True), "seen": Group
 def retrieval_top1(text_emb: torch.Tensor, image_emb: torch.Tensor) -> float:
     """Fraction of texts whose most cosine-similar image is their own (row i pairs with row i)."""
     if text_emb.ndim != 2 or text_emb.shape != image_emb.shape or len(text_emb) == 0:
-        raise ValueError(f"need two non-empty (N, D) embeddings of the same shape, got {tuple(text_emb.shape)} "
-                         f"and {tuple(image_emb.shape)}")
+        raise ValueError(
+            f"need two non-empty (N, D) embeddings of the same shape, got {tuple(text_emb.shape)} "
+            f"and {tuple(image_emb.shape)}"
+        )
     t = torch.nn.functional.normalize(text_emb.float(), dim=-1)
     i = torch.nn.functional.normalize(image_emb.float(), dim=-1)
     best = (t @ i.T).argmax(dim=1)  # (N,) index of each text's best image
@@ -161,8 +180,10 @@ def retrieval_scenes(n: int, seed: int) -> list[Scene]:
     while len(scenes) < n:
         scene = sample_scene(rng, "heldout")
         spec = scene.spec()
-        if not any(caption_is_true_of(spec, other) or caption_is_true_of(other_spec, scene)
-                   for other, other_spec in zip(scenes, specs)):
+        if not any(
+            caption_is_true_of(spec, other) or caption_is_true_of(other_spec, scene)
+            for other, other_spec in zip(scenes, specs)
+        ):
             scenes.append(scene)
             specs.append(spec)
     return scenes
@@ -187,13 +208,26 @@ def architectures_in(weights: Path) -> tuple[str, ...]:
 
 def lab_harness(weights: Path, device: torch.device) -> Harness:
     """The package's pipelines and judge in a harness that scores with the checker and writes nothing."""
-    pipes = {a: registry.get(a).load(weights / a, device=device, dtype=torch.float32) for a in architectures_in(weights)}
-    return Harness(pipes, judge=lab_judge(weights / "judge", device), out_dir=Path(tempfile.gettempdir()),
-                   use_checker=True, log=None)
+    pipes = {
+        a: registry.get(a).load(weights / a, device=device, dtype=torch.float32) for a in architectures_in(weights)
+    }
+    return Harness(
+        pipes,
+        judge=lab_judge(weights / "judge", device),
+        out_dir=Path(tempfile.gettempdir()),
+        use_checker=True,
+        log=None,
+    )
 
 
-def generate_and_check(harness: Harness, architecture: str, prompts: list[str], seed: int, batch_size: int,
-                       settings: Settings = Settings()) -> list[dict]:
+def generate_and_check(
+    harness: Harness,
+    architecture: str,
+    prompts: list[str],
+    seed: int,
+    batch_size: int,
+    settings: Settings = Settings(),
+) -> list[dict]:
     """One image per prompt (prompt i with seed + i), in batches; the harness's row for each, not saved."""
     rows = []
     for start in range(0, len(prompts), batch_size):
@@ -225,8 +259,10 @@ def evaluate(config: EvalConfig) -> Evaluation:
     """Every measure of the module docstring, in table order, and the shapes drawn."""
     device = pick_device(config.device)
     weights = Path(config.weights)
-    prompts = {name: read_prompts(g.prompt_file)[: config.n_single if g.one_object else config.n_two]
-               for name, g in GROUPS.items()}
+    prompts = {
+        name: read_prompts(g.prompt_file)[: config.n_single if g.one_object else config.n_two]
+        for name, g in GROUPS.items()
+    }
     tables: dict[str, dict[str, dict[str, Proportion | None]]] = {name: {} for name in GROUPS}
     counts: dict[str, dict[str, int]] = {name: {} for name in GROUPS}
     drawn: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
@@ -239,7 +275,9 @@ def evaluate(config: EvalConfig) -> Evaluation:
                 counts[name][measure] = value.n if value else 0
             if group.one_object:
                 drawn.setdefault(arch, {})[name] = shapes_drawn(rows)
-    measures = [with_bar(f"{group}/{m}", counts[group][m], tables[group][m]) for group in tables for m in tables[group]]
+    measures = [
+        with_bar(f"{group}/{m}", counts[group][m], tables[group][m]) for group in tables for m in tables[group]
+    ]
 
     for name, accuracy in retrieval_accuracies(harness, config.seed).items():
         k = round(accuracy * RETRIEVAL_PAIRS)
@@ -260,8 +298,11 @@ def format_table(measures: Sequence[Measure]) -> str:
     archs = list(dict.fromkeys(a for m in measures for a in m.values if a != "shared"))
     lines = [f"{'measure':<22} {'n':>4}  " + " ".join(f"{a:<26}" for a in archs) + f" {'bar':>5}  pass"]
     for m in measures:
-        cells = ([_cell(m.values["shared"])] + ["(shared)"] * (len(archs) - 1) if "shared" in m.values
-                 else [_cell(m.values.get(arch)) for arch in archs])
+        cells = (
+            [_cell(m.values["shared"])] + ["(shared)"] * (len(archs) - 1)
+            if "shared" in m.values
+            else [_cell(m.values.get(arch)) for arch in archs]
+        )
         bar = "-" if m.bar is None else f"{m.bar:.0%}"
         verdict = "-" if m.passed is None else ("PASS" if m.passed else "FAIL")
         lines.append(f"{m.name:<22} {m.n:>4}  " + " ".join(f"{c:<26}" for c in cells) + f" {bar:>5}  {verdict}")
@@ -277,13 +318,16 @@ def format_shapes_drawn(drawn: Mapping[str, Mapping[str, Mapping[str, Mapping[st
             lines.append(f"{arch + ', ' + group:<26} {'n':>4}  " + " ".join(f"{c:>8}" for c in columns))
             for asked in (s for s in SHAPES if s in table):
                 row = table[asked]
-                lines.append(f"  {asked:<24} {sum(row.values()):>4}  " + " ".join(f"{row.get(c, 0):>8}" for c in columns))
+                lines.append(
+                    f"  {asked:<24} {sum(row.values()):>4}  " + " ".join(f"{row.get(c, 0):>8}" for c in columns)
+                )
     return "\n".join(lines)
 
 
 def report(config: EvalConfig, evaluation: Evaluation) -> dict:
     """The JSON record: settings, provenance, every measure and the shapes drawn."""
     weights = Path(config.weights)
+
     def plain(value: object) -> object:
         return str(value) if isinstance(value, Path) else dict(value.items()) if isinstance(value, Settings) else value
 
@@ -301,9 +345,15 @@ def report(config: EvalConfig, evaluation: Evaluation) -> dict:
 def main(argv: list[str] | None = None, settings: Settings = Settings()) -> Evaluation:
     """The CLI. `settings` is for tests, which cannot afford the default steps."""
     parser = argparse.ArgumentParser(description="Evaluate the Shapes lab's shipped weights on held-out prompts.")
-    parser.add_argument("--weights", type=Path, default=EvalConfig.weights, help="holds unclip/, latent_diffusion/, judge/")
-    parser.add_argument("--n-single", type=int, default=MAX_PROMPTS,
-                        help=f"single-object prompts (and as many seen twins), 1-{MAX_PROMPTS}")
+    parser.add_argument(
+        "--weights", type=Path, default=EvalConfig.weights, help="holds unclip/, latent_diffusion/, judge/"
+    )
+    parser.add_argument(
+        "--n-single",
+        type=int,
+        default=MAX_PROMPTS,
+        help=f"single-object prompts (and as many seen twins), 1-{MAX_PROMPTS}",
+    )
     parser.add_argument("--n-two", type=int, default=MAX_PROMPTS, help=f"two-object prompts, 1-{MAX_PROMPTS}")
     parser.add_argument("--seed", type=int, default=0, help="prompt i is generated with seed + i")
     parser.add_argument("--batch-size", type=int, default=25, help="prompts per pipeline call")

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from pipelines.schedulers import check_prediction_type, clean_image_from_v
 
 
-def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+def contrastive_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor
+) -> torch.Tensor:
     """Symmetric InfoNCE over a batch of matching (image, text) pairs (Radford et al. 2021, CLIP);
     the temperature is clamped at 100 as in CLIP."""
     image_features = F.normalize(image_features, dim=-1)  # (B, D)
@@ -27,7 +29,9 @@ def retrieval_accuracy(image_features: torch.Tensor, text_features: torch.Tensor
     return (similarity.argmax(dim=1) == torch.arange(len(similarity), device=similarity.device)).float().mean()
 
 
-def foreground_weights(images: torch.Tensor, weight: float, background: float = -1.0, threshold: float = 0.05) -> torch.Tensor:
+def foreground_weights(
+    images: torch.Tensor, weight: float, background: float = -1.0, threshold: float = 0.05
+) -> torch.Tensor:
     """(B, 1, H, W): `weight` on pixels that differ from the background, 1 elsewhere. Objects cover
     12% of the pixels of training scenes, so an unweighted autoencoder loss is mostly background and the
     tiny VAE lost colours (see lab/README.md, "The VAE's objective")."""
@@ -79,8 +83,15 @@ def x0_from_eps(eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cu
     return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
-def denoising_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                   alphas_cumprod: torch.Tensor, prediction_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+def denoising_loss(
+    pred: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    prediction_type: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_simple, the clean image the prediction implies). "epsilon": the noise MSE (DDPM);
     "sample": the clean-image MSE weighted max(SNR, 1) (truncated_snr_weight); "v_prediction": the MSE
     of v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022, SD 2), a clean-image error weighted SNR + 1."""
@@ -111,8 +122,14 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
-def hybrid_vlb_term(x0_pred: torch.Tensor, variance: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                    alphas_cumprod: torch.Tensor) -> torch.Tensor:
+def hybrid_vlb_term(
+    x0_pred: torch.Tensor,
+    variance: torch.Tensor,
+    x0: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+) -> torch.Tensor:
     """The variational-bound term L_t of Nichol & Dhariwal 2021 (improved DDPM, eq. 16), per sample,
     in bits per dimension, for a model whose output implies the clean image `x0_pred` (as
     `denoising_loss` returns it) and a variance interpolation `variance` in [-1, 1].

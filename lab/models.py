@@ -97,11 +97,25 @@ class JudgeConfig:
 
 
 def build_clip(config: ClipConfig) -> CLIPModel:
-    text = dict(vocab_size=VOCAB_SIZE, hidden_size=config.width, intermediate_size=4 * config.width,
-                num_hidden_layers=config.text_layers, num_attention_heads=config.text_heads,
-                max_position_embeddings=MODEL_MAX_LENGTH, bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=EOS_ID)
-    vision = dict(hidden_size=config.vision_width, intermediate_size=4 * config.vision_width, image_size=IMAGE_SIZE,
-                  num_hidden_layers=config.vision_layers, num_attention_heads=config.vision_heads, patch_size=config.patch_size)
+    text = dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=config.width,
+        intermediate_size=4 * config.width,
+        num_hidden_layers=config.text_layers,
+        num_attention_heads=config.text_heads,
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID,
+    )
+    vision = dict(
+        hidden_size=config.vision_width,
+        intermediate_size=4 * config.vision_width,
+        image_size=IMAGE_SIZE,
+        num_hidden_layers=config.vision_layers,
+        num_attention_heads=config.vision_heads,
+        patch_size=config.patch_size,
+    )
     with seeded(config.train.seed):
         return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=config.width))
 
@@ -122,18 +136,27 @@ def _tower(model_class: type, tower_config, clip: CLIPModel, prefix: str, projec
 def text_encoder_of(clip: CLIPModel, with_projection: bool) -> CLIPTextModelWithProjection | CLIPTextModel:
     """unCLIP's text encoder (with projection) or latent diffusion's (hidden states only): same weights."""
     if with_projection:
-        return _tower(CLIPTextModelWithProjection, clip.config.text_config, clip, "text_model.", clip.config.projection_dim)
+        return _tower(
+            CLIPTextModelWithProjection, clip.config.text_config, clip, "text_model.", clip.config.projection_dim
+        )
     return _tower(CLIPTextModel, clip.config.text_config, clip, "text_model.")
 
 
 def image_encoder_of(clip: CLIPModel) -> CLIPVisionModelWithProjection:
-    return _tower(CLIPVisionModelWithProjection, clip.config.vision_config, clip, "vision_model.", clip.config.projection_dim)
+    return _tower(
+        CLIPVisionModelWithProjection, clip.config.vision_config, clip, "vision_model.", clip.config.projection_dim
+    )
 
 
 def feature_extractor() -> CLIPImageProcessor:
     """Maps [0, 1] pixels to the [-1, 1] the vision tower trained on (not OpenAI's mean and std)."""
-    return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-                              image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=Image.Resampling.BICUBIC)
+    return CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+        resample=Image.Resampling.BICUBIC,
+    )
 
 
 def judge_open_clip_config(config: JudgeConfig) -> dict:
@@ -141,13 +164,28 @@ def judge_open_clip_config(config: JudgeConfig) -> dict:
     return {
         "model_cfg": {
             "embed_dim": config.embed_dim,
-            "vision_cfg": {"image_size": IMAGE_SIZE, "layers": config.vision_layers, "width": config.vision_width,
-                           "head_width": config.vision_head_width, "patch_size": config.patch_size},
-            "text_cfg": {"context_length": MODEL_MAX_LENGTH, "vocab_size": VOCAB_SIZE, "width": config.text_width,
-                         "heads": config.text_heads, "layers": config.text_layers},
+            "vision_cfg": {
+                "image_size": IMAGE_SIZE,
+                "layers": config.vision_layers,
+                "width": config.vision_width,
+                "head_width": config.vision_head_width,
+                "patch_size": config.patch_size,
+            },
+            "text_cfg": {
+                "context_length": MODEL_MAX_LENGTH,
+                "vocab_size": VOCAB_SIZE,
+                "width": config.text_width,
+                "heads": config.text_heads,
+                "layers": config.text_layers,
+            },
         },
-        "preprocess_cfg": {"size": IMAGE_SIZE, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic",
-                           "resize_mode": "shortest"},
+        "preprocess_cfg": {
+            "size": IMAGE_SIZE,
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
     }
 
 
@@ -203,7 +241,9 @@ class SuperResConfig:
 
     block_out_channels: tuple[int, ...] = (32, 32, 64)  # 32 -> 16 -> 8 px
     layers_per_block: int = 1  # ResNet blocks per level (Karlo: 3)
-    max_aug_noise: float = 0.15  # the low-res condition gets noise of a random std up to this (robust to decoder errors)
+    max_aug_noise: float = (
+        0.15  # the low-res condition gets noise of a random std up to this (robust to decoder errors)
+    )
     # the clean image: predicting the noise turned black backgrounds grey (lab/README.md, "What the denoisers predict")
     prediction_type: str = "sample"
     train: TrainConfig = TrainConfig(steps=600, batch_size=32, lr=5e-4, ema_decay=0.999)
@@ -214,8 +254,13 @@ class SuperResConfig:
 
 def build_prior(config: PriorConfig, embed_dim: int) -> PriorTransformer:
     with seeded(config.train.seed):
-        prior = PriorTransformer(num_attention_heads=config.heads, attention_head_dim=config.head_dim,
-                                 num_layers=config.layers, embedding_dim=embed_dim, num_embeddings=MODEL_MAX_LENGTH)
+        prior = PriorTransformer(
+            num_attention_heads=config.heads,
+            attention_head_dim=config.head_dim,
+            num_layers=config.layers,
+            embedding_dim=embed_dim,
+            num_embeddings=MODEL_MAX_LENGTH,
+        )
     prior.clip_mean.requires_grad_(False)  # statistics of the data, set before training, not learned
     prior.clip_std.requires_grad_(False)
     return prior
@@ -223,21 +268,30 @@ def build_prior(config: PriorConfig, embed_dim: int) -> PriorTransformer:
 
 def build_text_proj(config: DecoderConfig, embed_dim: int) -> UnCLIPTextProjModel:
     with seeded(config.train.seed):
-        return UnCLIPTextProjModel(clip_extra_context_tokens=config.extra_context_tokens, clip_embeddings_dim=embed_dim,
-                                   time_embed_dim=4 * config.block_out_channels[0],
-                                   cross_attention_dim=config.cross_attention_dim)
+        return UnCLIPTextProjModel(
+            clip_extra_context_tokens=config.extra_context_tokens,
+            clip_embeddings_dim=embed_dim,
+            time_embed_dim=4 * config.block_out_channels[0],
+            cross_attention_dim=config.cross_attention_dim,
+        )
 
 
 def build_decoder(config: DecoderConfig) -> UNet2DConditionModel:
     n = len(config.block_out_channels)
     with seeded(config.train.seed):
         return UNet2DConditionModel(
-            sample_size=LOW_RES, in_channels=3, out_channels=6,  # 6: v and the variance interpolation
+            sample_size=LOW_RES,
+            in_channels=3,
+            out_channels=6,  # 6: v and the variance interpolation
             down_block_types=("ResnetDownsampleBlock2D",) + ("SimpleCrossAttnDownBlock2D",) * (n - 1),
             up_block_types=("SimpleCrossAttnUpBlock2D",) * (n - 1) + ("ResnetUpsampleBlock2D",),
-            mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=config.block_out_channels,
-            layers_per_block=config.layers_per_block, cross_attention_dim=config.cross_attention_dim,
-            attention_head_dim=config.head_dim, resnet_time_scale_shift="scale_shift", class_embed_type="identity",
+            mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+            block_out_channels=config.block_out_channels,
+            layers_per_block=config.layers_per_block,
+            cross_attention_dim=config.cross_attention_dim,
+            attention_head_dim=config.head_dim,
+            resnet_time_scale_shift="scale_shift",
+            class_embed_type="identity",
         )
 
 
@@ -245,23 +299,34 @@ def build_super_res(config: SuperResConfig) -> UNet2DModel:
     n = len(config.block_out_channels)
     with seeded(config.train.seed):
         return UNet2DModel(
-            sample_size=IMAGE_SIZE, in_channels=6, out_channels=3, layers_per_block=config.layers_per_block,
-            block_out_channels=config.block_out_channels, add_attention=False,
-            down_block_types=("ResnetDownsampleBlock2D",) * n, up_block_types=("ResnetUpsampleBlock2D",) * n,
+            sample_size=IMAGE_SIZE,
+            in_channels=6,
+            out_channels=3,
+            layers_per_block=config.layers_per_block,
+            block_out_channels=config.block_out_channels,
+            add_attention=False,
+            down_block_types=("ResnetDownsampleBlock2D",) * n,
+            up_block_types=("ResnetUpsampleBlock2D",) * n,
         )
 
 
 def prior_scheduler() -> UnCLIPScheduler:
     """Karlo's: cosine betas, predicts the clean embedding, clipped to +-5 (normalised units)."""
-    return UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample", clip_sample=True, clip_sample_range=5.0)
+    return UnCLIPScheduler(
+        variance_type="fixed_small_log", prediction_type="sample", clip_sample=True, clip_sample_range=5.0
+    )
 
 
 def decoder_scheduler(prediction_type: str = DecoderConfig.prediction_type) -> UnCLIPVScheduler:
-    return UnCLIPVScheduler(variance_type="learned_range", prediction_type=prediction_type, clip_sample=True, clip_sample_range=1.0)
+    return UnCLIPVScheduler(
+        variance_type="learned_range", prediction_type=prediction_type, clip_sample=True, clip_sample_range=1.0
+    )
 
 
 def super_res_scheduler(prediction_type: str = SuperResConfig.prediction_type) -> UnCLIPScheduler:
-    return UnCLIPScheduler(variance_type="fixed_small_log", prediction_type=prediction_type, clip_sample=True, clip_sample_range=1.0)
+    return UnCLIPScheduler(
+        variance_type="fixed_small_log", prediction_type=prediction_type, clip_sample=True, clip_sample_range=1.0
+    )
 
 
 # ----------------------------------------------------------------------------- latent diffusion
@@ -303,10 +368,17 @@ class LdUnetConfig:
 def build_vae(config: VaeConfig) -> AutoencoderKL:
     n = len(config.block_out_channels)
     with seeded(config.train.seed):
-        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=IMAGE_SIZE,
-                            block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
-                            norm_num_groups=config.norm_groups, down_block_types=("DownEncoderBlock2D",) * n,
-                            up_block_types=("UpDecoderBlock2D",) * n)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            sample_size=IMAGE_SIZE,
+            block_out_channels=config.block_out_channels,
+            layers_per_block=config.layers_per_block,
+            norm_num_groups=config.norm_groups,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+        )
     # quant_conv, the 1 x 1 conv after the encoder, outputs (mean, log variance) per latent channel
     with torch.no_grad():
         channels = vae.config.latent_channels
@@ -319,17 +391,29 @@ def build_ld_unet(config: LdUnetConfig, latent_size: int, cross_attention_dim: i
     n = len(config.block_out_channels)
     with seeded(config.train.seed):
         return UNet2DConditionModel(
-            sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=config.layers_per_block,
-            block_out_channels=config.block_out_channels, cross_attention_dim=cross_attention_dim,
+            sample_size=latent_size,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=config.layers_per_block,
+            block_out_channels=config.block_out_channels,
+            cross_attention_dim=cross_attention_dim,
             down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-            up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",), attention_head_dim=config.heads,
+            up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+            attention_head_dim=config.heads,
         )
 
 
 def ld_scheduler(prediction_type: str = LdUnetConfig.prediction_type) -> DDIMScheduler:
     """SD's training betas; DDIM rather than SD's PNDM: deterministic and steadier with few steps on small models."""
-    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                         set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
 
 
 # ----------------------------------------------------------------------------- all parts

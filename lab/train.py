@@ -24,26 +24,20 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import dataclasses
-import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, PriorTransformer, UNet2DConditionModel, UNet2DModel
-from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
+from diffusers import AutoencoderKL
 from torch import nn
-from transformers import CLIPModel
 
 from lab.data import (
     IMAGE_SIZE,
     Batch,
     DataConfig,
-    batches,
     downsample,
     sample_batch,
     step_generator,
@@ -70,113 +64,28 @@ from lab.models import (
     build_text_proj,
     build_vae,
     decoder_scheduler,
-    feature_extractor,
-    image_encoder_of,
     judge_open_clip_config,
     ld_scheduler,
     prior_scheduler,
     super_res_scheduler,
-    text_encoder_of,
 )
-from lab.trainer import BUDGET, LOSS_LOG, TrainConfig, train
+from lab.package import package
+from lab.trainer import BUDGET, LOSS_LOG
+from lab.training import (
+    STATS_SEED,
+    ClipEncoder,
+    RunOptions,
+    drop_captions,
+    fit,
+    load_encoder,
+    load_part,
+    save_models,
+    timesteps_and_noise,
+)
 from pipelines.devices import pick_device
-from pipelines.latent_diffusion import LatentDiffusion
-from pipelines.tokenizer import offline_clip_tokenizer, tokenize
-from pipelines.unclip import UnCLIP
+from pipelines.tokenizer import offline_clip_tokenizer
 
 ORDER = ("clip", "judge", "vae", "ld_unet", "prior", "decoder", "super_res")
-SHIP_LIMIT_MB = 40
-STATS_SEED = 12345  # data seed of the batches that set CLIP statistics and the VAE's scaling factor
-# which part trained each component of the packaged pipelines
-UNCLIP_PARTS = {"text_encoder": "clip", "image_encoder": "clip", "prior": "prior", "text_proj": "decoder",
-                "decoder": "decoder", "super_res_first": "super_res", "super_res_last": "super_res"}
-LD_PARTS = {"text_encoder": "clip", "vae": "vae", "unet": "ld_unet"}
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Where and how a training run goes (the CLI's flags)."""
-
-    out: Path = Path("lab/weights")  # shipped weights: judge/, unclip/, latent_diffusion/
-    checkpoints: Path = Path("lab/checkpoints")  # per-part checkpoints, logs and fp32 weights (git-ignored)
-    device: torch.device = torch.device("cpu")
-    resume: bool = False  # continue each part from its last checkpoint
-    steps: int | None = None  # overrides every part's default steps
-    steps_scale: float = 1.0  # multiplies every part's default steps (a faster machine affords more)
-    batch_size: int | None = None  # overrides every part's default batch size
-    stop_at: int | None = None  # end each part early at this step, as an interruption would (tests)
-    progress: bool = True  # tqdm bars
-
-    def train_config(self, config: TrainConfig) -> TrainConfig:
-        steps = self.steps or max(1, round(config.steps * self.steps_scale))
-        return dataclasses.replace(config, steps=steps, batch_size=self.batch_size or config.batch_size,
-                                   warmup_steps=min(config.warmup_steps, steps))
-
-    def part_dir(self, part: str) -> Path:
-        return self.checkpoints / part
-
-
-# ----------------------------------------------------------------------------- shared pieces
-
-
-class ClipEncoder:
-    """The trained generator CLIP, frozen: exactly what the pipelines' text and image encoders compute."""
-
-    def __init__(self, clip: CLIPModel, device: torch.device):
-        self.clip = clip.to(device).eval().requires_grad_(False)
-        self.tokenizer = offline_clip_tokenizer()
-        self.device = device
-        self.embed_dim = clip.config.projection_dim
-
-    @torch.no_grad()
-    def text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(projected embedding (B, D), hidden states (B, 77, C), mask (B, 77)), padded to 77 as the pipelines do."""
-        ids, mask = tokenize(self.tokenizer, captions)
-        out = self.clip.text_model(ids.to(self.device))
-        return self.clip.text_projection(out.pooler_output), out.last_hidden_state, mask.to(self.device)
-
-    @torch.no_grad()
-    def image(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings (B, D) of images in [-1, 1], as CLIPVisionModelWithProjection.image_embeds."""
-        return self.clip.visual_projection(self.clip.vision_model(images.to(self.device)).pooler_output)
-
-
-def load_part(opts: RunOptions, part: str, name: str, cls: type):
-    """A finished part's model, or an error that says which part to train first."""
-    path = opts.part_dir(part) / name
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is missing: run `python -m lab.train {part}` first")
-    return cls.from_pretrained(str(path))
-
-
-def load_encoder(opts: RunOptions) -> ClipEncoder:
-    return ClipEncoder(load_part(opts, "clip", "clip", CLIPModel), opts.device)
-
-
-def drop_captions(captions: list[str], drop: torch.Tensor) -> list[str]:
-    """Dropped captions become "", the prompt the pipelines encode for classifier-free guidance."""
-    return ["" if d else c for c, d in zip(captions, drop.tolist())]
-
-
-def timesteps_and_noise(x0: torch.Tensor, generator: torch.Generator, num_timesteps: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uniform timesteps (B,) and Gaussian noise like x0, drawn on the CPU: the same on any device."""
-    t = torch.randint(0, num_timesteps, (len(x0),), generator=generator)
-    return t.to(x0.device), torch.randn(x0.shape, generator=generator).to(x0.device)
-
-
-def fit(part: str, model: nn.Module, loss_fn, data: DataConfig, config: TrainConfig, opts: RunOptions) -> nn.Module:
-    """Train one part, write its budget; returns the weights to keep."""
-    final, budget = train(part, model, loss_fn, lambda start: batches(data, start), config, opts.part_dir(part),
-                          device=opts.device, resume=opts.resume, stop_at=opts.stop_at, progress=opts.progress)
-    budget.save(opts.part_dir(part) / BUDGET)
-    return final
-
-
-def save_models(opts: RunOptions, part: str, **models) -> None:
-    for name, model in models.items():
-        model.save_pretrained(str(opts.part_dir(part) / name))
-
-
 # ----------------------------------------------------------------------------- the CLIPs
 
 
@@ -190,8 +99,10 @@ def train_clip(lab: LabConfig, opts: RunOptions) -> None:
         ids = tokenizer(batch.captions, padding=True, return_tensors="pt").input_ids.to(opts.device)
         text = model.get_text_features(ids).pooler_output  # (B, D)
         image = model.get_image_features(batch.images.to(opts.device)).pooler_output  # (B, D)
-        return {"loss": contrastive_loss(image, text, model.logit_scale),
-                "accuracy": retrieval_accuracy(image.detach(), text.detach())}
+        return {
+            "loss": contrastive_loss(image, text, model.logit_scale),
+            "accuracy": retrieval_accuracy(image.detach(), text.detach()),
+        }
 
     data = DataConfig(tc.batch_size, tc.seed, unique_captions=True, p_swap=config.p_swap)
     save_models(opts, "clip", clip=fit("clip", model, loss_fn, data, tc, opts))
@@ -207,8 +118,10 @@ def train_judge(lab: LabConfig, opts: RunOptions) -> None:
         images = batch.images + std * torch.randn(batch.images.shape, generator=g)
         image = model.encode_image(images.to(opts.device))
         text = model.encode_text(tokenizer(batch.captions).to(opts.device))
-        return {"loss": contrastive_loss(image, text, model.logit_scale),
-                "accuracy": retrieval_accuracy(image.detach(), text.detach())}
+        return {
+            "loss": contrastive_loss(image, text, model.logit_scale),
+            "accuracy": retrieval_accuracy(image.detach(), text.detach()),
+        }
 
     data = DataConfig(tc.batch_size, tc.seed, unique_captions=True, p_swap=config.p_swap)
     final = fit("judge", model, loss_fn, data, tc, opts)
@@ -240,8 +153,12 @@ def train_vae(lab: LabConfig, opts: RunOptions) -> None:
         # SD's autoencoder without its perceptual and GAN terms, weighted towards the sparse objects
         rec = reconstruction_loss(reconstruction, x, foreground_weights(x, config.foreground_weight))
         kl = posterior.kl().mean()
-        return {"loss": rec + config.kl_weight * kl, "reconstruction": rec.detach(), "kl": kl.detach(),
-                "l1": F.l1_loss(reconstruction.detach(), x)}
+        return {
+            "loss": rec + config.kl_weight * kl,
+            "reconstruction": rec.detach(),
+            "kl": kl.detach(),
+            "l1": F.l1_loss(reconstruction.detach(), x),
+        }
 
     final = fit("vae", vae, loss_fn, DataConfig(tc.batch_size, tc.seed), tc, opts)
     final.register_to_config(scaling_factor=latent_scaling_factor(final, config.scaling_samples, opts.device))
@@ -258,9 +175,13 @@ def train_ld_unet(lab: LabConfig, opts: RunOptions) -> None:
 
     def loss_fn(batch: Batch, step: int) -> dict[str, torch.Tensor]:
         g = step_generator(tc.seed, step)
-        _, hidden, _ = encoder.text(drop_captions(batch.captions, torch.rand(len(batch.captions), generator=g) < config.p_uncond))
+        _, hidden, _ = encoder.text(
+            drop_captions(batch.captions, torch.rand(len(batch.captions), generator=g) < config.p_uncond)
+        )
         with torch.no_grad():
-            z0 = vae.encode(batch.images.to(opts.device)).latent_dist.sample(g) * vae.config.scaling_factor  # (B, 4, 16, 16)
+            z0 = (
+                vae.encode(batch.images.to(opts.device)).latent_dist.sample(g) * vae.config.scaling_factor
+            )  # (B, 4, 16, 16)
         t, noise = timesteps_and_noise(z0, g)
         z_t = q_sample(z0, noise, t, alphas)
         pred = unet(z_t, t, encoder_hidden_states=hidden).sample
@@ -295,8 +216,13 @@ def train_prior(lab: LabConfig, opts: RunOptions) -> None:
         embeds, hidden, mask = encoder.text(captions)
         x0 = (encoder.image(batch.images) - prior.clip_mean) / prior.clip_std  # (B, D), normalised as Karlo's
         t, noise = timesteps_and_noise(x0, g)
-        pred = prior(q_sample(x0, noise, t, alphas), timestep=t, proj_embedding=embeds, encoder_hidden_states=hidden,
-                     attention_mask=mask).predicted_image_embedding
+        pred = prior(
+            q_sample(x0, noise, t, alphas),
+            timestep=t,
+            proj_embedding=embeds,
+            encoder_hidden_states=hidden,
+            attention_mask=mask,
+        ).predicted_image_embedding
         return {"loss": F.mse_loss(pred, x0)}  # prediction_type "sample": the clean embedding (DALL-E 2, sec. 2.1)
 
     save_models(opts, "prior", prior=fit("prior", prior, loss_fn, DataConfig(tc.batch_size, tc.seed), tc, opts))
@@ -318,14 +244,23 @@ def train_decoder(lab: LabConfig, opts: RunOptions) -> None:
         image_embeds = encoder.image(batch.images)  # (B, D)
         null = model["text_proj"].learned_classifier_free_guidance_embeddings
         image_embeds = torch.where(drop_image[:, None], null.expand_as(image_embeds), image_embeds)
-        context, time_embeds = model["text_proj"](image_embeddings=image_embeds, prompt_embeds=embeds,
-                                                  text_encoder_hidden_states=hidden, do_classifier_free_guidance=False)
+        context, time_embeds = model["text_proj"](
+            image_embeddings=image_embeds,
+            prompt_embeds=embeds,
+            text_encoder_hidden_states=hidden,
+            do_classifier_free_guidance=False,
+        )
         mask = F.pad(mask, (config.extra_context_tokens, 0), value=True)  # the image tokens are always attended to
         x0 = downsample(batch.images.to(opts.device))  # (B, 3, 16, 16)
         t, noise = timesteps_and_noise(x0, g)
         x_t = q_sample(x0, noise, t, alphas)
-        out = model["decoder"](x_t, t, encoder_hidden_states=context, class_labels=time_embeds, attention_mask=mask).sample
-        pred, variance = out[:, :3], out[:, 3:]  # (B, 3, 16, 16) each: v (or noise, clean image), variance interpolation
+        out = model["decoder"](
+            x_t, t, encoder_hidden_states=context, class_labels=time_embeds, attention_mask=mask
+        ).sample
+        pred, variance = (
+            out[:, :3],
+            out[:, 3:],
+        )  # (B, 3, 16, 16) each: v (or noise, clean image), variance interpolation
         simple, x0_pred = denoising_loss(pred, x0, noise, x_t, t, alphas, config.prediction_type)
         vlb = hybrid_vlb_term(x0_pred, variance, x0, x_t, t, alphas).mean()
         return {"loss": simple + config.vlb_weight * vlb, "mse": simple.detach(), "vlb": vlb.detach()}
@@ -353,74 +288,21 @@ def train_super_res(lab: LabConfig, opts: RunOptions) -> None:
         pred = unet(torch.cat([x_t, condition], dim=1), t).sample
         return {"loss": denoising_loss(pred, x0, noise, x_t, t, alphas, config.prediction_type)[0]}
 
-    save_models(opts, "super_res", super_res=fit("super_res", unet, loss_fn, DataConfig(tc.batch_size, tc.seed), tc, opts))
-
-
-# ----------------------------------------------------------------------------- packaging
-
-
-def _attach_budgets(directory: Path, parts: dict[str, str], opts: RunOptions) -> None:
-    """Each component gets its part's budget and loss log; the pipeline a summary over its parts."""
-    budgets = {}
-    for component, part in parts.items():
-        for name in (BUDGET, LOSS_LOG):
-            shutil.copy(opts.part_dir(part) / name, directory / component / name)
-        budgets[part] = json.loads((opts.part_dir(part) / BUDGET).read_text())
-    total = {key: sum(b[key] for b in budgets.values()) for key in ("wall_seconds", "training_flops", "parameters")}
-    (directory / BUDGET).write_text(json.dumps({"parts": budgets, "total": total}, indent=2) + "\n")
-
-
-def _megabytes(directory: Path, pattern: str = "*") -> float:
-    return sum(f.stat().st_size for f in directory.rglob(pattern) if f.is_file()) / 1e6
-
-
-def package(lab: LabConfig, opts: RunOptions) -> tuple[Path, Path]:
-    """Assemble <out>/unclip and <out>/latent_diffusion from the trained parts."""
-    clip = load_part(opts, "clip", "clip", CLIPModel)
-    super_res = load_part(opts, "super_res", "super_res", UNet2DModel)
-    unclip = UnCLIP(
-        text_encoder=text_encoder_of(clip, with_projection=True), tokenizer=offline_clip_tokenizer(),
-        prior=load_part(opts, "prior", "prior", PriorTransformer), prior_scheduler=prior_scheduler(),
-        text_proj=load_part(opts, "decoder", "text_proj", UnCLIPTextProjModel),
-        decoder=load_part(opts, "decoder", "decoder", UNet2DConditionModel),
-        decoder_scheduler=decoder_scheduler(lab.decoder.prediction_type),
-        # Karlo trains a separate model for the last step; one trained model serves both here
-        super_res_first=super_res, super_res_last=super_res,
-        super_res_scheduler=super_res_scheduler(lab.super_res.prediction_type),
-        image_encoder=image_encoder_of(clip), feature_extractor=feature_extractor(),
+    save_models(
+        opts, "super_res", super_res=fit("super_res", unet, loss_fn, DataConfig(tc.batch_size, tc.seed), tc, opts)
     )
-    latent_diffusion = LatentDiffusion(
-        text_encoder=text_encoder_of(clip, with_projection=False), tokenizer=offline_clip_tokenizer(),
-        unet=load_part(opts, "ld_unet", "unet", UNet2DConditionModel), vae=load_part(opts, "vae", "vae", AutoencoderKL),
-        scheduler=ld_scheduler(lab.ld_unet.prediction_type),
-    )
-    paths = []
-    for name, pipe, parts in (("unclip", unclip, UNCLIP_PARTS), ("latent_diffusion", latent_diffusion, LD_PARTS)):
-        directory = opts.out / name
-        if directory.exists():
-            shutil.rmtree(directory)  # no stale component of an earlier layout stays behind
-        for module in pipe.modules().values():
-            module.half()  # fp16 halves the shipped weights; the loaders upcast to the dtype asked for
-        pipe.save_pretrained(directory)
-        # The tokenizer is OpenAI's CLIP BPE, which pipelines.tokenizer rebuilds offline from open_clip's
-        # merges whenever the folder is absent: shipping two 3.6 MB copies would break the 40 MB budget.
-        shutil.rmtree(directory / "tokenizer")
-        _attach_budgets(directory, parts, opts)
-        paths.append(directory)
-    shipped = [d for d in (*paths, opts.out / "judge") if d.is_dir()]
-    weights = sum(_megabytes(d, "*.safetensors") for d in shipped)
-    print(", ".join(f"{d.name} {_megabytes(d, '*.safetensors'):.1f} MB" for d in shipped)
-          + f": weights {weights:.1f} MB, {sum(_megabytes(d) for d in shipped):.1f} MB on disk with configs and logs")
-    if weights > SHIP_LIMIT_MB:
-        print(f"warning: the shipped weights take {weights:.1f} MB, over the {SHIP_LIMIT_MB} MB budget")
-    return paths[0], paths[1]
 
 
 # ----------------------------------------------------------------------------- entry point
 
 PARTS: dict[str, Callable[[LabConfig, RunOptions], None]] = {
-    "clip": train_clip, "judge": train_judge, "vae": train_vae, "ld_unet": train_ld_unet,
-    "prior": train_prior, "decoder": train_decoder, "super_res": train_super_res,
+    "clip": train_clip,
+    "judge": train_judge,
+    "vae": train_vae,
+    "ld_unet": train_ld_unet,
+    "prior": train_prior,
+    "decoder": train_decoder,
+    "super_res": train_super_res,
 }
 
 
@@ -442,7 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, help="override every part's default batch size")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", type=Path, default=RunOptions.out, help="where the shipped weights go")
-    parser.add_argument("--checkpoints", type=Path, default=RunOptions.checkpoints, help="per-part checkpoints and logs")
+    parser.add_argument(
+        "--checkpoints", type=Path, default=RunOptions.checkpoints, help="per-part checkpoints and logs"
+    )
     parser.add_argument("--resume", action="store_true", help="continue each part from its last checkpoint")
     args = parser.parse_args(argv)
     for name in ("steps", "batch_size"):
@@ -454,8 +338,15 @@ def main(argv: list[str] | None = None) -> None:
         device = pick_device(args.device)
     except ValueError as err:
         parser.error(str(err))
-    opts = RunOptions(out=args.out, checkpoints=args.checkpoints, device=device, resume=args.resume,
-                      steps=args.steps, steps_scale=args.steps_scale, batch_size=args.batch_size)
+    opts = RunOptions(
+        out=args.out,
+        checkpoints=args.checkpoints,
+        device=device,
+        resume=args.resume,
+        steps=args.steps,
+        steps_scale=args.steps_scale,
+        batch_size=args.batch_size,
+    )
     try:
         run(args.part, LabConfig(), opts)
     except FileNotFoundError as err:  # a part trained before the part it needs

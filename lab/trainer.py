@@ -83,8 +83,10 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW; as in nanoGPT, only tensors of rank >= 2 decay (biases and norm gains would shrink for nothing)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
@@ -199,8 +201,15 @@ def train(
     bar.close()
     final = ema if ema is not None else model
     steps = max(start, end)
-    budget = Budget(part=part, steps=steps, batch_size=config.batch_size, samples_seen=steps * config.batch_size,
-                    wall_seconds=round(wall, 2), device=str(device),
-                    parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                    flops_per_step=flops_per_step, training_flops=flops_per_step * steps)
+    budget = Budget(
+        part=part,
+        steps=steps,
+        batch_size=config.batch_size,
+        samples_seen=steps * config.batch_size,
+        wall_seconds=round(wall, 2),
+        device=str(device),
+        parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        flops_per_step=flops_per_step,
+        training_flops=flops_per_step * steps,
+    )
     return final.eval(), budget

@@ -25,18 +25,7 @@ Held-out combinations (compositional generalisation): no training scene contains
     would hold out nothing).
 `split_of(spec)` says which of these a caption contains.
 
-Prompt files (`python -m lab.world --write-prompts`, deterministic) in `lab/prompts/`:
-  train.txt            2000 distinct training captions (no held-out combination)
-  validation.txt       200 distinct training-distribution captions that are not in train.txt
-                       (a trainer that samples scenes instead of reading train.txt meets them)
-  heldout_single.txt   200 one-object captions of held-out pairs; the grammar allows only
-                       6 pairs x 3 size wordings x 10 position wordings = 180 distinct ones,
-                       so lines 181-200 repeat lines 1-20
-  seen_single.txt      heldout_single.txt line by line with each colour swapped for one its
-                       shape trains with (`seen_twin`): the control that tells a model's cost of
-                       an unseen pairing from its cost of drawing the shape at all
-  heldout_two.txt      200 distinct two-object captions, alternating a held-out pair (with a
-                       training relation triple) and a held-out triple (with training pairs)
+Prompt files: lab/prompt_files.py.
 
 Randomness is explicit: every draw takes a `numpy.random.Generator` (the world is numpy, not
 torch), so the same seed gives the same scenes and images on any machine.
@@ -44,17 +33,19 @@ torch), so the same seed gives the same scenes and images on any machine.
 
 from __future__ import annotations
 
-import argparse
-import itertools
-import re
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 COLOURS = {  # name -> RGB in [0, 1]; each has a channel at 1, and any two are >= 0.5 apart
-    "red": (1.0, 0.0, 0.0), "orange": (1.0, 0.5, 0.0), "yellow": (1.0, 1.0, 0.0), "green": (0.0, 1.0, 0.0),
-    "cyan": (0.0, 1.0, 1.0), "blue": (0.0, 0.0, 1.0), "magenta": (1.0, 0.0, 1.0), "white": (1.0, 1.0, 1.0),
+    "red": (1.0, 0.0, 0.0),
+    "orange": (1.0, 0.5, 0.0),
+    "yellow": (1.0, 1.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "cyan": (0.0, 1.0, 1.0),
+    "blue": (0.0, 0.0, 1.0),
+    "magenta": (1.0, 0.0, 1.0),
+    "white": (1.0, 1.0, 1.0),
 }
 BACKGROUND = (0.0, 0.0, 0.0)
 SHAPES = ("circle", "square", "triangle", "cross", "diamond")
@@ -63,18 +54,36 @@ SIZE_THRESHOLD = float(np.sqrt(SIZES["small"] * SIZES["large"]))  # diameters ab
 RELATIONS = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 CONVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 POSITIONS = {  # region name -> (caption phrase, anchor centre (x, y) as fractions; y grows downwards)
-    "top left": ("at the top left", (0.25, 0.25)), "top": ("at the top", (0.5, 0.25)),
-    "top right": ("at the top right", (0.75, 0.25)), "left": ("on the left", (0.25, 0.5)),
-    "middle": ("in the middle", (0.5, 0.5)), "right": ("on the right", (0.75, 0.5)),
-    "bottom left": ("at the bottom left", (0.25, 0.75)), "bottom": ("at the bottom", (0.5, 0.75)),
+    "top left": ("at the top left", (0.25, 0.25)),
+    "top": ("at the top", (0.5, 0.25)),
+    "top right": ("at the top right", (0.75, 0.25)),
+    "left": ("on the left", (0.25, 0.5)),
+    "middle": ("in the middle", (0.5, 0.5)),
+    "right": ("on the right", (0.75, 0.5)),
+    "bottom left": ("at the bottom left", (0.25, 0.75)),
+    "bottom": ("at the bottom", (0.5, 0.75)),
     "bottom right": ("at the bottom right", (0.75, 0.75)),
 }
 REGION_EDGES = (0.375, 0.625)  # thirds of the anchors' span: a centre's column/row boundaries
 
-HELDOUT_PAIRS = frozenset({("yellow", "circle"), ("magenta", "square"), ("blue", "triangle"),
-                           ("red", "cross"), ("green", "diamond"), ("cyan", "circle")})
-HELDOUT_TRIPLES = frozenset({("triangle", "above", "circle"), ("square", "left of", "cross"),
-                             ("diamond", "below", "triangle"), ("cross", "right of", "circle")})
+HELDOUT_PAIRS = frozenset(
+    {
+        ("yellow", "circle"),
+        ("magenta", "square"),
+        ("blue", "triangle"),
+        ("red", "cross"),
+        ("green", "diamond"),
+        ("cyan", "circle"),
+    }
+)
+HELDOUT_TRIPLES = frozenset(
+    {
+        ("triangle", "above", "circle"),
+        ("square", "left of", "cross"),
+        ("diamond", "below", "triangle"),
+        ("cross", "right of", "circle"),
+    }
+)
 SPLITS = ("train", "heldout", "heldout_pair", "heldout_relation", "heldout_both")
 
 # Placement. The margins keep what a caption says readable from the image: a single object
@@ -116,10 +125,10 @@ class ObjectSpec:
     size: str | None = None  # a key of SIZES, or None when the caption does not say
 
     def __post_init__(self) -> None:
-        _check_choice("colour", self.colour, COLOURS)
-        _check_choice("shape", self.shape, SHAPES)
+        check_choice("colour", self.colour, COLOURS)
+        check_choice("shape", self.shape, SHAPES)
         if self.size is not None:
-            _check_choice("size", self.size, SIZES)
+            check_choice("size", self.size, SIZES)
 
     def words(self) -> str:
         rest = " ".join(w for w in (self.size, self.colour, self.shape) if w)
@@ -140,14 +149,15 @@ class SceneSpec:
         if (self.relation is None) != (len(self.objects) == 1):
             raise ValueError("two objects need a relation, and a single object has none")
         if self.relation is not None:
-            _check_choice("relation", self.relation, RELATIONS)
+            check_choice("relation", self.relation, RELATIONS)
         if self.position is not None:
-            _check_choice("position", self.position, POSITIONS)
+            check_choice("position", self.position, POSITIONS)
             if len(self.objects) == 2:
                 raise ValueError("only a one-object caption names a position")
         if len(self.objects) == 2 and _kind(self.objects[0]) == _kind(self.objects[1]):
-            raise ValueError(f"the two objects must differ in colour or shape: both are "
-                             f"{' '.join(_kind(self.objects[0]))}")
+            raise ValueError(
+                f"the two objects must differ in colour or shape: both are {' '.join(_kind(self.objects[0]))}"
+            )
 
     def caption(self) -> str:
         first = self.objects[0].words()
@@ -160,7 +170,7 @@ def _kind(obj: ObjectSpec | SceneObject) -> tuple[str, str]:
     return obj.colour, obj.shape
 
 
-def _check_choice(what: str, value: str, allowed) -> None:
+def check_choice(what: str, value: str, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
 
@@ -183,7 +193,9 @@ class SceneObject:
         if not all(0.0 <= c <= 1.0 for c in self.centre):
             raise ValueError(f"centre must lie in [0, 1] x [0, 1], got {self.centre}")
         if abs(self.scale - 1.0) > SCALE_JITTER + 1e-9:
-            raise ValueError(f"scale must stay within 1 +- {SCALE_JITTER}, or the size word would lie; got {self.scale}")
+            raise ValueError(
+                f"scale must stay within 1 +- {SCALE_JITTER}, or the size word would lie; got {self.scale}"
+            )
 
     @property
     def diameter(self) -> float:
@@ -242,8 +254,9 @@ def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}; allowed: {', '.join(SHAPES)}")
 
 
-def shape_coverage(shape: str, centre: tuple[float, float], diameter: float, height: int, width: int,
-                   supersample: int = SUPERSAMPLE) -> np.ndarray:
+def shape_coverage(
+    shape: str, centre: tuple[float, float], diameter: float, height: int, width: int, supersample: int = SUPERSAMPLE
+) -> np.ndarray:
     """Fraction of each pixel covered by the shape, (height, width) float32; centre and diameter in
     pixels; `supersample` x `supersample` point samples per pixel (at most 15)."""
     if not 1 <= supersample <= 15:  # 15 x 15 samples still count in a uint8
@@ -296,55 +309,10 @@ def caption_is_true_of(spec: SceneSpec, scene: Scene) -> bool:
     if len(spec.objects) == 1:
         obj = scene.objects[0]
         return _names(spec.objects[0], obj) and spec.position in (None, region_of(obj.centre))
-    return any(_names(spec.objects[0], a) and _names(spec.objects[1], b) and relation_holds(spec.relation, a.centre, b.centre)
-               for a, b in (scene.objects, scene.objects[::-1]))
-
-
-# ----------------------------------------------------------------------------- parsing
-
-
-def _match(tokens: list[str], i: int, phrases: dict[str, str]) -> tuple[str | None, int]:
-    """The key whose phrase starts at tokens[i], and the index after it; (None, i) when none does.
-    The longest phrase wins, so "at the top" does not cut "at the top left" short."""
-    for key, phrase in sorted(phrases.items(), key=lambda item: -len(item[1].split())):
-        words = phrase.split()
-        if tokens[i:i + len(words)] == words:
-            return key, i + len(words)
-    return None, i
-
-
-def _parse_object(tokens: list[str], i: int, text: str) -> tuple[ObjectSpec, int]:
-    size, j = _match(tokens, i + 1, {s: s for s in SIZES})
-    colour, shape = (tokens[j:j + 2] + ["", ""])[:2]
-    if tokens[i:i + 1] not in (["a"], ["an"]) or colour not in COLOURS or shape not in SHAPES:
-        raise ValueError(f"{text!r} is not a Shapes caption: expected 'a|an [small|large] <colour> <shape>' "
-                         f"at word {i + 1}; colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}")
-    return ObjectSpec(colour, shape, size), j + 2
-
-
-def parse_caption(text: str) -> SceneSpec:
-    """What a caption says; inverts `SceneSpec.caption`. Raises ValueError naming any word outside
-    VOCABULARY (a model trained on the world has never seen it) or a sentence outside the grammar."""
-    if not isinstance(text, str):
-        raise ValueError(f"a caption is a string, got {type(text).__name__}")
-    tokens = re.findall(r"[^\s.,;:!?]+", text.lower())
-    unknown = sorted({t for t in tokens if t not in VOCABULARY})
-    if unknown:
-        raise ValueError(f"words outside the Shapes vocabulary: {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(VOCABULARY))}")
-    first, i = _parse_object(tokens, 0, text)
-    relation, j = _match(tokens, i, RELATIONS)
-    if relation is not None:
-        second, end = _parse_object(tokens, j, text)
-        objects, position = (first, second), None
-    else:
-        objects = (first,)
-        position, end = _match(tokens, i, {name: phrase for name, (phrase, _) in POSITIONS.items()})
-    if end != len(tokens):
-        raise ValueError(f"{text!r} is not a Shapes caption: unexpected {' '.join(tokens[end:])!r} after "
-                         f"{' '.join(tokens[:end])!r}; a relation ({', '.join(RELATIONS.values())}) and a second "
-                         f"object, or a position ({', '.join(p for p, _ in POSITIONS.values())}) may follow an object")
-    return SceneSpec(objects, relation, position)
+    return any(
+        _names(spec.objects[0], a) and _names(spec.objects[1], b) and relation_holds(spec.relation, a.centre, b.centre)
+        for a, b in (scene.objects, scene.objects[::-1])
+    )
 
 
 # ----------------------------------------------------------------------------- splits and sampling
@@ -356,9 +324,14 @@ def split_of(spec: SceneSpec) -> str:
     pair = any(_kind(o) in HELDOUT_PAIRS for o in spec.objects)
     triple = spec.relation is not None and (
         (spec.objects[0].shape, spec.relation, spec.objects[1].shape) in HELDOUT_TRIPLES
-        or (spec.objects[1].shape, CONVERSE[spec.relation], spec.objects[0].shape) in HELDOUT_TRIPLES)
-    return {(False, False): "train", (True, False): "heldout_pair",
-            (False, True): "heldout_relation", (True, True): "heldout_both"}[(pair, triple)]
+        or (spec.objects[1].shape, CONVERSE[spec.relation], spec.objects[0].shape) in HELDOUT_TRIPLES
+    )
+    return {
+        (False, False): "train",
+        (True, False): "heldout_pair",
+        (False, True): "heldout_relation",
+        (True, True): "heldout_both",
+    }[(pair, triple)]
 
 
 def _in_split(spec: SceneSpec, split: str) -> bool:
@@ -372,8 +345,13 @@ def _pick(rng: np.random.Generator, options) -> str:
 
 
 def _draw_object(rng: np.random.Generator, centre: tuple[float, float]) -> SceneObject:
-    return SceneObject(_pick(rng, COLOURS), _pick(rng, SHAPES), _pick(rng, SIZES), centre,
-                       float(rng.uniform(1 - SCALE_JITTER, 1 + SCALE_JITTER)))
+    return SceneObject(
+        _pick(rng, COLOURS),
+        _pick(rng, SHAPES),
+        _pick(rng, SIZES),
+        centre,
+        float(rng.uniform(1 - SCALE_JITTER, 1 + SCALE_JITTER)),
+    )
 
 
 def _pair_centres(rng: np.random.Generator, relation: str) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -385,11 +363,12 @@ def _pair_centres(rng: np.random.Generator, relation: str) -> tuple[tuple[float,
     return (across[0], first), (across[1], second)
 
 
-def sample_scene(rng: np.random.Generator, split: str = "train", n_objects: int | None = None,
-                 config: WorldConfig = WorldConfig()) -> Scene:
+def sample_scene(
+    rng: np.random.Generator, split: str = "train", n_objects: int | None = None, config: WorldConfig = WorldConfig()
+) -> Scene:
     """A random scene of `split` (see SPLITS; "heldout" is any held-out one), drawn uniformly
     over colours, shapes, sizes, relations and regions and kept only if it belongs to the split."""
-    _check_choice("split", split, SPLITS)
+    check_choice("split", split, SPLITS)
     if n_objects not in (None, 1, 2):
         raise ValueError(f"n_objects must be 1, 2 or None (random), got {n_objects!r}")
     if n_objects == 1 and split in ("heldout_relation", "heldout_both"):
@@ -415,85 +394,11 @@ def sample_scene(rng: np.random.Generator, split: str = "train", n_objects: int 
             return scene
 
 
-def sample_scenes(n: int, seed: int, split: str = "train", n_objects: int | None = None,
-                  config: WorldConfig = WorldConfig()) -> list[Scene]:
+def sample_scenes(
+    n: int, seed: int, split: str = "train", n_objects: int | None = None, config: WorldConfig = WorldConfig()
+) -> list[Scene]:
     """`n` scenes of `split` drawn from a generator seeded with `seed`: the same list on every run."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     rng = np.random.default_rng(seed)
     return [sample_scene(rng, split, n_objects, config) for _ in range(n)]
-
-
-# ----------------------------------------------------------------------------- prompt files
-
-PROMPTS_DIR = Path(__file__).parent / "prompts"
-PROMPT_COUNTS = {"train": 2000, "validation": 200, "heldout_single": 200, "seen_single": 200, "heldout_two": 200}
-
-
-def _distinct_captions(rng: np.random.Generator, count: int, split: str, n_objects: int | None,
-                       exclude: frozenset[str] = frozenset()) -> list[str]:
-    found: dict[str, None] = {}  # a dict keeps first-seen order, so the files are deterministic
-    while len(found) < count:
-        caption = sample_scene(rng, split, n_objects).caption()
-        if caption not in exclude:
-            found[caption] = None
-    return list(found)
-
-
-def seen_twin(spec: SceneSpec, index: int) -> SceneSpec:
-    """A one-object caption of a held-out pair with its colour swapped for one its shape trains with
-    (the index-th such colour, cycling): same shape, size and position words, a pair seen in training."""
-    if len(spec.objects) != 1:
-        raise ValueError(f"a seen twin needs a one-object caption, got {len(spec.objects)} objects")
-    obj = spec.objects[0]
-    colours = [c for c in COLOURS if c != obj.colour and (c, obj.shape) not in HELDOUT_PAIRS]
-    return replace(spec, objects=(replace(obj, colour=colours[index % len(colours)]),))
-
-
-def prompt_lists() -> dict[str, list[str]]:
-    """The contents of the prompt files, file stem -> lines (see the module docstring)."""
-    rng = np.random.default_rng(2024)
-    train = _distinct_captions(rng, PROMPT_COUNTS["train"], "train", None)
-    validation = _distinct_captions(rng, PROMPT_COUNTS["validation"], "train", None, frozenset(train))
-    single = [SceneSpec((ObjectSpec(colour, shape, size),), None, position).caption()
-              for (colour, shape), size, position in itertools.product(
-                  sorted(HELDOUT_PAIRS), (None, *SIZES), (None, *POSITIONS))]
-    single = [single[i] for i in rng.permutation(len(single))]
-    single = list(itertools.islice(itertools.cycle(single), PROMPT_COUNTS["heldout_single"]))
-    half = PROMPT_COUNTS["heldout_two"] // 2
-    pairs = _distinct_captions(rng, half, "heldout_pair", 2)
-    triples = _distinct_captions(rng, half, "heldout_relation", 2)
-    two = [caption for both in zip(pairs, triples) for caption in both]
-    seen = [seen_twin(parse_caption(caption), i).caption() for i, caption in enumerate(single)]
-    return {"train": train, "validation": validation, "heldout_single": single, "seen_single": seen, "heldout_two": two}
-
-
-def write_prompts(directory: Path = PROMPTS_DIR) -> dict[str, Path]:
-    """Write every prompt list to `directory/<stem>.txt`, one caption a line."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for stem, lines in prompt_lists().items():
-        paths[stem] = directory / f"{stem}.txt"
-        paths[stem].write_text("\n".join(lines) + "\n")
-    return paths
-
-
-def read_prompts(stem: str, directory: Path = PROMPTS_DIR) -> list[str]:
-    """The captions of a prompt file, e.g. read_prompts("heldout_two")."""
-    _check_choice("prompt file", stem, PROMPT_COUNTS)
-    return (directory / f"{stem}.txt").read_text().splitlines()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="The Shapes world.")
-    parser.add_argument("--write-prompts", action="store_true", help="(re)write lab/prompts/*.txt")
-    parser.add_argument("--prompts-dir", type=Path, default=PROMPTS_DIR)
-    args = parser.parse_args()
-    if not args.write_prompts:
-        parser.error("nothing to do: pass --write-prompts")
-    for stem, path in write_prompts(args.prompts_dir).items():
-        print(f"{path}: {len(read_prompts(stem, args.prompts_dir))} prompts")
-
-
-if __name__ == "__main__":
-    main()

@@ -156,9 +156,14 @@ class Pipeline:
     def _output(self, image: torch.Tensor, run: Run, prompts: list[str], **extra) -> PipelineOutput:
         """The call's output: images in [0, 1] as numpy, and what it cost since the run began."""
         return PipelineOutput(
-            images=postprocess(image), seeds=run.seeds, prompts=prompts, stages=run.recorder.stages,
-            total_seconds=time.perf_counter() - run.start, device=str(self.device),
-            dtype=str(self.dtype).removeprefix("torch."), **extra,
+            images=postprocess(image),
+            seeds=run.seeds,
+            prompts=prompts,
+            stages=run.recorder.stages,
+            total_seconds=time.perf_counter() - run.start,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            **extra,
         )
 
     # -- GPU path
@@ -178,8 +183,14 @@ class Pipeline:
             return nullcontext()
         return _placed([getattr(self, n) for n in names], self._offload_device)
 
-    def optimize(self, *, channels_last: bool = True, compile: bool = False, compile_mode: str | None = None,
-                 cuda_graphs: bool = False) -> None:
+    def optimize(
+        self,
+        *,
+        channels_last: bool = True,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        cuda_graphs: bool = False,
+    ) -> None:
         """GPU speed-ups: channels_last convolutions (U-Nets, VAE) and, for the denoisers, optionally
         torch.compile (tens of seconds per model on the first call) and CUDA graphs (three eager
         calls' time per model and input shape; see pipelines.cuda_graphs). With both, the compiled forward is
@@ -203,18 +214,22 @@ class Pipeline:
     def _check_graphable(self, compile: bool, compile_mode: str | None) -> None:
         """Refuse CUDA graphs where they cannot work, before anything is changed."""
         if compile and compile_mode in GRAPHING_COMPILE_MODES:
-            raise ValueError(f"compile_mode {compile_mode!r} captures CUDA graphs itself: use it without "
-                             "cuda_graphs, or cuda_graphs with compile_mode None or 'max-autotune-no-cudagraphs'")
+            raise ValueError(
+                f"compile_mode {compile_mode!r} captures CUDA graphs itself: use it without "
+                "cuda_graphs, or cuda_graphs with compile_mode None or 'max-autotune-no-cudagraphs'"
+            )
         denoisers = [m for n, m in self.modules().items() if n in self.denoiser_names]
         if any(getattr(m, "_compiled_call_impl", None) is not None for m in denoisers):
             # The compiled call would trace into the graphs' replay.
             raise ValueError("the denoisers were compiled without CUDA graphs; build the pipeline again to add them")
         if self._offload_device is not None:
-            raise ValueError("CUDA graphs need the weights to stay on the GPU: "
-                             "they cannot go with enable_model_cpu_offload()")
+            raise ValueError(
+                "CUDA graphs need the weights to stay on the GPU: they cannot go with enable_model_cpu_offload()"
+            )
         if self.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device; this pipeline is on {self.device}: "
-                             "call .to('cuda') first")
+            raise ValueError(
+                f"CUDA graphs need a CUDA device; this pipeline is on {self.device}: call .to('cuda') first"
+            )
 
     def disable_cuda_graphs(self) -> None:
         """Back to the denoisers' own forward (a compiled one stays compiled)."""

@@ -37,8 +37,9 @@ def check_prompts(prompt: str | Sequence[str], name: str = "prompt") -> list[str
 
 def _check_length(text: str, name: str) -> None:
     if len(text) > MAX_PROMPT_CHARS:
-        raise ValueError(f"`{name}` is {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} "
-                         "(CLIP reads about 75 words)")
+        raise ValueError(
+            f"`{name}` is {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} (CLIP reads about 75 words)"
+        )
 
 
 def check_negative_prompts(negative_prompt: str | Sequence[str] | None, n: int) -> list[str]:
@@ -47,8 +48,9 @@ def check_negative_prompts(negative_prompt: str | Sequence[str] | None, n: int) 
     if negative_prompt is None:
         return [""] * n
     if not isinstance(negative_prompt, (str, list, tuple)):
-        raise ValueError("`negative_prompt` must be a string or a list of strings, "
-                         f"got {type(negative_prompt).__name__}")
+        raise ValueError(
+            f"`negative_prompt` must be a string or a list of strings, got {type(negative_prompt).__name__}"
+        )
     negs = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
     if len(negs) == 1:
         negs = negs * n
@@ -149,5 +151,6 @@ def check_finite(values: torch.Tensor, stage: str, settings: dict[str, object]) 
         dtype = str(values.dtype).removeprefix("torch.")
         raise NonFiniteError(
             f"the {stage} stage produced NaN or infinite values ({given}, {dtype}): "
-            "lower the guidance scale, or run in float32 or bfloat16 if float16 overflowed; no image was made")
+            "lower the guidance scale, or run in float32 or bfloat16 if float16 overflowed; no image was made"
+        )
     return values

@@ -8,7 +8,7 @@ AUTO = "auto"  # CUDA if this machine has it, else the CPU
 
 
 def pick_device(name: str | torch.device | None = AUTO) -> torch.device:
-    """"auto" (or None): CUDA if present, else the CPU; otherwise a torch device string such as
+    """ "auto" (or None): CUDA if present, else the CPU; otherwise a torch device string such as
     "cpu", "cuda" or "cuda:1", refused with a ValueError when torch cannot read it."""
     if name is None or name == AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -19,5 +19,6 @@ def pick_device(name: str | torch.device | None = AUTO) -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or another torch device "
-                         "such as mps") from None
+        raise ValueError(
+            f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or another torch device such as mps"
+        ) from None

@@ -40,8 +40,15 @@ JUDGE = "ViT-L-14"  # open_clip's model name; its config: open_clip.get_model_co
 KARLO_MODELS = ("text_encoder", "prior", "text_proj", "decoder", "super_res_first", "super_res_last")
 KARLO_SCHEDULERS = ("prior_scheduler", "decoder_scheduler", "super_res_scheduler")
 SD15_MODELS = ("text_encoder", "unet", "vae")
-MODEL_CLASSES = (CLIPTextModel, CLIPTextModelWithProjection, PriorTransformer, UnCLIPTextProjModel, UNet2DConditionModel,
-                 UNet2DModel, AutoencoderKL)
+MODEL_CLASSES = (
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    PriorTransformer,
+    UnCLIPTextProjModel,
+    UNet2DConditionModel,
+    UNet2DModel,
+    AutoencoderKL,
+)
 SCHEDULER_CLASSES = (UnCLIPScheduler, PNDMScheduler)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what the models can be built in
 _CONFIG_FILES = ("config.json", "scheduler_config.json")
@@ -116,7 +123,9 @@ def build_scheduler(repo: str, component: str) -> SchedulerMixin:
     return _class_of(config, SCHEDULER_CLASSES).from_config(config)
 
 
-def build_full_size_unclip(device: str | torch.device = "meta", dtype: torch.dtype = torch.float32, seed: int = 0) -> UnCLIP:
+def build_full_size_unclip(
+    device: str | torch.device = "meta", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> UnCLIP:
     """Karlo v1 alpha: CLIP ViT-L/14 text encoder, 1B prior, 64 px decoder, two 256 px super-res U-Nets."""
     return UnCLIP(
         **{name: build_component(KARLO, name, device, dtype, seed) for name in KARLO_MODELS},
@@ -136,7 +145,9 @@ def build_full_size_latent_diffusion(
     )
 
 
-def build_judge(device: str | torch.device = "meta", dtype: torch.dtype = torch.float32, seed: int = 0) -> open_clip.CLIP:
+def build_judge(
+    device: str | torch.device = "meta", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> open_clip.CLIP:
     """open_clip's ViT-L-14 (image and text towers) without pretrained weights."""
     device = _check(device, dtype)
     # open_clip builds on the CPU, then moves; under the device context it skips that 1.7 GB

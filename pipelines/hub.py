@@ -114,8 +114,10 @@ def list_repo(repo_id: str, anchors: Sequence[str], cache: Path) -> RepoListing:
     if constants.is_offline_mode():
         cached = _cached_listing(repo_id, anchors, cache)
         if cached is None:
-            raise ValueError(f"{repo_id} is not in the hub cache ({cache}) and HF_HUB_OFFLINE is set: unset "
-                             "HF_HUB_OFFLINE to download it")
+            raise ValueError(
+                f"{repo_id} is not in the hub cache ({cache}) and HF_HUB_OFFLINE is set: unset "
+                "HF_HUB_OFFLINE to download it"
+            )
         return cached
     api = HfApi()
     try:
@@ -149,8 +151,9 @@ def read_repo_text(repo: RepoListing, path: str, cache: Path) -> str:
         return Path(cached).read_text()
     if repo.offline:
         raise ValueError(f"{repo.repo_id}: {path} is not in the hub cache ({cache}) and the hub is out of reach")
-    response = get_session().get(hf_hub_url(repo.repo_id, path, revision=repo.commit), headers=build_hf_headers(),
-                                 follow_redirects=True)
+    response = get_session().get(
+        hf_hub_url(repo.repo_id, path, revision=repo.commit), headers=build_hf_headers(), follow_redirects=True
+    )
     hf_raise_for_status(response)
     return response.text
 
@@ -182,12 +185,16 @@ def _component_files(
     else:
         weights = choose_weights(names, cls, dtype, variant, allow_pickle)
         if weights is None and choose_weights(names, cls, dtype, variant, allow_pickle=True) is not None:
-            raise ValueError(f"{where}: {name}/ holds only pickle (.bin) weights, which can run code when loaded; "
-                             "pass allow_pickle=True if you trust its source")
+            raise ValueError(
+                f"{where}: {name}/ holds only pickle (.bin) weights, which can run code when loaded; "
+                "pass allow_pickle=True if you trust its source"
+            )
         files = [CONFIG, *weights.files] if weights is not None and CONFIG in names else []
     if not files:
-        raise ValueError(f"{where}: the repo lists {name!r} but its {name}/ folder lacks the files a {cls.__name__} "
-                         f"loads from (it holds {sorted(names) or 'nothing'})")
+        raise ValueError(
+            f"{where}: the repo lists {name!r} but its {name}/ folder lacks the files a {cls.__name__} "
+            f"loads from (it holds {sorted(names) or 'nothing'})"
+        )
     return files
 
 
@@ -227,8 +234,10 @@ def check_free_space(repo_id: str, needed: int, cache: Path) -> None:
     folder = next(p for p in (cache, *cache.parents) if p.exists())
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise ValueError(f"{repo_id} needs {gigabytes(needed)} in {cache}, whose disk has {gigabytes(free)} free: "
-                         f"free {gigabytes(needed - free)} there, or point HF_HUB_CACHE at a disk with room")
+        raise ValueError(
+            f"{repo_id} needs {gigabytes(needed)} in {cache}, whose disk has {gigabytes(free)} free: "
+            f"free {gigabytes(needed - free)} there, or point HF_HUB_CACHE at a disk with room"
+        )
 
 
 class _Tally:
@@ -283,8 +292,10 @@ def download(
     """The repo's snapshot folder in the cache, holding `files`: what it lacks is fetched, after checking the disk."""
     missing = [f for f in files if _cached(repo, f.path, cache) is None]
     if missing and repo.offline:
-        raise ValueError(f"{repo.repo_id}: {', '.join(f.path for f in missing)} not in the hub cache ({cache}), and "
-                         "the hub is out of reach (HF_HUB_OFFLINE, or no connection)")
+        raise ValueError(
+            f"{repo.repo_id}: {', '.join(f.path for f in missing)} not in the hub cache ({cache}), and "
+            "the hub is out of reach (HF_HUB_OFFLINE, or no connection)"
+        )
     check_free_space(repo.repo_id, sum(f.size for f in missing), cache)
     tally = _Tally(repo.repo_id, missing, progress) if progress is not None and missing else None
     if tally is not None:
@@ -292,8 +303,13 @@ def download(
 
     def fetch(f: HubFile) -> Path:
         # by branch name, so that the cache records main's commit (refs/main) for later offline use
-        path = hf_hub_download(repo.repo_id, f.path, revision=REVISION, cache_dir=cache,
-                               tqdm_class=tally.bar(f.path) if tally is not None else None)
+        path = hf_hub_download(
+            repo.repo_id,
+            f.path,
+            revision=REVISION,
+            cache_dir=cache,
+            tqdm_class=tally.bar(f.path) if tally is not None else None,
+        )
         if tally is not None:
             tally.add(f.path, f.size)
         return _snapshot(path, f.path)
@@ -302,16 +318,18 @@ def download(
         folders = set(pool.map(fetch, missing))
     snapshot = _snapshot_folder(repo, files[0], cache)
     if folders - {snapshot}:
-        raise ValueError(f"{repo.repo_id} changed on the hub while downloading (main moved on from {repo.commit}): "
-                         "run again")
+        raise ValueError(
+            f"{repo.repo_id} changed on the hub while downloading (main moved on from {repo.commit}): run again"
+        )
     return snapshot
 
 
 def _snapshot_folder(repo: RepoListing, f: HubFile, cache: Path) -> Path:
     found = _cached(repo, f.path, cache)
     if found is None:
-        raise ValueError(f"{repo.repo_id} changed on the hub while downloading ({f.path} is not at {repo.commit}): "
-                         "run again")
+        raise ValueError(
+            f"{repo.repo_id} changed on the hub while downloading ({f.path} is not at {repo.commit}): run again"
+        )
     return _snapshot(found, f.path)
 
 
@@ -322,11 +340,15 @@ def _hub_errors(repo_id: str, cache: Path) -> Iterator[None]:
     try:
         yield
     except GatedRepoError as err:
-        raise ValueError(f"{repo_id} is gated: accept its licence on {page} (logged in there), then log in here with "
-                         "`hf auth login` (or set HF_TOKEN)") from err
+        raise ValueError(
+            f"{repo_id} is gated: accept its licence on {page} (logged in there), then log in here with "
+            "`hf auth login` (or set HF_TOKEN)"
+        ) from err
     except RepositoryNotFoundError as err:
-        raise ValueError(f"{repo_id} is not on the hub ({constants.ENDPOINT}): check the id; if it is private, log in "
-                         "with `hf auth login`") from err
+        raise ValueError(
+            f"{repo_id} is not on the hub ({constants.ENDPOINT}): check the id; if it is private, log in "
+            "with `hf auth login`"
+        ) from err
     except RevisionNotFoundError as err:
         raise ValueError(f"{repo_id} has no branch {REVISION!r} on {constants.ENDPOINT}") from err
     except RemoteEntryNotFoundError as err:
@@ -334,13 +356,17 @@ def _hub_errors(repo_id: str, cache: Path) -> Iterator[None]:
     except (OfflineModeIsEnabled, LocalEntryNotFoundError) as err:
         raise ValueError(f"{repo_id} is not in the hub cache ({cache}) and the hub cannot be reached: {err}") from err
     except (HfHubHTTPError, httpx2.HTTPError) as err:
-        raise ValueError(f"could not fetch {repo_id} from {constants.ENDPOINT} ({type(err).__name__}: {err}): check "
-                         f"the connection, or set HF_HUB_OFFLINE=1 to load what the cache ({cache}) holds") from err
+        raise ValueError(
+            f"could not fetch {repo_id} from {constants.ENDPOINT} ({type(err).__name__}: {err}): check "
+            f"the connection, or set HF_HUB_OFFLINE=1 to load what the cache ({cache}) holds"
+        ) from err
     except OSError as err:
         if err.errno != errno.ENOSPC:
             raise
-        raise ValueError(f"{repo_id}: the disk of {cache} filled up while downloading: free space there, or point "
-                         "HF_HUB_CACHE at a disk with room") from err
+        raise ValueError(
+            f"{repo_id}: the disk of {cache} filled up while downloading: free space there, or point "
+            "HF_HUB_CACHE at a disk with room"
+        ) from err
 
 
 def _cache(cache_dir: str | Path | None) -> Path:

@@ -57,8 +57,9 @@ class PromptEmbeds:
     uncond: torch.Tensor | None  # (B, 77, C) the negative prompts'; its presence turns guidance on
 
 
-def predicted_original(scheduler: SchedulerMixin, step_output, sample: torch.Tensor, noise_pred: torch.Tensor,
-                       t) -> torch.Tensor:
+def predicted_original(
+    scheduler: SchedulerMixin, step_output, sample: torch.Tensor, noise_pred: torch.Tensor, t
+) -> torch.Tensor:
     """x_0 at this step: the scheduler's own estimate, else from the noise prediction (DDPM eq. 15)."""
     x0 = getattr(step_output, "pred_original_sample", None)
     if x0 is not None:
@@ -90,7 +91,13 @@ class LatentDiffusion(Pipeline):
         vae: AutoencoderKL,
         scheduler: SchedulerMixin,
     ):
-        self.text_encoder, self.tokenizer, self.unet, self.vae, self.scheduler = text_encoder, tokenizer, unet, vae, scheduler
+        self.text_encoder, self.tokenizer, self.unet, self.vae, self.scheduler = (
+            text_encoder,
+            tokenizer,
+            unet,
+            vae,
+            scheduler,
+        )
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         step_params = set(inspect.signature(scheduler.step).parameters)
@@ -104,7 +111,11 @@ class LatentDiffusion(Pipeline):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         # SD repos list a safety checker and feature extractor; we load neither, and say so.
-        return save_pipeline(directory, self.pipeline_class_name, self.components() | {"safety_checker": None, "feature_extractor": None})
+        return save_pipeline(
+            directory,
+            self.pipeline_class_name,
+            self.components() | {"safety_checker": None, "feature_extractor": None},
+        )
 
     def enable_vae_slicing(self) -> None:
         """Decode a batch one image at a time: less peak memory for large batches."""
@@ -118,8 +129,9 @@ class LatentDiffusion(Pipeline):
 
     @torch.inference_mode()
     @uses("text_encoder")
-    def encode_prompt(self, prompts: list[str], negative_prompts: list[str] | None,
-                      num_images_per_prompt: int = 1) -> PromptEmbeds:
+    def encode_prompt(
+        self, prompts: list[str], negative_prompts: list[str] | None, num_images_per_prompt: int = 1
+    ) -> PromptEmbeds:
         """Hidden states of the prompts (and negative prompts, for guidance), one row per image."""
         n = num_images_per_prompt
         cond = self._encode_text(prompts).repeat_interleave(n, dim=0)
@@ -141,8 +153,9 @@ class LatentDiffusion(Pipeline):
         if isinstance(generator, list):
             # One posterior sample per image from its own generator, so each image is reproducible alone.
             image = image.repeat(batch_size // image.shape[0], 1, 1, 1)
-            latents = torch.cat([self.vae.encode(image[i : i + 1]).latent_dist.sample(g)
-                                 for i, g in enumerate(generator)])
+            latents = torch.cat(
+                [self.vae.encode(image[i : i + 1]).latent_dist.sample(g) for i, g in enumerate(generator)]
+            )
         else:
             latents = self.vae.encode(image).latent_dist.sample(generator)
             latents = latents.repeat(batch_size // latents.shape[0], 1, 1, 1)
@@ -208,8 +221,9 @@ class LatentDiffusion(Pipeline):
             self.scheduler.set_begin_index(t_start)
         return self.scheduler.timesteps[t_start:]
 
-    def _prepare_noise(self, text: PromptEmbeds, generator: Generators, height: int | None,
-                       width: int | None) -> torch.Tensor:
+    def _prepare_noise(
+        self, text: PromptEmbeds, generator: Generators, height: int | None, width: int | None
+    ) -> torch.Tensor:
         """Text to image's starting latent: noise at the scheduler's initial scale, one row per image."""
         height = self.image_size if height is None else height
         width = self.image_size if width is None else width
@@ -235,8 +249,12 @@ class LatentDiffusion(Pipeline):
         prompts = check_prompts(prompt)
         negatives = check_negative_prompts(negative_prompt, len(prompts))
         n = check_count(num_images_per_prompt, "num_images_per_prompt")
-        steps = check_steps(num_inference_steps, "num_inference_steps", min_inference_steps(self.scheduler),
-                            "latent diffusion's scheduler")
+        steps = check_steps(
+            num_inference_steps,
+            "num_inference_steps",
+            min_inference_steps(self.scheduler),
+            "latent diffusion's scheduler",
+        )
         scale = check_guidance(guidance_scale, "guidance_scale")
         return prompts, negatives, n, steps, scale
 
@@ -256,8 +274,9 @@ class LatentDiffusion(Pipeline):
         callback: StepCallback | None = None,
     ) -> PipelineOutput:
         # 1. Check inputs
-        prompts, negatives, n, steps, scale = self._check_common(prompt, negative_prompt, num_images_per_prompt,
-                                                                 num_inference_steps, guidance_scale)
+        prompts, negatives, n, steps, scale = self._check_common(
+            prompt, negative_prompt, num_images_per_prompt, num_inference_steps, guidance_scale
+        )
         height = check_size(self.image_size if height is None else height, self.vae_scale_factor, "height")
         width = check_size(self.image_size if width is None else width, self.vae_scale_factor, "width")
         run = self._begin(len(prompts) * n, seed, generator)
@@ -293,15 +312,17 @@ class LatentDiffusion(Pipeline):
     ) -> PipelineOutput:
         """Start from `image` noised to `strength` (1.0: pure noise, small: close to the image)."""
         # 1. Check inputs
-        prompts, negatives, n, steps, scale = self._check_common(prompt, negative_prompt, num_images_per_prompt,
-                                                                 num_inference_steps, guidance_scale)
+        prompts, negatives, n, steps, scale = self._check_common(
+            prompt, negative_prompt, num_images_per_prompt, num_inference_steps, guidance_scale
+        )
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
             raise ValueError(f"`strength` must be in (0, 1], got {strength!r}")
         if kept_steps(steps, strength) < 1:
             raise ValueError(f"strength {strength} of {steps} steps leaves no denoising step: raise one of them")
         if not isinstance(image, (Image.Image, torch.Tensor)):
-            raise ValueError("`image` must be a PIL image or a (B, 3, H, W) tensor in [-1, 1], "
-                             f"got {type(image).__name__}")
+            raise ValueError(
+                f"`image` must be a PIL image or a (B, 3, H, W) tensor in [-1, 1], got {type(image).__name__}"
+            )
         run = self._begin(len(prompts) * n, seed, generator)
 
         # 2. Encode the prompt
@@ -313,8 +334,9 @@ class LatentDiffusion(Pipeline):
             image_latents = self.encode_image(pixels, run.generator, len(run.seeds))
         # 4. Denoising loop, from the latent noised to the first timestep that `strength` keeps
         with run.stage("unet"):
-            latents = self.denoise(text, run.generator, steps, scale, callback, image_latents=image_latents,
-                                   strength=strength)
+            latents = self.denoise(
+                text, run.generator, steps, scale, callback, image_latents=image_latents, strength=strength
+            )
         check_finite(latents, "unet", {"guidance_scale": scale, "strength": float(strength)})
         # 5. Decode
         with run.stage("vae_decode"):
@@ -323,15 +345,23 @@ class LatentDiffusion(Pipeline):
 
         return self._output(out, run, repeat_prompts(prompts, n))
 
+
 # ---------------------------------------------------------------------- loading
 
-_MODELS: dict[str, type] = {"text_encoder": CLIPTextModel, "unet": UNet2DConditionModel, "vae": AutoencoderKL, "scheduler": SchedulerMixin}
+_MODELS: dict[str, type] = {
+    "text_encoder": CLIPTextModel,
+    "unet": UNet2DConditionModel,
+    "vae": AutoencoderKL,
+    "scheduler": SchedulerMixin,
+}
 # The safety checker (and its feature extractor) the SD repos list are not loaded: this is a research tool that
 # shows what the architecture itself produces.
 LATENT_DIFFUSION = PipelineKind("latent_diffusion", lambda index: dict(_MODELS))
 
 
-def load_latent_diffusion(path_or_hub_id: str | Path = "stable-diffusion-v1-5/stable-diffusion-v1-5", **options: Unpack[LoadOptions]) -> LatentDiffusion:
+def load_latent_diffusion(
+    path_or_hub_id: str | Path = "stable-diffusion-v1-5/stable-diffusion-v1-5", **options: Unpack[LoadOptions]
+) -> LatentDiffusion:
     """Load a Stable Diffusion 1.x/2.x pipeline from a directory in diffusers' layout or a hub id
     (pipelines.loading.LoadOptions). The SD repos' safety checker is not loaded."""
     return load_pipeline(LatentDiffusion, LATENT_DIFFUSION, path_or_hub_id, **options)

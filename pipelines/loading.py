@@ -42,8 +42,12 @@ ModelIndex = dict[str, list]  # model_index.json without its "_" keys: component
 
 # Where model_index.json's classes may come from: these modules only, never a module the file names
 # (importing it would run code a downloaded repo chose). Karlo's index calls diffusers' unCLIP module "unclip".
-_LIBRARIES = {"diffusers": diffusers, "transformers": transformers, "unclip": diffusers.pipelines.deprecated.unclip,
-              schedulers.__name__: schedulers}
+_LIBRARIES = {
+    "diffusers": diffusers,
+    "transformers": transformers,
+    "unclip": diffusers.pipelines.deprecated.unclip,
+    schedulers.__name__: schedulers,
+}
 _PROCESSORS = (CLIPTokenizer, CLIPImageProcessor)  # components that are files of settings, no weights
 
 
@@ -90,8 +94,9 @@ def resolve_pipeline_dir(
 
     if not is_repo_id(str(path_or_hub_id)):
         raise ValueError(f"{path_or_hub_id!r} is neither an existing directory nor a hub id like 'org/name'")
-    return fetch_pipeline(str(path_or_hub_id), kind, dtype, allow_pickle=allow_pickle, variant=variant,
-                          progress=progress)
+    return fetch_pipeline(
+        str(path_or_hub_id), kind, dtype, allow_pickle=allow_pickle, variant=variant, progress=progress
+    )
 
 
 def parse_model_index(text: str, where: str | Path) -> ModelIndex:
@@ -136,14 +141,17 @@ def check_components(index: ModelIndex, kind: PipelineKind, where: str | Path) -
     for name, expected in components.items():
         entry = index.get(name)
         if not is_listed(entry):
-            raise ComponentLoadError(f"{where} lists no {name!r}, which the {kind.name} loader needs: is it a "
-                                     f"{kind.name} pipeline?")
+            raise ComponentLoadError(
+                f"{where} lists no {name!r}, which the {kind.name} loader needs: is it a {kind.name} pipeline?"
+            )
         cls = named_class(entry)
         if cls is None or not issubclass(cls, expected):
             what = "scheduler" if issubclass(expected, SchedulerMixin) else expected.__name__
-            raise ComponentLoadError(f"{where}: {name!r} names {entry[0]}.{entry[1]}, which is not a {what} of "
-                                     f"{sorted(_LIBRARIES)} (the {kind.name} loader loads {name!r} as "
-                                     f"{expected.__name__})")
+            raise ComponentLoadError(
+                f"{where}: {name!r} names {entry[0]}.{entry[1]}, which is not a {what} of "
+                f"{sorted(_LIBRARIES)} (the {kind.name} loader loads {name!r} as "
+                f"{expected.__name__})"
+            )
     return components
 
 
@@ -272,13 +280,17 @@ def load_component(
     if not (subdir / CONFIG).is_file():
         raise ComponentLoadError(f"{subdir / CONFIG} is missing")
     is_diffusers = issubclass(expected, diffusers.ModelMixin)
-    kwargs = {"torch_dtype" if is_diffusers else "dtype": dtype, "use_safetensors": not weights.pickle,
-              "variant": weights.variant}  # so that from_pretrained reads the files choose_weights picked
+    kwargs = {
+        "torch_dtype" if is_diffusers else "dtype": dtype,
+        "use_safetensors": not weights.pickle,
+        "variant": weights.variant,
+    }  # so that from_pretrained reads the files choose_weights picked
     try:
         model = expected.from_pretrained(str(subdir), **kwargs)
     except Exception as err:
-        raise ComponentLoadError(f"{subdir / weights.files[0]}: cannot load {expected.__name__} "
-                                 f"({type(err).__name__}: {err})") from err
+        raise ComponentLoadError(
+            f"{subdir / weights.files[0]}: cannot load {expected.__name__} ({type(err).__name__}: {err})"
+        ) from err
     if torch.device(device).type != "cpu":
         return model.to(device)  # the copy to the device leaves the safetensors buffer behind
     # Loaded tensors can be views into the safetensors buffer at offsets that are not 64-byte
@@ -295,8 +307,9 @@ def _load_scheduler(directory: Path, name: str) -> SchedulerMixin:
     entry = read_model_index(directory).get(name, [None, None])
     cls = named_class(entry) if is_listed(entry) else None
     if not (cls is not None and issubclass(cls, SchedulerMixin)):
-        raise ComponentLoadError(f"{directory / MODEL_INDEX}: {name!r} names {entry}, not a scheduler of "
-                                 f"{sorted(_LIBRARIES)}")
+        raise ComponentLoadError(
+            f"{directory / MODEL_INDEX}: {name!r} names {entry}, not a scheduler of {sorted(_LIBRARIES)}"
+        )
     try:
         return cls.from_config(json.loads(config.read_text()))
     except (OSError, json.JSONDecodeError) as err:
@@ -324,10 +337,19 @@ def load_pipeline(cls: type, kind: PipelineKind, path_or_hub_id: str | Path, **o
     """`cls` from a directory in diffusers' layout or a hub id, fetching only what `kind` loads."""
     dtype, variant = options.get("dtype", torch.float32), options.get("variant")
     allow_pickle = options.get("allow_pickle", False)
-    directory = resolve_pipeline_dir(path_or_hub_id, kind, dtype=dtype, variant=variant, allow_pickle=allow_pickle,
-                                     progress=options.get("progress"))
-    return cls(**load_pipeline_components(directory, kind, dtype=dtype, allow_pickle=allow_pickle, variant=variant,
-                                          device=options.get("device", "cpu")))
+    directory = resolve_pipeline_dir(
+        path_or_hub_id, kind, dtype=dtype, variant=variant, allow_pickle=allow_pickle, progress=options.get("progress")
+    )
+    return cls(
+        **load_pipeline_components(
+            directory,
+            kind,
+            dtype=dtype,
+            allow_pickle=allow_pickle,
+            variant=variant,
+            device=options.get("device", "cpu"),
+        )
+    )
 
 
 def load_pipeline_components(
@@ -342,9 +364,11 @@ def load_pipeline_components(
     """Every component `kind` loads from `directory`, its tokenizer included (see `load_tokenizer`)."""
     components = check_components(read_model_index(directory), kind, directory / MODEL_INDEX)
     loaded: dict[str, object] = {
-        name: load_component(directory, name, cls, dtype=dtype, allow_pickle=allow_pickle, variant=variant,
-                             device=device)
-        for name, cls in components.items() if name != TOKENIZER
+        name: load_component(
+            directory, name, cls, dtype=dtype, allow_pickle=allow_pickle, variant=variant, device=device
+        )
+        for name, cls in components.items()
+        if name != TOKENIZER
     }
     return {**loaded, TOKENIZER: load_tokenizer(directory)}
 

@@ -72,7 +72,9 @@ def signature_default(pipeline: type, argument: str, method: str = "__call__") -
     return parameter.default
 
 
-def steps(pipeline: type, name: str, argument: str, label: str, infotext: str, stage: str, minimum: int = 1) -> Setting:
+def steps(
+    pipeline: type, name: str, argument: str, label: str, infotext: str, stage: str, minimum: int = 1
+) -> Setting:
     return Setting(name, argument, STEPS, signature_default(pipeline, argument), label, infotext, stage, minimum)
 
 
@@ -99,33 +101,76 @@ def register(architecture: Architecture) -> Architecture:
     return architecture
 
 
-register(Architecture(
-    name="unclip", label="unCLIP (Karlo / DALL·E 2)", short="unCLIP", pipeline=UnCLIP, load=load_unclip,
-    stages=("text_encoder", "prior", "decoder", "super_res"),
-    settings=(
-        steps(UnCLIP, "prior_steps", "prior_num_inference_steps", "unCLIP prior steps", "Prior steps", "prior",
-              UNCLIP_MIN_STEPS),
-        steps(UnCLIP, "decoder_steps", "decoder_num_inference_steps", "unCLIP decoder steps", "Decoder steps", "decoder",
-              UNCLIP_MIN_STEPS),
-        steps(UnCLIP, "super_res_steps", "super_res_num_inference_steps", "unCLIP super-res steps", "Super-res steps",
-              "super_res", UNCLIP_MIN_STEPS),
-        guidance(UnCLIP, "prior_guidance", "prior_guidance_scale", "unCLIP prior guidance", "Prior CFG scale"),
-        guidance(UnCLIP, "decoder_guidance", "decoder_guidance_scale", "unCLIP decoder guidance", "Decoder CFG scale"),
-    ),
-    sweep_steps=("prior_steps", "decoder_steps"), sweep_guidance=("decoder_guidance",),
-))
+register(
+    Architecture(
+        name="unclip",
+        label="unCLIP (Karlo / DALL·E 2)",
+        short="unCLIP",
+        pipeline=UnCLIP,
+        load=load_unclip,
+        stages=("text_encoder", "prior", "decoder", "super_res"),
+        settings=(
+            steps(
+                UnCLIP,
+                "prior_steps",
+                "prior_num_inference_steps",
+                "unCLIP prior steps",
+                "Prior steps",
+                "prior",
+                UNCLIP_MIN_STEPS,
+            ),
+            steps(
+                UnCLIP,
+                "decoder_steps",
+                "decoder_num_inference_steps",
+                "unCLIP decoder steps",
+                "Decoder steps",
+                "decoder",
+                UNCLIP_MIN_STEPS,
+            ),
+            steps(
+                UnCLIP,
+                "super_res_steps",
+                "super_res_num_inference_steps",
+                "unCLIP super-res steps",
+                "Super-res steps",
+                "super_res",
+                UNCLIP_MIN_STEPS,
+            ),
+            guidance(UnCLIP, "prior_guidance", "prior_guidance_scale", "unCLIP prior guidance", "Prior CFG scale"),
+            guidance(
+                UnCLIP, "decoder_guidance", "decoder_guidance_scale", "unCLIP decoder guidance", "Decoder CFG scale"
+            ),
+        ),
+        sweep_steps=("prior_steps", "decoder_steps"),
+        sweep_guidance=("decoder_guidance",),
+    )
+)
 
-register(Architecture(
-    name="latent_diffusion", label="Latent diffusion (Stable Diffusion)", short="LD", pipeline=LatentDiffusion,
-    load=load_latent_diffusion, stages=("text_encoder", "unet", "vae_decode"),
-    settings=(
-        steps(LatentDiffusion, "steps", "num_inference_steps", "Latent diffusion steps", "Steps", "unet"),
-        guidance(LatentDiffusion, "guidance", "guidance_scale", "Latent diffusion guidance", "CFG scale"),
-        text(LatentDiffusion, "negative_prompt", "negative_prompt", "Negative prompt (latent diffusion only)",
-             "Negative prompt"),
-    ),
-    sweep_steps=("steps",), sweep_guidance=("guidance",),
-))
+register(
+    Architecture(
+        name="latent_diffusion",
+        label="Latent diffusion (Stable Diffusion)",
+        short="LD",
+        pipeline=LatentDiffusion,
+        load=load_latent_diffusion,
+        stages=("text_encoder", "unet", "vae_decode"),
+        settings=(
+            steps(LatentDiffusion, "steps", "num_inference_steps", "Latent diffusion steps", "Steps", "unet"),
+            guidance(LatentDiffusion, "guidance", "guidance_scale", "Latent diffusion guidance", "CFG scale"),
+            text(
+                LatentDiffusion,
+                "negative_prompt",
+                "negative_prompt",
+                "Negative prompt (latent diffusion only)",
+                "Negative prompt",
+            ),
+        ),
+        sweep_steps=("steps",),
+        sweep_guidance=("guidance",),
+    )
+)
+
 
 def unregister(name: str) -> None:
     ARCHITECTURES.pop(name, None)

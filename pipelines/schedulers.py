@@ -18,8 +18,15 @@ PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # what a denoiser pred
 KARLO_PREDICTION_TYPES = PREDICTION_TYPES[:2]  # what diffusers' UnCLIPScheduler samples
 # diffusers' from_pretrained looks a component's base class up in the module model_index.json names
 # ("pipelines.schedulers") to choose how to load it: it must find SchedulerMixin here
-__all__ = ["KARLO_PREDICTION_TYPES", "PREDICTION_TYPES", "SchedulerMixin", "UnCLIPVScheduler", "check_prediction_type",
-           "clean_image_from_v", "min_inference_steps"]
+__all__ = [
+    "KARLO_PREDICTION_TYPES",
+    "PREDICTION_TYPES",
+    "SchedulerMixin",
+    "UnCLIPVScheduler",
+    "check_prediction_type",
+    "clean_image_from_v",
+    "min_inference_steps",
+]
 # UnCLIPScheduler spaces its timesteps as (T - 1) / (steps - 1): one step divides by zero. The other
 # schedulers in use (DDIM, PNDM, Euler, DPM-Solver) take a single step.
 UNCLIP_MIN_STEPS = 2
@@ -57,11 +64,19 @@ class UnCLIPVScheduler(UnCLIPScheduler):
         beta_schedule: str = "squaredcos_cap_v2",
     ) -> None:
         check_prediction_type(prediction_type)
-        super().__init__(num_train_timesteps=num_train_timesteps, variance_type=variance_type, clip_sample=clip_sample,
-                         clip_sample_range=clip_sample_range, prediction_type=prediction_type, beta_schedule=beta_schedule)
+        super().__init__(
+            num_train_timesteps=num_train_timesteps,
+            variance_type=variance_type,
+            clip_sample=clip_sample,
+            clip_sample_range=clip_sample_range,
+            prediction_type=prediction_type,
+            beta_schedule=beta_schedule,
+        )
         # the step that follows the clean image: same betas, clipping and variance
         config = {**self.config, "prediction_type": "sample"}
-        self._clean_image_step = UnCLIPScheduler.from_config(config).step if prediction_type == "v_prediction" else None
+        self._clean_image_step = (
+            UnCLIPScheduler.from_config(config).step if prediction_type == "v_prediction" else None
+        )
 
     def step(
         self,
@@ -77,5 +92,6 @@ class UnCLIPVScheduler(UnCLIPScheduler):
         channels = sample.shape[1]
         a = self.alphas_cumprod[timestep].to(sample.device, sample.dtype)
         x0 = clean_image_from_v(model_output[:, :channels], sample, a)
-        return self._clean_image_step(torch.cat([x0, model_output[:, channels:]], dim=1), timestep, sample,
-                                      prev_timestep, generator, return_dict)
+        return self._clean_image_step(
+            torch.cat([x0, model_output[:, channels:]], dim=1), timestep, sample, prev_timestep, generator, return_dict
+        )

@@ -41,18 +41,39 @@ CROSS_ATTENTION_DIM = 64
 BLOCK_CHANNELS = (32, 64)
 
 _SD_SCHEDULERS = {
-    "pndm": lambda: PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1),
-    "ddim": lambda: DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1),
-    "euler": lambda: EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1),
-    "euler_ancestral": lambda: EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1),
+    "pndm": lambda: PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    ),
+    "ddim": lambda: DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    ),
+    "euler": lambda: EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    ),
+    "euler_ancestral": lambda: EulerAncestralDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    ),
 }
 SD_SCHEDULERS = tuple(_SD_SCHEDULERS)
 
 
 def _text_config(**extra) -> CLIPTextConfig:
     return CLIPTextConfig(
-        vocab_size=VOCAB_SIZE, hidden_size=EMBED_DIM, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, **extra,
+        vocab_size=VOCAB_SIZE,
+        hidden_size=EMBED_DIM,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        **extra,
     )
 
 
@@ -72,24 +93,40 @@ def build_tiny_unclip(seed: int = 0, image_variations: bool = False) -> UnCLIP:
     time_embed_dim = BLOCK_CHANNELS[0] * 4
     prior = PriorTransformer(num_attention_heads=2, attention_head_dim=16, num_layers=2, embedding_dim=EMBED_DIM)
     _perturb_(prior, ("clip_mean", "clip_std"), gen)
-    text_proj = UnCLIPTextProjModel(clip_embeddings_dim=EMBED_DIM, time_embed_dim=time_embed_dim, cross_attention_dim=CROSS_ATTENTION_DIM)
+    text_proj = UnCLIPTextProjModel(
+        clip_embeddings_dim=EMBED_DIM, time_embed_dim=time_embed_dim, cross_attention_dim=CROSS_ATTENTION_DIM
+    )
     _perturb_(text_proj, ("learned_classifier_free_guidance_embeddings",), gen)
     decoder = UNet2DConditionModel(
-        sample_size=32, in_channels=3, out_channels=6,  # 6: noise and learned variance range
+        sample_size=32,
+        in_channels=3,
+        out_channels=6,  # 6: noise and learned variance range
         down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
         up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
-        mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=BLOCK_CHANNELS, layers_per_block=1,
-        cross_attention_dim=CROSS_ATTENTION_DIM, attention_head_dim=8, resnet_time_scale_shift="scale_shift", class_embed_type="identity",
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        block_out_channels=BLOCK_CHANNELS,
+        layers_per_block=1,
+        cross_attention_dim=CROSS_ATTENTION_DIM,
+        attention_head_dim=8,
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type="identity",
     )
     super_res = dict(
-        sample_size=64, in_channels=6, out_channels=3, layers_per_block=1, block_out_channels=BLOCK_CHANNELS,
-        down_block_types=("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D"), up_block_types=("ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"),
+        sample_size=64,
+        in_channels=6,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=BLOCK_CHANNELS,
+        down_block_types=("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D"),
+        up_block_types=("ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"),
     )
     parts = dict(
         text_encoder=CLIPTextModelWithProjection(_text_config(projection_dim=EMBED_DIM)),
         tokenizer=offline_clip_tokenizer(),
         prior=prior,
-        prior_scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample", clip_sample_range=5.0),
+        prior_scheduler=UnCLIPScheduler(
+            variance_type="fixed_small_log", prediction_type="sample", clip_sample_range=5.0
+        ),
         text_proj=text_proj,
         decoder=decoder,
         decoder_scheduler=UnCLIPScheduler(variance_type="learned_range", prediction_type="epsilon"),
@@ -98,9 +135,19 @@ def build_tiny_unclip(seed: int = 0, image_variations: bool = False) -> UnCLIP:
         super_res_scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="epsilon"),
     )
     if image_variations:
-        vision = CLIPVisionConfig(hidden_size=EMBED_DIM, projection_dim=EMBED_DIM, intermediate_size=37, num_hidden_layers=2,
-                                  num_attention_heads=4, image_size=32, patch_size=4)
-        parts |= dict(image_encoder=CLIPVisionModelWithProjection(vision), feature_extractor=CLIPImageProcessor(crop_size=32, size=32))
+        vision = CLIPVisionConfig(
+            hidden_size=EMBED_DIM,
+            projection_dim=EMBED_DIM,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=4,
+        )
+        parts |= dict(
+            image_encoder=CLIPVisionModelWithProjection(vision),
+            feature_extractor=CLIPImageProcessor(crop_size=32, size=32),
+        )
     return UnCLIP(**parts)
 
 
@@ -110,16 +157,29 @@ def build_tiny_latent_diffusion(seed: int = 0, scheduler: str = "pndm") -> Laten
         raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {SD_SCHEDULERS}")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=BLOCK_CHANNELS,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=EMBED_DIM, attention_head_dim=8,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=BLOCK_CHANNELS,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=EMBED_DIM,
+        attention_head_dim=8,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=BLOCK_CHANNELS,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=BLOCK_CHANNELS,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
     )
     return LatentDiffusion(
-        text_encoder=CLIPTextModel(_text_config()), tokenizer=offline_clip_tokenizer(), unet=unet, vae=vae,
+        text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=offline_clip_tokenizer(),
+        unet=unet,
+        vae=vae,
         scheduler=_SD_SCHEDULERS[scheduler](),
     )
 
@@ -127,5 +187,7 @@ def build_tiny_latent_diffusion(seed: int = 0, scheduler: str = "pndm") -> Laten
 def save_tiny(directory: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """Save a tiny unCLIP and a tiny latent diffusion in hub layout under `directory`."""
     directory = Path(directory)
-    return (build_tiny_unclip(seed, image_variations=True).save_pretrained(directory / "unclip"),
-            build_tiny_latent_diffusion(seed).save_pretrained(directory / "latent_diffusion"))
+    return (
+        build_tiny_unclip(seed, image_variations=True).save_pretrained(directory / "unclip"),
+        build_tiny_latent_diffusion(seed).save_pretrained(directory / "latent_diffusion"),
+    )

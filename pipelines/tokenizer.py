@@ -24,7 +24,9 @@ SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable-character table (open_clip and transformers share it)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -72,7 +74,7 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     """`text` quoted, or its start and end around a count of what is left out: a log line stays a line."""
     if len(text) <= limit:
         return repr(text)
-    head, tail = text[: 2 * limit // 3], text[-(limit // 3):]
+    head, tail = text[: 2 * limit // 3], text[-(limit // 3) :]
     return f"{head!r} … {len(text) - len(head) - len(tail):,} more characters … {tail!r}"
 
 
@@ -85,8 +87,10 @@ def truncation_messages(tokenizer: CLIPTokenizer, prompts: list[str]) -> list[st
             messages.append(None)
             continue
         dropped = tokenizer.decode(ids[max_length - 1 : -1])
-        messages.append(f"prompt is {len(ids):,} tokens but CLIP reads {max_length}; truncated, dropping "
-                        f"{len(ids) - max_length:,} tokens: {excerpt(dropped)}")
+        messages.append(
+            f"prompt is {len(ids):,} tokens but CLIP reads {max_length}; truncated, dropping "
+            f"{len(ids) - max_length:,} tokens: {excerpt(dropped)}"
+        )
     return messages
 
 

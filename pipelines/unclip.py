@@ -61,14 +61,30 @@ class TextConditioning:
         if not cfg:
             return self.embeds, self.hidden_states, self.mask
         u = self.uncond
-        return (torch.cat([u.embeds, self.embeds]), torch.cat([u.hidden_states, self.hidden_states]), torch.cat([u.mask, self.mask]))
+        return (
+            torch.cat([u.embeds, self.embeds]),
+            torch.cat([u.hidden_states, self.hidden_states]),
+            torch.cat([u.mask, self.mask]),
+        )
 
 
 class UnCLIP(Pipeline):
     """The unCLIP pipeline: prior, decoder and super-resolution, each usable alone."""
 
-    component_names = ("text_encoder", "tokenizer", "prior", "prior_scheduler", "text_proj", "decoder", "decoder_scheduler",
-                       "super_res_first", "super_res_last", "super_res_scheduler", "image_encoder", "feature_extractor")
+    component_names = (
+        "text_encoder",
+        "tokenizer",
+        "prior",
+        "prior_scheduler",
+        "text_proj",
+        "decoder",
+        "decoder_scheduler",
+        "super_res_first",
+        "super_res_last",
+        "super_res_scheduler",
+        "image_encoder",
+        "feature_extractor",
+    )
     denoiser_names = ("prior", "decoder", "super_res_first", "super_res_last")
     pipeline_class_name = "UnCLIPPipeline"
 
@@ -91,7 +107,11 @@ class UnCLIP(Pipeline):
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.prior, self.prior_scheduler = prior, prior_scheduler
         self.text_proj, self.decoder, self.decoder_scheduler = text_proj, decoder, decoder_scheduler
-        self.super_res_first, self.super_res_last, self.super_res_scheduler = super_res_first, super_res_last, super_res_scheduler
+        self.super_res_first, self.super_res_last, self.super_res_scheduler = (
+            super_res_first,
+            super_res_last,
+            super_res_scheduler,
+        )
         self.image_encoder, self.feature_extractor = image_encoder, feature_extractor
         self._inference_only()
 
@@ -102,13 +122,17 @@ class UnCLIP(Pipeline):
     def _check_stage_steps(self, steps: int, stage: str) -> int:
         """A stage's step count, at least what its scheduler can take (UnCLIPScheduler: 2)."""
         scheduler = getattr(self, f"{stage}_scheduler")
-        return check_steps(steps, f"{stage}_num_inference_steps", min_inference_steps(scheduler), f"unCLIP's {stage} stage")
+        return check_steps(
+            steps, f"{stage}_num_inference_steps", min_inference_steps(scheduler), f"unCLIP's {stage} stage"
+        )
 
     # ------------------------------------------------------------------ stages
 
     @torch.inference_mode()
     @uses("text_encoder")
-    def encode_prompt(self, prompts: list[str], num_images_per_prompt: int = 1, with_uncond: bool = True) -> TextConditioning:
+    def encode_prompt(
+        self, prompts: list[str], num_images_per_prompt: int = 1, with_uncond: bool = True
+    ) -> TextConditioning:
         """CLIP text embeddings, one row per image; with the empty prompt's for guidance."""
         # Two forwards, not one batched: a different batch composition changes float32 rounding,
         # and we want diffusers' numbers to the bit.
@@ -155,10 +179,15 @@ class UnCLIP(Pipeline):
         scheduler.set_timesteps(num_inference_steps, device=self.device)
         timesteps = scheduler.timesteps
         shape = (text.embeds.shape[0], self.prior.config.embedding_dim)
-        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=embeds.dtype) * scheduler.init_noise_sigma
+        latents = (
+            randn_tensor(shape, generator=generator, device=self.device, dtype=embeds.dtype)
+            * scheduler.init_noise_sigma
+        )
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if cfg else latents
-            pred = self.prior(model_input, timestep=t, proj_embedding=embeds, encoder_hidden_states=hidden, attention_mask=mask).predicted_image_embedding
+            pred = self.prior(
+                model_input, timestep=t, proj_embedding=embeds, encoder_hidden_states=hidden, attention_mask=mask
+            ).predicted_image_embedding
             if cfg:
                 pred = guide(pred, guidance_scale)
             prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
@@ -183,7 +212,10 @@ class UnCLIP(Pipeline):
         cfg = text.uncond is not None  # see TextConditioning.uncond
         embeds, hidden, mask = text.guided(cfg)
         hidden, time_embeds = self.text_proj(
-            image_embeddings=image_embeds, prompt_embeds=embeds, text_encoder_hidden_states=hidden, do_classifier_free_guidance=cfg
+            image_embeddings=image_embeds,
+            prompt_embeds=embeds,
+            text_encoder_hidden_states=hidden,
+            do_classifier_free_guidance=cfg,
         )  # (B', extra + 77, C), (B', T)
         # The extra context tokens made from the image embedding are always attended to.
         mask = F.pad(mask, (self.text_proj.clip_extra_context_tokens, 0), value=True)
@@ -192,11 +224,20 @@ class UnCLIP(Pipeline):
         timesteps = scheduler.timesteps
         size = self.decoder.config.sample_size
         shape = (image_embeds.shape[0], self.decoder.config.in_channels, size, size)
-        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=hidden.dtype) * scheduler.init_noise_sigma
+        latents = (
+            randn_tensor(shape, generator=generator, device=self.device, dtype=hidden.dtype)
+            * scheduler.init_noise_sigma
+        )
         channels = shape[1]
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if cfg else latents
-            pred = self.decoder(sample=model_input, timestep=t, encoder_hidden_states=hidden, class_labels=time_embeds, attention_mask=mask).sample
+            pred = self.decoder(
+                sample=model_input,
+                timestep=t,
+                encoder_hidden_states=hidden,
+                class_labels=time_embeds,
+                attention_mask=mask,
+            ).sample
             if cfg:
                 # The decoder predicts noise (or v) and a learned variance range; guidance acts on the
                 # prediction only, and the conditional half's variance is kept (Nichol & Dhariwal 2021).
@@ -224,7 +265,10 @@ class UnCLIP(Pipeline):
         timesteps = scheduler.timesteps
         size = self.super_res_first.config.sample_size
         shape = (image_small.shape[0], self.super_res_first.config.in_channels // 2, size, size)
-        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=image_small.dtype) * scheduler.init_noise_sigma
+        latents = (
+            randn_tensor(shape, generator=generator, device=self.device, dtype=image_small.dtype)
+            * scheduler.init_noise_sigma
+        )
         upscaled = F.interpolate(image_small, size=[size, size], mode="bicubic", align_corners=False, antialias=True)
         for i, t in enumerate(timesteps):
             # Karlo trains a separate model for the last, least noisy step.
@@ -282,8 +326,13 @@ class UnCLIP(Pipeline):
             image = self.run_super_res(image_small, run.generator, sr_steps, callback)
         check_finite(image, "super_res", {})
 
-        return self._output(image, run, repeat_prompts(prompts, n),
-                            image_embeds=image_embeds.float().cpu(), text_embeds=text.embeds.float().cpu())
+        return self._output(
+            image,
+            run,
+            repeat_prompts(prompts, n),
+            image_embeds=image_embeds.float().cpu(),
+            text_embeds=text.embeds.float().cpu(),
+        )
 
     # ------------------------------------------------------------------ image variations
 

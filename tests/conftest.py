@@ -33,8 +33,18 @@ UNCLIP_STEPS = dict(prior_num_inference_steps=2, decoder_num_inference_steps=2, 
 VARIATION_STEPS = dict(decoder_num_inference_steps=2, super_res_num_inference_steps=2)
 LD_STEPS = dict(num_inference_steps=2)
 # What UnCLIPImageVariationPipeline.__init__ takes: no prior.
-VARIATION_COMPONENTS = ("decoder", "text_encoder", "tokenizer", "text_proj", "feature_extractor", "image_encoder",
-                        "super_res_first", "super_res_last", "decoder_scheduler", "super_res_scheduler")
+VARIATION_COMPONENTS = (
+    "decoder",
+    "text_encoder",
+    "tokenizer",
+    "text_proj",
+    "feature_extractor",
+    "image_encoder",
+    "super_res_first",
+    "super_res_last",
+    "decoder_scheduler",
+    "super_res_scheduler",
+)
 
 
 def oracle_generators(seeds: list[int]) -> list[torch.Generator]:

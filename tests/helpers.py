@@ -45,7 +45,9 @@ def check_results_folder(directory: Path, pipes: dict | None = None, expected_ro
     paths = [Path(r["image_path"]) for r in rows]
     assert len(set(paths)) == len(rows), f"{len(rows)} rows share {len(set(paths))} image files"
     on_disk = sorted((directory / "images").rglob("*.png"))
-    assert sorted(p.resolve() for p in paths) == [p.resolve() for p in on_disk], "images on disk are not the rows' images"
+    assert sorted(p.resolve() for p in paths) == [p.resolve() for p in on_disk], (
+        "images on disk are not the rows' images"
+    )
     for row, path in zip(rows, paths):
         assert compare_png(path, row) == (None, None), f"{path.name} disagrees with its row"
     report = audit(directory)
@@ -53,12 +55,18 @@ def check_results_folder(directory: Path, pipes: dict | None = None, expected_ro
     if pipes is not None:
         for row, path in zip(rows, paths):
             architecture, prompt, seed, settings = settings_from_png(path)
-            again = pipes[architecture]([prompt], seed=[seed], **settings.pipeline_kwargs(architecture)).pil_images()[0]
+            again = pipes[architecture]([prompt], seed=[seed], **settings.pipeline_kwargs(architecture)).pil_images()[
+                0
+            ]
             assert same_pixels(np.asarray(again), png_pixels(path)), f"{path.name} does not regenerate"
         row, path = rows[0], paths[0]
         architecture, prompt, seed, settings = settings_from_png(path)
-        other = pipes[architecture]([prompt], seed=[seed + 1], **settings.pipeline_kwargs(architecture)).pil_images()[0]
-        assert not same_pixels(np.asarray(other), png_pixels(path)), "another seed gives the same image: the check is blind"
+        other = pipes[architecture]([prompt], seed=[seed + 1], **settings.pipeline_kwargs(architecture)).pil_images()[
+            0
+        ]
+        assert not same_pixels(np.asarray(other), png_pixels(path)), (
+            "another seed gives the same image: the check is blind"
+        )
     return rows
 
 
@@ -76,8 +84,9 @@ class Painter(Pipeline):
         self._inference_only()
 
     @torch.inference_mode()
-    def __call__(self, prompt, *, num_coats: int = 3, brightness: float = 0.5, seed=None, generator=None,
-                 callback=None):
+    def __call__(
+        self, prompt, *, num_coats: int = 3, brightness: float = 0.5, seed=None, generator=None, callback=None
+    ):
         prompts = check_prompts(prompt)
         coats = check_steps(num_coats, "num_coats")
         run = self._begin(len(prompts), seed, generator)
@@ -96,8 +105,16 @@ def load_painter(path_or_hub_id, *, device="cpu", dtype=torch.float32, progress=
 
 
 PAINTER = Architecture(
-    name="painter", label="Painter (a dummy)", short="Painter", pipeline=Painter, load=load_painter, stages=("paint",),
-    settings=(steps(Painter, "coats", "num_coats", "Painter coats", "Coats", "paint"),
-              guidance(Painter, "brightness", "brightness", "Painter brightness", "Brightness")),
-    sweep_steps=("coats",), sweep_guidance=("brightness",),
+    name="painter",
+    label="Painter (a dummy)",
+    short="Painter",
+    pipeline=Painter,
+    load=load_painter,
+    stages=("paint",),
+    settings=(
+        steps(Painter, "coats", "num_coats", "Painter coats", "Coats", "paint"),
+        guidance(Painter, "brightness", "brightness", "Painter brightness", "Brightness"),
+    ),
+    sweep_steps=("coats",),
+    sweep_guidance=("brightness",),
 )

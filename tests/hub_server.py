@@ -109,8 +109,9 @@ class StandInHub:
 
     def downloads(self, repo_id: str) -> list[str]:
         """The files of `repo_id` whose bytes were sent (GETs with a body), in order."""
-        return [r.file for r in self.requests
-                if r.repo_id == repo_id and r.method == "GET" and r.body_bytes and r.file]
+        return [
+            r.file for r in self.requests if r.repo_id == repo_id and r.method == "GET" and r.body_bytes and r.file
+        ]
 
     # ------------------------------------------------------------------ responses
 
@@ -137,8 +138,18 @@ class StandInHub:
                 cut = send_body and (repo_id, file) in hub.cut_once and status == 200 and is_cdn
                 if cut:
                     hub.cut_once.discard((repo_id, file))
-                hub.record(Request(self.command, path, url.query, repo_id, file, self.headers.get("Range"), status,
-                                   len(body) // 2 if cut else len(body) if send_body else 0))
+                hub.record(
+                    Request(
+                        self.command,
+                        path,
+                        url.query,
+                        repo_id,
+                        file,
+                        self.headers.get("Range"),
+                        status,
+                        len(body) // 2 if cut else len(body) if send_body else 0,
+                    )
+                )
                 self.send_response(status)
                 for key, value in {"Content-Length": str(len(body)), **headers}.items():
                     self.send_header(key, value)
@@ -175,10 +186,21 @@ class StandInHub:
             repo = self._repo(repo_id, rest[1] if rest else "main")
             if isinstance(repo, tuple):
                 return repo
-            info = {"_id": repo.sha[:24], "id": repo_id, "modelId": repo_id, "sha": repo.sha, "private": False,
-                    "gated": "manual" if repo.gated else False, "disabled": False, "library_name": "diffusers",
-                    "lastModified": "2024-01-01T00:00:00.000Z", "tags": [], "downloads": 0, "likes": 0,
-                    "siblings": [{"rfilename": p} for p in sorted(repo.listed)]}
+            info = {
+                "_id": repo.sha[:24],
+                "id": repo_id,
+                "modelId": repo_id,
+                "sha": repo.sha,
+                "private": False,
+                "gated": "manual" if repo.gated else False,
+                "disabled": False,
+                "library_name": "diffusers",
+                "lastModified": "2024-01-01T00:00:00.000Z",
+                "tags": [],
+                "downloads": 0,
+                "likes": 0,
+                "siblings": [{"rfilename": p} for p in sorted(repo.listed)],
+            }
             return _json(info) + (repo_id, None)
         return _error(404, "NotFound", "Not found") + (repo_id, None)
 
@@ -189,22 +211,24 @@ class StandInHub:
         for path in sorted(repo.listed):
             if not path.startswith(prefix):
                 continue
-            parts = PurePosixPath(path[len(prefix):]).parts
+            parts = PurePosixPath(path[len(prefix) :]).parts
             for depth in range(1, len(parts)):  # the folders on the way
                 folder = prefix + "/".join(parts[:depth])
                 if recursive or depth == 1:
-                    entries.setdefault(folder, {"type": "directory", "oid": _blob_id(folder.encode()), "size": 0,
-                                                "path": folder})
+                    entries.setdefault(
+                        folder, {"type": "directory", "oid": _blob_id(folder.encode()), "size": 0, "path": folder}
+                    )
             if recursive or len(parts) == 1:
                 entries[path] = self._file_entry(repo, path)
         if under and not entries:
             return _error(404, "EntryNotFound", f"{under} does not exist") + (repo.repo_id, under)
         ordered = [entries[k] for k in sorted(entries)]
         start = int(query.get("cursor", ["0"])[0])
-        page, headers = ordered[start:start + self.page_size], {}
+        page, headers = ordered[start : start + self.page_size], {}
         if start + self.page_size < len(ordered):
-            params = urlencode({"recursive": str(recursive).lower(), "expand": "false",
-                                "cursor": start + self.page_size})
+            params = urlencode(
+                {"recursive": str(recursive).lower(), "expand": "false", "cursor": start + self.page_size}
+            )
             tree_path = f"/api/models/{repo.repo_id}/tree/{revision}" + (f"/{under}" if under else "")
             headers["Link"] = f'<{self.url}{tree_path}?{params}>; rel="next"'
         status, response_headers, body = _json(page)
@@ -222,8 +246,10 @@ class StandInHub:
         if isinstance(repo, tuple):
             return repo[:3] + (repo_id, path)
         if repo.gated:
-            message = (f"Access to model {repo_id} is restricted. You must have access to it and be authenticated to "
-                       "access it. Please log in.")
+            message = (
+                f"Access to model {repo_id} is restricted. You must have access to it and be authenticated to "
+                "access it. Please log in."
+            )
             return _error(401, "GatedRepo", message) + (repo_id, path)
         commit = {"X-Repo-Commit": repo.sha}
         if path not in repo.listed:
@@ -232,8 +258,12 @@ class StandInHub:
         data = repo.served(path)
         if _is_lfs(path):
             digest = _sha256(data)
-            headers = {"Location": f"{self.cdn_url}/repos/{repo_id}/{digest}/{path}", "X-Linked-Etag": f'"{digest}"',
-                       "X-Linked-Size": str(len(data)), "ETag": f'"{_blob_id(data)}"'}
+            headers = {
+                "Location": f"{self.cdn_url}/repos/{repo_id}/{digest}/{path}",
+                "X-Linked-Etag": f'"{digest}"',
+                "X-Linked-Size": str(len(data)),
+                "ETag": f'"{_blob_id(data)}"',
+            }
             return 302, {**commit, **headers}, b"", repo_id, path
         headers = {"ETag": f'"{_blob_id(data)}"', "Content-Type": "application/octet-stream"}
         return 200, {**commit, **headers}, data, repo_id, path
@@ -256,7 +286,7 @@ class StandInHub:
         if start >= len(data):
             return 416, {"Content-Range": f"bytes */{len(data)}"}, b"", repo_id, file
         headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        return 206, headers, data[start:end + 1], repo_id, file
+        return 206, headers, data[start : end + 1], repo_id, file
 
 
 def _json(payload: object) -> tuple[int, dict, bytes]:

@@ -18,18 +18,26 @@ from PIL import Image
 import app
 from comparisons.app.session import AppConfig, Session, parse_seed, parse_settings, vocabulary_notice
 from comparisons.app.views import checker_verdict, stage_seconds_long, stats_line, summary_frame
+from comparisons.exports import read_csv, read_parquet
 from comparisons.records import settings_from_png
 from comparisons.settings import Settings
-from comparisons.store import read_csv, read_parquet
 
 PRESET = "lab"  # the default the app ships with
-FAST = dict(prior_steps=2, decoder_steps=2, super_res_steps=2, prior_guidance=4.0, decoder_guidance=8.0, steps=2, guidance=7.5)
+FAST = dict(
+    prior_steps=2, decoder_steps=2, super_res_steps=2, prior_guidance=4.0, decoder_guidance=8.0, steps=2, guidance=7.5
+)
 FAST_ARGS = list(FAST.values())  # in the order of the Advanced widgets (the registry's)
 PROMPT = "a red circle above a blue square"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -44,8 +52,12 @@ def served(tmp_path_factory):
     session = Session(AppConfig(PRESET, "cpu", tmp_path_factory.mktemp("results")))
     demo = app.build_app(session)
     demo.queue(default_concurrency_limit=4)
-    _, url, _ = demo.launch(**app.launch_options(None, free_port(), {}), prevent_thread_lock=True, quiet=True,
-                            allowed_paths=[str(session.results_dir)])
+    _, url, _ = demo.launch(
+        **app.launch_options(None, free_port(), {}),
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[str(session.results_dir)],
+    )
     yield session, url.rstrip("/")
     demo.close()
 
@@ -95,8 +107,14 @@ def test_compare_logs_both_architectures_with_progress(served):
 
 
 def test_checker_verdict_says_what_a_miss_drew():
-    row = {"check_object1_colour_correct": 1.0, "check_object1_shape_correct": 0.0, "check_object1_colour_read": "red",
-           "check_object1_shape_read": "square", "check_object2_colour_correct": float("nan"), "check_position_correct": 0.0}
+    row = {
+        "check_object1_colour_correct": 1.0,
+        "check_object1_shape_correct": 0.0,
+        "check_object1_colour_read": "red",
+        "check_object1_shape_read": "square",
+        "check_object2_colour_correct": float("nan"),
+        "check_position_correct": 0.0,
+    }
     assert checker_verdict(row) == "checker: colour ✓ shape ✗ (square) position ✗"
     row |= {"check_object1_colour_correct": 0.0, "check_object1_colour_read": None, "check_object1_shape_read": None}
     assert checker_verdict(row) == "checker: colour ✗ (nothing) shape ✗ (nothing) position ✗"
@@ -136,7 +154,9 @@ def test_results_summary_plots_and_exports(served):
 def test_background_sweep_lands_every_row_once_and_resumes(served):
     session, _ = served
     prompts = "a green square\na yellow cross"
-    status = session.start_sweep(prompts, "0-1", "2", "7.5", ["unclip", "latent_diffusion"], Settings(**FAST), batch_size=3)
+    status = session.start_sweep(
+        prompts, "0-1", "2", "7.5", ["unclip", "latent_diffusion"], Settings(**FAST), batch_size=3
+    )
     with pytest.raises(ValueError, match="already running"):
         session.start_sweep(prompts, "0", "2", "7.5", ["unclip"])
     session.wait_for_sweep(120)
@@ -160,9 +180,13 @@ def test_the_log_persists_across_restarts(served):
 
 
 def test_serves_loopback_by_default_and_never_shares():
-    assert app.launch_options(None, 7860, {}) == dict(server_name="127.0.0.1", server_port=7860, share=False, css=app.CSS)
+    assert app.launch_options(None, 7860, {}) == dict(
+        server_name="127.0.0.1", server_port=7860, share=False, css=app.CSS
+    )
     assert app.launch_options("0.0.0.0", 7860, {})["server_name"] == "0.0.0.0"
-    assert app.launch_options(None, 7860, {"SPACE_ID": "me/app"}) == dict(server_name=None, server_port=None, share=False, css=app.CSS)
+    assert app.launch_options(None, 7860, {"SPACE_ID": "me/app"}) == dict(
+        server_name=None, server_port=None, share=False, css=app.CSS
+    )
     assert app.parse_args([]).preset == "lab" and app.parse_args([]).host is None
 
 
@@ -195,7 +219,8 @@ def test_inside_the_models_through_gradio_client(served):
     session, url = served
     before = len(session.runs())
     *strips, prior, latent, gallery, components, shapes = Client(url, verbose=False).predict(
-        PROMPT, "", "5", *FAST_ARGS, api_name="/explain")
+        PROMPT, "", "5", *FAST_ARGS, api_name="/explain"
+    )
     for path in strips:
         assert Image.open(path).width > 1.5 * Image.open(path).height  # frames side by side
     assert min(Image.open(latent).size) >= 128  # channels upscaled to be seen
@@ -218,18 +243,21 @@ def test_files_are_served_from_the_results_folder_only(served):
     assert urllib.request.urlopen(f"{url}/gradio_api/file={image}").status == 200
 
 
-@pytest.mark.parametrize("prompt, negative, seed, changed, error", [
-    ("", "", "0", {}, "prompt is empty"),
-    (PROMPT, "", "-1", {}, "seed"),
-    (PROMPT, "", str(2**64), {}, "seed"),
-    (PROMPT, "", "text", {}, "seed"),
-    (PROMPT, "", "0", {"steps": 0}, "steps"),
-    (PROMPT, "", "0", {"steps": 10000}, "steps"),
-    (PROMPT, "", "0", {"super_res_steps": 1}, "unCLIP's super_res stage needs at least 2"),
-    (PROMPT, "", "0", {"prior_steps": 1}, "unCLIP's prior stage needs at least 2"),
-    (PROMPT, "", "0", {"guidance": 1e308}, "the unet stage produced NaN or infinite values"),
-    (PROMPT, "x" * 2**20, "0", {}, "negative prompt is 1,048,576 characters; at most 5,000"),
-])
+@pytest.mark.parametrize(
+    "prompt, negative, seed, changed, error",
+    [
+        ("", "", "0", {}, "prompt is empty"),
+        (PROMPT, "", "-1", {}, "seed"),
+        (PROMPT, "", str(2**64), {}, "seed"),
+        (PROMPT, "", "text", {}, "seed"),
+        (PROMPT, "", "0", {"steps": 0}, "steps"),
+        (PROMPT, "", "0", {"steps": 10000}, "steps"),
+        (PROMPT, "", "0", {"super_res_steps": 1}, "unCLIP's super_res stage needs at least 2"),
+        (PROMPT, "", "0", {"prior_steps": 1}, "unCLIP's prior stage needs at least 2"),
+        (PROMPT, "", "0", {"guidance": 1e308}, "the unet stage produced NaN or infinite values"),
+        (PROMPT, "x" * 2**20, "0", {}, "negative prompt is 1,048,576 characters; at most 5,000"),
+    ],
+)
 def test_bad_input_errors_then_the_next_request_works(served, prompt, negative, seed, changed, error):
     session, url = served
     client = Client(url, verbose=False)
@@ -246,7 +274,9 @@ def test_eight_clients_three_requests_each_lose_and_duplicate_nothing(served):
 
     def client_run(i: int) -> list[str]:
         client = Client(url, verbose=False)
-        return [client.predict(PROMPT, "", str(1000 + 10 * i + j), *FAST_ARGS, api_name="/compare")[1] for j in range(3)]
+        return [
+            client.predict(PROMPT, "", str(1000 + 10 * i + j), *FAST_ARGS, api_name="/compare")[1] for j in range(3)
+        ]
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         stats = [line for lines in pool.map(client_run, range(8)) for line in lines]
@@ -310,16 +340,19 @@ def test_browser_generates_both_and_downloads_the_csv(served, page):
     page.get_by_role("tab", name="Compare").click()
 
 
-@pytest.mark.parametrize("case, prompt, seed, steps, shown", [
-    (1, "", "1", "2", "prompt is empty"),
-    (2, "a red circle " * 160, "1", "2", "cut"),  # 2000 characters: a warning, and the images
-    (3, "猫 🐱 ネコ", "1", "2", "Shapes"),
-    (4, PROMPT, "1", "0", "between 1 and 1000"),
-    (5, PROMPT, "1", "10000", "between 1 and 1000"),
-    (6, PROMPT, "-1", "2", "seed"),
-    (7, PROMPT, str(2**64), "2", "seed"),
-    (8, PROMPT, "text", "2", "seed"),
-])
+@pytest.mark.parametrize(
+    "case, prompt, seed, steps, shown",
+    [
+        (1, "", "1", "2", "prompt is empty"),
+        (2, "a red circle " * 160, "1", "2", "cut"),  # 2000 characters: a warning, and the images
+        (3, "猫 🐱 ネコ", "1", "2", "Shapes"),
+        (4, PROMPT, "1", "0", "between 1 and 1000"),
+        (5, PROMPT, "1", "10000", "between 1 and 1000"),
+        (6, PROMPT, "-1", "2", "seed"),
+        (7, PROMPT, str(2**64), "2", "seed"),
+        (8, PROMPT, "text", "2", "seed"),
+    ],
+)
 def test_browser_shows_bad_input_and_carries_on(served, page, case, prompt, seed, steps, shown):
     _fill_fast_settings(page)
     page.locator("#prompt textarea").fill(prompt)

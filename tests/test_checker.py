@@ -24,8 +24,9 @@ FULL_CAPTIONS = WorldConfig(p_says_size=1.0, p_says_position=1.0)  # so size and
 ATTRIBUTES = ("colour", "shape", "size", "count", "relation", "position")
 
 
-def degrade(image: np.ndarray, rng: np.random.Generator, blur: float = 0.7, noise: float = 0.08,
-            shift: float = 0.05) -> np.ndarray:
+def degrade(
+    image: np.ndarray, rng: np.random.Generator, blur: float = 0.7, noise: float = 0.08, shift: float = 0.05
+) -> np.ndarray:
     """What a generator might make of a clean render: blur, a colour cast, then pixel noise."""
     x = gaussian_blur(image.astype(np.float32) / 255, blur)
     x = x * rng.uniform(1 - 2 * shift, 1 + 2 * shift, 3) + rng.uniform(-shift, shift, 3)
@@ -36,16 +37,22 @@ def degrade(image: np.ndarray, rng: np.random.Generator, blur: float = 0.7, nois
 def attribute_accuracy(rows: list[dict]) -> dict[str, float]:
     """Fraction correct per attribute, pooled over the caption's objects (NaN: not asked)."""
     table = pd.DataFrame(rows)
-    pooled = {name: pd.concat([table[f"object{k}_{name}_correct"] for k in (1, 2)]).dropna().mean()
-              for name in ("colour", "shape", "size")}
-    return pooled | {"count": table.count_correct.mean(), "relation": table.relation_correct.mean(),
-                     "position": table.position_correct.mean()}
+    pooled = {
+        name: pd.concat([table[f"object{k}_{name}_correct"] for k in (1, 2)]).dropna().mean()
+        for name in ("colour", "shape", "size")
+    }
+    return pooled | {
+        "count": table.count_correct.mean(),
+        "relation": table.relation_correct.mean(),
+        "position": table.position_correct.mean(),
+    }
 
 
 @pytest.fixture(scope="module")
 def scenes() -> list[Scene]:
-    return (sample_scenes(N_SCENES // 2, seed=21, split="train", config=FULL_CAPTIONS)
-            + sample_scenes(N_SCENES // 2, seed=22, split="heldout", config=FULL_CAPTIONS))
+    return sample_scenes(N_SCENES // 2, seed=21, split="train", config=FULL_CAPTIONS) + sample_scenes(
+        N_SCENES // 2, seed=22, split="heldout", config=FULL_CAPTIONS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +76,9 @@ def test_degraded_renders_read_correctly(accuracy, attribute):
 def test_64_px_renders_read_correctly():
     rng = np.random.default_rng(5)
     scenes = sample_scenes(30, seed=24, split="heldout", config=FULL_CAPTIONS)
-    rows = [check(image, s.caption()).as_dict() for s in scenes for image in (s.render(64), degrade(s.render(64), rng))]
+    rows = [
+        check(image, s.caption()).as_dict() for s in scenes for image in (s.render(64), degrade(s.render(64), rng))
+    ]
     assert min(attribute_accuracy(rows).values()) >= DEGRADED_BAR
 
 
@@ -145,14 +154,24 @@ def test_results_fit_a_pandas_table(scenes):
 def test_a_miss_says_what_was_drawn_instead():
     scene = Scene((SceneObject("red", "square", "large", (0.5, 0.5)),))
     row = check(scene.render(), "a red circle").as_dict()
-    assert row["object1_shape_correct"] == 0.0 and (row["object1_colour_read"], row["object1_shape_read"]) == ("red", "square")
+    assert row["object1_shape_correct"] == 0.0 and (row["object1_colour_read"], row["object1_shape_read"]) == (
+        "red",
+        "square",
+    )
     row = check(np.zeros((32, 32, 3), np.uint8), "a red circle").as_dict()  # nothing drawn
     assert row["object1_shape_read"] is None and row["object1_colour_read"] is None
 
 
-@pytest.mark.parametrize("image", [np.zeros((32, 32), np.uint8), np.zeros((32, 32, 4), np.uint8),
-                                   np.zeros((8, 8, 3), np.uint8), np.full((32, 32, 3), 2.0, np.float32),
-                                   np.zeros((32, 32, 3), np.int64)])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((32, 32), np.uint8),
+        np.zeros((32, 32, 4), np.uint8),
+        np.zeros((8, 8, 3), np.uint8),
+        np.full((32, 32, 3), 2.0, np.float32),
+        np.zeros((32, 32, 3), np.int64),
+    ],
+)
 def test_bad_images_raise(image):
     with pytest.raises(ValueError, match="image"):
         read_scene(image)

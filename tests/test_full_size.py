@@ -68,7 +68,9 @@ def full_latent_diffusion():
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_parameter_count_matches_published(counts, name):
     published, tolerance = PUBLISHED[name]
-    assert abs(counts[name] - published) <= tolerance * published, f"{name}: {counts[name]:,} vs published {published:,.0f}"
+    assert abs(counts[name] - published) <= tolerance * published, (
+        f"{name}: {counts[name]:,} vs published {published:,.0f}"
+    )
 
 
 def test_karlo_text_encoder_is_clip_l_plus_its_projection(counts):
@@ -80,7 +82,9 @@ def test_super_res_first_and_last_are_the_same_architecture(counts):
 
 
 def test_every_component_is_counted(counts, full_unclip, full_latent_diffusion):
-    expected = set(full_unclip.modules()) | set(full_latent_diffusion.modules()) | {"text_encoder_with_projection", "judge"}
+    expected = (
+        set(full_unclip.modules()) | set(full_latent_diffusion.modules()) | {"text_encoder_with_projection", "judge"}
+    )
     assert set(counts) == expected
     assert all(n > 0 for n in counts.values())
 
@@ -96,10 +100,19 @@ def test_full_size_pipelines_allocate_nothing(full_unclip, full_latent_diffusion
 
 def test_karlo_structure(full_unclip):
     decoder, text_proj, prior = full_unclip.decoder.config, full_unclip.text_proj.config, full_unclip.prior.config
-    assert (decoder.sample_size, decoder.in_channels, decoder.out_channels) == (64, 3, 6)  # 6: noise + learned variance
+    assert (decoder.sample_size, decoder.in_channels, decoder.out_channels) == (
+        64,
+        3,
+        6,
+    )  # 6: noise + learned variance
     assert decoder.cross_attention_dim == text_proj.cross_attention_dim == 1536
     assert text_proj.time_embed_dim == 4 * decoder.block_out_channels[0]
-    assert text_proj.clip_embeddings_dim == prior.embedding_dim == full_unclip.text_encoder.config.projection_dim == CLIP_L_WIDTH
+    assert (
+        text_proj.clip_embeddings_dim
+        == prior.embedding_dim
+        == full_unclip.text_encoder.config.projection_dim
+        == CLIP_L_WIDTH
+    )
     first, last = full_unclip.super_res_first.config, full_unclip.super_res_last.config
     assert (first.sample_size, first.in_channels, first.out_channels) == (256, 6, 3)  # noisy image + bicubic upscale
     assert (last.in_channels, last.out_channels) == (6, 3)
@@ -107,9 +120,17 @@ def test_karlo_structure(full_unclip):
 
 
 def test_karlo_schedulers(full_unclip):
-    prior, decoder, super_res = full_unclip.prior_scheduler, full_unclip.decoder_scheduler, full_unclip.super_res_scheduler
+    prior, decoder, super_res = (
+        full_unclip.prior_scheduler,
+        full_unclip.decoder_scheduler,
+        full_unclip.super_res_scheduler,
+    )
     assert all(isinstance(s, UnCLIPScheduler) for s in (prior, decoder, super_res))
-    assert (prior.config.prediction_type, prior.config.variance_type, prior.config.clip_sample_range) == ("sample", "fixed_small_log", 5.0)
+    assert (prior.config.prediction_type, prior.config.variance_type, prior.config.clip_sample_range) == (
+        "sample",
+        "fixed_small_log",
+        5.0,
+    )
     assert (decoder.config.prediction_type, decoder.config.variance_type) == ("epsilon", "learned_range")
     assert (super_res.config.prediction_type, super_res.config.variance_type) == ("epsilon", "fixed_small_log")
 
@@ -123,7 +144,11 @@ def test_sd15_structure(full_latent_diffusion):
     assert full_latent_diffusion.image_size == 512
     scheduler = full_latent_diffusion.scheduler
     assert isinstance(scheduler, PNDMScheduler)
-    assert (scheduler.config.beta_schedule, scheduler.config.skip_prk_steps, scheduler.config.steps_offset) == ("scaled_linear", True, 1)
+    assert (scheduler.config.beta_schedule, scheduler.config.skip_prk_steps, scheduler.config.steps_offset) == (
+        "scaled_linear",
+        True,
+        1,
+    )
 
 
 def test_judge_is_open_clip_vit_l_14():
@@ -135,8 +160,14 @@ def test_judge_is_open_clip_vit_l_14():
 
 
 EXPECTED_CLASSES = {
-    "karlo-v1-alpha": dict(text_encoder=CLIPTextModelWithProjection, prior=PriorTransformer, text_proj=UnCLIPTextProjModel,
-                           decoder=UNet2DConditionModel, super_res_first=UNet2DModel, super_res_last=UNet2DModel),
+    "karlo-v1-alpha": dict(
+        text_encoder=CLIPTextModelWithProjection,
+        prior=PriorTransformer,
+        text_proj=UnCLIPTextProjModel,
+        decoder=UNet2DConditionModel,
+        super_res_first=UNet2DModel,
+        super_res_last=UNet2DModel,
+    ),
     "stable-diffusion-v1-5": dict(text_encoder=CLIPTextModel, unet=UNet2DConditionModel, vae=AutoencoderKL),
 }
 
@@ -149,7 +180,9 @@ def test_components_have_the_hub_classes(repo, full_unclip, full_latent_diffusio
 
 def test_every_config_file_is_used(full_unclip, full_latent_diffusion):
     files = {p.parent.relative_to(CONFIGS).as_posix() for p in CONFIGS.glob("*/*/*.json")}
-    used = {f"karlo-v1-alpha/{n}" for n in full_unclip.components()} | {f"stable-diffusion-v1-5/{n}" for n in full_latent_diffusion.components()}
+    used = {f"karlo-v1-alpha/{n}" for n in full_unclip.components()} | {
+        f"stable-diffusion-v1-5/{n}" for n in full_latent_diffusion.components()
+    }
     assert files == used - {"karlo-v1-alpha/tokenizer", "stable-diffusion-v1-5/tokenizer"}
 
 
@@ -171,10 +204,13 @@ def test_same_seed_same_weights_on_a_real_device():
     assert not torch.equal(a.embedding_proj.weight, c.embedding_proj.weight)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(device="gpu0"), "not a torch device"),
-    (dict(dtype=torch.int8), "dtype must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(device="gpu0"), "not a torch device"),
+        (dict(dtype=torch.int8), "dtype must be one of"),
+    ],
+)
 def test_bad_arguments_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_full_size_latent_diffusion(**kwargs)

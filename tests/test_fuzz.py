@@ -23,9 +23,12 @@ from pipelines.checks import MAX_PROMPT_CHARS
 
 ACCEPTED = "the input was accepted: the models were reached"
 GENERIC = "has not enabled verbose error reporting"  # what gradio_client says of an exception that is not gr.Error
-FAST = dict(prior_steps=2, decoder_steps=2, super_res_steps=2, prior_guidance=4.0, decoder_guidance=8.0, steps=2, guidance=7.5)
-FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                         HealthCheck.too_slow])
+FAST = dict(
+    prior_steps=2, decoder_steps=2, super_res_steps=2, prior_guidance=4.0, decoder_guidance=8.0, steps=2, guidance=7.5
+)
+FUZZ = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 class Accepted(ValueError):
@@ -34,16 +37,50 @@ class Accepted(ValueError):
 
 # ----------------------------------------------------------------------------- strategies
 
-AWKWARD = ["\x00", "a\x00b", "\u202e\u2067right to left\u2069", "🙂" * 200, "a red circle " * 400, "x" * MAX_PROMPT_CHARS,
-           "x" * (MAX_PROMPT_CHARS + 1), "\r\n\t\x0b\x0c", "=cmd|' /C calc'!A0", "<script>alert(1)</script>", " ",
-           "", "\ufeffa red circle", "a\u0301\u0301", "\U0010fffd", "a red circle above a blue square", "猫 ネコ",
-           "%s%n{0}", "../../etc/passwd", "-1", "NaN", "1e308", "0-99999", "9-0", "1,,2", "2**63"]
+AWKWARD = [
+    "\x00",
+    "a\x00b",
+    "\u202e\u2067right to left\u2069",
+    "🙂" * 200,
+    "a red circle " * 400,
+    "x" * MAX_PROMPT_CHARS,
+    "x" * (MAX_PROMPT_CHARS + 1),
+    "\r\n\t\x0b\x0c",
+    "=cmd|' /C calc'!A0",
+    "<script>alert(1)</script>",
+    " ",
+    "",
+    "\ufeffa red circle",
+    "a\u0301\u0301",
+    "\U0010fffd",
+    "a red circle above a blue square",
+    "猫 ネコ",
+    "%s%n{0}",
+    "../../etc/passwd",
+    "-1",
+    "NaN",
+    "1e308",
+    "0-99999",
+    "9-0",
+    "1,,2",
+    "2**63",
+]
 texts = st.one_of(st.sampled_from(AWKWARD), st.text(max_size=40), st.text(max_size=600))
-numbers = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
-                    st.sampled_from([0, 1, 2, 3, 1000, 1001, -1, 0.5, 2.5, 1e308, 2**63, 2**64]),
-                    st.text(max_size=12), st.none(), st.booleans())
-json_numbers = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=False, allow_infinity=False),
-                         st.sampled_from([0, 1, 2, 1000, 1001, -1, 2.5, 1e308, 2**63]), st.text(max_size=12), st.none())
+numbers = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 1, 2, 3, 1000, 1001, -1, 0.5, 2.5, 1e308, 2**63, 2**64]),
+    st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+)
+json_numbers = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0, 1, 2, 1000, 1001, -1, 2.5, 1e308, 2**63]),
+    st.text(max_size=12),
+    st.none(),
+)
 seeds = st.one_of(texts, numbers)
 architectures = st.lists(st.sampled_from(["unclip", "latent_diffusion", "gan", "", "UNCLIP"]), max_size=3)
 setting_values = st.fixed_dictionaries({name: numbers for name in FAST})
@@ -68,8 +105,9 @@ def guarded(tmp_path_factory):
         if gate["on"]:
             raise Accepted(ACCEPTED)
 
-    hooks = [m.register_forward_pre_hook(refuse) for pipe in harness.pipelines.values()
-             for m in pipe.modules().values()]
+    hooks = [
+        m.register_forward_pre_hook(refuse) for pipe in harness.pipelines.values() for m in pipe.modules().values()
+    ]
     yield session, gate
     for hook in hooks:
         hook.remove()
@@ -83,8 +121,12 @@ def served(guarded):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _, url, _ = demo.launch(**app.launch_options(None, port, {}), prevent_thread_lock=True, quiet=True,
-                            allowed_paths=[str(session.results_dir)])
+    _, url, _ = demo.launch(
+        **app.launch_options(None, port, {}),
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[str(session.results_dir)],
+    )
     yield Client(url, verbose=False)
     demo.close()
 
@@ -101,23 +143,55 @@ def works_or_clear(call) -> object:
 
 
 @FUZZ
-@given(prompt=st.one_of(texts, st.lists(texts, max_size=3), numbers), steps=st.tuples(numbers, numbers, numbers),
-       guidance=st.tuples(numbers, numbers), seed=st.one_of(numbers, st.lists(numbers, max_size=3)), count=numbers)
+@given(
+    prompt=st.one_of(texts, st.lists(texts, max_size=3), numbers),
+    steps=st.tuples(numbers, numbers, numbers),
+    guidance=st.tuples(numbers, numbers),
+    seed=st.one_of(numbers, st.lists(numbers, max_size=3)),
+    count=numbers,
+)
 def test_unclip_checks_every_input(guarded, prompt, steps, guidance, seed, count):
     pipe = guarded[0].harness().pipeline("unclip")
-    works_or_clear(lambda: pipe(prompt, prior_num_inference_steps=steps[0], decoder_num_inference_steps=steps[1],
-                                super_res_num_inference_steps=steps[2], prior_guidance_scale=guidance[0],
-                                decoder_guidance_scale=guidance[1], seed=seed, num_images_per_prompt=count))
+    works_or_clear(
+        lambda: pipe(
+            prompt,
+            prior_num_inference_steps=steps[0],
+            decoder_num_inference_steps=steps[1],
+            super_res_num_inference_steps=steps[2],
+            prior_guidance_scale=guidance[0],
+            decoder_guidance_scale=guidance[1],
+            seed=seed,
+            num_images_per_prompt=count,
+        )
+    )
 
 
 @FUZZ
-@given(prompt=st.one_of(texts, st.lists(texts, max_size=3), numbers), negative=st.one_of(texts, st.lists(texts, max_size=3),
-       numbers), steps=numbers, guidance=numbers, seed=numbers, size=st.tuples(numbers, numbers), strength=numbers)
+@given(
+    prompt=st.one_of(texts, st.lists(texts, max_size=3), numbers),
+    negative=st.one_of(texts, st.lists(texts, max_size=3), numbers),
+    steps=numbers,
+    guidance=numbers,
+    seed=numbers,
+    size=st.tuples(numbers, numbers),
+    strength=numbers,
+)
 def test_latent_diffusion_checks_every_input(guarded, prompt, negative, steps, guidance, seed, size, strength):
     pipe = guarded[0].harness().pipeline("latent_diffusion")
-    works_or_clear(lambda: pipe(prompt, negative_prompt=negative, num_inference_steps=steps, guidance_scale=guidance,
-                                seed=seed, height=size[0], width=size[1]))
-    image = guarded[0].harness().pipeline("unclip").feature_extractor  # any object that is not an image must be refused
+    works_or_clear(
+        lambda: pipe(
+            prompt,
+            negative_prompt=negative,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            seed=seed,
+            height=size[0],
+            width=size[1],
+        )
+    )
+    image = (
+        guarded[0].harness().pipeline("unclip").feature_extractor
+    )  # any object that is not an image must be refused
     works_or_clear(lambda: pipe.img2img(prompt, image, strength=strength, num_inference_steps=steps, seed=seed))
 
 
@@ -133,8 +207,13 @@ def test_compare_and_explain_handlers(guarded, prompt, negative, seed, values):
 
 
 @FUZZ
-@given(prompts=st.one_of(texts, st.lists(texts, max_size=4).map("\n".join)), seeds_text=texts, steps=texts,
-       guidance=texts, archs=architectures)
+@given(
+    prompts=st.one_of(texts, st.lists(texts, max_size=4).map("\n".join)),
+    seeds_text=texts,
+    steps=texts,
+    guidance=texts,
+    archs=architectures,
+)
 def test_sweep_handler(guarded, prompts, seeds_text, steps, guidance, archs):
     session, _ = guarded
     status = works_or_clear(lambda: session.start_sweep(prompts, seeds_text, steps, guidance, archs))
@@ -144,7 +223,11 @@ def test_sweep_handler(guarded, prompts, seeds_text, steps, guidance, archs):
 
 
 @FUZZ
-@given(arch=st.one_of(texts, st.sampled_from(["all", "unclip"])), contains=texts, fmt=st.one_of(texts, st.sampled_from(["csv"])))
+@given(
+    arch=st.one_of(texts, st.sampled_from(["all", "unclip"])),
+    contains=texts,
+    fmt=st.one_of(texts, st.sampled_from(["csv"])),
+)
 def test_results_handler(guarded, arch, contains, fmt):
     session, _ = guarded
     df = works_or_clear(lambda: session.runs(arch, contains))
@@ -156,8 +239,12 @@ def test_results_handler(guarded, arch, contains, fmt):
 
 
 @settings(FUZZ, max_examples=15)
-@given(prompt=texts, negative=texts, seed=st.one_of(texts, json_numbers),
-       values=st.fixed_dictionaries({name: json_numbers for name in FAST}))
+@given(
+    prompt=texts,
+    negative=texts,
+    seed=st.one_of(texts, json_numbers),
+    values=st.fixed_dictionaries({name: json_numbers for name in FAST}),
+)
 def test_compare_and_explain_endpoints(served, prompt, negative, seed, values):
     for endpoint in ("/compare", "/explain"):
         works_or_clear(lambda: served.predict(prompt, negative, seed, *values.values(), api_name=endpoint))
@@ -182,8 +269,15 @@ def exit_code(main, argv: list[str]) -> int:
 
 
 @FUZZ
-@given(content=st.one_of(texts, st.binary(max_size=200)), seeds_text=texts, steps=texts, guidance=texts, batch=texts,
-       archs=texts, extra=st.lists(texts, max_size=3))
+@given(
+    content=st.one_of(texts, st.binary(max_size=200)),
+    seeds_text=texts,
+    steps=texts,
+    guidance=texts,
+    batch=texts,
+    archs=texts,
+    extra=st.lists(texts, max_size=3),
+)
 def test_sweep_cli(monkeypatch, tmp_path_factory, capsys, content, seeds_text, steps, guidance, batch, archs, extra):
     import comparisons.presets
 
@@ -191,8 +285,24 @@ def test_sweep_cli(monkeypatch, tmp_path_factory, capsys, content, seeds_text, s
     folder = tmp_path_factory.mktemp("cli")
     prompts = folder / "prompts.txt"
     prompts.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass"))
-    argv = ["--prompts", str(prompts), "--seeds", seeds_text, "--steps", steps, "--guidance", guidance,
-            "--batch-size", batch, "--architectures", archs, "--out", str(folder / "out"), "--no-progress", *extra]
+    argv = [
+        "--prompts",
+        str(prompts),
+        "--seeds",
+        seeds_text,
+        "--steps",
+        steps,
+        "--guidance",
+        guidance,
+        "--batch-size",
+        batch,
+        "--architectures",
+        archs,
+        "--out",
+        str(folder / "out"),
+        "--no-progress",
+        *extra,
+    ]
     code = exit_code(sweep.main, argv)
     assert code == 2, code  # every fuzzed run is refused with a message, or reaches the models (also exit 2 here)
     err = capsys.readouterr().err.strip().splitlines()
@@ -203,8 +313,9 @@ def test_sweep_cli(monkeypatch, tmp_path_factory, capsys, content, seeds_text, s
 @given(prompt=texts, seed=texts, values=st.lists(texts, min_size=2, max_size=2), preset=texts)
 def test_compare_cli(monkeypatch, capsys, prompt, seed, values, preset):
     monkeypatch.setattr(compare, "load_harness", lambda *a, **k: (_ for _ in ()).throw(Accepted(ACCEPTED)))
-    code = exit_code(compare.main, [prompt, "--seed", seed, "--steps", values[0], "--guidance", values[1],
-                                    "--preset", preset])
+    code = exit_code(
+        compare.main, [prompt, "--seed", seed, "--steps", values[0], "--guidance", values[1], "--preset", preset]
+    )
     assert code == 2, code
     assert capsys.readouterr().err.strip()
 
@@ -226,7 +337,9 @@ def test_fuzzed_text_and_seeds_make_images_or_clear_errors(guarded, prompt, nega
     session, gate = guarded
     gate["on"] = False
     try:
-        result = works_or_clear(lambda: session.compare(prompt, seed, parse_settings(negative_prompt=negative, **FAST)))
+        result = works_or_clear(
+            lambda: session.compare(prompt, seed, parse_settings(negative_prompt=negative, **FAST))
+        )
     finally:
         gate["on"] = True
     if not isinstance(result, Exception):

@@ -46,7 +46,12 @@ def test_offload_brings_each_stage_its_models(monkeypatch):
     monkeypatch.setattr(base, "_placed", lambda modules, dev: placed.append(modules) or real_placed(modules, dev))
     unclip.enable_model_cpu_offload("cpu")
     after = unclip("a red circle", **UNCLIP_ARGS).images
-    expected = [[unclip.text_encoder], [unclip.prior], [unclip.text_proj, unclip.decoder], [unclip.super_res_first, unclip.super_res_last]]
+    expected = [
+        [unclip.text_encoder],
+        [unclip.prior],
+        [unclip.text_proj, unclip.decoder],
+        [unclip.super_res_first, unclip.super_res_last],
+    ]
     assert placed == expected
     assert unclip.device == torch.device("cpu")
     np.testing.assert_array_equal(after, before)
@@ -105,7 +110,9 @@ class ReplayOnCPU:
         self.fn, self.output = fn, output
 
     def replay(self):
-        for static, fresh in zip(torch.utils._pytree.tree_leaves(self.output), torch.utils._pytree.tree_leaves(self.fn())):
+        for static, fresh in zip(
+            torch.utils._pytree.tree_leaves(self.output), torch.utils._pytree.tree_leaves(self.fn())
+        ):
             static.copy_(fresh)
 
 
@@ -116,7 +123,9 @@ def graph_on_cpu(monkeypatch, pipe):
         module.forward = cuda_graphs.CUDAGraphed(module.forward, torch.device("cpu"), pool=None)
 
 
-@pytest.mark.parametrize("build, args", [(build_tiny_latent_diffusion, LD_ARGS), (build_tiny_unclip, UNCLIP_ARGS)], ids=["ld", "unclip"])
+@pytest.mark.parametrize(
+    "build, args", [(build_tiny_latent_diffusion, LD_ARGS), (build_tiny_unclip, UNCLIP_ARGS)], ids=["ld", "unclip"]
+)
 def test_graph_replays_feed_each_step_its_inputs(monkeypatch, build, args):
     pipe = build(1)
     eager = pipe(["a red circle", "a blue square"], **args).images
@@ -146,10 +155,14 @@ def test_cuda_fp16_matches_diffusers_and_offload_saves_memory():
     from diffusers import StableDiffusionPipeline
 
     ld = build_tiny_latent_diffusion(1).to("cuda", torch.float16)
-    ref = StableDiffusionPipeline(**ld.components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    ref = StableDiffusionPipeline(
+        **ld.components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     ref.set_progress_bar_config(disable=True)
     ours = ld("a red circle", **LD_ARGS)
-    theirs = ref("a red circle", num_inference_steps=3, generator=torch.Generator().manual_seed(5), output_type="np").images
+    theirs = ref(
+        "a red circle", num_inference_steps=3, generator=torch.Generator().manual_seed(5), output_type="np"
+    ).images
     assert ours.dtype == "float16" and ours.stages[0].memory_kind == "cuda_max_allocated"
     np.testing.assert_allclose(ours.images, theirs, atol=1e-3)
     resident_peak = max(s.peak_memory_bytes for s in ours.stages)
@@ -187,7 +200,9 @@ def test_cuda_graphs_replay_the_eager_images_for_us_and_diffusers():
     from diffusers import StableDiffusionPipeline
 
     ld = build_tiny_latent_diffusion(1).to("cuda", torch.float16)
-    ref = StableDiffusionPipeline(**ld.components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    ref = StableDiffusionPipeline(
+        **ld.components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     ref.set_progress_bar_config(disable=True)
     eager = ld(["a red circle", "a blue square"], **LD_ARGS).images
     ld.optimize(cuda_graphs=True)
@@ -199,8 +214,12 @@ def test_cuda_graphs_replay_the_eager_images_for_us_and_diffusers():
     np.testing.assert_array_equal(again, graphed)  # a replay, not a new capture
     assert ld.cuda_graph_count() == 2
     # diffusers' pipeline shares the U-Net, so it replays graphs too (its own call signature).
-    theirs = ref(["a red circle", "a blue square"], num_inference_steps=3, generator=[torch.Generator().manual_seed(s) for s in (5, 6)],
-                 output_type="np").images
+    theirs = ref(
+        ["a red circle", "a blue square"],
+        num_inference_steps=3,
+        generator=[torch.Generator().manual_seed(s) for s in (5, 6)],
+        output_type="np",
+    ).images
     np.testing.assert_allclose(theirs, graphed, atol=2e-3)
     assert ld.cuda_graph_count() == 3
     ld.to("cuda")

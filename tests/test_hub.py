@@ -50,8 +50,9 @@ KINDS = {KARLO: UNCLIP, VARIATIONS: UNCLIP, SD15: LATENT_DIFFUSION, SD21: LATENT
 LOADERS = {UNCLIP.name: load_unclip, LATENT_DIFFUSION.name: load_latent_diffusion}
 TINY = {KARLO: "unclip", VARIATIONS: "unclip_variations", SD15: "latent_diffusion", SD21: "latent_diffusion"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-TOKENIZER_FILES = {f"tokenizer/{n}" for n in ("merges.txt", "special_tokens_map.json", "tokenizer_config.json",
-                                               "vocab.json")}
+TOKENIZER_FILES = {
+    f"tokenizer/{n}" for n in ("merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json")
+}
 PROMPT = "a red square above a blue circle"
 
 
@@ -65,14 +66,26 @@ def expected_files(repo_id: str, dtype: str) -> set[str]:
     diffusers_weights = "diffusion_pytorch_model.safetensors"
     if repo_id in (SD15, SD21):
         v = ".fp16" if dtype == "fp16" else ""
-        return {MODEL_INDEX, "scheduler/scheduler_config.json", *TOKENIZER_FILES,
-                *_model("text_encoder", f"model{v}.safetensors"),
-                *_model("unet", f"diffusion_pytorch_model{v}.safetensors"),
-                *_model("vae", f"diffusion_pytorch_model{v}.safetensors")}
-    common = {MODEL_INDEX, *TOKENIZER_FILES, "decoder_scheduler/scheduler_config.json",
-              "super_res_scheduler/scheduler_config.json", *_model("text_encoder", "model.safetensors"),
-              *(f for n in ("text_proj", "decoder", "super_res_first", "super_res_last")
-                for f in _model(n, diffusers_weights))}
+        return {
+            MODEL_INDEX,
+            "scheduler/scheduler_config.json",
+            *TOKENIZER_FILES,
+            *_model("text_encoder", f"model{v}.safetensors"),
+            *_model("unet", f"diffusion_pytorch_model{v}.safetensors"),
+            *_model("vae", f"diffusion_pytorch_model{v}.safetensors"),
+        }
+    common = {
+        MODEL_INDEX,
+        *TOKENIZER_FILES,
+        "decoder_scheduler/scheduler_config.json",
+        "super_res_scheduler/scheduler_config.json",
+        *_model("text_encoder", "model.safetensors"),
+        *(
+            f
+            for n in ("text_proj", "decoder", "super_res_first", "super_res_last")
+            for f in _model(n, diffusers_weights)
+        ),
+    }
     if repo_id == KARLO:
         return common | {"prior_scheduler/scheduler_config.json", *_model("prior", diffusers_weights)}
     return common | {"feature_extractor/preprocessor_config.json", *_model("image_encoder", "model.safetensors")}
@@ -80,10 +93,14 @@ def expected_files(repo_id: str, dtype: str) -> set[str]:
 
 # The bytes of `expected_files` as the real repos list them (sums over tests/data/hub_listings.json)
 EXPECTED_BYTES = {
-    (KARLO, "fp32"): 13_690_454_057, (KARLO, "fp16"): 13_690_454_057,
-    (VARIATIONS, "fp32"): 10_818_215_771, (VARIATIONS, "fp16"): 10_818_215_771,
-    (SD15, "fp32"): 4_266_665_293, (SD15, "fp16"): 2_134_193_413,
-    (SD21, "fp32"): 5_161_551_542, (SD21, "fp16"): 2_581_645_928,
+    (KARLO, "fp32"): 13_690_454_057,
+    (KARLO, "fp16"): 13_690_454_057,
+    (VARIATIONS, "fp32"): 10_818_215_771,
+    (VARIATIONS, "fp16"): 10_818_215_771,
+    (SD15, "fp32"): 4_266_665_293,
+    (SD15, "fp16"): 2_134_193_413,
+    (SD21, "fp32"): 5_161_551_542,
+    (SD21, "fp16"): 2_581_645_928,
 }
 
 
@@ -101,12 +118,18 @@ def model_index_of(directory: Path) -> dict:
 def tokenizer_files() -> dict[str, bytes]:
     """A CLIP tokenizer as the hub repos hold it (vocab.json and merges.txt; no tokenizer.json)."""
     vocab, merges = clip_vocab()
-    specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-                "pad_token": "<|endoftext|>"}
-    return {"tokenizer/vocab.json": json.dumps(vocab).encode(),
-            "tokenizer/merges.txt": ("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)).encode(),
-            "tokenizer/special_tokens_map.json": json.dumps(specials).encode(),
-            "tokenizer/tokenizer_config.json": json.dumps({**specials, "model_max_length": 77}).encode()}
+    specials = {
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+    }
+    return {
+        "tokenizer/vocab.json": json.dumps(vocab).encode(),
+        "tokenizer/merges.txt": ("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)).encode(),
+        "tokenizer/special_tokens_map.json": json.dumps(specials).encode(),
+        "tokenizer/tokenizer_config.json": json.dumps({**specials, "model_max_length": 77}).encode(),
+    }
 
 
 def _files_in(directory: Path) -> dict[str, bytes]:
@@ -124,10 +147,15 @@ def stand_in(tmp_path_factory, tiny):
     """The stand-in hub, serving the tiny pipelines in each real repo's layout (fp16 variants where it has them)."""
     root = tmp_path_factory.mktemp("stand_in")
     variations = tiny("unclip_variations").components()
-    content = {KARLO: _files_in(tiny("unclip").save_pretrained(root / "karlo")),
-               VARIATIONS: _files_in(UnCLIP(**{k: v for k, v in variations.items() if not k.startswith("prior")})
-                                     .save_pretrained(root / "variations")),
-               SD15: _files_in(tiny("latent_diffusion").save_pretrained(root / "ld"))}
+    content = {
+        KARLO: _files_in(tiny("unclip").save_pretrained(root / "karlo")),
+        VARIATIONS: _files_in(
+            UnCLIP(**{k: v for k, v in variations.items() if not k.startswith("prior")}).save_pretrained(
+                root / "variations"
+            )
+        ),
+        SD15: _files_in(tiny("latent_diffusion").save_pretrained(root / "ld")),
+    }
     half = tiny("latent_diffusion", torch.float16)
     for name in ("text_encoder", "unet", "vae"):  # the weights only: an fp16 save's config.json says float16
         getattr(half, name).save_pretrained(root / "ld16" / name, variant="fp16")
@@ -149,8 +177,9 @@ def stand_in(tmp_path_factory, tiny):
 @pytest.fixture
 def hub(stand_in, tmp_path, monkeypatch) -> StandInHub:
     monkeypatch.setattr(constants, "ENDPOINT", stand_in.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        stand_in.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", stand_in.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     stand_in.clear()
@@ -174,7 +203,8 @@ def files_on_disk(repo_id: str) -> set[str]:
 def same_tensors(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     a_state, b_state = a.state_dict(), b.state_dict()
     return a_state.keys() == b_state.keys() and all(
-        a_state[k].dtype == b_state[k].dtype and torch.equal(a_state[k], b_state[k]) for k in a_state)
+        a_state[k].dtype == b_state[k].dtype and torch.equal(a_state[k], b_state[k]) for k in a_state
+    )
 
 
 def same_weights(a, b) -> bool:
@@ -275,7 +305,9 @@ def test_a_second_load_asks_for_the_listing_only(hub):
     load_latent_diffusion(SD15, dtype=torch.float16)
     sha = hub.repos[SD15].sha
     assert [(r.method, r.path) for r in hub.requests if r.repo_id] == [
-        ("GET", f"/api/models/{SD15}/revision/main"), ("GET", f"/api/models/{SD15}/tree/{sha}")]
+        ("GET", f"/api/models/{SD15}/revision/main"),
+        ("GET", f"/api/models/{SD15}/tree/{sha}"),
+    ]
 
 
 def test_offline_a_warm_cache_loads_without_a_request(hub, tiny, monkeypatch):
@@ -297,7 +329,9 @@ def test_with_the_hub_out_of_reach_a_warm_cache_loads(hub, tiny, monkeypatch):
         closed.bind(("127.0.0.1", 0))
         unreachable = f"http://127.0.0.1:{closed.getsockname()[1]}"
     monkeypatch.setattr(constants, "ENDPOINT", unreachable)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", unreachable + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", unreachable + "/{repo_id}/resolve/{revision}/{filename}"
+    )
 
     assert same_weights(load_latent_diffusion(SD15), tiny("latent_diffusion"))
     with pytest.raises(ValueError, match=f"could not fetch {KARLO} from {unreachable} .*check the connection"):
@@ -333,7 +367,12 @@ def test_the_file_tree_is_read_across_pages(hub, monkeypatch):
 
 def test_progress_reports_bytes_done_of_what_each_repo_downloads(hub, capsys):
     calls = []
-    load_models("lab", models={"unclip": KARLO, "latent_diffusion": SD15}, device="cpu", progress=lambda *call: calls.append(call))
+    load_models(
+        "lab",
+        models={"unclip": KARLO, "latent_diffusion": SD15},
+        device="cpu",
+        progress=lambda *call: calls.append(call),
+    )
     for repo_id in (KARLO, SD15):
         done = [d for r, d, total in calls if r == repo_id]
         assert {total for r, _, total in calls if r == repo_id} == {EXPECTED_BYTES[repo_id, "fp32"]}
@@ -347,9 +386,11 @@ def test_progress_reports_bytes_done_of_what_each_repo_downloads(hub, capsys):
 
 def test_hf_endpoint_points_a_fresh_process_at_the_stand_in(hub):
     """How a user points the loaders at a mirror: HF_ENDPOINT set before huggingface_hub is imported."""
-    code = ("import torch; from pipelines.hub import download_bars, fetch_pipeline; "
-            "from pipelines.latent_diffusion import LATENT_DIFFUSION; "
-            f"print(fetch_pipeline({SD15!r}, LATENT_DIFFUSION, torch.float16, progress=download_bars()))")
+    code = (
+        "import torch; from pipelines.hub import download_bars, fetch_pipeline; "
+        "from pipelines.latent_diffusion import LATENT_DIFFUSION; "
+        f"print(fetch_pipeline({SD15!r}, LATENT_DIFFUSION, torch.float16, progress=download_bars()))"
+    )
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(cache()), "HF_HUB_OFFLINE": "0"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -386,8 +427,10 @@ def test_a_disk_without_room_is_refused_before_downloading(hub, monkeypatch):
     needed = EXPECTED_BYTES[SD15, "fp16"]
     with pytest.raises(ValueError) as err:
         load_latent_diffusion(SD15, dtype=torch.float16)
-    assert str(err.value) == (f"{SD15} needs {needed / 1e9:.2f} GB in {cache()}, whose disk has 1.00 GB free: free "
-                              f"{(needed - 10**9) / 1e9:.2f} GB there, or point HF_HUB_CACHE at a disk with room")
+    assert str(err.value) == (
+        f"{SD15} needs {needed / 1e9:.2f} GB in {cache()}, whose disk has 1.00 GB free: free "
+        f"{(needed - 10**9) / 1e9:.2f} GB there, or point HF_HUB_CACHE at a disk with room"
+    )
     assert hub.downloads(SD15) == [MODEL_INDEX] and not cache().exists()  # read into memory only
 
 

@@ -61,69 +61,117 @@ def call(unclip, unclip_variations, latent_diffusion, init_image, variation_imag
 
 def cases(table):
     """pytest params (entry, overrides, phrase) from {entry: [(id, overrides, phrase), ...]}."""
-    return [pytest.param(entry, kw, phrase, id=f"{entry}-{id}") for entry, rows in table.items() for id, kw, phrase in rows]
+    return [
+        pytest.param(entry, kw, phrase, id=f"{entry}-{id}") for entry, rows in table.items() for id, kw, phrase in rows
+    ]
 
 
-PROMPT_CASES = cases({entry: [
-    ("empty-string", dict(prompt=""), "empty"),
-    ("whitespace", dict(prompt=" \t\n "), "empty"),
-    ("empty-list", dict(prompt=[]), "empty"),
-    ("one-empty-in-list", dict(prompt=["a cat", ""]), "empty"),
-    ("not-a-string", dict(prompt=[3]), "must hold strings"),
-    ("too-long", dict(prompt="a" * 5001), "`prompt` is 5,001 characters; at most 5,000"),
-] for entry in WITH_PROMPT})
+PROMPT_CASES = cases(
+    {
+        entry: [
+            ("empty-string", dict(prompt=""), "empty"),
+            ("whitespace", dict(prompt=" \t\n "), "empty"),
+            ("empty-list", dict(prompt=[]), "empty"),
+            ("one-empty-in-list", dict(prompt=["a cat", ""]), "empty"),
+            ("not-a-string", dict(prompt=[3]), "must hold strings"),
+            ("too-long", dict(prompt="a" * 5001), "`prompt` is 5,001 characters; at most 5,000"),
+        ]
+        for entry in WITH_PROMPT
+    }
+)
 
 # The fewest steps each entry's schedulers take: UnCLIPScheduler divides by steps - 1.
 MIN_STEPS = {"unclip": 2, "unclip_variations": 2, "text2img": 1, "img2img": 1}
-STEP_CASES = cases({entry: [
-    (f"{arg}={steps}", {arg: steps}, f"`{arg}` must be between {MIN_STEPS[entry]} and 1000, got {steps}")
-    for arg in args for steps in sorted({0, MIN_STEPS[entry] - 1, 1001})
-] + [(f"{args[0]}=2.5", {args[0]: 2.5}, f"`{args[0]}` must be a whole number")] for entry, args in STEP_ARGS.items()})
-UNCLIP_ONE_STEP = [pytest.param(entry, {arg: 1}, f"unCLIP's {arg.removesuffix('_num_inference_steps')} stage needs at least 2",
-                                id=f"{entry}-{arg}=1-names-the-stage")
-                   for entry in ("unclip", "unclip_variations") for arg in STEP_ARGS[entry]]
+STEP_CASES = cases(
+    {
+        entry: [
+            (f"{arg}={steps}", {arg: steps}, f"`{arg}` must be between {MIN_STEPS[entry]} and 1000, got {steps}")
+            for arg in args
+            for steps in sorted({0, MIN_STEPS[entry] - 1, 1001})
+        ]
+        + [(f"{args[0]}=2.5", {args[0]: 2.5}, f"`{args[0]}` must be a whole number")]
+        for entry, args in STEP_ARGS.items()
+    }
+)
+UNCLIP_ONE_STEP = [
+    pytest.param(
+        entry,
+        {arg: 1},
+        f"unCLIP's {arg.removesuffix('_num_inference_steps')} stage needs at least 2",
+        id=f"{entry}-{arg}=1-names-the-stage",
+    )
+    for entry in ("unclip", "unclip_variations")
+    for arg in STEP_ARGS[entry]
+]
 
-GUIDANCE_CASES = cases({entry: [
-    (f"{arg}={scale}", {arg: scale}, f"`{arg}` must be a finite number >= 0")
-    for arg in args for scale in (float("nan"), float("inf"), -1.0)
-] for entry, args in GUIDANCE_ARGS.items()})
+GUIDANCE_CASES = cases(
+    {
+        entry: [
+            (f"{arg}={scale}", {arg: scale}, f"`{arg}` must be a finite number >= 0")
+            for arg in args
+            for scale in (float("nan"), float("inf"), -1.0)
+        ]
+        for entry, args in GUIDANCE_ARGS.items()
+    }
+)
 
-SEED_CASES = cases({entry: [
-    ("seed=-1", dict(seed=-1), "must be in [0, 2**63), got -1"),
-    ("seed=2**63", dict(seed=2**63), f"must be in [0, 2**63), got {2**63}"),
-    ("seed-string", dict(seed="7"), "`seed` must be a whole number, got '7'"),
-    ("last-seed-overflows", dict(seed=2**63 - 1, num_images_per_prompt=2), "seed of image 1"),
-    ("seed-and-generator", dict(generator=torch.Generator()), "either `seed` or `generator`"),
-] for entry in VALID})
+SEED_CASES = cases(
+    {
+        entry: [
+            ("seed=-1", dict(seed=-1), "must be in [0, 2**63), got -1"),
+            ("seed=2**63", dict(seed=2**63), f"must be in [0, 2**63), got {2**63}"),
+            ("seed-string", dict(seed="7"), "`seed` must be a whole number, got '7'"),
+            ("last-seed-overflows", dict(seed=2**63 - 1, num_images_per_prompt=2), "seed of image 1"),
+            ("seed-and-generator", dict(generator=torch.Generator()), "either `seed` or `generator`"),
+        ]
+        for entry in VALID
+    }
+)
 
-COUNT_CASES = cases({entry: [
-    ("zero", dict(num_images_per_prompt=0), "`num_images_per_prompt` must be a whole number >= 1, got 0"),
-] for entry in VALID})
+COUNT_CASES = cases(
+    {
+        entry: [
+            ("zero", dict(num_images_per_prompt=0), "`num_images_per_prompt` must be a whole number >= 1, got 0"),
+        ]
+        for entry in VALID
+    }
+)
 
-OTHER_CASES = cases({
-    "text2img": [
-        ("height-odd", dict(height=64 + VAE_FACTOR // 2), f"`height` must be a positive multiple of {VAE_FACTOR}"),
-        ("width-odd", dict(width=32 + VAE_FACTOR // 2), f"`width` must be a positive multiple of {VAE_FACTOR}"),
-        ("height-zero", dict(height=0), f"`height` must be a positive multiple of {VAE_FACTOR}"),
-        ("negative-prompts-mismatch", dict(prompt=["a", "b"], negative_prompt=["x", "y", "z"]), "one string or 2 strings"),
-        ("negative-prompt-too-long", dict(negative_prompt="x" * 2**20), "`negative_prompt` is 1,048,576 characters"),
-        ("negative-prompt-not-text", dict(negative_prompt=3), "`negative_prompt` must be a string"),
-    ],
-    "img2img": [
-        ("strength-0", dict(strength=0), "`strength` must be in (0, 1], got 0"),
-        ("strength-1.5", dict(strength=1.5), "`strength` must be in (0, 1], got 1.5"),
-        ("strength-times-steps-below-1", dict(strength=0.4, num_inference_steps=2), "leaves no denoising step"),
-        ("image-not-an-image", dict(image="cat.png"), "`image` must be a PIL image"),
-    ],
-    "unclip_variations": [
-        ("no-images", dict(image=[]), "`image` must be a PIL image or a non-empty list"),
-        ("image-path", dict(image="cat.png"), "`image` must be a PIL image"),
-    ],
-})
+OTHER_CASES = cases(
+    {
+        "text2img": [
+            ("height-odd", dict(height=64 + VAE_FACTOR // 2), f"`height` must be a positive multiple of {VAE_FACTOR}"),
+            ("width-odd", dict(width=32 + VAE_FACTOR // 2), f"`width` must be a positive multiple of {VAE_FACTOR}"),
+            ("height-zero", dict(height=0), f"`height` must be a positive multiple of {VAE_FACTOR}"),
+            (
+                "negative-prompts-mismatch",
+                dict(prompt=["a", "b"], negative_prompt=["x", "y", "z"]),
+                "one string or 2 strings",
+            ),
+            (
+                "negative-prompt-too-long",
+                dict(negative_prompt="x" * 2**20),
+                "`negative_prompt` is 1,048,576 characters",
+            ),
+            ("negative-prompt-not-text", dict(negative_prompt=3), "`negative_prompt` must be a string"),
+        ],
+        "img2img": [
+            ("strength-0", dict(strength=0), "`strength` must be in (0, 1], got 0"),
+            ("strength-1.5", dict(strength=1.5), "`strength` must be in (0, 1], got 1.5"),
+            ("strength-times-steps-below-1", dict(strength=0.4, num_inference_steps=2), "leaves no denoising step"),
+            ("image-not-an-image", dict(image="cat.png"), "`image` must be a PIL image"),
+        ],
+        "unclip_variations": [
+            ("no-images", dict(image=[]), "`image` must be a PIL image or a non-empty list"),
+            ("image-path", dict(image="cat.png"), "`image` must be a PIL image"),
+        ],
+    }
+)
 
 
 @pytest.mark.parametrize(
-    "entry, overrides, phrase", PROMPT_CASES + STEP_CASES + UNCLIP_ONE_STEP + GUIDANCE_CASES + SEED_CASES + COUNT_CASES + OTHER_CASES
+    "entry, overrides, phrase",
+    PROMPT_CASES + STEP_CASES + UNCLIP_ONE_STEP + GUIDANCE_CASES + SEED_CASES + COUNT_CASES + OTHER_CASES,
 )
 def test_bad_input_is_refused_before_any_model_runs(call, entry, overrides, phrase):
     with pytest.raises(ValueError, match=re.escape(phrase)):
@@ -140,7 +188,9 @@ def test_long_prompt_warns_about_truncation_and_still_makes_an_image(unclip, lat
     run = {
         "unclip": lambda: unclip(LONG_PROMPT, seed=0, **UNCLIP_STEPS),
         "text2img": lambda: latent_diffusion(LONG_PROMPT, seed=0, **LD_STEPS),
-        "img2img": lambda: latent_diffusion.img2img(LONG_PROMPT, init_image, strength=1.0, num_inference_steps=2, seed=0),
+        "img2img": lambda: latent_diffusion.img2img(
+            LONG_PROMPT, init_image, strength=1.0, num_inference_steps=2, seed=0
+        ),
     }[entry]
     with pytest.warns(UserWarning, match="truncated") as record:
         out = run()
@@ -164,15 +214,20 @@ def test_truncation_warning_quotes_a_short_excerpt(latent_diffusion):
 def test_extreme_guidance_names_the_stage_and_makes_no_image(latent_diffusion, init_image, entry):
     from pipelines.checks import NonFiniteError
 
-    run = {"text2img": lambda **kw: latent_diffusion("a red square", seed=0, **LD_STEPS, **kw),
-           "img2img": lambda **kw: latent_diffusion.img2img("a red square", init_image, strength=1.0, num_inference_steps=2,
-                                                            seed=0, **kw)}[entry]
+    run = {
+        "text2img": lambda **kw: latent_diffusion("a red square", seed=0, **LD_STEPS, **kw),
+        "img2img": lambda **kw: latent_diffusion.img2img(
+            "a red square", init_image, strength=1.0, num_inference_steps=2, seed=0, **kw
+        ),
+    }[entry]
     with pytest.raises(NonFiniteError, match="the unet stage produced NaN or infinite values .guidance_scale=1e.308"):
         run(guidance_scale=1e308)  # float32 turns the scale into inf, and inf * 0 into NaN
     assert run().images.shape[0] == 1  # the next call is served
 
 
-@pytest.mark.parametrize("model, stage", [("prior", "prior"), ("decoder", "decoder"), ("super_res_first", "super_res")])
+@pytest.mark.parametrize(
+    "model, stage", [("prior", "prior"), ("decoder", "decoder"), ("super_res_first", "super_res")]
+)
 def test_a_stage_that_overflows_is_named(unclip, model, stage):
     """As float16 can overflow in any stage: a NaN in one model's output is caught where it appears."""
     from pipelines.checks import NonFiniteError

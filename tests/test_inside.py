@@ -145,12 +145,22 @@ def test_shapes_come_from_the_run(report, unclip_variations, latent_diffusion):
     decoder = unclip_variations.decoder.config
     assert shapes["unclip", "text_encoder", "last_hidden_state"] == str((1, 77, width))
     assert shapes["unclip", "prior", "image_embeds"] == str((1, unclip_variations.prior.config.embedding_dim))
-    assert shapes["unclip", "decoder", "sample"] == str((1, decoder.in_channels, decoder.sample_size, decoder.sample_size))
-    assert shapes["unclip", "super_res", "sample"] == str((1, 3, unclip_variations.image_size, unclip_variations.image_size))
+    assert shapes["unclip", "decoder", "sample"] == str(
+        (1, decoder.in_channels, decoder.sample_size, decoder.sample_size)
+    )
+    assert shapes["unclip", "super_res", "sample"] == str(
+        (1, 3, unclip_variations.image_size, unclip_variations.image_size)
+    )
     latent = latent_diffusion.image_size // latent_diffusion.vae_scale_factor
-    assert shapes["latent_diffusion", "text_encoder", "last_hidden_state"] == str((1, 77, latent_diffusion.text_encoder.config.hidden_size))
-    assert shapes["latent_diffusion", "unet", "latent"] == str((1, latent_diffusion.unet.config.in_channels, latent, latent))
-    assert shapes["latent_diffusion", "vae_decode", "images"] == str((1, latent_diffusion.image_size, latent_diffusion.image_size, 3))
+    assert shapes["latent_diffusion", "text_encoder", "last_hidden_state"] == str(
+        (1, 77, latent_diffusion.text_encoder.config.hidden_size)
+    )
+    assert shapes["latent_diffusion", "unet", "latent"] == str(
+        (1, latent_diffusion.unet.config.in_channels, latent, latent)
+    )
+    assert shapes["latent_diffusion", "vae_decode", "images"] == str(
+        (1, latent_diffusion.image_size, latent_diffusion.image_size, 3)
+    )
 
 
 def test_prior_cosines(report, unclip):
@@ -160,7 +170,9 @@ def test_prior_cosines(report, unclip):
     inside = explain_unclip(unclip, PROMPT, seed=0, settings=SETTINGS, num_frames=NUM_FRAMES)
     out = unclip(PROMPT, seed=0, **SETTINGS.pipeline_kwargs("unclip"))
     assert inside.prior_image_cosine is None
-    assert inside.prior_text_cosine == pytest.approx(float(embedding_cosine(out.image_embeds, out.text_embeds)[0]), abs=1e-6)
+    assert inside.prior_text_cosine == pytest.approx(
+        float(embedding_cosine(out.image_embeds, out.text_embeds)[0]), abs=1e-6
+    )
 
 
 def test_grid_size_follows_the_unet_downsampling():

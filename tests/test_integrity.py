@@ -17,18 +17,31 @@ from PIL.PngImagePlugin import PngInfo
 
 from comparisons import audit, sweep
 from comparisons.app.session import AppConfig, Session
+from comparisons.files import temp_prefix, write_new_file
 from comparisons.harness import Harness
 from comparisons.metrics import tiny_judge
 from comparisons.presets import load_models
 from comparisons.records import infotext, save_png
 from comparisons.settings import Settings
-from comparisons.store import RunLog, temp_prefix, write_new_file
+from comparisons.store import RunLog
 
 from helpers import check_results_folder, png_pixels
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["a red circle", "a blue square above a green cross", "a small yellow triangle"]
-FAST = ["--steps", "2", "--guidance", "1,4", "--super-res-steps", "2", "--no-progress", "--preset", "tiny", "--device", "cpu"]
+FAST = [
+    "--steps",
+    "2",
+    "--guidance",
+    "1,4",
+    "--super-res-steps",
+    "2",
+    "--no-progress",
+    "--preset",
+    "tiny",
+    "--device",
+    "cpu",
+]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -54,14 +67,19 @@ def grid_size(seeds: int) -> int:
 
 def test_cli_sweep_of_many_batches_keeps_one_image_per_row(prompt_file, tmp_path, tiny_pipes):
     out = tmp_path / "sweep"
-    assert sweep.main(["--prompts", str(prompt_file), "--seeds", "0-3", "--batch-size", "4", "--out", str(out), *FAST]) == 0
+    assert (
+        sweep.main(["--prompts", str(prompt_file), "--seeds", "0-3", "--batch-size", "4", "--out", str(out), *FAST])
+        == 0
+    )
     rows = check_results_folder(out, tiny_pipes, expected_rows=grid_size(4))  # 12 batches of 4
     assert len({r["run_id"] for r in rows}) == 1
 
 
 def test_duplicate_prompts_and_a_batch_of_one_key_twice_never_share_a_file(tmp_path, tiny_pipes):
     harness = Harness(tiny_pipes, tiny_judge(), tmp_path, log=RunLog(tmp_path))
-    jobs = sweep.grid(["a red circle", "a red circle"], [0, 0, 1], [2], [4.0], ["latent_diffusion"], Settings(super_res_steps=2))
+    jobs = sweep.grid(
+        ["a red circle", "a red circle"], [0, 0, 1], [2], [4.0], ["latent_diffusion"], Settings(super_res_steps=2)
+    )
     assert len(jobs) == 2  # a prompt or seed given twice is one job
     harness.generate("latent_diffusion", ["a red circle"] * 2, [5, 5], Settings(steps=2), run_id="same")
     sweep.run_sweep(harness, jobs, batch_size=1, progress=False, run_id="same")
@@ -73,7 +91,7 @@ KILLED_CHILD = """
 import os, sys, tempfile, time
 from pathlib import Path
 import comparisons.records as records
-from comparisons.store import TEMP_SUFFIX, temp_prefix, write_new_file
+from comparisons.files import TEMP_SUFFIX, temp_prefix, write_new_file
 calls = {"n": 0}
 def torn(path, data, sync_dir=True):
     calls["n"] += 1
@@ -89,13 +107,16 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sweep_killed_mid_write_and_rerun_leaves_no_torn_image_and_no_row_without_its_file(prompt_file, tmp_path, tiny_pipes):
+def test_sweep_killed_mid_write_and_rerun_leaves_no_torn_image_and_no_row_without_its_file(
+    prompt_file, tmp_path, tiny_pipes
+):
     out, marker = tmp_path / "sweep", tmp_path / "torn"
     args = ["--prompts", str(prompt_file), "--seeds", "0-3", "--batch-size", "4", "--out", str(out), *FAST]
     # grid groups of 12 in batches of 4: the 11th PNG is the third of the third batch, so two batches are
     # logged, two PNGs of the third are on disk without rows, and one is torn
-    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, *args], cwd=ROOT,
-                             env={**ENV, "TEAR_AT": "11", "MARKER": str(marker)})
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CHILD, *args], cwd=ROOT, env={**ENV, "TEAR_AT": "11", "MARKER": str(marker)}
+    )
     try:
         deadline = time.monotonic() + 300
         while not marker.exists():
@@ -122,7 +143,9 @@ def test_sweep_killed_mid_write_and_rerun_leaves_no_torn_image_and_no_row_withou
 def test_the_apps_background_sweep_of_many_batches_keeps_one_image_per_row(tmp_path, tiny_pipes):
     session = Session(AppConfig("tiny", "cpu", tmp_path))
     fast = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)
-    status = session.start_sweep("\n".join(PROMPTS), "0-3", "2", "1,4", ["unclip", "latent_diffusion"], fast)  # batches of 8
+    status = session.start_sweep(
+        "\n".join(PROMPTS), "0-3", "2", "1,4", ["unclip", "latent_diffusion"], fast
+    )  # batches of 8
     session.wait_for_sweep(300)
     assert status.error is None and status.done == status.total == grid_size(4)
     check_results_folder(tmp_path, tiny_pipes, expected_rows=grid_size(4))
@@ -131,10 +154,35 @@ def test_the_apps_background_sweep_of_many_batches_keeps_one_image_per_row(tmp_p
 def test_two_accelerate_processes_keep_one_image_per_row(prompt_file, tmp_path, tiny_pipes):
     accelerate = Path(sys.executable).parent / "accelerate"
     result = subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "-m", "comparisons.sweep", "--prompts", str(prompt_file), "--seeds", "0-1",
-         "--batch-size", "2", "--out", str(tmp_path), *FAST],
-        cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=600,
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "comparisons.sweep",
+            "--prompts",
+            str(prompt_file),
+            "--seeds",
+            "0-1",
+            "--batch-size",
+            "2",
+            "--out",
+            str(tmp_path),
+            *FAST,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "process 0: made" in result.stdout and "process 1: made" in result.stdout
@@ -142,7 +190,9 @@ def test_two_accelerate_processes_keep_one_image_per_row(prompt_file, tmp_path, 
     assert len({r["run_id"] for r in rows}) == 2  # one per process
     keys = [json.loads(r["sweep_key"]) for r in rows]  # the processes' shares merge, nothing twice
     assert len({r["sweep_key"] for r in rows}) == len(rows)
-    assert {(k[0], k[1], k[2]) for k in keys} == {(a, p, s) for a in ("unclip", "latent_diffusion") for p in PROMPTS for s in (0, 1)}
+    assert {(k[0], k[1], k[2]) for k in keys} == {
+        (a, p, s) for a in ("unclip", "latent_diffusion") for p in PROMPTS for s in (0, 1)
+    }
 
 
 # ----------------------------------------------------------------------------- files written once
@@ -203,7 +253,14 @@ def test_the_audit_finds_each_kind_of_damage(damaged, capsys):
     report = audit.audit(folder)
     by_row = {(p.row, p.kind) for p in report.problems if p.row is not None}
     # row 3 now names row 2's image, whose infotext is row 2's
-    assert by_row == {(1, "missing"), (2, "shared"), (3, "shared"), (3, "mismatch"), (4, "unreadable"), (5, "mismatch")}
+    assert by_row == {
+        (1, "missing"),
+        (2, "shared"),
+        (3, "shared"),
+        (3, "mismatch"),
+        (4, "unreadable"),
+        (5, "mismatch"),
+    }
     mismatch = next(p for p in report.problems if p.kind == "mismatch" and p.row == 5)
     assert "prompt" in mismatch.detail and "Seed" in mismatch.detail and "a white diamond" in mismatch.detail
     assert report.counts()["unreferenced"] == 2  # stray.png, and row 3's own image no row points to any more

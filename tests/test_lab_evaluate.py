@@ -23,7 +23,8 @@ from lab.evaluate import (
     retrieval_top1,
     shapes_drawn,
 )
-from lab.train import RunOptions, run
+from lab.train import run
+from lab.training import RunOptions
 from lab.world import SHAPES, caption_is_true_of, split_of
 
 
@@ -49,8 +50,10 @@ def weights(tmp_path_factory, one_thread):
 # ----------------------------------------------------------------------------- pure helpers
 
 
-@pytest.mark.parametrize("k, n, expected", [(9, 10, (0.5958, 0.9821)), (0, 10, (0.0, 0.2775)),
-                                            (10, 10, (0.7225, 1.0)), (50, 100, (0.4038, 0.5962))])
+@pytest.mark.parametrize(
+    "k, n, expected",
+    [(9, 10, (0.5958, 0.9821)), (0, 10, (0.0, 0.2775)), (10, 10, (0.7225, 1.0)), (50, 100, (0.4038, 0.5962))],
+)
 def test_wilson_interval_matches_known_values(k, n, expected):
     low, high = wilson_interval(k, n)
     assert low == pytest.approx(expected[0], abs=1e-4) and high == pytest.approx(expected[1], abs=1e-4)
@@ -95,11 +98,13 @@ def test_accuracy_table_leaves_out_captions_that_do_not_ask():
 
 
 def test_shapes_drawn_counts_what_each_asked_shape_came_out_as():
-    rows = [{"prompt": "a red circle", "check_object1_shape_read": "circle"},
-            {"prompt": "a large cyan circle at the top", "check_object1_shape_read": "square"},
-            {"prompt": "a blue circle", "check_object1_shape_read": None},  # nothing drawn
-            {"prompt": "a red cross", "check_object1_shape_read": "cross"},
-            {"prompt": "a red circle above a blue square", "check_object1_shape_read": "circle"}]  # two: left out
+    rows = [
+        {"prompt": "a red circle", "check_object1_shape_read": "circle"},
+        {"prompt": "a large cyan circle at the top", "check_object1_shape_read": "square"},
+        {"prompt": "a blue circle", "check_object1_shape_read": None},  # nothing drawn
+        {"prompt": "a red cross", "check_object1_shape_read": "cross"},
+        {"prompt": "a red circle above a blue square", "check_object1_shape_read": "circle"},
+    ]  # two: left out
     assert shapes_drawn(rows) == {"circle": {"circle": 1, "square": 1, NOTHING: 1}, "cross": {"cross": 1}}
 
 
@@ -116,18 +121,36 @@ def test_config_rejects_bad_arguments(tmp_path):
 
 def test_tiny_run_reports_every_measure_with_valid_json(weights, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    argv = ["--weights", str(weights), "--n-single", "4", "--n-two", "4", "--batch-size", "3", "--device", "cpu",
-            "--json", str(out)]
+    argv = [
+        "--weights",
+        str(weights),
+        "--n-single",
+        "4",
+        "--n-two",
+        "4",
+        "--batch-size",
+        "3",
+        "--device",
+        "cpu",
+        "--json",
+        str(out),
+    ]
     main(argv, Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2))
     record = json.loads(out.read_text())
     names = [m["name"] for m in record["measures"]]
-    expected = ([f"single/{m}" for m in SINGLE_COLUMNS] + [f"seen/{m}" for m in SINGLE_COLUMNS]
-                + [f"two/{m}" for m in TWO_COLUMNS] + ["retrieval/judge", "retrieval/generator"])
+    expected = (
+        [f"single/{m}" for m in SINGLE_COLUMNS]
+        + [f"seen/{m}" for m in SINGLE_COLUMNS]
+        + [f"two/{m}" for m in TWO_COLUMNS]
+        + ["retrieval/judge", "retrieval/generator"]
+    )
     assert names == expected
     for m in record["measures"]:
         if m["name"].startswith("retrieval"):
             assert m["n"] == 100
-        assert set(m["values"]) == ({"shared"} if m["name"].startswith("retrieval") else {"unclip", "latent_diffusion"})
+        assert set(m["values"]) == (
+            {"shared"} if m["name"].startswith("retrieval") else {"unclip", "latent_diffusion"}
+        )
         for value in m["values"].values():
             if value is not None:
                 assert value["n"] == m["n"] and 0 <= value["k"] <= value["n"]
@@ -172,8 +195,10 @@ def test_the_evaluation_covers_every_registered_architecture_the_package_holds(w
     (package / "painter" / "model_index.json").write_text("{}")
     registry.register(PAINTER)
     try:
-        evaluation = main(["--weights", str(package), "--n-single", "2", "--n-two", "2", "--device", "cpu"],
-                          Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2, coats=1))
+        evaluation = main(
+            ["--weights", str(package), "--n-single", "2", "--n-two", "2", "--device", "cpu"],
+            Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2, coats=1),
+        )
     finally:
         registry.unregister("painter")
     single = next(m for m in evaluation.measures if m.name == "single/colour")

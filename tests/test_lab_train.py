@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from lab.captions import parse_caption
 from lab.data import DataConfig, sample_batch, swapped
 from lab.judge import load_judge
 from lab.losses import (
@@ -34,9 +35,10 @@ from lab.models import (
     build_vae,
     decoder_scheduler,
 )
-from lab.train import ORDER, RunOptions, main, run
+from lab.train import ORDER, main, run
 from lab.trainer import BUDGET, CHECKPOINT, LOSS_LOG, Budget, TrainConfig
-from lab.world import parse_caption, split_of
+from lab.training import RunOptions
+from lab.world import split_of
 from pipelines import load_latent_diffusion, load_unclip
 from pipelines.tokenizer import offline_clip_tokenizer
 
@@ -46,15 +48,40 @@ PROMPT = "a red circle above a blue square"
 
 
 def tiny_train(**overrides) -> TrainConfig:
-    return TrainConfig(**{"steps": 2, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "log_every": 1,
-                          "checkpoint_every": 1, "ema_decay": 0.9, **overrides})
+    return TrainConfig(
+        **{
+            "steps": 2,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "warmup_steps": 1,
+            "log_every": 1,
+            "checkpoint_every": 1,
+            "ema_decay": 0.9,
+            **overrides,
+        }
+    )
 
 
 TINY = LabConfig(
-    clip=ClipConfig(width=32, text_layers=1, text_heads=2, vision_width=32, vision_layers=1, vision_heads=2,
-                    train=tiny_train(ema_decay=None)),
-    judge=JudgeConfig(embed_dim=16, text_width=16, text_layers=1, text_heads=2, vision_width=32, vision_layers=1,
-                      vision_head_width=16, train=tiny_train(ema_decay=None, seed=1)),
+    clip=ClipConfig(
+        width=32,
+        text_layers=1,
+        text_heads=2,
+        vision_width=32,
+        vision_layers=1,
+        vision_heads=2,
+        train=tiny_train(ema_decay=None),
+    ),
+    judge=JudgeConfig(
+        embed_dim=16,
+        text_width=16,
+        text_layers=1,
+        text_heads=2,
+        vision_width=32,
+        vision_layers=1,
+        vision_head_width=16,
+        train=tiny_train(ema_decay=None, seed=1),
+    ),
     vae=VaeConfig(block_out_channels=(8, 16), scaling_samples=8, train=tiny_train(ema_decay=None)),
     ld_unet=LdUnetConfig(block_out_channels=(32, 32), heads=2, train=tiny_train()),
     prior=PriorConfig(layers=1, heads=2, head_dim=8, stats_samples=8, train=tiny_train()),
@@ -91,14 +118,21 @@ def test_each_part_records_its_budget(trained, part):
     budget = json.loads((trained.part_dir(part) / BUDGET).read_text())
     assert set(budget) == {f.name for f in dataclasses.fields(Budget)}
     batch_size = getattr(TINY, part).train.batch_size
-    assert (budget["part"], budget["steps"], budget["batch_size"], budget["samples_seen"]) == (part, 2, batch_size, 2 * batch_size)
+    assert (budget["part"], budget["steps"], budget["batch_size"], budget["samples_seen"]) == (
+        part,
+        2,
+        batch_size,
+        2 * batch_size,
+    )
     assert budget["device"] == "cpu" and budget["wall_seconds"] > 0 and budget["parameters"] > 0
     assert budget["flops_per_step"] > 0 and budget["training_flops"] == 2 * budget["flops_per_step"]
 
 
 def test_resume_continues_the_step_count_and_equals_an_uninterrupted_run(tmp_path):
     # super_res: the cheapest part with no dependency, and it has an EMA to restore too
-    lab = dataclasses.replace(TINY, super_res=dataclasses.replace(TINY.super_res, train=tiny_train(steps=4, checkpoint_every=2)))
+    lab = dataclasses.replace(
+        TINY, super_res=dataclasses.replace(TINY.super_res, train=tiny_train(steps=4, checkpoint_every=2))
+    )
     whole = RunOptions(out=tmp_path / "w", checkpoints=tmp_path / "whole", progress=False)
     run("super_res", lab, whole)
     halves = RunOptions(out=tmp_path / "w", checkpoints=tmp_path / "halves", progress=False, stop_at=2)
@@ -112,7 +146,10 @@ def test_resume_continues_the_step_count_and_equals_an_uninterrupted_run(tmp_pat
     for key in ("model", "ema"):
         assert a[key].keys() == b[key].keys()
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), f"{key} weights differ after resuming"
-    losses = lambda opts: [(line["step"], line["loss"]) for line in read_log(opts.part_dir("super_res"))]
+
+    def losses(opts):
+        return [(line["step"], line["loss"]) for line in read_log(opts.part_dir("super_res"))]
+
     assert losses(whole) == losses(halves)
     assert json.loads((halves.part_dir("super_res") / BUDGET).read_text())["steps"] == 4
 
@@ -125,8 +162,9 @@ def test_package_writes_pipelines_the_loaders_load_and_run(trained):
     latent_diffusion = load_latent_diffusion(trained.out / "latent_diffusion")
     for out in (unclip(PROMPT, seed=0, **UNCLIP_STEPS), latent_diffusion(PROMPT, seed=0, **LD_STEPS)):
         assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
-    variation = unclip.variations(Image.new("RGB", (32, 32)), seed=0, decoder_num_inference_steps=2,
-                                  super_res_num_inference_steps=2)
+    variation = unclip.variations(
+        Image.new("RGB", (32, 32)), seed=0, decoder_num_inference_steps=2, super_res_num_inference_steps=2
+    )
     assert variation.images.shape == (1, 32, 32, 3)
     assert unclip.dtype == latent_diffusion.dtype == torch.float32  # fp16 files, upcast on load
     offline = offline_clip_tokenizer()
@@ -134,7 +172,10 @@ def test_package_writes_pipelines_the_loaders_load_and_run(trained):
         assert pipe.tokenizer(PROMPT).input_ids == offline(PROMPT).input_ids
     for pipe in ("unclip", "latent_diffusion"):
         assert not (trained.out / pipe / "tokenizer").exists()
-        assert json.loads((trained.out / pipe / "model_index.json").read_text())["tokenizer"] == ["transformers", "CLIPTokenizer"]
+        assert json.loads((trained.out / pipe / "model_index.json").read_text())["tokenizer"] == [
+            "transformers",
+            "CLIPTokenizer",
+        ]
 
 
 def test_package_shares_weights_where_it_should(trained):
@@ -144,9 +185,14 @@ def test_package_shares_weights_where_it_should(trained):
     first, last = weights("unclip", "super_res_first"), weights("unclip", "super_res_last")
     assert all(torch.equal(first[k], last[k]) for k in first)
     assert next(iter(first.values())).dtype == torch.float16
-    unclip_text, ld_text = weights("unclip", "text_encoder", "model"), weights("latent_diffusion", "text_encoder", "model")
+    unclip_text, ld_text = (
+        weights("unclip", "text_encoder", "model"),
+        weights("latent_diffusion", "text_encoder", "model"),
+    )
     shared = [k for k in unclip_text if k.removeprefix("text_model.") in ld_text or k in ld_text]
-    assert shared and all(torch.equal(unclip_text[k], ld_text.get(k, ld_text.get(k.removeprefix("text_model.")))) for k in shared)
+    assert shared and all(
+        torch.equal(unclip_text[k], ld_text.get(k, ld_text.get(k.removeprefix("text_model.")))) for k in shared
+    )
 
 
 def test_package_puts_each_budget_beside_its_component(trained):
@@ -191,7 +237,10 @@ def test_reconstruction_loss_is_weighted_l1_plus_l2():
     torch.testing.assert_close(reconstruction_loss(other, images, ones), (error.abs() + error**2).mean())
     # an all-black reconstruction (every object lost) costs several times more once objects are weighted
     black = torch.full_like(images, -1.0)
-    weighted, plain = reconstruction_loss(black, images, foreground_weights(images, 10.0)), reconstruction_loss(black, images, ones)
+    weighted, plain = (
+        reconstruction_loss(black, images, foreground_weights(images, 10.0)),
+        reconstruction_loss(black, images, ones),
+    )
     assert weighted > 3 * plain
 
 
@@ -289,7 +338,10 @@ def test_swapped_twin_exchanges_the_objects_and_keeps_held_out_combinations_out(
     left, right = SceneObject("red", "circle", "small", (0.2, 0.5)), SceneObject("blue", "square", "large", (0.8, 0.5))
     twin = swapped(Scene((left, right), "left of"))
     assert twin.caption() == "a large blue square to the left of a small red circle"
-    triangle, circle = SceneObject("red", "triangle", "small", (0.5, 0.8)), SceneObject("white", "circle", "small", (0.5, 0.2))
+    triangle, circle = (
+        SceneObject("red", "triangle", "small", (0.5, 0.8)),
+        SceneObject("white", "circle", "small", (0.5, 0.2)),
+    )
     assert swapped(Scene((circle, triangle), "above")) is None  # the twin would be "triangle above circle", held out
 
 

@@ -14,8 +14,9 @@ from comparisons.settings import Settings
 from lab.checker import check
 from lab.data import DataConfig, downsample, sample_batch, to_tensor
 from lab.evaluate import generate_and_check, retrieval_accuracies
-from lab.train import SHIP_LIMIT_MB
-from lab.world import read_prompts, sample_scenes
+from lab.package import SHIP_LIMIT_MB
+from lab.prompt_files import read_prompts
+from lab.world import sample_scenes
 from pipelines import load_unclip
 from pipelines.outputs import postprocess, to_uint8
 
@@ -61,7 +62,12 @@ def test_the_shipped_vae_gives_back_what_it_encodes():
         decoded = vae.decode(vae.encode(batch.images).latent_dist.mode()).sample
     images = to_uint8(postprocess(decoded))
     rows = [check(image, caption).as_dict() for image, caption in zip(images, batch.captions)]
-    for column in ("object1_colour_correct", "object1_shape_correct", "object2_colour_correct", "object2_shape_correct"):
+    for column in (
+        "object1_colour_correct",
+        "object1_shape_correct",
+        "object2_colour_correct",
+        "object2_shape_correct",
+    ):
         verdicts = [row[column] for row in rows if not np.isnan(row[column])]
         assert np.mean(verdicts) >= 0.95, f"{column}: {np.mean(verdicts):.0%} after encode/decode"
 

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
+from lab.captions import parse_caption
+from lab.prompt_files import PROMPT_COUNTS, prompt_lists, read_prompts, seen_twin
 from lab.world import (
     COLOURS,
     CONVERSE,
     HELDOUT_PAIRS,
     HELDOUT_TRIPLES,
-    PROMPT_COUNTS,
     SHAPES,
     VOCABULARY,
     ObjectSpec,
@@ -17,11 +18,7 @@ from lab.world import (
     SceneSpec,
     WorldConfig,
     caption_is_true_of,
-    parse_caption,
-    prompt_lists,
-    read_prompts,
     sample_scenes,
-    seen_twin,
     split_of,
 )
 
@@ -36,8 +33,11 @@ def holds_heldout_triple(scene: Scene) -> bool:
     if scene.relation is None:
         return False
     first, second = scene.objects
-    return ((first.shape, scene.relation, second.shape) in HELDOUT_TRIPLES
-            or (second.shape, CONVERSE[scene.relation], first.shape) in HELDOUT_TRIPLES)
+    return (first.shape, scene.relation, second.shape) in HELDOUT_TRIPLES or (
+        second.shape,
+        CONVERSE[scene.relation],
+        first.shape,
+    ) in HELDOUT_TRIPLES
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,10 @@ def test_bad_sampling_arguments_raise():
 # ----------------------------------------------------------------------------- captions
 
 
-@pytest.mark.parametrize("config", [WorldConfig(), WorldConfig(p_says_size=1, p_says_position=1),
-                                    WorldConfig(p_says_size=0, p_says_position=0)])
+@pytest.mark.parametrize(
+    "config",
+    [WorldConfig(), WorldConfig(p_says_size=1, p_says_position=1), WorldConfig(p_says_size=0, p_says_position=0)],
+)
 def test_parse_caption_inverts_caption(config, scenes_by_split):
     scenes = sample_scenes(300, seed=1, config=config) + [s for ss in scenes_by_split.values() for s in ss]
     for scene in scenes:
@@ -118,16 +120,27 @@ def test_parse_caption_accepts_a_user_spelling():
     assert parse_caption("an orange cross on the left").position == "left"
 
 
-@pytest.mark.parametrize("text, unknown", [("a purple circle", "purple"), ("a red hexagon", "hexagon"),
-                                           ("two red circles", "circles, two")])
+@pytest.mark.parametrize(
+    "text, unknown", [("a purple circle", "purple"), ("a red hexagon", "hexagon"), ("two red circles", "circles, two")]
+)
 def test_parse_caption_names_unknown_words(text, unknown):
     with pytest.raises(ValueError, match=f"outside the Shapes vocabulary: {unknown}"):
         parse_caption(text)
 
 
-@pytest.mark.parametrize("text", ["red circle", "a circle", "a red circle above", "a red circle above a red circle",
-                                  "a red circle on the left above a blue square",
-                                  "a blue square above a red circle on the left", "a small large red circle", ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "red circle",
+        "a circle",
+        "a red circle above",
+        "a red circle above a red circle",
+        "a red circle on the left above a blue square",
+        "a blue square above a red circle on the left",
+        "a small large red circle",
+        "",
+    ],
+)
 def test_parse_caption_rejects_sentences_outside_the_grammar(text):
     with pytest.raises(ValueError):
         parse_caption(text)
@@ -146,8 +159,12 @@ def test_train_scenes_never_hold_a_heldout_combination():
 
 
 def test_heldout_scenes_hold_what_their_split_says(scenes_by_split):
-    expected = {"heldout": lambda p, t: p or t, "heldout_pair": lambda p, t: p and not t,
-                "heldout_relation": lambda p, t: t and not p, "heldout_both": lambda p, t: p and t}
+    expected = {
+        "heldout": lambda p, t: p or t,
+        "heldout_pair": lambda p, t: p and not t,
+        "heldout_relation": lambda p, t: t and not p,
+        "heldout_both": lambda p, t: p and t,
+    }
     for split, wanted in expected.items():
         for scene in scenes_by_split[split]:
             assert wanted(holds_heldout_pair(scene), holds_heldout_triple(scene)), (split, scene.caption())
@@ -168,9 +185,9 @@ def test_split_of_sees_a_heldout_triple_in_either_wording():
 
 
 def test_prompt_files_are_complete_parse_and_are_current():
-    generated = prompt_lists()  # what `python -m lab.world --write-prompts` writes
+    generated = prompt_lists()  # what `python -m lab.prompt_files --write-prompts` writes
     files = {stem: read_prompts(stem) for stem in PROMPT_COUNTS}
-    assert files == generated, "lab/prompts/ is stale: run python -m lab.world --write-prompts"
+    assert files == generated, "lab/prompts/ is stale: run python -m lab.prompt_files --write-prompts"
     for stem, count in PROMPT_COUNTS.items():
         assert len(files[stem]) == count, stem
     specs = {stem: [parse_caption(line) for line in lines] for stem, lines in files.items()}
@@ -210,9 +227,15 @@ def test_a_caption_is_true_of_what_it_says_and_of_nothing_else():
     red, blue = SceneObject("red", "circle", "large", (0.2, 0.5)), SceneObject("blue", "square", "small", (0.8, 0.5))
     pair, lone = Scene((red, blue), "left of"), Scene((red,), says_size=True, says_position=True)
     assert caption_is_true_of(parse_caption("a red circle to the left of a blue square"), pair)
-    assert caption_is_true_of(parse_caption("a blue square to the right of a large red circle"), pair)  # the other wording
-    for false in ("a blue square to the left of a red circle", "a small red circle to the left of a blue square",
-                  "a red circle to the left of a blue circle", "a red circle"):
+    assert caption_is_true_of(
+        parse_caption("a blue square to the right of a large red circle"), pair
+    )  # the other wording
+    for false in (
+        "a blue square to the left of a red circle",
+        "a small red circle to the left of a blue square",
+        "a red circle to the left of a blue circle",
+        "a red circle",
+    ):
         assert not caption_is_true_of(parse_caption(false), pair), false
     for true in ("a red circle", "a large red circle", "a red circle on the left"):
         assert caption_is_true_of(parse_caption(true), lone), true

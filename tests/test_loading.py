@@ -31,7 +31,10 @@ STEPS = {"unclip": UNCLIP_STEPS, "latent_diffusion": LD_STEPS}
 def saved(tmp_path_factory, unclip, latent_diffusion) -> dict[str, Path]:
     """Each tiny pipeline saved once; tests that damage a save work on a copy (see `copy_of`)."""
     root = tmp_path_factory.mktemp("saved")
-    return {"unclip": unclip.save_pretrained(root / "unclip"), "latent_diffusion": latent_diffusion.save_pretrained(root / "ld")}
+    return {
+        "unclip": unclip.save_pretrained(root / "unclip"),
+        "latent_diffusion": latent_diffusion.save_pretrained(root / "ld"),
+    }
 
 
 @pytest.fixture
@@ -111,7 +114,9 @@ def test_without_tokenizer_folder_the_offline_tokenizer_is_used(copy_of, latent_
     loaded = load_latent_diffusion(directory)
     assert loaded.tokenizer.model_max_length == MODEL_MAX_LENGTH
     assert torch.equal(tokenize(loaded.tokenizer, [PROMPT])[0], tokenize(offline_clip_tokenizer(), [PROMPT])[0])
-    assert np.array_equal(generate(loaded, "latent_diffusion").images, generate(latent_diffusion, "latent_diffusion").images)
+    assert np.array_equal(
+        generate(loaded, "latent_diffusion").images, generate(latent_diffusion, "latent_diffusion").images
+    )
 
 
 # ----------------------------------------------------------------------------- pickle
@@ -129,7 +134,9 @@ def test_bin_weights_need_allow_pickle(copy_of, latent_diffusion):
     assert str(pickled) in str(err.value)
 
     loaded = load_latent_diffusion(directory, allow_pickle=True)
-    assert np.array_equal(generate(loaded, "latent_diffusion").images, generate(latent_diffusion, "latent_diffusion").images)
+    assert np.array_equal(
+        generate(loaded, "latent_diffusion").images, generate(latent_diffusion, "latent_diffusion").images
+    )
 
 
 # ----------------------------------------------------------------------------- errors name the file
@@ -157,15 +164,47 @@ DAMAGE = {
     "unclip-no-decoder-folder": ("unclip", lambda d: _delete(d / "decoder"), "missing"),
     "ld-no-vae-folder": ("latent_diffusion", lambda d: _delete(d / "vae"), "missing"),
     "ld-unreadable-model-index": ("latent_diffusion", lambda d: _overwrite(d / MODEL_INDEX, b"{not json"), "JSON"),
-    "ld-no-unet-weights": ("latent_diffusion", lambda d: _delete(d / "unet" / "diffusion_pytorch_model.safetensors").parent, "missing"),
-    "ld-no-text-encoder-weights": ("latent_diffusion", lambda d: _delete(d / "text_encoder" / "model.safetensors").parent, "missing"),
+    "ld-no-unet-weights": (
+        "latent_diffusion",
+        lambda d: _delete(d / "unet" / "diffusion_pytorch_model.safetensors").parent,
+        "missing",
+    ),
+    "ld-no-text-encoder-weights": (
+        "latent_diffusion",
+        lambda d: _delete(d / "text_encoder" / "model.safetensors").parent,
+        "missing",
+    ),
     "ld-no-unet-config": ("latent_diffusion", lambda d: _delete(d / "unet" / "config.json"), "missing"),
-    "ld-no-scheduler-config": ("latent_diffusion", lambda d: _delete(d / "scheduler" / "scheduler_config.json"), "scheduler config"),
-    "ld-junk-unet-weights": ("latent_diffusion", lambda d: _overwrite(d / "unet" / "diffusion_pytorch_model.safetensors", b"junk" * 64), "corrupt"),
-    "ld-truncated-unet-weights": ("latent_diffusion", lambda d: _truncate(d / "unet" / "diffusion_pytorch_model.safetensors"), "corrupt"),
-    "ld-truncated-vae-weights": ("latent_diffusion", lambda d: _truncate(d / "vae" / "diffusion_pytorch_model.safetensors"), "corrupt"),
-    "ld-junk-text-encoder-weights": ("latent_diffusion", lambda d: _overwrite(d / "text_encoder" / "model.safetensors", b"\0" * 100), "corrupt"),
-    "unclip-truncated-prior-weights": ("unclip", lambda d: _truncate(d / "prior" / "diffusion_pytorch_model.safetensors"), "corrupt"),
+    "ld-no-scheduler-config": (
+        "latent_diffusion",
+        lambda d: _delete(d / "scheduler" / "scheduler_config.json"),
+        "scheduler config",
+    ),
+    "ld-junk-unet-weights": (
+        "latent_diffusion",
+        lambda d: _overwrite(d / "unet" / "diffusion_pytorch_model.safetensors", b"junk" * 64),
+        "corrupt",
+    ),
+    "ld-truncated-unet-weights": (
+        "latent_diffusion",
+        lambda d: _truncate(d / "unet" / "diffusion_pytorch_model.safetensors"),
+        "corrupt",
+    ),
+    "ld-truncated-vae-weights": (
+        "latent_diffusion",
+        lambda d: _truncate(d / "vae" / "diffusion_pytorch_model.safetensors"),
+        "corrupt",
+    ),
+    "ld-junk-text-encoder-weights": (
+        "latent_diffusion",
+        lambda d: _overwrite(d / "text_encoder" / "model.safetensors", b"\0" * 100),
+        "corrupt",
+    ),
+    "unclip-truncated-prior-weights": (
+        "unclip",
+        lambda d: _truncate(d / "prior" / "diffusion_pytorch_model.safetensors"),
+        "corrupt",
+    ),
 }
 
 

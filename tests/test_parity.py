@@ -49,8 +49,13 @@ def unclip_case(id, prompt=PROMPTS[0], dtype=F32, **kwargs):
 UNCLIP_CASES = [
     unclip_case("guided", prior_guidance_scale=4.0, decoder_guidance_scale=8.0),
     unclip_case("guided-float64", dtype=F64, prior_guidance_scale=4.0, decoder_guidance_scale=8.0),
-    unclip_case("unguided-3-2-3-steps", prior_guidance_scale=1.0, decoder_guidance_scale=1.0,
-                prior_num_inference_steps=3, super_res_num_inference_steps=3),
+    unclip_case(
+        "unguided-3-2-3-steps",
+        prior_guidance_scale=1.0,
+        decoder_guidance_scale=1.0,
+        prior_num_inference_steps=3,
+        super_res_num_inference_steps=3,
+    ),
     unclip_case("prior-unguided-decoder-guided", prior_guidance_scale=1.0, decoder_guidance_scale=6.0),
     unclip_case("prior-guided-decoder-unguided", prior_guidance_scale=5.0, decoder_guidance_scale=1.0),
     unclip_case("two-prompts", PROMPTS, decoder_num_inference_steps=3),
@@ -72,8 +77,12 @@ def test_unclip_matches_diffusers(tiny, prompt, dtype, kwargs):
     "images, dtype, kwargs",
     [
         pytest.param([0], F32, dict(decoder_guidance_scale=8.0), id="one-image-guided"),
-        pytest.param([0, 1], F32, dict(decoder_guidance_scale=1.0, decoder_num_inference_steps=3), id="two-images-unguided"),
-        pytest.param([1], F32, dict(decoder_guidance_scale=4.0, num_images_per_prompt=2), id="two-variations-per-image"),
+        pytest.param(
+            [0, 1], F32, dict(decoder_guidance_scale=1.0, decoder_num_inference_steps=3), id="two-images-unguided"
+        ),
+        pytest.param(
+            [1], F32, dict(decoder_guidance_scale=4.0, num_images_per_prompt=2), id="two-variations-per-image"
+        ),
     ],
 )
 def test_unclip_variations_match_diffusers(tiny, variation_images, images, dtype, kwargs):
@@ -81,7 +90,9 @@ def test_unclip_variations_match_diffusers(tiny, variation_images, images, dtype
     kwargs = {**VARIATION_STEPS, **kwargs}
     image = [variation_images[i] for i in images]
     ours = pipe.variations(image, seed=SEED, **kwargs)
-    reference = variations_oracle(pipe)(image=image, generator=oracle_generators(ours.seeds), output_type="np", **kwargs).images
+    reference = variations_oracle(pipe)(
+        image=image, generator=oracle_generators(ours.seeds), output_type="np", **kwargs
+    ).images
 
     assert ours.images.shape == (n_images(image, kwargs), 64, 64, 3)
     assert_images_close(ours.images, reference)
@@ -92,12 +103,17 @@ def test_unclip_with_the_shapes_labs_schedulers_matches_diffusers():
     image, not the noise: still diffusers' pipeline."""
     pipe = build_tiny_unclip(SEED)
     pipe.prior_scheduler, pipe.decoder_scheduler, pipe.super_res_scheduler = (
-        prior_scheduler(), decoder_scheduler(), super_res_scheduler())
+        prior_scheduler(),
+        decoder_scheduler(),
+        super_res_scheduler(),
+    )
     assert pipe.decoder_scheduler.config.prediction_type == "v_prediction"
     assert pipe.super_res_scheduler.config.prediction_type == "sample"
     kwargs = {**UNCLIP_STEPS, "prior_guidance_scale": 4.0, "decoder_guidance_scale": 8.0}
     ours = pipe(PROMPTS[0], seed=SEED, **kwargs)
-    reference = unclip_oracle(pipe)(PROMPTS[0], generator=oracle_generators(ours.seeds), output_type="np", **kwargs).images
+    reference = unclip_oracle(pipe)(
+        PROMPTS[0], generator=oracle_generators(ours.seeds), output_type="np", **kwargs
+    ).images
     assert_images_close(ours.images, reference)
 
 
@@ -150,15 +166,27 @@ def test_latent_diffusion_with_the_shapes_labs_v_prediction_matches_diffusers():
         pytest.param("pndm", 0.5, F32, dict(num_inference_steps=4), id="pndm-strength-0.5"),
         pytest.param("pndm", 1.0, F32, dict(num_inference_steps=2, num_images_per_prompt=2), id="pndm-strength-1.0"),
         # Euler schedulers keep a step index, which img2img must start part-way through the schedule
-        pytest.param("euler_ancestral", 0.6, F32, dict(num_inference_steps=4, guidance_scale=1.0), id="euler-ancestral-strength-0.6"),
+        pytest.param(
+            "euler_ancestral",
+            0.6,
+            F32,
+            dict(num_inference_steps=4, guidance_scale=1.0),
+            id="euler-ancestral-strength-0.6",
+        ),
     ],
 )
 def test_img2img_matches_diffusers(tiny, init_image, scheduler, strength, dtype, kwargs):
     pipe = tiny("latent_diffusion", dtype, scheduler)
     ours = pipe.img2img(PROMPTS[0], init_image, strength=strength, seed=SEED, **kwargs)
     oracle = sd_oracle(pipe, StableDiffusionImg2ImgPipeline)
-    reference = oracle(PROMPTS[0], image=init_image, strength=strength, generator=oracle_generators(ours.seeds),
-                       output_type="np", **kwargs).images
+    reference = oracle(
+        PROMPTS[0],
+        image=init_image,
+        strength=strength,
+        generator=oracle_generators(ours.seeds),
+        output_type="np",
+        **kwargs,
+    ).images
 
     assert ours.images.shape == (n_images(PROMPTS[0], kwargs), 64, 64, 3)
     assert_images_close(ours.images, reference)
@@ -186,8 +214,11 @@ def make_entry(name: str, request, dtype: torch.dtype) -> EntryPoint:
         return EntryPoint(
             name,
             lambda idx, **kw: pipe([PROMPTS[i] for i in idx], **{**UNCLIP_STEPS, **kw}),
-            [("prior", "prior_num_inference_steps"), ("decoder", "decoder_num_inference_steps"),
-             ("super_res", "super_res_num_inference_steps")],
+            [
+                ("prior", "prior_num_inference_steps"),
+                ("decoder", "decoder_num_inference_steps"),
+                ("super_res", "super_res_num_inference_steps"),
+            ],
             ("text_encoder", "prior", "decoder", "super_res"),
             {"prior": (EMBED_DIM,), "decoder": (3, 32, 32), "super_res": (3, 64, 64)},
             lambda sample: sample,
@@ -215,7 +246,9 @@ def make_entry(name: str, request, dtype: torch.dtype) -> EntryPoint:
     image = request.getfixturevalue("init_image")
     return EntryPoint(
         name,
-        lambda idx, **kw: pipe.img2img([PROMPTS[i] for i in idx], image, **{"strength": 0.75, "num_inference_steps": 4, **kw}),
+        lambda idx, **kw: pipe.img2img(
+            [PROMPTS[i] for i in idx], image, **{"strength": 0.75, "num_inference_steps": 4, **kw}
+        ),
         [("unet", "num_inference_steps")],
         ("text_encoder", "vae_encode", "unet", "vae_decode"),
         {"unet": (4, 32, 32)},
@@ -290,10 +323,12 @@ def test_callback_sees_every_step_of_every_stage(entry):
 
 def test_img2img_callback_skips_the_noisiest_steps(latent_diffusion, init_image):
     states: list[StepState] = []
-    latent_diffusion.img2img(PROMPTS[0], init_image, strength=0.5, num_inference_steps=4, seed=3, callback=states.append)
+    latent_diffusion.img2img(
+        PROMPTS[0], init_image, strength=0.5, num_inference_steps=4, seed=3, callback=states.append
+    )
     full = latent_diffusion.scheduler.timesteps.tolist()  # the whole schedule of 4 steps
 
-    assert [s.timestep for s in states] == full[-len(states):]
+    assert [s.timestep for s in states] == full[-len(states) :]
     assert len(states) < len(full)
 
 

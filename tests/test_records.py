@@ -15,14 +15,28 @@ FAST = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    return Harness({"unclip": build_tiny_unclip(0, image_variations=True), "latent_diffusion": build_tiny_latent_diffusion(0)}, tiny_judge(),
-                   tmp_path_factory.mktemp("results"), models={"unclip": "tiny-unclip", "latent_diffusion": "tiny-ld"})
+    return Harness(
+        {"unclip": build_tiny_unclip(0, image_variations=True), "latent_diffusion": build_tiny_latent_diffusion(0)},
+        tiny_judge(),
+        tmp_path_factory.mktemp("results"),
+        models={"unclip": "tiny-unclip", "latent_diffusion": "tiny-ld"},
+    )
 
 
 def test_infotext_round_trips_awkward_prompts():
-    row = {"prompt": 'a "red", circle: über 🙂\nsecond line', "negative_prompt": "blurry, dark", "seed": 2**63 - 1,
-           "steps": 50, "guidance": 7.5, "width": 64, "height": 48, "model_hash": "abc", "model": "a/b:c",
-           "architecture": "latent_diffusion", "diffusers_version": "0.42.1"}
+    row = {
+        "prompt": 'a "red", circle: über 🙂\nsecond line',
+        "negative_prompt": "blurry, dark",
+        "seed": 2**63 - 1,
+        "steps": 50,
+        "guidance": 7.5,
+        "width": 64,
+        "height": 48,
+        "model_hash": "abc",
+        "model": "a/b:c",
+        "architecture": "latent_diffusion",
+        "diffusers_version": "0.42.1",
+    }
     parsed = parse_infotext(infotext(row))
     assert parsed["prompt"] == row["prompt"] and parsed["negative_prompt"] == "blurry, dark"
     assert parsed["Seed"] == str(2**63 - 1) and parsed["CFG scale"] == "7.5" and parsed["Model"] == "a/b:c"
@@ -31,8 +45,15 @@ def test_infotext_round_trips_awkward_prompts():
 
 @pytest.mark.parametrize("architecture", ["unclip", "latent_diffusion"])
 def test_png_regenerates_the_same_image(harness, architecture):
-    settings = Settings(prior_steps=2, decoder_steps=3, super_res_steps=2, prior_guidance=3.0, steps=3, guidance=5.0,
-                        negative_prompt="a blue square")
+    settings = Settings(
+        prior_steps=2,
+        decoder_steps=3,
+        super_res_steps=2,
+        prior_guidance=3.0,
+        steps=3,
+        guidance=5.0,
+        negative_prompt="a blue square",
+    )
     output, rows = harness.generate(architecture, ["a red circle", "a green cross"], [5, 9], settings)
     arch, prompt, seed, read_back = settings_from_png(rows[1]["image_path"])
     assert (arch, prompt, seed) == (architecture, "a green cross", 9)
@@ -46,10 +67,34 @@ def test_rows_carry_every_column_group(harness):
     output, rows = harness.generate("unclip", ["a red circle", "a blue square"], [1, 2], FAST)
     assert len(rows) == 2 and [r["seed"] for r in rows] == [1, 2]
     row = rows[0]
-    for column in ("run_id", "created_at", "architecture", "model", "model_hash", "prompt", "seed", "prior_steps",
-                   "decoder_guidance", "height", "width", "dtype", "device", "device_name", "torch_version",
-                   "diffusers_version", "transformers_version", "seconds_prior", "seconds_total", "peak_memory_mb_decoder",
-                   "peak_memory_mb", "memory_kind", "clip_score", "clip_cosine", "prior_image_cosine", "image_path"):
+    for column in (
+        "run_id",
+        "created_at",
+        "architecture",
+        "model",
+        "model_hash",
+        "prompt",
+        "seed",
+        "prior_steps",
+        "decoder_guidance",
+        "height",
+        "width",
+        "dtype",
+        "device",
+        "device_name",
+        "torch_version",
+        "diffusers_version",
+        "transformers_version",
+        "seconds_prior",
+        "seconds_total",
+        "peak_memory_mb_decoder",
+        "peak_memory_mb",
+        "memory_kind",
+        "clip_score",
+        "clip_cosine",
+        "prior_image_cosine",
+        "image_path",
+    ):
         assert column in row, column
     assert row["created_at"].tzinfo is not None and row["memory_kind"] == "peak RSS" and row["batch_size"] == 2
     assert row["seconds_total"] == pytest.approx(output.total_seconds / 2)

@@ -16,8 +16,9 @@ from comparisons.app.session import AppConfig, Session, parse_settings, stage_st
 from comparisons.harness import Harness
 from comparisons.metrics import tiny_judge
 from comparisons.records import settings_from_png
+from comparisons.schema import FLOAT, INT, column_kind, core_columns
 from comparisons.settings import Settings, add_setting_flags, from_flags
-from comparisons.store import FLOAT, INT, RunLog, column_kind, core_columns, load_runs
+from comparisons.store import RunLog, load_runs
 from comparisons.summary import default_pair, own_settings, summary_table
 from pipelines import registry
 from pipelines.unclip import UnCLIP
@@ -30,8 +31,9 @@ def painter(monkeypatch, tmp_path):
     """The painter registered, and a preset that holds it beside the tiny preset's two architectures."""
     registry.register(PAINTER)  # registered here, and nowhere else
     tiny = presets.get_preset("tiny")
-    monkeypatch.setitem(presets.PRESETS, "painted", presets.Preset("painted", {**tiny.models, "painter": "-"}, "tiny",
-                                                                   False))
+    monkeypatch.setitem(
+        presets.PRESETS, "painted", presets.Preset("painted", {**tiny.models, "painter": "-"}, "tiny", False)
+    )
     yield PAINTER
     registry.unregister("painter")
 
@@ -43,8 +45,12 @@ def test_the_shipped_registry_reads_its_defaults_from_the_pipelines_signatures()
     parameters = inspect.signature(UnCLIP.__call__).parameters
     unclip = registry.get("unclip")
     assert {s.name: s.default for s in unclip.settings} == {
-        "prior_steps": parameters["prior_num_inference_steps"].default, "decoder_steps": 25, "super_res_steps": 7,
-        "prior_guidance": 4.0, "decoder_guidance": 8.0}
+        "prior_steps": parameters["prior_num_inference_steps"].default,
+        "decoder_steps": 25,
+        "super_res_steps": 7,
+        "prior_guidance": 4.0,
+        "decoder_guidance": 8.0,
+    }
     assert Settings().steps == 50 and Settings().guidance == 7.5 and Settings().negative_prompt is None
     with pytest.raises(ValueError, match="unknown architecture 'gan'"):
         registry.get("gan")
@@ -67,8 +73,9 @@ def test_a_new_architecture_flows_through_settings_flags_and_infotext(painter):
 
 def test_a_new_architecture_flows_through_a_sweep_the_harness_the_log_and_the_summary(painter, tmp_path, tiny):
     harness = Harness({"unclip": tiny("unclip"), "painter": Painter()}, tiny_judge(), tmp_path, log=RunLog(tmp_path))
-    jobs = sweep.grid(["a red circle", "a blue square"], [0, 1], [2], [0.5, 1.0], ["unclip", "painter"],
-                      Settings(super_res_steps=2))
+    jobs = sweep.grid(
+        ["a red circle", "a blue square"], [0, 1], [2], [0.5, 1.0], ["unclip", "painter"], Settings(super_res_steps=2)
+    )
     assert {j.settings.coats for j in jobs if j.architecture == "painter"} == {2}
     assert sweep.run_sweep(harness, jobs, batch_size=4, progress=False) == len(jobs) == 16
     df = load_runs(tmp_path)

@@ -50,8 +50,12 @@ def test_a_v_step_is_the_clean_image_step_on_the_image_v_implies(variance_type, 
     ours = one_step(scheduler, torch.cat([v, *extra], dim=1), x_t, i)
     # the true v gives back the clean image even at the first step, where a = 2.4e-9
     torch.testing.assert_close(ours.pred_original_sample, x0, atol=1e-4, rtol=0)
-    clean = one_step(UnCLIPScheduler(variance_type=variance_type, prediction_type="sample"),
-                     torch.cat([ours.pred_original_sample, *extra], dim=1), x_t, i)
+    clean = one_step(
+        UnCLIPScheduler(variance_type=variance_type, prediction_type="sample"),
+        torch.cat([ours.pred_original_sample, *extra], dim=1),
+        x_t,
+        i,
+    )
     assert torch.equal(ours.prev_sample, clean.prev_sample)
 
 
@@ -103,7 +107,9 @@ def test_callbacks_clean_image_without_the_schedulers_own_matches_ddims(predicti
 
     from pipelines.latent_diffusion import predicted_original
 
-    ddim = DDIMScheduler(prediction_type=prediction_type, clip_sample=False)  # the raw estimate, as the callback gives it
+    ddim = DDIMScheduler(
+        prediction_type=prediction_type, clip_sample=False
+    )  # the raw estimate, as the callback gives it
     ddim.set_timesteps(10)
     t = ddim.timesteps[2]
     sample, model_output = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.randn(2, 4, 8, 8)

@@ -13,37 +13,62 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from comparisons import store
-from comparisons.store import (
-    DTYPES,
-    RunLog,
-    column_kind,
-    core_columns,
-    done_keys,
-    export_csv,
-    export_parquet,
-    load_runs,
-    read_csv,
-    read_parquet,
-)
+from comparisons.exports import export_csv, export_parquet, read_csv, read_parquet
+from comparisons.schema import DTYPES, column_kind, core_columns, encode_rows
+from comparisons.store import RunLog, done_keys, load_runs
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
 BIG_SEED = 2**63 - 1  # float64 would round it to 2**63
 
 
 def unclip_row(i: int, **extra) -> dict:
-    return {"run_id": f"u{i}", "created_at": T0 + timedelta(seconds=i), "architecture": "unclip", "model": "karlo",
-            "prompt": f"a red circle {i}", "seed": i, "height": 64, "width": 64, "prior_steps": 2, "decoder_steps": 2,
-            "super_res_steps": 2, "prior_guidance": 4.0, "decoder_guidance": 8.0, "dtype": "float32",
-            "device": "cpu", "seconds_prior": 0.25, "seconds_total": 1.5, "peak_memory_mb": 512.0,
-            "memory_kind": "peak RSS", "clip_score": 21.5, "clip_cosine": 0.215, "prior_image_cosine": 0.8, **extra}
+    return {
+        "run_id": f"u{i}",
+        "created_at": T0 + timedelta(seconds=i),
+        "architecture": "unclip",
+        "model": "karlo",
+        "prompt": f"a red circle {i}",
+        "seed": i,
+        "height": 64,
+        "width": 64,
+        "prior_steps": 2,
+        "decoder_steps": 2,
+        "super_res_steps": 2,
+        "prior_guidance": 4.0,
+        "decoder_guidance": 8.0,
+        "dtype": "float32",
+        "device": "cpu",
+        "seconds_prior": 0.25,
+        "seconds_total": 1.5,
+        "peak_memory_mb": 512.0,
+        "memory_kind": "peak RSS",
+        "clip_score": 21.5,
+        "clip_cosine": 0.215,
+        "prior_image_cosine": 0.8,
+        **extra,
+    }
 
 
 def ld_row(i: int, **extra) -> dict:
-    return {"run_id": f"l{i}", "created_at": T0 + timedelta(seconds=i), "architecture": "latent_diffusion",
-            "model": "sd15", "prompt": f"a red circle {i}", "negative_prompt": None, "seed": i, "steps": 2,
-            "guidance": 7.5, "dtype": "float32", "device": "cpu", "seconds_unet": 0.5, "seconds_total": 1.0,
-            "peak_memory_mb": np.float64(256.0), "memory_kind": "peak RSS", "clip_score": 23.0, **extra}
+    return {
+        "run_id": f"l{i}",
+        "created_at": T0 + timedelta(seconds=i),
+        "architecture": "latent_diffusion",
+        "model": "sd15",
+        "prompt": f"a red circle {i}",
+        "negative_prompt": None,
+        "seed": i,
+        "steps": 2,
+        "guidance": 7.5,
+        "dtype": "float32",
+        "device": "cpu",
+        "seconds_unet": 0.5,
+        "seconds_total": 1.0,
+        "peak_memory_mb": np.float64(256.0),
+        "memory_kind": "peak RSS",
+        "clip_score": 23.0,
+        **extra,
+    }
 
 
 def file_bytes(log: RunLog) -> bytes:
@@ -55,7 +80,7 @@ def file_bytes(log: RunLog) -> bytes:
 
 def test_round_trip_with_mixed_optional_columns(tmp_path):
     log = RunLog(tmp_path / "runs")
-    log.append([unclip_row(0), ld_row(1, negative_prompt="blurry, \"low\" quality\n😀")])
+    log.append([unclip_row(0), ld_row(1, negative_prompt='blurry, "low" quality\n😀')])
     log.append([ld_row(2, seed=BIG_SEED, steps=2.0, check_colour_correct=True, check_count_correct=None, note="lab")])
     df = load_runs(tmp_path / "runs")
 
@@ -66,7 +91,7 @@ def test_round_trip_with_mixed_optional_columns(tmp_path):
         assert df[name].dtype == DTYPES[kind], name
     assert df["seed"].tolist() == [0, 1, BIG_SEED]  # exact: no trip through float64
     assert df["created_at"].tolist() == [T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)]
-    assert df["negative_prompt"][1] == "blurry, \"low\" quality\n😀"
+    assert df["negative_prompt"][1] == 'blurry, "low" quality\n😀'
     assert df["prior_image_cosine"].tolist()[0] == 0.8 and df["prior_image_cosine"][1:].isna().all()
     assert df["prior_steps"].isna().tolist() == [False, True, True]
     assert df["check_colour_correct"].isna().tolist() == [True, True, False] and df["check_colour_correct"][2]
@@ -78,10 +103,18 @@ def test_round_trip_with_mixed_optional_columns(tmp_path):
 
 def test_checker_columns_get_their_types(tmp_path):
     # what comparisons.records makes of lab.checker's CheckResult.as_dict(): verdicts as 1.0 / 0.0 / NaN
-    checks = {"check_caption": "a red circle", "check_n_expected": 1, "check_n_detected": 2,
-              "check_count_correct": False, "check_object1_colour_correct": 1.0, "check_object1_size_correct": float("nan"),
-              "check_position_correct": 0.0, "check_min_confidence": 0.25, "check_object1_shape_read": "square",
-              "check_object2_shape_read": None}
+    checks = {
+        "check_caption": "a red circle",
+        "check_n_expected": 1,
+        "check_n_detected": 2,
+        "check_count_correct": False,
+        "check_object1_colour_correct": 1.0,
+        "check_object1_size_correct": float("nan"),
+        "check_position_correct": 0.0,
+        "check_min_confidence": 0.25,
+        "check_object1_shape_read": "square",
+        "check_object2_shape_read": None,
+    }
     RunLog(tmp_path).append([ld_row(0, **checks), ld_row(1)])
     df = load_runs(tmp_path)
     assert df["check_object1_colour_correct"].dtype == "boolean" and df["check_object1_colour_correct"][0]
@@ -89,7 +122,10 @@ def test_checker_columns_get_their_types(tmp_path):
     assert df["check_n_detected"].dtype == "Int64" and df["check_min_confidence"].dtype == "float64"
     assert df["check_caption"].dtype == "string"
     # what was read: strings, even a column no row has a value in
-    assert df["check_object1_shape_read"].tolist() == ["square", pd.NA] and df["check_object2_shape_read"].dtype == "string"
+    assert (
+        df["check_object1_shape_read"].tolist() == ["square", pd.NA]
+        and df["check_object2_shape_read"].dtype == "string"
+    )
 
 
 def test_empty_log_has_the_core_columns(tmp_path):
@@ -100,18 +136,21 @@ def test_empty_log_has_the_core_columns(tmp_path):
         load_runs(tmp_path / "missing")
 
 
-@pytest.mark.parametrize("row, match", [
-    ({"seed": 1.5}, "takes int"),
-    ({"seed": 2.0**60}, "takes int"),  # a float this big may already have been rounded
-    ({"seed": 2**63}, "64-bit"),
-    ({"note": [1, 2]}, "list values cannot be logged"),
-    ({"prompt": 3}, "takes string"),
-    ({"created_at": datetime(2026, 1, 1)}, "no time zone"),
-    ({"created_at": "2026-01-01"}, "takes datetime"),
-    ({"check_colour_correct": 0.5}, "takes bool"),
-    ({"clip_score": float("inf")}, "finite"),
-    ({"versions": {"torch": "2.5"}}, "cannot be logged"),
-])
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        ({"seed": 1.5}, "takes int"),
+        ({"seed": 2.0**60}, "takes int"),  # a float this big may already have been rounded
+        ({"seed": 2**63}, "64-bit"),
+        ({"note": [1, 2]}, "list values cannot be logged"),
+        ({"prompt": 3}, "takes string"),
+        ({"created_at": datetime(2026, 1, 1)}, "no time zone"),
+        ({"created_at": "2026-01-01"}, "takes datetime"),
+        ({"check_colour_correct": 0.5}, "takes bool"),
+        ({"clip_score": float("inf")}, "finite"),
+        ({"versions": {"torch": "2.5"}}, "cannot be logged"),
+    ],
+)
 def test_bad_rows_are_refused_before_anything_is_written(tmp_path, row, match):
     log = RunLog(tmp_path)
     log.append([unclip_row(0)])
@@ -125,7 +164,10 @@ def test_done_keys(tmp_path):
     log = RunLog(tmp_path)
     log.append([unclip_row(0), ld_row(0), ld_row(1, prompt=None)])
     assert done_keys(tmp_path, ["architecture", "prompt", "seed"]) == {
-        ("unclip", "a red circle 0", 0), ("latent_diffusion", "a red circle 0", 0), ("latent_diffusion", None, 1)}
+        ("unclip", "a red circle 0", 0),
+        ("latent_diffusion", "a red circle 0", 0),
+        ("latent_diffusion", None, 1),
+    }
     assert log.done_keys(["seed"]) == {(0,), (1,)}
     assert log.done_keys(["sweep_key"]) == set()  # a column no row has yet: nothing is done
     log.append([{**ld_row(3), "sweep_key": "k3"}])
@@ -232,7 +274,7 @@ def test_torn_only_line_is_cut_to_an_empty_log(tmp_path):
     log.path.write_bytes(b'{"run_id":"to')
     assert len(log.load()) == 0
     log.append([ld_row(0)])
-    assert file_bytes(log) == store.encode_rows([ld_row(0)])
+    assert file_bytes(log) == encode_rows([ld_row(0)])
 
 
 def test_corrupt_line_in_the_middle_is_an_error(tmp_path):
@@ -262,6 +304,7 @@ def test_full_disk_keeps_earlier_rows_and_the_next_append_works(tmp_path, monkey
             if len(calls) > 1:
                 _raise_enospc()
             return real_write(fd, bytes(data[: len(data) // 2]))
+
     monkeypatch.setattr(os, "write", fake)
     with pytest.raises(OSError, match="could not append 3 row") as err:
         log.append([unclip_row(1), ld_row(1), ld_row(2)])
@@ -279,10 +322,10 @@ def test_full_disk_keeps_earlier_rows_and_the_next_append_works(tmp_path, monkey
 
 @pytest.fixture
 def every_dtype(tmp_path) -> pd.DataFrame:
-    prompts = ["plain", "commas, \"quotes\"\nand a newline", "", None, "emoji 😀 and ünïcødé", "cr\r\nlf"]
+    prompts = ["plain", 'commas, "quotes"\nand a newline', "", None, "emoji 😀 and ünïcødé", "cr\r\nlf"]
     rows = []
     for i, prompt in enumerate(prompts):
-        row = (unclip_row(i) if i % 2 else ld_row(i, check_colour_correct=bool(i % 4), note=f"n{i}"))
+        row = unclip_row(i) if i % 2 else ld_row(i, check_colour_correct=bool(i % 4), note=f"n{i}")
         rows.append({**row, "prompt": prompt, "seed": BIG_SEED - i, "clip_score": 0.1 + 0.2 * i})
     rows[3]["created_at"] = None
     RunLog(tmp_path / "log").append(rows)
@@ -325,14 +368,30 @@ def test_failed_export_leaves_the_old_file(tmp_path, every_dtype, fmt):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log", path.name]
 
 
-FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR", "'=quoted", "'plain quote",
-            "a = b", "", None]
+FORMULAS = [
+    '=HYPERLINK("http://x","y")',
+    "+1+1",
+    "-2+3",
+    "@SUM(A1)",
+    "\tTAB",
+    "\rCR",
+    "'=quoted",
+    "'plain quote",
+    "a = b",
+    "",
+    None,
+]
 
 
 def test_csv_for_a_browser_neutralises_formulas_in_text_cells_only(tmp_path):
-    df = pd.DataFrame({"prompt": pd.array(FORMULAS, dtype="string"),
-                       "negative_prompt": pd.array(["-blurry"] * len(FORMULAS), dtype="string"),
-                       "clip_cosine": [-0.5] * len(FORMULAS), "seed": pd.array([-3] * len(FORMULAS), dtype="Int64")})
+    df = pd.DataFrame(
+        {
+            "prompt": pd.array(FORMULAS, dtype="string"),
+            "negative_prompt": pd.array(["-blurry"] * len(FORMULAS), dtype="string"),
+            "clip_cosine": [-0.5] * len(FORMULAS),
+            "seed": pd.array([-3] * len(FORMULAS), dtype="Int64"),
+        }
+    )
     export_csv(df, tmp_path / "safe.csv", neutralise_formulas=True)
     with open(tmp_path / "safe.csv", newline="", encoding="utf-8") as f:
         cells = list(csv.DictReader(f))
@@ -340,7 +399,9 @@ def test_csv_for_a_browser_neutralises_formulas_in_text_cells_only(tmp_path):
     assert prompts[:6] == ["'" + p for p in FORMULAS[:6]]  # every formula start (OWASP) becomes text
     assert prompts[6:9] == ["''=quoted", "''plain quote", "a = b"]  # a leading quote is doubled: the prefix comes off
     assert {c["negative_prompt"] for c in cells} == {"'-blurry"}
-    assert {c["clip_cosine"] for c in cells} == {"-0.5"} and {c["seed"] for c in cells} == {"-3"}  # numbers stay numbers
+    assert {c["clip_cosine"] for c in cells} == {"-0.5"} and {c["seed"] for c in cells} == {
+        "-3"
+    }  # numbers stay numbers
     pd.testing.assert_frame_equal(read_csv(tmp_path / "safe.csv", neutralised=True), df)  # and come back exactly
     export_csv(df, tmp_path / "exact.csv")
     assert read_csv(tmp_path / "exact.csv")["prompt"].tolist()[:6] == FORMULAS[:6]  # the default CSV is exact

@@ -26,12 +26,32 @@ def synthetic_runs(n_pairs: int, effect: float = -1.5, noise: float = 1.0, seed:
     its clip_score is always higher; prompt-level variation is shared by both, as in real pairs."""
     rng = np.random.default_rng(seed)
     base = rng.uniform(5.0, 10.0, n_pairs)
-    common = {"prompt": [f"prompt {i % 7}" for i in range(n_pairs)], "seed": np.arange(n_pairs), "dtype": "float32",
-              "device": "cpu"}
-    unclip = pd.DataFrame({**common, "architecture": UC, "prior_steps": 25, "seconds_total": base,
-                           "peak_memory_mb": 1000.0, "clip_score": 20.0})
-    ld = pd.DataFrame({**common, "architecture": LD, "steps": 50, "seconds_total": base + effect + rng.normal(0, noise, n_pairs),
-                       "peak_memory_mb": 2000.0, "clip_score": 25.0})
+    common = {
+        "prompt": [f"prompt {i % 7}" for i in range(n_pairs)],
+        "seed": np.arange(n_pairs),
+        "dtype": "float32",
+        "device": "cpu",
+    }
+    unclip = pd.DataFrame(
+        {
+            **common,
+            "architecture": UC,
+            "prior_steps": 25,
+            "seconds_total": base,
+            "peak_memory_mb": 1000.0,
+            "clip_score": 20.0,
+        }
+    )
+    ld = pd.DataFrame(
+        {
+            **common,
+            "architecture": LD,
+            "steps": 50,
+            "seconds_total": base + effect + rng.normal(0, noise, n_pairs),
+            "peak_memory_mb": 2000.0,
+            "clip_score": 25.0,
+        }
+    )
     return pd.concat([unclip, ld], ignore_index=True)
 
 
@@ -52,8 +72,11 @@ def test_bootstrap_interval_covers_the_true_difference_and_narrows_with_more_pai
     assert large["n"] == 400 and small["n"] == 25
     assert (large["ci_high"] - large["ci_low"]) < 0.4 * (small["ci_high"] - small["ci_low"])  # ~ 1/sqrt(16)
     # the percentile bootstrap of a mean agrees with the normal interval, mean +- 1.96 sd / sqrt(n)
-    d = synthetic_runs(400).pipe(lambda df: df[df.architecture == LD].seconds_total.to_numpy()
-                                 - df[df.architecture == UC].seconds_total.to_numpy())
+    d = synthetic_runs(400).pipe(
+        lambda df: (
+            df[df.architecture == LD].seconds_total.to_numpy() - df[df.architecture == UC].seconds_total.to_numpy()
+        )
+    )
     half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
     assert large["mean_diff"] == pytest.approx(d.mean())
     assert large["ci_low"] == pytest.approx(d.mean() - half, abs=0.15 * half)
@@ -61,8 +84,7 @@ def test_bootstrap_interval_covers_the_true_difference_and_narrows_with_more_pai
 
 
 def test_bootstrap_coverage_is_near_95_percent():
-    covered = [paired_differences(synthetic_runs(30, seed=s), "seconds_total", n_boot=400, seed=s)
-               for s in range(40)]
+    covered = [paired_differences(synthetic_runs(30, seed=s), "seconds_total", n_boot=400, seed=s) for s in range(40)]
     rate = np.mean([r["ci_low"] <= -1.5 <= r["ci_high"] for r in covered])
     assert 0.85 <= rate <= 1.0  # 40 trials: a 95% interval misses 2 on average
 
@@ -70,7 +92,10 @@ def test_bootstrap_coverage_is_near_95_percent():
 def test_bootstrap_is_reproducible_by_seed():
     df = synthetic_runs(30)
     assert paired_differences(df, "seconds_total", seed=1) == paired_differences(df, "seconds_total", seed=1)
-    assert paired_differences(df, "seconds_total", seed=1)["ci_low"] != paired_differences(df, "seconds_total", seed=2)["ci_low"]
+    assert (
+        paired_differences(df, "seconds_total", seed=1)["ci_low"]
+        != paired_differences(df, "seconds_total", seed=2)["ci_low"]
+    )
 
 
 def test_win_rate_follows_the_metric_direction():
@@ -140,7 +165,12 @@ def test_summarize_puts_architectures_side_by_side():
         assert table.loc[("check_colour_correct", "mean"), arch] == pytest.approx(verdicts.mean())  # accuracy
         assert table.loc[("check_colour_correct", "n"), arch] == len(verdicts)
     assert table.index.get_level_values("metric").unique().tolist() == [
-        "rows", "seconds_total", "peak_memory_mb", "clip_score", "check_colour_correct"]
+        "rows",
+        "seconds_total",
+        "peak_memory_mb",
+        "clip_score",
+        "check_colour_correct",
+    ]
     assert ("check_colour_correct", "median") not in table.index
 
 

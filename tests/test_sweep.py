@@ -31,8 +31,14 @@ def harness_for(pipes, out):
 
 
 def jobs_for(prompts, seeds="0-1"):
-    return sweep.grid(sweep.read_prompts(prompts), sweep.parse_seeds(seeds), [2], [1.0, 4.0], ["unclip", "latent_diffusion"],
-                      Settings(super_res_steps=2))
+    return sweep.grid(
+        sweep.read_prompts(prompts),
+        sweep.parse_seeds(seeds),
+        [2],
+        [1.0, 4.0],
+        ["unclip", "latent_diffusion"],
+        Settings(super_res_steps=2),
+    )
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -41,19 +47,27 @@ def jobs_for(prompts, seeds="0-1"):
 def test_seed_ranges():
     assert sweep.parse_seeds("0-9") == list(range(10))
     assert sweep.parse_seeds("0-3,10,2") == [0, 1, 2, 3, 10]
-    for bad, message in [("9-0", "runs backwards"), ("a-b", "not a number"), ("-1", "not a number"), ("1,", "not a number"),
-                         (f"0-{2**63}", r"2\*\*63")]:
+    for bad, message in [
+        ("9-0", "runs backwards"),
+        ("a-b", "not a number"),
+        ("-1", "not a number"),
+        ("1,", "not a number"),
+        (f"0-{2**63}", r"2\*\*63"),
+    ]:
         with pytest.raises(ValueError, match=message):
             sweep.parse_seeds(bad)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "has no prompts"),
-    (b"\n# only a comment\n  \n", "has no prompts"),
-    (b"a cat\0\x01\x02", "binary"),
-    ("a caf\u00e9".encode("latin-1"), "not UTF-8"),
-    (b"a cat\n" * 100_000, "at most 10000"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "has no prompts"),
+        (b"\n# only a comment\n  \n", "has no prompts"),
+        (b"a cat\0\x01\x02", "binary"),
+        ("a caf\u00e9".encode("latin-1"), "not UTF-8"),
+        (b"a cat\n" * 100_000, "at most 10000"),
+    ],
+)
 def test_malformed_prompt_files(tmp_path, content, message):
     path = tmp_path / "p.txt"
     path.write_bytes(content)
@@ -75,13 +89,27 @@ def test_grid_batches_like_settings_together(prompts):
 # ----------------------------------------------------------------------------- the CLI's bad input
 
 
-@pytest.mark.parametrize("case", ["unknown-architecture", "backwards-seeds", "out-is-a-file", "out-read-only", "binary-prompts",
-                                  "cuda-graphs-on-cpu"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown-architecture",
+        "backwards-seeds",
+        "out-is-a-file",
+        "out-read-only",
+        "binary-prompts",
+        "cuda-graphs-on-cpu",
+    ],
+)
 def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case, capsys):
     out = tmp_path / "out"
-    args = {"unknown-architecture": ["--architectures", "unclip,gan"], "backwards-seeds": ["--seeds", "9-0"],
-            "binary-prompts": [], "out-is-a-file": [], "out-read-only": [],
-            "cuda-graphs-on-cpu": ["--cuda-graphs", "--device", "cpu"]}[case]
+    args = {
+        "unknown-architecture": ["--architectures", "unclip,gan"],
+        "backwards-seeds": ["--seeds", "9-0"],
+        "binary-prompts": [],
+        "out-is-a-file": [],
+        "out-read-only": [],
+        "cuda-graphs-on-cpu": ["--cuda-graphs", "--device", "cpu"],
+    }[case]
     if case == "binary-prompts":
         prompts.write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
     if case == "out-is-a-file":
@@ -124,11 +152,15 @@ def test_sweep_resumes_after_a_kill_without_duplicates(pipes, prompts, tmp_path,
 
 def test_summary_cli_reads_a_sweep_log(pipes, prompts, tmp_path, capsys):
     from comparisons import summary
-    from comparisons.store import read_csv
+    from comparisons.exports import read_csv
 
     harness = harness_for(pipes, tmp_path)
-    sweep.run_sweep(harness, [j for j in jobs_for(prompts) if j.settings.guidance == 4.0 or j.settings.decoder_guidance == 4.0],
-                    batch_size=4, progress=False)
+    sweep.run_sweep(
+        harness,
+        [j for j in jobs_for(prompts) if j.settings.guidance == 4.0 or j.settings.decoder_guidance == 4.0],
+        batch_size=4,
+        progress=False,
+    )
     assert summary.main([str(tmp_path), "--csv", str(tmp_path / "runs.csv")]) == 0
     out = capsys.readouterr().out
     assert "difference [95% CI]" in out and "seconds_total" in out

@@ -79,7 +79,12 @@ def heatmap(values: np.ndarray) -> np.ndarray:
 
 def overlay(image: Image.Image, attention: np.ndarray) -> Image.Image:
     """A (h, w) map in [0, 1] upscaled bilinearly to the image and blended over it as a heatmap."""
-    up = F.interpolate(torch.from_numpy(attention)[None, None].float(), size=(image.height, image.width), mode="bilinear", align_corners=False)
+    up = F.interpolate(
+        torch.from_numpy(attention)[None, None].float(),
+        size=(image.height, image.width),
+        mode="bilinear",
+        align_corners=False,
+    )
     heat = heatmap(up[0, 0].clamp(0, 1).numpy())
     pixels = np.asarray(image.convert("RGB"), np.float32) / 255
     return Image.fromarray(to_uint8((1 - HEAT_ALPHA) * pixels + HEAT_ALPHA * heat))
@@ -106,14 +111,18 @@ class TrajectoryRecorder:
 
     stages: tuple[str, ...]  # the stages whose frames to keep
     num_frames: int = 8
-    frames: dict[str, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)  # stage -> [(step, x_0 of the first image)]
+    frames: dict[str, list[tuple[int, torch.Tensor]]] = field(
+        default_factory=dict
+    )  # stage -> [(step, x_0 of the first image)]
     final: dict[str, torch.Tensor] = field(default_factory=dict)  # stage -> x_t after its last step
 
     def __call__(self, state: StepState) -> None:
         if state.step == state.num_steps - 1:
             self.final[state.stage] = state.sample.detach().to("cpu", copy=True)
         if state.stage in self.stages and state.step in _kept_steps(state.num_steps, self.num_frames):
-            self.frames.setdefault(state.stage, []).append((state.step, state.denoised[:1].detach().to("cpu", copy=True)))
+            self.frames.setdefault(state.stage, []).append(
+                (state.step, state.denoised[:1].detach().to("cpu", copy=True))
+            )
 
     def steps(self, stage: str) -> list[int]:
         return [step for step, _ in self.frames.get(stage, [])]
@@ -168,8 +177,15 @@ class RecordingAttnProcessor:
     def __init__(self, recorder: AttentionRecorder):
         self.recorder = recorder
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
         if hidden_states.ndim != 3 or attn.spatial_norm is not None:
             raise ValueError("the recording processor supports token-sequence attention (a U-Net's attn2) only")
         residual = hidden_states
@@ -236,8 +252,17 @@ def token_maps(mean_attention: torch.Tensor, tokens: list[tuple[int, str]]) -> l
 def component_table(architecture: str, pipe: Pipeline) -> pd.DataFrame:
     """Each component's class and parameter count (0 for tokenizers and schedulers), read from the loaded pipeline."""
     counts = pipe.parameter_counts()
-    return pd.DataFrame([{"architecture": architecture, "component": name, "class": type(c).__name__, "parameters": counts.get(name, 0)}
-                         for name, c in pipe.components().items()])
+    return pd.DataFrame(
+        [
+            {
+                "architecture": architecture,
+                "component": name,
+                "class": type(c).__name__,
+                "parameters": counts.get(name, 0),
+            }
+            for name, c in pipe.components().items()
+        ]
+    )
 
 
 @contextmanager
@@ -247,7 +272,11 @@ def first_output_shapes(module: torch.nn.Module) -> Iterator[dict[str, tuple[int
 
     def hook(_module, _args, output) -> None:
         if not shapes:
-            items = output.items() if isinstance(output, Mapping) else enumerate(output if isinstance(output, tuple) else (output,))
+            items = (
+                output.items()
+                if isinstance(output, Mapping)
+                else enumerate(output if isinstance(output, tuple) else (output,))
+            )
             shapes.update({str(k): tuple(v.shape) for k, v in items if isinstance(v, torch.Tensor)})
 
     handle = module.register_forward_hook(hook)
@@ -258,7 +287,9 @@ def first_output_shapes(module: torch.nn.Module) -> Iterator[dict[str, tuple[int
 
 
 def shape_table(architecture: str, shapes: list[tuple[str, str, tuple[int, ...]]]) -> pd.DataFrame:
-    return pd.DataFrame([{"architecture": architecture, "stage": s, "tensor": t, "shape": str(tuple(shape))} for s, t, shape in shapes])
+    return pd.DataFrame(
+        [{"architecture": architecture, "stage": s, "tensor": t, "shape": str(tuple(shape))} for s, t, shape in shapes]
+    )
 
 
 # ----------------------------------------------------------------------------- per architecture
@@ -290,23 +321,41 @@ class LatentDiffusionInside:
     shapes: pd.DataFrame
 
 
-def explain_unclip(pipe: UnCLIP, prompt: str, seed: int, settings: Settings = Settings(), num_frames: int = 8) -> UnCLIPInside:
+def explain_unclip(
+    pipe: UnCLIP, prompt: str, seed: int, settings: Settings = Settings(), num_frames: int = 8
+) -> UnCLIPInside:
     """One instrumented unCLIP run: decoder and super-res trajectories, the prior's cosines, stage shapes."""
     trajectory = TrajectoryRecorder(("decoder", "super_res"), check_count(num_frames, "num_frames"))
     with first_output_shapes(pipe.text_encoder) as text_shapes:
         out = pipe(prompt, seed=seed, callback=trajectory, **settings.pipeline_kwargs("unclip"))
     image = out.pil_images()[0]
     cosine = float(embedding_cosine(out.image_embeds, out.text_embeds)[0])
-    image_cosine = None if pipe.image_encoder is None else float(embedding_cosine(pipe.encode_image([image]).cpu(), out.image_embeds)[0])
+    image_cosine = (
+        None
+        if pipe.image_encoder is None
+        else float(embedding_cosine(pipe.encode_image([image]).cpu(), out.image_embeds)[0])
+    )
     shapes = [("text_encoder", k, s) for k, s in text_shapes.items()] + [
-        ("prior", "image_embeds", out.image_embeds.shape), ("decoder", "sample", trajectory.final["decoder"].shape),
-        ("super_res", "sample", trajectory.final["super_res"].shape), ("output", "images", out.images.shape)]
-    return UnCLIPInside(image, strip(trajectory.stacked("decoder")), strip(trajectory.stacked("super_res")),
-                        {s: trajectory.steps(s) for s in trajectory.stages}, cosine, image_cosine, shape_table("unclip", shapes))
+        ("prior", "image_embeds", out.image_embeds.shape),
+        ("decoder", "sample", trajectory.final["decoder"].shape),
+        ("super_res", "sample", trajectory.final["super_res"].shape),
+        ("output", "images", out.images.shape),
+    ]
+    return UnCLIPInside(
+        image,
+        strip(trajectory.stacked("decoder")),
+        strip(trajectory.stacked("super_res")),
+        {s: trajectory.steps(s) for s in trajectory.stages},
+        cosine,
+        image_cosine,
+        shape_table("unclip", shapes),
+    )
 
 
-def explain_latent_diffusion(pipe: LatentDiffusion, prompt: str, seed: int, settings: Settings = Settings(), num_frames: int = 8) -> LatentDiffusionInside:
-    """One instrumented latent-diffusion run: U-Net trajectory, final latent, cross-attention per token, stage shapes."""
+def explain_latent_diffusion(
+    pipe: LatentDiffusion, prompt: str, seed: int, settings: Settings = Settings(), num_frames: int = 8
+) -> LatentDiffusionInside:
+    """One instrumented latent-diffusion run: U-Net trajectory, final latent, cross-attention per token, shapes."""
     trajectory = TrajectoryRecorder(("unet",), check_count(num_frames, "num_frames"))
     latent_size = (pipe.image_size // pipe.vae_scale_factor,) * 2  # the pipeline's default height and width
     attention = AttentionRecorder(latent_size)
@@ -318,9 +367,18 @@ def explain_latent_diffusion(pipe: LatentDiffusion, prompt: str, seed: int, sett
     maps = token_maps(attention.mean(), prompt_tokens(pipe.tokenizer, prompt))
     latent = trajectory.final["unet"]
     shapes = [("text_encoder", k, s) for k, s in text_shapes.items()] + [
-        ("unet", "latent", latent.shape), ("vae_decode", "images", out.images.shape)]
-    return LatentDiffusionInside(image, strip(decoded), {"unet": trajectory.steps("unet")}, latent_channels_image(latent[0]),
-                                 maps, [(t, overlay(image, m)) for t, m in maps], shape_table("latent_diffusion", shapes))
+        ("unet", "latent", latent.shape),
+        ("vae_decode", "images", out.images.shape),
+    ]
+    return LatentDiffusionInside(
+        image,
+        strip(decoded),
+        {"unet": trajectory.steps("unet")},
+        latent_channels_image(latent[0]),
+        maps,
+        [(t, overlay(image, m)) for t, m in maps],
+        shape_table("latent_diffusion", shapes),
+    )
 
 
 # ----------------------------------------------------------------------------- both
@@ -342,13 +400,27 @@ class InsideReport:
         return pd.concat([self.unclip.shapes, self.latent_diffusion.shapes], ignore_index=True)
 
 
-def explain(unclip: UnCLIP, latent_diffusion: LatentDiffusion, prompt: str, seed: int, settings: Settings = Settings(),
-            *, num_frames: int = 8) -> InsideReport:
+def explain(
+    unclip: UnCLIP,
+    latent_diffusion: LatentDiffusion,
+    prompt: str,
+    seed: int,
+    settings: Settings = Settings(),
+    *,
+    num_frames: int = 8,
+) -> InsideReport:
     """One instrumented, unlogged run of each architecture with the Compare screen's settings."""
     if not isinstance(prompt, str):
         raise ValueError(f"`prompt` must be one prompt string, got {type(prompt).__name__}")
     prompt = check_prompts(prompt)[0]
     seed = check_seed(seed)
-    components = pd.concat([component_table("unclip", unclip), component_table("latent_diffusion", latent_diffusion)], ignore_index=True)
-    return InsideReport(prompt, seed, explain_unclip(unclip, prompt, seed, settings, num_frames),
-                        explain_latent_diffusion(latent_diffusion, prompt, seed, settings, num_frames), components)
+    components = pd.concat(
+        [component_table("unclip", unclip), component_table("latent_diffusion", latent_diffusion)], ignore_index=True
+    )
+    return InsideReport(
+        prompt,
+        seed,
+        explain_unclip(unclip, prompt, seed, settings, num_frames),
+        explain_latent_diffusion(latent_diffusion, prompt, seed, settings, num_frames),
+        components,
+    )

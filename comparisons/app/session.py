@@ -19,10 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 from comparisons.app.views import TABLE_COLUMNS
+from comparisons.exports import export_csv, export_parquet
 from comparisons.harness import Harness, new_run_id
 from comparisons.presets import DEFAULT_PRESET, get_preset, load_harness
 from comparisons.settings import Settings
-from comparisons.store import LOG_NAME, export_csv, export_parquet, load_runs
+from comparisons.store import LOG_NAME, load_runs
 from comparisons.sweep import Job, grid, parse_seeds, parse_values, pending, run_sweep
 from pipelines import registry
 from pipelines.checks import MAX_PROMPT_CHARS, check_seed
@@ -51,7 +52,9 @@ def _text(value: str | None, name: str) -> str:
         raise ValueError(f"the {name} must be text, got {type(value).__name__}")
     text = (value or "").strip()
     if len(text) > MAX_PROMPT_CHARS:
-        raise ValueError(f"the {name} is {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} (CLIP reads about 75 words)")
+        raise ValueError(
+            f"the {name} is {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} (CLIP reads about 75 words)"
+        )
     return text
 
 
@@ -100,8 +103,13 @@ def parse_settings(**values: float | int | str | None) -> Settings:
     parsed = {}
     for name, value in values.items():
         role = known[name].role
-        parsed[name] = (_text(value, name.replace("_", " ")) or None if role == TEXT else
-                        _whole(value, name) if role == STEPS else _number(value, name))
+        parsed[name] = (
+            _text(value, name.replace("_", " ")) or None
+            if role == TEXT
+            else _whole(value, name)
+            if role == STEPS
+            else _number(value, name)
+        )
     return Settings(**parsed).checked()
 
 
@@ -121,13 +129,15 @@ def vocabulary_notice(prompt: str, preset: str) -> str | None:
     """In the Shapes lab, a notice when the prompt leaves the world the models were trained on."""
     if not get_preset(preset).use_checker:
         return None
-    from lab.world import parse_caption
+    from lab.captions import parse_caption
 
     try:
         parse_caption(prompt)
     except ValueError as err:
-        return (f"The Shapes lab models only know captions like 'a red circle above a blue square'. {err}. "
-                "They will still draw something, but the checker cannot judge it.")
+        return (
+            f"The Shapes lab models only know captions like 'a red circle above a blue square'. {err}. "
+            "They will still draw something, but the checker cannot judge it."
+        )
     return None
 
 
@@ -220,7 +230,9 @@ class Session:
                 self._load_started = time.monotonic()
                 self._load_error = None
                 try:
-                    self._harness = load_harness(self.config.preset, device=self.config.device, out_dir=self.results_dir)
+                    self._harness = load_harness(
+                        self.config.preset, device=self.config.device, out_dir=self.results_dir
+                    )
                 except (ValueError, OSError) as err:
                     self._load_error = f"{type(err).__name__}: {err}"
                     raise ValueError(f"the {self.config.preset} preset could not be loaded: {err}") from err
@@ -229,17 +241,20 @@ class Session:
     def examples(self, n: int = 8) -> list[str]:
         """Example prompts that fit the preset: the Shapes vocabulary in the lab, real prompts otherwise."""
         if get_preset(self.config.preset).use_checker:
-            from lab.world import read_prompts
+            from lab.prompt_files import read_prompts
 
             single, two = read_prompts("heldout_single"), read_prompts("heldout_two")
             return [p for pair in zip(two, single) for p in pair][:n]  # two-object first: the lab's headline
         path = Path(__file__).parent.parent / "prompts" / "real_models.txt"
-        return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")][:n]
+        return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")][
+            :n
+        ]
 
     # ---- compare
-    def compare(self, prompt: str | None, seed: str | float | int | None, settings: Settings,
-                progress: Progress | None = None) -> tuple[dict[str, dict], list[str]]:
-        """Every architecture of the preset on one prompt and seed: {architecture: logged row} and notices for the user."""
+    def compare(
+        self, prompt: str | None, seed: str | float | int | None, settings: Settings, progress: Progress | None = None
+    ) -> tuple[dict[str, dict], list[str]]:
+        """Every architecture of the preset on one prompt and seed: {architecture: logged row}, and notices."""
         prompt, seed = parse_prompt(prompt), parse_seed(seed)
         settings = settings.checked()
         notices = [n for n in (vocabulary_notice(prompt, self.config.preset), self._truncation_notice(prompt)) if n]
@@ -248,10 +263,14 @@ class Session:
         made, done, run_id = [], 0, new_run_id()
         with self.device_lock:
             for arch in harness.architectures:
+
                 def step(state: StepState, offset: int = done, arch: str = arch) -> None:
                     if progress is not None:
-                        progress((offset + _steps_done(arch, state, settings)) / budget,
-                                 f"{registry.get(arch).label}: {state.stage} step {state.step + 1}/{state.num_steps}")
+                        progress(
+                            (offset + _steps_done(arch, state, settings)) / budget,
+                            f"{registry.get(arch).label}: {state.stage} step {state.step + 1}/{state.num_steps}",
+                        )
+
                 made.append(harness.make(arch, [prompt], [seed], settings, run_id=run_id, callback=step))
                 done += total_steps(arch, settings)
             harness.save(*made)  # all or none: a failure of any architecture logs nothing
@@ -273,9 +292,16 @@ class Session:
             return explain(harness.pipeline("unclip"), harness.pipeline("latent_diffusion"), prompt, seed, settings)
 
     # ---- sweeps
-    def start_sweep(self, prompts_text: str | None, seeds_text: str | None, steps_text: str | None,
-                    guidance_text: str | None, architectures: list[str] | None, base: Settings = Settings(),
-                    batch_size: int = 8) -> SweepStatus:
+    def start_sweep(
+        self,
+        prompts_text: str | None,
+        seeds_text: str | None,
+        steps_text: str | None,
+        guidance_text: str | None,
+        architectures: list[str] | None,
+        base: Settings = Settings(),
+        batch_size: int = 8,
+    ) -> SweepStatus:
         """Check the whole grid, then run it in a background thread; rows land in the run log as they finish."""
         if self.sweep is not None and self.sweep.running:
             raise ValueError(f"a sweep is already running ({self.sweep.message()}); wait for it to finish")
@@ -284,12 +310,21 @@ class Session:
             raise ValueError("the sweep has no prompts: write one per line")
         if not isinstance(architectures, (list, tuple)) or not architectures:
             raise ValueError("pick at least one architecture")
-        jobs = grid(prompts, parse_seeds(_text(seeds_text, "seeds")), parse_values(_text(steps_text, "steps"), int, "steps"),
-                    parse_values(_text(guidance_text, "guidance"), float, "guidance"), list(architectures), base,
-                    max_jobs=MAX_SWEEP_IMAGES, bigger="`python -m comparisons.sweep` takes bigger grids")
+        jobs = grid(
+            prompts,
+            parse_seeds(_text(seeds_text, "seeds")),
+            parse_values(_text(steps_text, "steps"), int, "steps"),
+            parse_values(_text(guidance_text, "guidance"), float, "guidance"),
+            list(architectures),
+            base,
+            max_jobs=MAX_SWEEP_IMAGES,
+            bigger="`python -m comparisons.sweep` takes bigger grids",
+        )
         harness = self.harness()
         self.sweep = status = SweepStatus(new_run_id(), total=len(jobs))
-        self._sweep_thread = threading.Thread(target=self._run_sweep, args=(harness, jobs, batch_size, status), daemon=True)
+        self._sweep_thread = threading.Thread(
+            target=self._run_sweep, args=(harness, jobs, batch_size, status), daemon=True
+        )
         self._sweep_thread.start()
         return status
 
@@ -299,7 +334,9 @@ class Session:
 
         try:
             status.done = len(jobs) - len(pending(harness, jobs))  # rows an earlier run of this grid left
-            run_sweep(harness, jobs, batch_size, progress=False, run_id=status.run_id, lock=self.device_lock, on_batch=landed)
+            run_sweep(
+                harness, jobs, batch_size, progress=False, run_id=status.run_id, lock=self.device_lock, on_batch=landed
+            )
         except Exception as err:  # shown in the Sweep screen; the app keeps serving
             status.error = f"{type(err).__name__}: {err}"
         finally:
@@ -310,7 +347,7 @@ class Session:
             self._sweep_thread.join(timeout)
 
     def sweep_rows(self) -> pd.DataFrame:
-        """The running sweep's rows; the log is read again only when a batch has landed (the app polls every second)."""
+        """The running sweep's rows; the log is read again only when a batch has landed (the app polls each second)."""
         if self.sweep is None:
             return pd.DataFrame(columns=list(TABLE_COLUMNS))
         key = (self.sweep.run_id, self.sweep.done, self.sweep.running)
@@ -333,7 +370,9 @@ class Session:
             raise ValueError(f"unknown export format {fmt!r}; choose csv or parquet")
         if df.empty:
             raise ValueError("the table is empty: nothing to export")
-        digest = hashlib.sha256(pd.util.hash_pandas_object(df.astype(str), index=False).values.tobytes()).hexdigest()[:16]
+        digest = hashlib.sha256(pd.util.hash_pandas_object(df.astype(str), index=False).values.tobytes()).hexdigest()[
+            :16
+        ]
         path = self.results_dir / "exports" / f"runs-{len(df)}-{digest}.{fmt}"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)

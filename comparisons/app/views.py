@@ -9,16 +9,32 @@ import pandas as pd
 from comparisons.summary import NoPairsError, default_pair, summary_table
 from pipelines import registry
 
-TABLE_COLUMNS = ("created_at", "run_id", "architecture", "prompt", "seed", "seconds_total", "peak_memory_mb", "memory_kind",
-                 "clip_score", "prior_image_cosine", "check_all_correct", "image_path")
+TABLE_COLUMNS = (
+    "created_at",
+    "run_id",
+    "architecture",
+    "prompt",
+    "seed",
+    "seconds_total",
+    "peak_memory_mb",
+    "memory_kind",
+    "clip_score",
+    "prior_image_cosine",
+    "check_all_correct",
+    "image_path",
+)
 
 
 def stats_line(row: dict) -> str:
     """The compact stats under an image: seed, seconds (total and per stage), peak memory, CLIP, checker."""
     stages = [c.removeprefix("seconds_") for c in row if c.startswith("seconds_") and c != "seconds_total"]
     per_stage = ", ".join(f"{s} {row[f'seconds_{s}']:.2f}" for s in stages if row.get(f"seconds_{s}") is not None)
-    parts = [f"seed {row['seed']}", f"{row['seconds_total']:.2f} s ({per_stage})",
-             f"{row['memory_kind']} {row['peak_memory_mb']:,.0f} MB", f"CLIP {row['clip_score']:.1f}"]
+    parts = [
+        f"seed {row['seed']}",
+        f"{row['seconds_total']:.2f} s ({per_stage})",
+        f"{row['memory_kind']} {row['peak_memory_mb']:,.0f} MB",
+        f"CLIP {row['clip_score']:.1f}",
+    ]
     verdict = checker_verdict(row)
     if verdict:
         parts.append(verdict)
@@ -28,8 +44,14 @@ def stats_line(row: dict) -> str:
 def checker_verdict(row: dict) -> str:
     """The Shapes checker's verdicts as ✓/✗ per attribute the caption states ('' outside the lab); a
     wrong colour or shape says what was drawn instead, e.g. "shape ✗ (square)"."""
-    names = {"object1_colour": "colour", "object1_shape": "shape", "object2_colour": "colour 2",
-             "object2_shape": "shape 2", "relation": "relation", "position": "position"}
+    names = {
+        "object1_colour": "colour",
+        "object1_shape": "shape",
+        "object2_colour": "colour 2",
+        "object2_shape": "shape 2",
+        "relation": "relation",
+        "position": "position",
+    }
     marks = []
     for name, label in names.items():
         verdict = row.get(f"check_{name}_correct")
@@ -45,18 +67,30 @@ def checker_verdict(row: dict) -> str:
 
 def prior_summary(inside) -> str:
     """What unCLIP's prior did, from comparisons.inside.UnCLIPInside: where its image embedding sits."""
-    image = "n/a (this model has no image encoder)" if inside.prior_image_cosine is None else f"{inside.prior_image_cosine:.3f}"
-    return ("**unCLIP's prior** turns the CLIP text embedding into a CLIP *image* embedding, which the decoder draws.\n\n"
-            f"| cosine of the prior's image embedding with | value |\n|---|---|\n"
-            f"| the text embedding it was conditioned on | {inside.prior_text_cosine:.3f} |\n"
-            f"| the final image's embedding (same CLIP) | {image} |")
+    image = (
+        "n/a (this model has no image encoder)"
+        if inside.prior_image_cosine is None
+        else f"{inside.prior_image_cosine:.3f}"
+    )
+    return (
+        "**unCLIP's prior** turns the CLIP text embedding into a CLIP *image* embedding, which the decoder draws.\n\n"
+        f"| cosine of the prior's image embedding with | value |\n|---|---|\n"
+        f"| the text embedding it was conditioned on | {inside.prior_text_cosine:.3f} |\n"
+        f"| the final image's embedding (same CLIP) | {image} |"
+    )
 
 
 def stage_seconds_long(df: pd.DataFrame) -> pd.DataFrame:
     """Mean seconds per stage and architecture, long form for a stacked bar chart."""
     stages = [c for c in df.columns if c.startswith("seconds_") and c != "seconds_total"]
     if df.empty or not stages:
-        return pd.DataFrame({"architecture": pd.Series(dtype="string"), "stage": pd.Series(dtype="string"), "seconds": pd.Series(dtype=float)})
+        return pd.DataFrame(
+            {
+                "architecture": pd.Series(dtype="string"),
+                "stage": pd.Series(dtype="string"),
+                "seconds": pd.Series(dtype=float),
+            }
+        )
     long = df.melt(id_vars=["architecture"], value_vars=stages, var_name="stage", value_name="seconds").dropna()
     long["stage"] = long["stage"].str.removeprefix("seconds_")
     long["seconds"] = long["seconds"].astype(float)
@@ -75,7 +109,9 @@ def memory_bars(df: pd.DataFrame) -> pd.DataFrame:
 def score_vs_seconds(df: pd.DataFrame) -> pd.DataFrame:
     columns = ["architecture", "seconds_total", "clip_score", "prompt", "seed"]
     if df.empty:
-        return pd.DataFrame({c: pd.Series(dtype=float if c in ("seconds_total", "clip_score") else "string") for c in columns})
+        return pd.DataFrame(
+            {c: pd.Series(dtype=float if c in ("seconds_total", "clip_score") else "string") for c in columns}
+        )
     return df[columns].astype({"seconds_total": float, "clip_score": float, "seed": "string"})
 
 
@@ -87,18 +123,25 @@ def summary_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     except (NoPairsError, ValueError, KeyError) as err:
         return pd.DataFrame(), f"No summary yet: {err}. Generate both architectures for the same prompts and seeds."
     name_a, name_b = registry.get(a).short, registry.get(b).short
-    shown = pd.DataFrame({
-        "metric": table.index, "better": table["better"], "n pairs": table["n"].astype(int),
-        name_a: table[f"mean_{a}"].round(4), name_b: table[f"mean_{b}"].round(4),
-        f"difference {name_a} − {name_b} [95% CI]": [f"{r.mean_diff:.4g} [{r.ci_low:.4g}, {r.ci_high:.4g}]"
-                                                    for r in table.itertuples()],
-        f"{name_a} win rate [95% CI]": [f"{r.win_rate:.0%} [{r.win_ci_low:.0%}, {r.win_ci_high:.0%}]"
-                                        for r in table.itertuples()],
-    })
+    shown = pd.DataFrame(
+        {
+            "metric": table.index,
+            "better": table["better"],
+            "n pairs": table["n"].astype(int),
+            name_a: table[f"mean_{a}"].round(4),
+            name_b: table[f"mean_{b}"].round(4),
+            f"difference {name_a} − {name_b} [95% CI]": [
+                f"{r.mean_diff:.4g} [{r.ci_low:.4g}, {r.ci_high:.4g}]" for r in table.itertuples()
+            ],
+            f"{name_a} win rate [95% CI]": [
+                f"{r.win_rate:.0%} [{r.win_ci_low:.0%}, {r.win_ci_high:.0%}]" for r in table.itertuples()
+            ],
+        }
+    )
     return shown, "Paired by prompt and seed; percentile-bootstrap intervals over pairs (2000 resamples)."
 
 
 def table_view(df: pd.DataFrame) -> pd.DataFrame:
-    """The columns worth reading on screen, newest first, rounded (exports carry every column, unrounded, in log order)."""
+    """The columns worth reading on screen, newest first, rounded (exports carry every column, unrounded)."""
     shown = df[[c for c in TABLE_COLUMNS if c in df.columns]].iloc[::-1]
     return shown.round({"seconds_total": 3, "peak_memory_mb": 1, "clip_score": 2, "prior_image_cosine": 3})

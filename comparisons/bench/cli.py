@@ -19,25 +19,46 @@ from comparisons.presets import DEFAULT_PRESET
 from pipelines.devices import pick_device
 
 
+def _stages(medians: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in medians.items())
+
+
+def _speedup_line(sp: dict) -> str:
+    if "error" in sp:
+        return f"FAILED {sp['error']}"
+    return (
+        f"ours {sp['ours_median_s']:.3f} s, diffusers {sp['diffusers_median_s']:.3f} s, ratio {sp['ratio']:.2f}, "
+        f"{sp['achieved_tflops']:.1f} TFLOP/s, max |Δ| {sp['max_abs_diff']:.1e}, "
+        f"peak {sp['peak_memory_bytes'] / 2**20:.0f} MB, first call {sp['first_call_s']:.1f} s; "
+        f"stages {_stages(sp['stage_median_s'])}"
+    )
+
+
 def format_report(report: dict) -> str:
     m = report["machine"]
-    lines = [f"{report['size']} models on {m.get('gpu', m['cpu'])} ({report['device']}, {report['dtype']}), {m['date']}, torch {m['torch']}",
-             f"{'architecture':<18}{'ours s':>9}{'diffusers s':>13}{'ratio':>7}{'max |Δ|':>10}{'run |Δ|':>10}{'peak MB':>10}{'TFLOP/s':>9}"]
+    where = f"{m.get('gpu', m['cpu'])} ({report['device']}, {report['dtype']})"
+    header = ("architecture", "ours s", "diffusers s", "ratio", "max |Δ|", "run |Δ|", "peak MB", "TFLOP/s")
+    widths = (18, 9, 13, 7, 10, 10, 10, 9)
+    lines = [
+        f"{report['size']} models on {where}, {m['date']}, torch {m['torch']}",
+        f"{header[0]:<18}" + "".join(f"{h:>{w}}" for h, w in zip(header[1:], widths[1:])),
+    ]
     for r in report["results"]:
-        lines.append(f"{r['architecture']:<18}{r['ours_median_s']:>9.3f}{r['diffusers_median_s']:>13.3f}{r['ratio']:>7.2f}"
-                     f"{r['max_abs_diff']:>10.1e}{r['run_to_run_max_abs_diff']:>10.1e}{r['peak_memory_bytes'] / 2**20:>10.0f}"
-                     f"{r['achieved_tflops']:>9.2f}")
+        lines.append(
+            f"{r['architecture']:<18}{r['ours_median_s']:>9.3f}{r['diffusers_median_s']:>13.3f}{r['ratio']:>7.2f}"
+            f"{r['max_abs_diff']:>10.1e}{r['run_to_run_max_abs_diff']:>10.1e}{r['peak_memory_bytes'] / 2**20:>10.0f}"
+            f"{r['achieved_tflops']:>9.2f}"
+        )
     for r in report["results"]:
-        lines.append(f"  {r['architecture']} stages (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["stage_median_s"].items()))
-        for sp in r["speedups"]:
-            lines.append(f"  {r['architecture']} with {sp['label']}: " + (f"FAILED {sp['error']}" if "error" in sp else
-                         f"ours {sp['ours_median_s']:.3f} s, diffusers {sp['diffusers_median_s']:.3f} s, ratio {sp['ratio']:.2f}, "
-                         f"{sp['achieved_tflops']:.1f} TFLOP/s, max |Δ| {sp['max_abs_diff']:.1e}, peak {sp['peak_memory_bytes'] / 2**20:.0f} MB, "
-                         f"first call {sp['first_call_s']:.1f} s; stages " + ", ".join(f"{k} {v:.3f}" for k, v in sp["stage_median_s"].items())))
+        lines.append(f"  {r['architecture']} stages (median s): {_stages(r['stage_median_s'])}")
+        lines += [f"  {r['architecture']} with {sp['label']}: {_speedup_line(sp)}" for sp in r["speedups"]]
     if "sweep" in report:
         sw = report["sweep"]
-        lines.append(f"sweep of {sw['images']} images ({sw['preset']} preset): batched (batch {sw['batch_size']}) {sw['batched_images_per_s']:.2f} img/s, "
-                     f"naive loop {sw['naive_images_per_s']:.2f} img/s: {sw['speedup']:.1f}x")
+        lines.append(
+            f"sweep of {sw['images']} images ({sw['preset']} preset): batched (batch {sw['batch_size']}) "
+            f"{sw['batched_images_per_s']:.2f} img/s, naive loop {sw['naive_images_per_s']:.2f} img/s: "
+            f"{sw['speedup']:.1f}x"
+        )
     if "co_resident_peak_vram_bytes" in report:
         lines.append(f"both co-resident, batch 1: peak VRAM {report['co_resident_peak_vram_bytes'] / 2**30:.2f} GiB")
     return "\n".join(lines)
@@ -58,16 +79,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full-size", action="store_true", help="Karlo and SD 1.5 at real size (random weights)")
-    parser.add_argument("--cuda-graphs", action="store_true", help="also time both with the denoisers replayed from CUDA graphs")
-    parser.add_argument("--compile", action="store_true", help="also time both with torch.compile'd denoisers (captured in "
-                        "CUDA graphs with --cuda-graphs, unless the mode captures its own)")
-    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead or max-autotune-no-cudagraphs")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), help="full size only (default: float16 on CUDA, float32 on CPU)")
-    parser.add_argument("--sweep-preset", default=DEFAULT_PRESET, help="models of the sweep measurement (default: %(default)s)")
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="also time both with the denoisers replayed from CUDA graphs"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time both with torch.compile'd denoisers (captured in "
+        "CUDA graphs with --cuda-graphs, unless the mode captures its own)",
+    )
+    parser.add_argument(
+        "--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead or max-autotune-no-cudagraphs"
+    )
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), help="full size only (default: float16 on CUDA, float32 on CPU)"
+    )
+    parser.add_argument(
+        "--sweep-preset", default=DEFAULT_PRESET, help="models of the sweep measurement (default: %(default)s)"
+    )
     parser.add_argument("--json", dest="json_file", help="also write the figures to this file")
-    parser.add_argument("--soak", type=int, metavar="N", help="instead: N compare requests to the served app (lab preset), "
-                        "its memory, open files and threads before and after (comparisons.bench.soak)")
-    parser.add_argument("--soak-fast", action="store_true", help="soak requests of two steps a stage, not the defaults")
+    parser.add_argument(
+        "--soak",
+        type=int,
+        metavar="N",
+        help="instead: N compare requests to the served app (lab preset), "
+        "its memory, open files and threads before and after (comparisons.bench.soak)",
+    )
+    parser.add_argument(
+        "--soak-fast", action="store_true", help="soak requests of two steps a stage, not the defaults"
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")

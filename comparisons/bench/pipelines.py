@@ -36,8 +36,10 @@ SETTINGS = {
         "latent_diffusion": dict(num_inference_steps=20, guidance_scale=7.5),
     },
     # the pipelines' own defaults (Karlo's 25/25/7, SD's 50 steps), SD at its 512 px
-    "full": {"unclip": Settings().pipeline_kwargs("unclip"),
-             "latent_diffusion": Settings().pipeline_kwargs("latent_diffusion") | dict(height=512, width=512)},
+    "full": {
+        "unclip": Settings().pipeline_kwargs("unclip"),
+        "latent_diffusion": Settings().pipeline_kwargs("latent_diffusion") | dict(height=512, width=512),
+    },
 }
 # Dense fp16/bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, SXM parts.
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0, "A10": 125.0}
@@ -80,7 +82,9 @@ def wall(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def interleaved(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> tuple[list[float], list[float], list]:
+def interleaved(
+    ours: Callable[[], object], theirs: Callable[[], object], repeats: int
+) -> tuple[list[float], list[float], list]:
     """Wall times of both after one warm-up each (the order alternates every round), and our outputs."""
     ours(), theirs()
     times: dict[str, list[float]] = {"ours": [], "theirs": []}
@@ -108,7 +112,9 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def runners(ours: UnCLIP | LatentDiffusion, theirs, settings: dict) -> tuple[Callable[[], PipelineOutput], Callable[[], np.ndarray]]:
+def runners(
+    ours: UnCLIP | LatentDiffusion, theirs, settings: dict
+) -> tuple[Callable[[], PipelineOutput], Callable[[], np.ndarray]]:
     """One image from each pipeline, same prompt, seed and settings."""
     run_ours = lambda: ours(PROMPT, generator=_gen(), **settings)  # noqa: E731
     run_theirs = lambda: theirs(PROMPT, generator=_gen(), output_type="np", **settings).images  # noqa: E731
@@ -120,12 +126,15 @@ def timings(run_ours: Callable[[], PipelineOutput], run_theirs: Callable[[], np.
     t_ours, t_theirs, outs = interleaved(run_ours, run_theirs, repeats)
     median = statistics.median(t_ours)
     return dict(
-        ours_median_s=median, diffusers_median_s=statistics.median(t_theirs), ratio=median / statistics.median(t_theirs),
+        ours_median_s=median,
+        diffusers_median_s=statistics.median(t_theirs),
+        ratio=median / statistics.median(t_theirs),
         max_abs_diff=float(np.abs(outs[-1].images - run_theirs()).max()),
         # Ours against ours: what of max_abs_diff is the device's own run-to-run noise (0 on a CPU).
         run_to_run_max_abs_diff=float(np.abs(outs[-1].images - outs[0].images).max()),
         stage_median_s={s.name: statistics.median(o.stage(s.name).seconds for o in outs) for s in outs[0].stages},
-        peak_memory_bytes=max(s.peak_memory_bytes for o in outs for s in o.stages), memory_kind=outs[0].stages[0].memory_kind,
+        peak_memory_bytes=max(s.peak_memory_bytes for o in outs for s in o.stages),
+        memory_kind=outs[0].stages[0].memory_kind,
     )
 
 
@@ -133,8 +142,15 @@ def bench_one(name: str, ours: UnCLIP | LatentDiffusion, theirs, settings: dict,
     run_ours, run_theirs = runners(ours, theirs, settings)
     measured = timings(run_ours, run_theirs, repeats)
     flops = count_flops(run_ours)
-    return BenchResult(architecture=name, **measured, flops=flops, achieved_tflops=flops / measured["ours_median_s"] / 1e12,
-                       peak_tflops=peak_tflops(ours.device), repeats=repeats, settings=settings)
+    return BenchResult(
+        architecture=name,
+        **measured,
+        flops=flops,
+        achieved_tflops=flops / measured["ours_median_s"] / 1e12,
+        peak_tflops=peak_tflops(ours.device),
+        repeats=repeats,
+        settings=settings,
+    )
 
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -146,13 +162,17 @@ def build(full_size: bool, device: torch.device, dtype: torch.dtype | None = Non
         from pipelines.full_size import build_full_size_latent_diffusion, build_full_size_unclip
 
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-        return build_full_size_unclip(device=device, dtype=dtype), build_full_size_latent_diffusion(device=device, dtype=dtype)
+        return build_full_size_unclip(device=device, dtype=dtype), build_full_size_latent_diffusion(
+            device=device, dtype=dtype
+        )
     from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
 
     return build_tiny_unclip(0).to(device), build_tiny_latent_diffusion(0).to(device)
 
 
-def run_bench(full_size: bool, device: torch.device, repeats: int, dtype: torch.dtype | None = None) -> tuple[dict, dict, dict]:
+def run_bench(
+    full_size: bool, device: torch.device, repeats: int, dtype: torch.dtype | None = None
+) -> tuple[dict, dict, dict]:
     """Ours against diffusers, eager, on the same components; returns the report, our pipelines and
     diffusers' (which share their modules, so a speed-up of ours is one of theirs too)."""
     if device.type == "cuda":
@@ -164,15 +184,22 @@ def run_bench(full_size: bool, device: torch.device, repeats: int, dtype: torch.
         pipe.optimize(channels_last=device.type == "cuda")
     refs = {
         "unclip": UnCLIPPipeline(**unclip.components()),
-        "latent_diffusion": StableDiffusionPipeline(**ld.components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False),
+        "latent_diffusion": StableDiffusionPipeline(
+            **ld.components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        ),
     }
     for ref in refs.values():
         ref.set_progress_bar_config(disable=True)  # a progress bar is not what we compare
     settings = SETTINGS["full" if full_size else "tiny"]
     results = [bench_one(name, pipe, refs[name], settings[name], repeats) for name, pipe in pipes.items()]
-    report = {"size": "full" if full_size else "tiny", "device": str(device), "dtype": str(unclip.dtype).removeprefix("torch."),
-              "machine": machine(), "parameters": {name: pipe.parameter_counts() for name, pipe in pipes.items()},
-              "results": [asdict(r) for r in results]}
+    report = {
+        "size": "full" if full_size else "tiny",
+        "device": str(device),
+        "dtype": str(unclip.dtype).removeprefix("torch."),
+        "machine": machine(),
+        "parameters": {name: pipe.parameter_counts() for name, pipe in pipes.items()},
+        "results": [asdict(r) for r in results],
+    }
     if device.type == "cuda":
         # Both pipelines' weights stay on the device throughout: this is the co-resident peak at batch 1.
         report["co_resident_peak_vram_bytes"] = torch.cuda.max_memory_allocated(device)
@@ -213,8 +240,12 @@ def add_speedup(report: dict, pipes: dict, refs: dict, name: str, speedup: Speed
     pipe = pipes[name]
     entry: dict = {"label": speedup.label, **asdict(speedup)}
     try:
-        pipe.optimize(channels_last=pipe.device.type == "cuda", compile=speedup.compile,
-                      compile_mode=speedup.compile_mode, cuda_graphs=speedup.cuda_graphs)
+        pipe.optimize(
+            channels_last=pipe.device.type == "cuda",
+            compile=speedup.compile,
+            compile_mode=speedup.compile_mode,
+            cuda_graphs=speedup.cuda_graphs,
+        )
         run_ours, run_theirs = runners(pipe, refs[name], result["settings"])
         entry["first_call_s"] = wall(run_ours)[0]
         entry |= timings(run_ours, run_theirs, repeats)
@@ -228,8 +259,13 @@ def add_speedup(report: dict, pipes: dict, refs: dict, name: str, speedup: Speed
 
 
 def machine() -> dict[str, str]:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "threads": str(torch.get_num_threads()), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": str(torch.get_num_threads()),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

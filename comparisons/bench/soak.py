@@ -61,10 +61,12 @@ class SoakReport:
 
     def format(self) -> str:
         b, a = self.before, self.after
-        return (f"soak: {self.requests} compare requests ({self.preset} preset), median {self.median_request_s:.2f} s, "
-                f"{self.total_s:.0f} s in all\n"
-                f"  server RSS {b.rss_mb:,.0f} -> {a.rss_mb:,.0f} MB ({a.rss_mb - b.rss_mb:+.0f}), open files "
-                f"{b.open_files} -> {a.open_files}, threads {b.threads} -> {a.threads}")
+        return (
+            f"soak: {self.requests} compare requests ({self.preset} preset), median {self.median_request_s:.2f} s, "
+            f"{self.total_s:.0f} s in all\n"
+            f"  server RSS {b.rss_mb:,.0f} -> {a.rss_mb:,.0f} MB ({a.rss_mb - b.rss_mb:+.0f}), open files "
+            f"{b.open_files} -> {a.open_files}, threads {b.threads} -> {a.threads}"
+        )
 
 
 def _free_port() -> int:
@@ -94,9 +96,24 @@ def soak(requests: int, preset: str = "lab", fast: bool = False, timeout: float 
         raise ValueError(f"a soak needs at least one request, got {requests}")
     port = _free_port()
     with tempfile.TemporaryDirectory() as results:
-        server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--preset", preset, "--device", "cpu", "--port",
-                                   str(port), "--results", results], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "app.py"),
+                "--preset",
+                preset,
+                "--device",
+                "cpu",
+                "--port",
+                str(port),
+                "--results",
+                results,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         try:
             url = f"http://127.0.0.1:{port}/"
             _wait_until_served(url, server, timeout)

@@ -19,19 +19,33 @@ from comparisons.sweep import grid, read_prompts, run_sweep
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def bench_sweep(device: torch.device, preset: str = DEFAULT_PRESET, n_prompts: int = 8, n_seeds: int = 2, batch_size: int = 16) -> dict:
+def bench_sweep(
+    device: torch.device, preset: str = DEFAULT_PRESET, n_prompts: int = 8, n_seeds: int = 2, batch_size: int = 16
+) -> dict:
     """Images/s of a batched sweep against a naive loop (one call per prompt and seed), both through
     the full harness (judge scores, checker, PNGs, run log), same models, grid and settings."""
     prompts = read_prompts(ROOT / "lab" / "prompts" / "heldout_two.txt")[:n_prompts]
     s = SETTINGS["tiny"]
-    jobs = grid(prompts, list(range(n_seeds)), [s["latent_diffusion"]["num_inference_steps"]], [s["latent_diffusion"]["guidance_scale"]],
-                ["unclip", "latent_diffusion"], Settings(super_res_steps=s["unclip"]["super_res_num_inference_steps"]))
+    jobs = grid(
+        prompts,
+        list(range(n_seeds)),
+        [s["latent_diffusion"]["num_inference_steps"]],
+        [s["latent_diffusion"]["guidance_scale"]],
+        ["unclip", "latent_diffusion"],
+        Settings(super_res_steps=s["unclip"]["super_res_num_inference_steps"]),
+    )
     pipes, config = load_models(preset, device=str(device)), get_preset(preset)
     judge = load_judge(config.judge, device)
     with tempfile.TemporaryDirectory() as tmp:
+
         def harness(name: str) -> Harness:
-            return Harness(pipes, judge=judge, out_dir=Path(tmp) / name, use_checker=config.use_checker,
-                           log=RunLog(Path(tmp) / name))
+            return Harness(
+                pipes,
+                judge=judge,
+                out_dir=Path(tmp) / name,
+                use_checker=config.use_checker,
+                log=RunLog(Path(tmp) / name),
+            )
 
         run_sweep(harness("warm-up"), jobs[:2] + jobs[-2:], batch_size=2, progress=False)
         naive = harness("naive")
@@ -45,5 +59,11 @@ def bench_sweep(device: torch.device, preset: str = DEFAULT_PRESET, n_prompts: i
         run_sweep(harness("batched"), jobs, batch_size=batch_size, progress=False)
         _sync()
         batched_s = time.perf_counter() - start
-    return {"preset": preset, "images": len(jobs), "batch_size": batch_size, "naive_images_per_s": len(jobs) / naive_s,
-            "batched_images_per_s": len(jobs) / batched_s, "speedup": naive_s / batched_s}
+    return {
+        "preset": preset,
+        "images": len(jobs),
+        "batch_size": batch_size,
+        "naive_images_per_s": len(jobs) / naive_s,
+        "batched_images_per_s": len(jobs) / batched_s,
+        "speedup": naive_s / batched_s,
+    }
