@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 PROMPT ?= a red circle above a blue square
 
-.PHONY: setup browser run compare test lint bench train clean
+.PHONY: setup browser run compare test lint screenshot bench train clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,10 @@ lint: setup
 # Rebuilds every Shapes lab model from scratch (about 1.5 h on a 2-core CPU; uses a GPU if present).
 train: setup
 	HF_HUB_OFFLINE=1 $(PY) -m lab.train all
+
+# Refreshes docs/compare-tab.png (the README's screenshot) from the browser test.
+screenshot: setup browser
+	HF_HUB_OFFLINE=1 T2I_SAVE_DOCS_SCREENSHOT=1 $(PY) -m pytest tests/test_app.py -q -k browser_generates
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) -m comparisons.bench

@@ -8,7 +8,7 @@ export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
-timeout "${TEST_LIMIT:-120}" python3 -m pytest tests/test_gpu_path.py tests/test_full_size.py -q -p no:cacheprovider 2>&1 \
+timeout "${TEST_LIMIT:-120}" python3 -m pytest tests/pipelines/test_gpu_path.py tests/pipelines/test_full_size.py -q -p no:cacheprovider 2>&1 \
     | tail -n 15 | tee "$OUT/gpu_tests.txt"
 # fp16: eager, then CUDA graphs (three eager calls' capture per model), then the compiled denoisers captured in
 # graphs; the JSON is rewritten after each pass, so a pass cut short by the limit keeps the others.

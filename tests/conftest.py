@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny pipelines built once per session, their diffusers oracles, test images.
+"""Shared fixtures: tiny pipelines built once per session and test images (their oracles and checks: helpers.py).
 
 The hub is switched off before anything imports huggingface_hub, so no test can reach the
 network (test_hub.py turns it back on for its own tests, pointed at a stand-in hub on 127.0.0.1);
@@ -13,54 +13,12 @@ float64 rounding is 1e-16, so a difference over 1e-4 can only be a difference in
 computed. Parity with diffusers batches the same way on both sides and holds in float32.
 """
 
-import os
-
-os.environ["HF_HUB_OFFLINE"] = "1"
-
-import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
-from diffusers.pipelines.deprecated.unclip import UnCLIPImageVariationPipeline, UnCLIPPipeline
-from PIL import Image
 
 from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
 
-SEED = 0  # seed of the tiny components' weights
-PARITY_ATOL = 1e-4  # max abs pixel difference (images in [0, 1]) we accept against diffusers
-# Two steps per stage keeps a tiny call well under a second on a CPU.
-UNCLIP_STEPS = dict(prior_num_inference_steps=2, decoder_num_inference_steps=2, super_res_num_inference_steps=2)
-VARIATION_STEPS = dict(decoder_num_inference_steps=2, super_res_num_inference_steps=2)
-LD_STEPS = dict(num_inference_steps=2)
-# What UnCLIPImageVariationPipeline.__init__ takes: no prior.
-VARIATION_COMPONENTS = (
-    "decoder",
-    "text_encoder",
-    "tokenizer",
-    "text_proj",
-    "feature_extractor",
-    "image_encoder",
-    "super_res_first",
-    "super_res_last",
-    "decoder_scheduler",
-    "super_res_scheduler",
-)
-
-
-def oracle_generators(seeds: list[int]) -> list[torch.Generator]:
-    """The generators diffusers needs to reproduce an output of ours: one CPU generator per image."""
-    return [torch.Generator().manual_seed(s) for s in seeds]
-
-
-def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
-
-
-def assert_images_close(ours: np.ndarray, reference: np.ndarray, atol: float = PARITY_ATOL) -> None:
-    diff = max_abs_diff(ours, reference)
-    assert diff <= atol, f"max abs pixel difference {diff:.3g} exceeds {atol:g}"
-
+from helpers import SEED, random_image
 
 # ----------------------------------------------------------------------------- our pipelines
 
@@ -104,32 +62,7 @@ def latent_diffusion(tiny):
 # ----------------------------------------------------------------------------- diffusers oracles
 
 
-def _quiet(pipe):
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def unclip_oracle(pipe) -> UnCLIPPipeline:
-    return _quiet(UnCLIPPipeline(**pipe.components()))
-
-
-def variations_oracle(pipe) -> UnCLIPImageVariationPipeline:
-    components = pipe.components()
-    return _quiet(UnCLIPImageVariationPipeline(**{name: components[name] for name in VARIATION_COMPONENTS}))
-
-
-def sd_oracle(pipe, cls=StableDiffusionPipeline):
-    """diffusers' SD pipeline (or its img2img) over our components, without a safety checker."""
-    return _quiet(cls(**pipe.components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False))
-
-
 # ----------------------------------------------------------------------------- inputs
-
-
-def random_image(size: int, seed: int) -> Image.Image:
-    """A seeded RGB noise image: structureless, so any misuse of it changes the output."""
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
 
 
 @pytest.fixture(scope="session")

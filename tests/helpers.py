@@ -1,4 +1,5 @@
-"""Checks shared by the tests that write results folders: open what was written, not only count it."""
+"""What the tests share besides fixtures: tiny step counts, diffusers oracles and image checks, the checks of a
+results folder (open what was written, not only count it), a tiny lab config and a dummy architecture."""
 
 from __future__ import annotations
 
@@ -6,11 +7,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.pipelines.deprecated.unclip import UnCLIPImageVariationPipeline, UnCLIPPipeline
 from PIL import Image
 
 from comparisons.audit import audit, compare_png
 from comparisons.records import settings_from_png
 from comparisons.store import RunLog
+from lab.models import (
+    ClipConfig,
+    DecoderConfig,
+    JudgeConfig,
+    LabConfig,
+    LdUnetConfig,
+    PriorConfig,
+    SuperResConfig,
+    VaeConfig,
+)
+from lab.trainer import TrainConfig
 from pipelines.base import Pipeline
 from pipelines.checks import check_prompts, check_steps
 from pipelines.outputs import StepState
@@ -22,6 +36,81 @@ def png_pixels(path: str | Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
+
+# ----------------------------------------------------------------------------- tiny calls and their oracles
+
+SEED = 0  # seed of the tiny components' weights
+
+
+PARITY_ATOL = 1e-4  # max abs pixel difference (images in [0, 1]) we accept against diffusers
+
+
+# Two steps per stage keeps a tiny call well under a second on a CPU.
+UNCLIP_STEPS = dict(prior_num_inference_steps=2, decoder_num_inference_steps=2, super_res_num_inference_steps=2)
+
+
+VARIATION_STEPS = dict(decoder_num_inference_steps=2, super_res_num_inference_steps=2)
+
+
+LD_STEPS = dict(num_inference_steps=2)
+
+
+# What UnCLIPImageVariationPipeline.__init__ takes: no prior.
+VARIATION_COMPONENTS = (
+    "decoder",
+    "text_encoder",
+    "tokenizer",
+    "text_proj",
+    "feature_extractor",
+    "image_encoder",
+    "super_res_first",
+    "super_res_last",
+    "decoder_scheduler",
+    "super_res_scheduler",
+)
+
+
+def oracle_generators(seeds: list[int]) -> list[torch.Generator]:
+    """The generators diffusers needs to reproduce an output of ours: one CPU generator per image."""
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+
+
+def assert_images_close(ours: np.ndarray, reference: np.ndarray, atol: float = PARITY_ATOL) -> None:
+    diff = max_abs_diff(ours, reference)
+    assert diff <= atol, f"max abs pixel difference {diff:.3g} exceeds {atol:g}"
+
+
+def _quiet(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def unclip_oracle(pipe) -> UnCLIPPipeline:
+    return _quiet(UnCLIPPipeline(**pipe.components()))
+
+
+def variations_oracle(pipe) -> UnCLIPImageVariationPipeline:
+    components = pipe.components()
+    return _quiet(UnCLIPImageVariationPipeline(**{name: components[name] for name in VARIATION_COMPONENTS}))
+
+
+def sd_oracle(pipe, cls=StableDiffusionPipeline):
+    """diffusers' SD pipeline (or its img2img) over our components, without a safety checker."""
+    return _quiet(cls(**pipe.components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False))
+
+
+def random_image(size: int, seed: int) -> Image.Image:
+    """A seeded RGB noise image: structureless, so any misuse of it changes the output."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+# ----------------------------------------------------------------------------- results folders
 
 # A row made in a batch and regenerated alone differs by float32 rounding of the batch's composition: at most
 # one level in about 1e-5 to 1e-4 of the pixel values (measured on 48 rows each of the tiny and lab presets).
@@ -117,4 +206,50 @@ PAINTER = Architecture(
     ),
     sweep_steps=("coats",),
     sweep_guidance=("brightness",),
+)
+
+
+# ----------------------------------------------------------------------------- a tiny lab
+
+
+def tiny_train(**overrides) -> TrainConfig:
+    return TrainConfig(
+        **{
+            "steps": 2,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "warmup_steps": 1,
+            "log_every": 1,
+            "checkpoint_every": 1,
+            "ema_decay": 0.9,
+            **overrides,
+        }
+    )
+
+
+TINY = LabConfig(
+    clip=ClipConfig(
+        width=32,
+        text_layers=1,
+        text_heads=2,
+        vision_width=32,
+        vision_layers=1,
+        vision_heads=2,
+        train=tiny_train(ema_decay=None),
+    ),
+    judge=JudgeConfig(
+        embed_dim=16,
+        text_width=16,
+        text_layers=1,
+        text_heads=2,
+        vision_width=32,
+        vision_layers=1,
+        vision_head_width=16,
+        train=tiny_train(ema_decay=None, seed=1),
+    ),
+    vae=VaeConfig(block_out_channels=(8, 16), scaling_samples=8, train=tiny_train(ema_decay=None)),
+    ld_unet=LdUnetConfig(block_out_channels=(32, 32), heads=2, train=tiny_train()),
+    prior=PriorConfig(layers=1, heads=2, head_dim=8, stats_samples=8, train=tiny_train()),
+    decoder=DecoderConfig(block_out_channels=(32, 32), head_dim=16, cross_attention_dim=32, train=tiny_train()),
+    super_res=SuperResConfig(block_out_channels=(32, 32), train=tiny_train()),
 )

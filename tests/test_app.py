@@ -3,6 +3,7 @@ real browser (Debian's chromium through playwright), bad input, and 8 concurrent
 
 import concurrent.futures
 import importlib
+import os
 import socket
 import sys
 import types
@@ -29,6 +30,7 @@ FAST = dict(
 FAST_ARGS = list(FAST.values())  # in the order of the Advanced widgets (the registry's)
 PROMPT = "a red circle above a blue square"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless",
@@ -326,6 +328,8 @@ def test_browser_generates_both_and_downloads_the_csv(served, page):
         page.locator(f"#stats-{arch}", has_text="seed 4242").wait_for(timeout=120_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
+    if os.environ.get("T2I_SAVE_DOCS_SCREENSHOT"):  # `make screenshot` refreshes the README's picture
+        page.screenshot(path=str(DOCS / "compare-tab.png"), full_page=True)
     page.get_by_role("tab", name="Results").click()
     page.locator("#runs", has_text="a green triangle below a red cross").first.wait_for(timeout=60_000)  # newest first
     page.locator("#prompt-filter textarea, #prompt-filter input").first.fill("green triangle below")

@@ -37,11 +37,11 @@ from pipelines.tiny import build_tiny_latent_diffusion
 from pipelines.tokenizer import clip_vocab
 from pipelines.unclip import UNCLIP
 
-from conftest import LD_STEPS, SEED, UNCLIP_STEPS, VARIATION_STEPS, random_image
+from helpers import LD_STEPS, SEED, UNCLIP_STEPS, VARIATION_STEPS, random_image
 from hub_server import StandInHub, StandInRepo
 
-ROOT = Path(__file__).resolve().parent.parent
-LISTINGS = json.loads((Path(__file__).parent / "data" / "hub_listings.json").read_text())["repos"]
+ROOT = Path(__file__).resolve().parents[2]
+LISTINGS = json.loads((Path(__file__).parents[1] / "data" / "hub_listings.json").read_text())["repos"]
 KARLO, VARIATIONS = "kakaobrain/karlo-v1-alpha", "kakaobrain/karlo-v1-alpha-image-variations"
 SD15, SD21 = "stable-diffusion-v1-5/stable-diffusion-v1-5", "stabilityai/stable-diffusion-2-1-base"
 JUDGES = {"ViT-L-14": "timm/vit_large_patch14_clip_224.openai", "ViT-H-14": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"}

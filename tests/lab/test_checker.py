@@ -16,7 +16,7 @@ import pytest
 from lab.checker import check, gaussian_blur, read_scene
 from lab.world import Scene, SceneObject, WorldConfig, sample_scenes
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 N_SCENES = 500  # half training, half held-out
 CLEAN_BAR = 0.98
 DEGRADED_BAR = 0.97

@@ -24,70 +24,23 @@ from lab.losses import (
     truncated_snr_weight,
 )
 from lab.models import (
-    ClipConfig,
     DecoderConfig,
-    JudgeConfig,
-    LabConfig,
     LdUnetConfig,
-    PriorConfig,
     SuperResConfig,
     VaeConfig,
     build_vae,
     decoder_scheduler,
 )
 from lab.train import ORDER, main, run
-from lab.trainer import BUDGET, CHECKPOINT, LOSS_LOG, Budget, TrainConfig
+from lab.trainer import BUDGET, CHECKPOINT, LOSS_LOG, Budget
 from lab.training import RunOptions
 from lab.world import split_of
 from pipelines import load_latent_diffusion, load_unclip
 from pipelines.tokenizer import offline_clip_tokenizer
 
-from conftest import LD_STEPS, UNCLIP_STEPS
+from helpers import LD_STEPS, TINY, UNCLIP_STEPS, tiny_train
 
 PROMPT = "a red circle above a blue square"
-
-
-def tiny_train(**overrides) -> TrainConfig:
-    return TrainConfig(
-        **{
-            "steps": 2,
-            "batch_size": 4,
-            "lr": 1e-3,
-            "warmup_steps": 1,
-            "log_every": 1,
-            "checkpoint_every": 1,
-            "ema_decay": 0.9,
-            **overrides,
-        }
-    )
-
-
-TINY = LabConfig(
-    clip=ClipConfig(
-        width=32,
-        text_layers=1,
-        text_heads=2,
-        vision_width=32,
-        vision_layers=1,
-        vision_heads=2,
-        train=tiny_train(ema_decay=None),
-    ),
-    judge=JudgeConfig(
-        embed_dim=16,
-        text_width=16,
-        text_layers=1,
-        text_heads=2,
-        vision_width=32,
-        vision_layers=1,
-        vision_head_width=16,
-        train=tiny_train(ema_decay=None, seed=1),
-    ),
-    vae=VaeConfig(block_out_channels=(8, 16), scaling_samples=8, train=tiny_train(ema_decay=None)),
-    ld_unet=LdUnetConfig(block_out_channels=(32, 32), heads=2, train=tiny_train()),
-    prior=PriorConfig(layers=1, heads=2, head_dim=8, stats_samples=8, train=tiny_train()),
-    decoder=DecoderConfig(block_out_channels=(32, 32), head_dim=16, cross_attention_dim=32, train=tiny_train()),
-    super_res=SuperResConfig(block_out_channels=(32, 32), train=tiny_train()),
-)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_lab_train import TINY
 
 from comparisons.settings import Settings
 from comparisons.summary import wilson_interval
@@ -26,6 +25,8 @@ from lab.evaluate import (
 from lab.train import run
 from lab.training import RunOptions
 from lab.world import SHAPES, caption_is_true_of, split_of
+
+from helpers import TINY
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -82,12 +82,12 @@ def test_a_v_pipeline_round_trips_through_our_loader_and_diffusers(saved_v, monk
     assert isinstance(loaded.decoder_scheduler, UnCLIPVScheduler)
     assert loaded.decoder_scheduler.config.prediction_type == "v_prediction"
 
-    # see tests/test_loading.py: Karlo's index names text_proj's library "unclip"
+    # see tests/pipelines/test_loading.py: Karlo's index names text_proj's library "unclip"
     monkeypatch.setattr(diffusers.pipelines, "unclip", diffusers.pipelines.deprecated.unclip, raising=False)
     oracle = UnCLIPPipeline.from_pretrained(directory)
     assert isinstance(oracle.decoder_scheduler, UnCLIPVScheduler)
     assert oracle.decoder_scheduler.config == loaded.decoder_scheduler.config
-    # (that diffusers' pipeline then draws our images: tests/test_parity.py, with the lab's schedulers)
+    # (that diffusers' pipeline then draws our images: tests/pipelines/test_parity.py, with the lab's schedulers)
 
 
 def test_a_scheduler_from_a_library_we_do_not_know_is_refused(saved_v, tmp_path):

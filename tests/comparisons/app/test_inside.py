@@ -21,7 +21,7 @@ from comparisons.app.inside import (
 from comparisons.metrics import embedding_cosine
 from comparisons.settings import Settings
 
-from conftest import assert_images_close
+from helpers import assert_images_close
 
 PROMPT = "a red circle above a blue square"
 TOKENS = ["a", "red", "circle", "above", "a", "blue", "square"]

@@ -18,7 +18,7 @@ from lab.models import decoder_scheduler, ld_scheduler, prior_scheduler, super_r
 from pipelines.outputs import PipelineOutput, StepState, postprocess
 from pipelines.tiny import EMBED_DIM, build_tiny_latent_diffusion, build_tiny_unclip
 
-from conftest import (
+from helpers import (
     LD_STEPS,
     UNCLIP_STEPS,
     VARIATION_STEPS,

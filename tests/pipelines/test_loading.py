@@ -20,7 +20,7 @@ from pipelines.latent_diffusion import LATENT_DIFFUSION
 from pipelines.loading import MODEL_INDEX, resolve_pipeline_dir
 from pipelines.tokenizer import MODEL_MAX_LENGTH, offline_clip_tokenizer, tokenize
 
-from conftest import LD_STEPS, UNCLIP_STEPS, assert_images_close, oracle_generators
+from helpers import LD_STEPS, UNCLIP_STEPS, assert_images_close, oracle_generators
 
 PROMPT = "a red square above a blue circle"
 LOADERS = {"unclip": load_unclip, "latent_diffusion": load_latent_diffusion}

@@ -9,7 +9,7 @@ import torch
 from pipelines.devices import pick_device
 from pipelines.tiny import BLOCK_CHANNELS
 
-from conftest import LD_STEPS, UNCLIP_STEPS, VARIATION_STEPS
+from helpers import LD_STEPS, UNCLIP_STEPS, VARIATION_STEPS
 
 VAE_FACTOR = 2 ** (len(BLOCK_CHANNELS) - 1)  # the tiny VAE's downsampling
 

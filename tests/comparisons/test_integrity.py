@@ -27,7 +27,7 @@ from comparisons.store import RunLog
 
 from helpers import check_results_folder, png_pixels
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["a red circle", "a blue square above a green cross", "a small yellow triangle"]
 FAST = [
     "--steps",
