@@ -8,6 +8,7 @@ infotext and appends one row per image to the log.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,13 @@ class Made:
     output: PipelineOutput
     images: list[Image.Image]
     rows: list[dict]  # one per image; image_path is where `save` will try to write it
+
+    def portable(self) -> Made:
+        """This with the output's tensors on the CPU and its extras dropped: what a forked GPU worker (ZeroGPU) can
+        hand back to the serving process, which has no CUDA of its own."""
+        o = self.output
+        cpu = {k: getattr(o, k).detach().cpu() for k in ("image_embeds", "text_embeds") if getattr(o, k) is not None}
+        return dataclasses.replace(self, output=dataclasses.replace(o, extras={}, **cpu))
 
 
 @dataclass

@@ -6,7 +6,10 @@
   directory in hub layout and loaded back through the real loaders. Runs anywhere, offline, in
   seconds; untrained, so its images are noise: for testing the machinery, not for looking at.
 - `pretrained`: Karlo (`kakaobrain/karlo-v1-alpha`) and Stable Diffusion 1.5 from the hub or
-  its cache; on CUDA in fp16.
+  its cache; on CUDA in fp16. It needs a GPU unless a device is named (`--device cpu`).
+
+Any architecture's model can be swapped for another hub id or directory (`models=`, the CLIs'
+`--unclip` / `--latent-diffusion` flags), and the judge for another (`judge=`, `--judge`).
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from pathlib import Path
 import torch
 
 from comparisons.harness import Harness
-from comparisons.metrics import load_judge
+from comparisons.metrics import PRETRAINED_JUDGES, load_judge
 from comparisons.store import RunLog
 from pipelines import registry
 from pipelines.base import Pipeline
 from pipelines.devices import pick_device
-from pipelines.hub import ProgressCallback
+from pipelines.hub import HubError, ProgressCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("T2I_CACHE", ROOT / ".cache"))
@@ -39,6 +42,7 @@ class Preset:
     judge: str  # comparisons.metrics.load_judge name: never the generators' own CLIP
     fp16_on_cuda: bool  # real models run in half precision on a GPU; tiny ones gain nothing from it
     use_checker: bool = False  # the Shapes lab's checker can read the images
+    needs_gpu: bool = False  # too slow and big for a CPU unless the user names the device
 
 
 def _under(root: Path) -> dict[str, str]:
@@ -53,9 +57,15 @@ PRESETS = {
         {"unclip": "kakaobrain/karlo-v1-alpha", "latent_diffusion": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
         "ViT-L-14",
         True,
+        needs_gpu=True,
     ),
 }
 DEFAULT_PRESET = "lab"
+JUDGES = ("lab", "tiny", *PRETRAINED_JUDGES)  # comparisons.metrics.load_judge names
+
+
+class NeedsGPUError(ValueError):
+    """A preset of full-size models asked to run on a machine without CUDA, the device left to choose."""
 
 
 def get_preset(name: str) -> Preset:
@@ -99,6 +109,11 @@ def load_models(
     """
     p = get_preset(preset)
     dev = pick_device(device)
+    if p.needs_gpu and dev.type != "cuda" and device in (None, "auto"):
+        raise NeedsGPUError(
+            f"the {preset} preset needs a GPU and this machine has none (no CUDA device): run the lab preset, or "
+            "pass --device cpu to run it on the CPU anyway (minutes per image, about 20 GB of memory)"
+        )
     if cuda_graphs and dev.type != "cuda":  # optimize() would say so too, but only after loading the weights
         raise ValueError(f"CUDA graphs need a CUDA device, not {dev}")
     dtype = torch.float16 if (dev.type == "cuda" and p.fp16_on_cuda) else torch.float32
@@ -121,19 +136,32 @@ def load_harness(
     log: bool = True,
     cuda_graphs: bool = False,
     progress: ProgressCallback | None = None,
+    judge: str | None = None,
 ) -> Harness:
-    """Everything a comparison needs: the preset's pipelines, its judge, the run log in `out_dir`."""
+    """Everything a comparison needs: the preset's pipelines (or `models`), its judge (or `judge`), the run log in
+    `out_dir`. The Shapes lab's checker scores only the lab's own models: it cannot read another model's images."""
     p = get_preset(preset)
+    sources = model_sources(preset, models)
     pipes = load_models(preset, models=models, device=device, cuda_graphs=cuda_graphs, progress=progress)
     out_dir = Path(out_dir)
     return Harness(
         pipes,
-        judge=load_judge(p.judge, pick_device(device), progress),
+        judge=load_judge(judge or p.judge, pick_device(device), progress),
         out_dir=out_dir,
-        models=model_sources(preset, models),
-        use_checker=p.use_checker,
+        models=sources,
+        use_checker=p.use_checker and sources == p.models,
         log=RunLog(out_dir) if log else None,
     )
+
+
+def load_problem(err: Exception) -> str:
+    """Why a preset or model did not load, in one sentence for a status line (the whole message goes to the log)."""
+    if isinstance(err, HubError):
+        return err.summary
+    if isinstance(err, NeedsGPUError):
+        return str(err).split(":")[0]
+    first = str(err).split("\n")[0]
+    return first if len(first) <= 160 else first[:157] + "…"
 
 
 def add_model_flags(parser, environ: dict[str, str] | None = None) -> None:
@@ -153,3 +181,11 @@ def add_model_flags(parser, environ: dict[str, str] | None = None) -> None:
 def models_from_flags(args) -> dict[str, str]:
     """The models `add_model_flags`' flags name (architecture -> hub id or directory)."""
     return {a: getattr(args, f"model_{a}") for a in registry.names() if getattr(args, f"model_{a}", None)}
+
+
+def check_judge(name: str | None) -> str | None:
+    """A judge name as typed (None or empty: the preset's own), refused when load_judge would not know it."""
+    name = (name or "").strip() or None
+    if name is not None and name not in JUDGES:
+        raise ValueError(f"unknown judge {name!r}; choose one of {', '.join(JUDGES)}")
+    return name

@@ -99,6 +99,27 @@ def _snapshot(path: str, repo_path: str) -> Path:
     return Path(path).parents[len(PurePosixPath(repo_path).parts) - 1]
 
 
+class HubError(ValueError):
+    """A repo that cannot be fetched: the message says what to do, `summary` the same in one short sentence."""
+
+    SUMMARIES = {
+        "offline": "{repo} is not downloaded and the hub cannot be reached (offline)",
+        "not_found": "{repo} is not on the hub (check the id, or log in if it is private)",
+        "gated": "{repo} is gated: accept its licence on the hub and log in",
+        "unreachable": "{repo} could not be fetched: the hub did not answer",
+        "no_room": "there is no room on disk to download {repo}",
+        "changed": "{repo} changed on the hub while downloading: try again",
+    }
+
+    def __init__(self, message: str, repo_id: str, reason: str) -> None:
+        super().__init__(message)
+        self.repo_id, self.reason = repo_id, reason
+
+    @property
+    def summary(self) -> str:
+        return self.SUMMARIES[self.reason].format(repo=self.repo_id)
+
+
 def _cached(repo: RepoListing, path: str, cache: Path) -> str | None:
     """Where the cache holds a file of the repo at its commit, if it does."""
     found = try_to_load_from_cache(repo.repo_id, path, cache_dir=cache, revision=repo.commit)
@@ -114,9 +135,11 @@ def list_repo(repo_id: str, anchors: Sequence[str], cache: Path) -> RepoListing:
     if constants.is_offline_mode():
         cached = _cached_listing(repo_id, anchors, cache)
         if cached is None:
-            raise ValueError(
+            raise HubError(
                 f"{repo_id} is not in the hub cache ({cache}) and HF_HUB_OFFLINE is set: unset "
-                "HF_HUB_OFFLINE to download it"
+                "HF_HUB_OFFLINE to download it",
+                repo_id,
+                "offline",
             )
         return cached
     api = HfApi()
@@ -150,7 +173,11 @@ def read_repo_text(repo: RepoListing, path: str, cache: Path) -> str:
     if cached is not None:
         return Path(cached).read_text()
     if repo.offline:
-        raise ValueError(f"{repo.repo_id}: {path} is not in the hub cache ({cache}) and the hub is out of reach")
+        raise HubError(
+            f"{repo.repo_id}: {path} is not in the hub cache ({cache}) and the hub is out of reach",
+            repo.repo_id,
+            "offline",
+        )
     response = get_session().get(
         hf_hub_url(repo.repo_id, path, revision=repo.commit), headers=build_hf_headers(), follow_redirects=True
     )
@@ -234,9 +261,11 @@ def check_free_space(repo_id: str, needed: int, cache: Path) -> None:
     folder = next(p for p in (cache, *cache.parents) if p.exists())
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise ValueError(
+        raise HubError(
             f"{repo_id} needs {gigabytes(needed)} in {cache}, whose disk has {gigabytes(free)} free: "
-            f"free {gigabytes(needed - free)} there, or point HF_HUB_CACHE at a disk with room"
+            f"free {gigabytes(needed - free)} there, or point HF_HUB_CACHE at a disk with room",
+            repo_id,
+            "no_room",
         )
 
 
@@ -292,9 +321,11 @@ def download(
     """The repo's snapshot folder in the cache, holding `files`: what it lacks is fetched, after checking the disk."""
     missing = [f for f in files if _cached(repo, f.path, cache) is None]
     if missing and repo.offline:
-        raise ValueError(
+        raise HubError(
             f"{repo.repo_id}: {', '.join(f.path for f in missing)} not in the hub cache ({cache}), and "
-            "the hub is out of reach (HF_HUB_OFFLINE, or no connection)"
+            "the hub is out of reach (HF_HUB_OFFLINE, or no connection)",
+            repo.repo_id,
+            "offline",
         )
     check_free_space(repo.repo_id, sum(f.size for f in missing), cache)
     tally = _Tally(repo.repo_id, missing, progress) if progress is not None and missing else None
@@ -318,8 +349,10 @@ def download(
         folders = set(pool.map(fetch, missing))
     snapshot = _snapshot_folder(repo, files[0], cache)
     if folders - {snapshot}:
-        raise ValueError(
-            f"{repo.repo_id} changed on the hub while downloading (main moved on from {repo.commit}): run again"
+        raise HubError(
+            f"{repo.repo_id} changed on the hub while downloading (main moved on from {repo.commit}): run again",
+            repo.repo_id,
+            "changed",
         )
     return snapshot
 
@@ -327,45 +360,59 @@ def download(
 def _snapshot_folder(repo: RepoListing, f: HubFile, cache: Path) -> Path:
     found = _cached(repo, f.path, cache)
     if found is None:
-        raise ValueError(
-            f"{repo.repo_id} changed on the hub while downloading ({f.path} is not at {repo.commit}): run again"
+        raise HubError(
+            f"{repo.repo_id} changed on the hub while downloading ({f.path} is not at {repo.commit}): run again",
+            repo.repo_id,
+            "changed",
         )
     return _snapshot(found, f.path)
 
 
 @contextmanager
 def _hub_errors(repo_id: str, cache: Path) -> Iterator[None]:
-    """huggingface_hub's errors as ValueErrors that name the repo and say what to do."""
+    """huggingface_hub's errors as HubErrors that name the repo and say what to do."""
     page = f"{constants.ENDPOINT}/{repo_id}"
     try:
         yield
     except GatedRepoError as err:
-        raise ValueError(
+        raise HubError(
             f"{repo_id} is gated: accept its licence on {page} (logged in there), then log in here with "
-            "`hf auth login` (or set HF_TOKEN)"
+            "`hf auth login` (or set HF_TOKEN)",
+            repo_id,
+            "gated",
         ) from err
     except RepositoryNotFoundError as err:
-        raise ValueError(
+        raise HubError(
             f"{repo_id} is not on the hub ({constants.ENDPOINT}): check the id; if it is private, log in "
-            "with `hf auth login`"
+            "with `hf auth login`",
+            repo_id,
+            "not_found",
         ) from err
     except RevisionNotFoundError as err:
-        raise ValueError(f"{repo_id} has no branch {REVISION!r} on {constants.ENDPOINT}") from err
+        raise HubError(f"{repo_id} has no branch {REVISION!r} on {constants.ENDPOINT}", repo_id, "not_found") from err
     except RemoteEntryNotFoundError as err:
-        raise ValueError(f"{repo_id} lists a file the hub then could not find ({err}): run again") from err
+        raise HubError(
+            f"{repo_id} lists a file the hub then could not find ({err}): run again", repo_id, "changed"
+        ) from err
     except (OfflineModeIsEnabled, LocalEntryNotFoundError) as err:
-        raise ValueError(f"{repo_id} is not in the hub cache ({cache}) and the hub cannot be reached: {err}") from err
+        raise HubError(
+            f"{repo_id} is not in the hub cache ({cache}) and the hub cannot be reached: {err}", repo_id, "offline"
+        ) from err
     except (HfHubHTTPError, httpx2.HTTPError) as err:
-        raise ValueError(
+        raise HubError(
             f"could not fetch {repo_id} from {constants.ENDPOINT} ({type(err).__name__}: {err}): check "
-            f"the connection, or set HF_HUB_OFFLINE=1 to load what the cache ({cache}) holds"
+            f"the connection, or set HF_HUB_OFFLINE=1 to load what the cache ({cache}) holds",
+            repo_id,
+            "unreachable",
         ) from err
     except OSError as err:
         if err.errno != errno.ENOSPC:
             raise
-        raise ValueError(
+        raise HubError(
             f"{repo_id}: the disk of {cache} filled up while downloading: free space there, or point "
-            "HF_HUB_CACHE at a disk with room"
+            "HF_HUB_CACHE at a disk with room",
+            repo_id,
+            "no_room",
         ) from err
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipelines.latent_diffusion import LatentDiffusion, load_latent_diffusion
 from pipelines.schedulers import UNCLIP_MIN_STEPS
@@ -51,6 +51,9 @@ class Architecture:
     settings: tuple[Setting, ...]
     sweep_steps: tuple[str, ...]  # the settings a sweep's --steps sets (its main denoising loops)
     sweep_guidance: tuple[str, ...]  # the settings a sweep's --guidance sets
+    # stage -> seconds per denoising step of the full-size model, one image, fp16 on an H100
+    # (benchmarks/full_size_h100_2026-11-27.json): what a ZeroGPU call asks for is computed from these
+    gpu_seconds_per_step: dict[str, float] = field(default_factory=dict)
 
     def setting(self, name: str) -> Setting:
         for s in self.settings:
@@ -144,6 +147,7 @@ register(
         ),
         sweep_steps=("prior_steps", "decoder_steps"),
         sweep_guidance=("decoder_guidance",),
+        gpu_seconds_per_step={"prior": 0.015, "decoder": 0.044, "super_res": 0.069},
     )
 )
 
@@ -168,6 +172,7 @@ register(
         ),
         sweep_steps=("steps",),
         sweep_guidance=("guidance",),
+        gpu_seconds_per_step={"unet": 0.032},
     )
 )
 

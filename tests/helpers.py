@@ -3,9 +3,18 @@ results folder (open what was written, not only count it), a tiny lab config and
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
+import os
+import pickle
+import socket
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.deprecated.unclip import UnCLIPImageVariationPipeline, UnCLIPPipeline
@@ -157,6 +166,105 @@ def check_results_folder(directory: Path, pipes: dict | None = None, expected_ro
             "another seed gives the same image: the check is blind"
         )
     return rows
+
+
+# ----------------------------------------------------------------------------- serving the app
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by `make test`; never a downloaded browser
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@contextmanager
+def browser_page(url: str):
+    """A chromium page on the app at `url`, once its Generate button is there."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium with apt-get")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("#generate")
+        yield page
+        browser.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- ZeroGPU, as the spaces package runs it
+
+
+@dataclass
+class GPUCall:
+    name: str
+    duration: int  # the seconds it asked for
+    pid: int  # the process it ran in
+
+
+def _files(folder: Path | None) -> dict[str, tuple[int, int]]:
+    if folder is None or not folder.exists():
+        return {}
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def forked_gpu(calls: list[GPUCall], writes_nothing_in: Path | None = None):
+    """A stand-in for `spaces.GPU` as ZeroGPU runs it (spaces/zero/wrappers.py): each call in a process forked from
+    the caller, its arguments and result pickled across, so what it changes in memory stays in the child. (ZeroGPU
+    keeps a worker between calls; forking afresh each time is stricter.) Records each call in `calls`; with
+    `writes_nothing_in`, fails a call that wrote there (the serving process alone writes PNGs and the log)."""
+
+    def gpu(fn: Callable, duration: Callable[..., int]) -> Callable:
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            asked = duration(*args, **kwargs)
+            payload = pickle.dumps((args, kwargs))  # ZeroGPU pickles them into its worker's queue
+            ctx = multiprocessing.get_context("fork")
+            receive, send = ctx.Pipe(duplex=False)
+            before = _files(writes_nothing_in)
+            child = ctx.Process(target=_gpu_child, args=(fn, payload, send), daemon=True)
+            child.start()
+            send.close()
+            pid, ok, result = pickle.loads(receive.recv_bytes())
+            child.join()
+            calls.append(GPUCall(fn.__name__, asked, pid))
+            assert _files(writes_nothing_in) == before, f"{fn.__name__} wrote files in its GPU worker"
+            if not ok:
+                raise result
+            return result
+
+        return run
+
+    return gpu
+
+
+def _gpu_child(fn: Callable, payload: bytes, send) -> None:
+    try:
+        args, kwargs = pickle.loads(payload)
+        try:
+            reply = (os.getpid(), True, fn(*args, **kwargs))
+        except Exception as err:
+            reply = (os.getpid(), False, err)
+        try:
+            data = pickle.dumps(reply)
+        except Exception as err:  # ZeroGPU fails such a call too: what a GPU function returns must pickle
+            data = pickle.dumps((os.getpid(), False, RuntimeError(f"the result does not pickle: {err}")))
+        send.send_bytes(data)
+    finally:
+        os._exit(0)  # no atexit, no pytest teardown in the child
 
 
 # ----------------------------------------------------------------------------- a dummy architecture

@@ -4,7 +4,6 @@ real browser (Debian's chromium through playwright), bad input, and 8 concurrent
 import concurrent.futures
 import importlib
 import os
-import socket
 import sys
 import types
 import urllib.error
@@ -17,11 +16,15 @@ from gradio_client import Client
 from PIL import Image
 
 import app
-from comparisons.app.session import AppConfig, Session, parse_seed, parse_settings, vocabulary_notice
+from comparisons.app.inputs import parse_seed, parse_settings, vocabulary_notice
+from comparisons.app.session import AppConfig, Session
 from comparisons.app.views import checker_verdict, stage_seconds_long, stats_line, summary_frame
 from comparisons.exports import read_csv, read_parquet
 from comparisons.records import settings_from_png
 from comparisons.settings import Settings
+from comparisons.sweep import Job
+
+from helpers import browser_page, free_port
 
 PRESET = "lab"  # the default the app ships with
 FAST = dict(
@@ -31,21 +34,6 @@ FAST_ARGS = list(FAST.values())  # in the order of the Advanced widgets (the reg
 PROMPT = "a red circle above a blue square"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -192,18 +180,25 @@ def test_serves_loopback_by_default_and_never_shares():
     assert app.parse_args([]).preset == "lab" and app.parse_args([]).host is None
 
 
-def test_gpu_handlers_use_spaces_gpu_when_installed(monkeypatch, tmp_path):
-    wrapped = []
+def test_gpu_functions_use_spaces_gpu_asking_for_the_seconds_their_steps_need(monkeypatch, tmp_path):
+    durations = {}
     fake = types.ModuleType("spaces")
-    fake.GPU = lambda fn: wrapped.append(fn.__name__) or fn
+    fake.GPU = lambda duration: lambda fn: durations.setdefault(fn.__name__, duration) and fn
     monkeypatch.setitem(sys.modules, "spaces", fake)
     try:
         importlib.reload(app).build_app(Session(AppConfig(PRESET, "cpu", tmp_path)))
-        assert sorted(wrapped) == ["explain", "generate"]
     finally:
         monkeypatch.delitem(sys.modules, "spaces")
         importlib.reload(app)
-    assert app.on_gpu(len) is len
+    assert sorted(durations) == ["explain", "make_compare", "make_sweep_batch"]  # nothing else touches the models
+    default, fast = Settings(), Settings(**FAST)
+    compare = durations["make_compare"]
+    assert compare(PROMPT, "0", default, None) > compare(PROMPT, "0", fast, None) >= 30  # a cold worker's start
+    # Karlo 25/25/7 + SD 50 steps at H100 speed is 3.6 s: asked with the margin a slower MIG slice needs
+    assert 40 <= compare(PROMPT, "0", default, None) <= 60
+    jobs = [Job("latent_diffusion", default, PROMPT, s) for s in range(8)]
+    assert durations["make_sweep_batch"](jobs, "run") > durations["make_sweep_batch"](jobs[:1], "run")
+    assert app.on_gpu(len, lambda: 1) is len
 
 
 def test_named_endpoints_through_gradio_client(served):
@@ -296,18 +291,8 @@ def test_eight_clients_three_requests_each_lose_and_duplicate_nothing(served):
 
 @pytest.fixture(scope="module")
 def page(served):
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium with apt-get")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.goto(served[1])
-        page.wait_for_selector("#generate")
+    with browser_page(served[1]) as page:
         yield page
-        browser.close()
 
 
 def _fill_fast_settings(page) -> None:

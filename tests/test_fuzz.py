@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 import app
 from comparisons import audit, compare, summary, sweep
-from comparisons.app.session import AppConfig, Session, parse_settings
+from comparisons.app.inputs import parse_settings
+from comparisons.app.session import AppConfig, Session
 from pipelines.checks import MAX_PROMPT_CHARS
 
 ACCEPTED = "the input was accepted: the models were reached"

@@ -1,38 +1,56 @@
-"""What the app does, without the app: one `Session` per server process loads a preset lazily,
-runs comparisons one at a time on the device, runs sweeps in the background, explains a
-generation, and serves the run log as tables, summaries, plot data and exports.
+"""What the app does, without the app: one `Session` per server process loads a preset (or any models) in the
+background, switches models without a restart, runs comparisons one at a time on the device, runs sweeps,
+explains a generation, and serves the run log as tables, summaries, plot data and exports.
 
 Gradio-free, so that tests call every handler directly and `app.py` stays layout and wiring.
 Every method checks its raw widget values and raises `ValueError` with a message for the user.
+
+GPU work and bookkeeping are apart, as ZeroGPU needs: `make_compare`, `explain` and `make_sweep_batch` may run in
+a forked worker (`spaces.GPU`), so they change nothing in the session and return all they made (CPU tensors,
+images, rows); `record` and `record_sweep_batch` then write the PNGs and the run log in the serving process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import gc
 import hashlib
-import secrets
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from comparisons.app.inputs import parse_prompt, parse_seed, parse_text, vocabulary_notice
 from comparisons.app.views import TABLE_COLUMNS
+from comparisons.app.work import steps_done, total_steps
 from comparisons.exports import export_csv, export_parquet
-from comparisons.harness import Harness, new_run_id
-from comparisons.presets import DEFAULT_PRESET, get_preset, load_harness
+from comparisons.harness import Harness, Made, new_run_id
+from comparisons.presets import (
+    DEFAULT_PRESET,
+    PRESETS,
+    ROOT,
+    check_judge,
+    get_preset,
+    load_harness,
+    load_problem,
+    model_sources,
+)
 from comparisons.settings import Settings
 from comparisons.store import LOG_NAME, load_runs
-from comparisons.sweep import Job, grid, parse_seeds, parse_values, pending, run_sweep
+from comparisons.sweep import Job, batches, grid, parse_seeds, parse_values, pending, unlogged_images
 from pipelines import registry
-from pipelines.checks import MAX_PROMPT_CHARS, check_seed
 from pipelines.outputs import StepState
-from pipelines.registry import STEPS, TEXT
 from pipelines.tokenizer import truncation_messages
 
 MAX_SWEEP_IMAGES = 2_000  # per background sweep from the app; the CLI takes bigger grids
 Progress = Callable[[float, str], None]  # (fraction done, what is running)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,103 +60,14 @@ class AppConfig:
     preset: str = DEFAULT_PRESET  # comparisons.presets name
     device: str = "auto"  # cpu, cuda, ... (auto: cuda if present)
     results_dir: Path = Path("results")  # run log, images and exports: the only folder the app serves files from
+    models: dict[str, str] = field(default_factory=dict)  # architecture -> hub id or directory, over the preset's
+    judge: str | None = None  # a comparisons.metrics.load_judge name, over the preset's
+    zero_gpu: bool = False  # on a ZeroGPU Space: models fixed at start, sweeps as a sequence of GPU calls
 
-
-# ----------------------------------------------------------------------------- parsing widget values
-
-
-def _text(value: str | None, name: str) -> str:
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"the {name} must be text, got {type(value).__name__}")
-    text = (value or "").strip()
-    if len(text) > MAX_PROMPT_CHARS:
-        raise ValueError(
-            f"the {name} is {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} (CLIP reads about 75 words)"
-        )
-    return text
-
-
-def parse_prompt(text: str | None, name: str = "prompt") -> str:
-    text = _text(text, name)
-    if not text:
-        raise ValueError(f"the {name} is empty: type what the image should show")
-    return text
-
-
-def parse_seed(value: str | float | int | None) -> int:
-    """A seed as typed: a whole number in [0, 2**63). Text, not a float: 2**63 - 1 has no exact float."""
-    text = str(value if value is not None else "").strip()
-    try:
-        seed = int(text)
-    except ValueError:
-        raise ValueError(f"seed {text!r:.40} is not a whole number (0 to 2**63 - 1)") from None
-    return check_seed(seed)
-
-
-def random_seed() -> int:
-    return secrets.randbelow(2**32)
-
-
-def _number(value: float | int | str | None, name: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number, got {value!r:.40}") from None
-
-
-def _whole(value: float | int | str | None, name: str) -> int:
-    number = _number(value, name)
-    if not number.is_integer():
-        raise ValueError(f"`{name}` must be a whole number, got {value!r:.40}")
-    return int(number)
-
-
-def parse_settings(**values: float | int | str | None) -> Settings:
-    """Settings from the Advanced widgets and the negative prompt (any registered settings, by name), checked like
-    the pipelines check them."""
-    known = {s.name: s for s in registry.all_settings()}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown settings: {', '.join(unknown)}")
-    parsed = {}
-    for name, value in values.items():
-        role = known[name].role
-        parsed[name] = (
-            _text(value, name.replace("_", " ")) or None
-            if role == TEXT
-            else _whole(value, name)
-            if role == STEPS
-            else _number(value, name)
-        )
-    return Settings(**parsed).checked()
-
-
-def stage_steps(architecture: str, settings: Settings) -> dict[str, int]:
-    """The steps asked of each denoising loop, in pipeline order."""
-    return registry.get(architecture).steps_of_stages(settings.for_architecture(architecture))
-
-
-def total_steps(architecture: str, settings: Settings) -> int:
-    return sum(stage_steps(architecture, settings).values())
-
-
-# ----------------------------------------------------------------------------- what the app shows
-
-
-def vocabulary_notice(prompt: str, preset: str) -> str | None:
-    """In the Shapes lab, a notice when the prompt leaves the world the models were trained on."""
-    if not get_preset(preset).use_checker:
-        return None
-    from lab.captions import parse_caption
-
-    try:
-        parse_caption(prompt)
-    except ValueError as err:
-        return (
-            f"The Shapes lab models only know captions like 'a red circle above a blue square'. {err}. "
-            "They will still draw something, but the checker cannot judge it."
-        )
-    return None
+    @property
+    def sources(self) -> dict[str, str]:
+        """Architecture -> the hub id or directory its model comes from."""
+        return model_sources(self.preset, self.models)
 
 
 # ----------------------------------------------------------------------------- results
@@ -176,16 +105,19 @@ class SweepStatus:
 
 
 class Session:
-    """One per app process: the harness (loaded once, lazily), one device lock, the sweep thread."""
+    """One per app process: the harness (loaded in the background, switched on request), one device lock, sweeps."""
 
     def __init__(self, config: AppConfig = AppConfig()) -> None:
-        get_preset(config.preset)  # unknown presets fail at start, not at the first click
+        get_preset(config.preset)  # unknown presets and models fail at start, not at the first click
+        config.sources
+        check_judge(config.judge)
         self.config = config
         self.results_dir = config.results_dir.resolve()
         self._harness: Harness | None = None
         self._load_error: str | None = None
         self._loading = threading.Lock()
         self._load_started: float | None = None
+        self._downloads: dict[str, tuple[int, int]] = {}  # repo id -> (bytes done, bytes to fetch)
         self.device_lock = threading.Lock()  # GPU work one call at a time, app requests and sweep batches alike
         self.sweep: SweepStatus | None = None
         self._sweep_thread: threading.Thread | None = None
@@ -193,29 +125,42 @@ class Session:
 
     @property
     def architectures(self) -> tuple[str, ...]:
-        """The preset's architectures, in the order the screens show them (known before any model loads)."""
-        return tuple(get_preset(self.config.preset).models)
+        """The architectures of the models chosen, in the order the screens show them (known before any loads)."""
+        return tuple(self.config.sources)
 
-    # ---- loading
+    # ---- loading and switching models
+    def describe_models(self) -> str:
+        """What each architecture runs, and the judge: `unCLIP lab/weights/unclip · ... · judge lab`."""
+        models = " · ".join(f"{registry.get(a).short} `{_shown(src)}`" for a, src in self.config.sources.items())
+        return f"{models} · judge `{self.config.judge or get_preset(self.config.preset).judge}`"
+
     def status(self) -> str:
-        preset = self.config.preset
+        name = f"**{self.config.preset}**" + (" + custom models" if self.config.models else "")
         if self._harness is not None:
-            h = self._harness
-            first = next(iter(h.pipelines.values()))
-            return f"**{preset}** preset loaded on {first.device} ({first.dtype}); judge: {h.judge.name}"
+            first = next(iter(self._harness.pipelines.values()))
+            return f"{name} loaded on {first.device} ({first.dtype}): {self.describe_models()}"
         if self._load_error:
-            return f"**{preset}** preset failed to load: {self._load_error}"
+            return f"{name} could not load: {self._load_error}. The lab preset needs no download and no GPU."
         if self._load_started is not None:
-            return f"loading the **{preset}** preset… {time.monotonic() - self._load_started:.0f} s"
-        return f"**{preset}** preset: loads on first use"
+            elapsed = time.monotonic() - self._load_started
+            bars = "".join(
+                f" · {repo} {done / 1e9:.2f} / {total / 1e9:.2f} GB" for repo, (done, total) in self._downloads.items()
+            )
+            return f"loading {name}… {elapsed:.0f} s{bars}"
+        return f"{name}: loads on first use ({self.describe_models()})"
 
     @property
     def settled(self) -> bool:
         """Loaded, or failed to load: the status line stops changing."""
         return self._harness is not None or self._load_error is not None
 
+    @property
+    def load_failed(self) -> bool:
+        return self._load_error is not None
+
     def start_loading(self) -> None:
-        """Load in the background (the status line shows it); requests wait for it."""
+        """Load in the background (the status line shows it and its downloads); requests wait for it."""
+        self._load_started = time.monotonic()  # the status line says "loading" from now, not "loads on first use"
         threading.Thread(target=self._try_load, daemon=True).start()
 
     def _try_load(self) -> None:
@@ -224,19 +169,63 @@ class Session:
         except ValueError:
             pass  # kept in _load_error for the status line and the next request
 
+    def _downloaded(self, repo_id: str, done: int, total: int) -> None:
+        self._downloads[repo_id] = (done, total)
+
     def harness(self) -> Harness:
+        """The loaded models, loading them first if need be; a failure is one sentence, and stays until a switch."""
+        if self._harness is not None:  # no lock: a forked GPU worker must never inherit one held mid-call
+            return self._harness
         with self._loading:
             if self._harness is None:
+                if self._load_error is not None:
+                    raise ValueError(f"the models could not load: {self._load_error}; pick the lab preset to carry on")
                 self._load_started = time.monotonic()
-                self._load_error = None
+                self._downloads = {}
+                c = self.config
                 try:
                     self._harness = load_harness(
-                        self.config.preset, device=self.config.device, out_dir=self.results_dir
+                        c.preset,
+                        models=c.models,
+                        judge=c.judge,
+                        device=c.device,
+                        out_dir=self.results_dir,
+                        progress=self._downloaded,
                     )
                 except (ValueError, OSError) as err:
-                    self._load_error = f"{type(err).__name__}: {err}"
-                    raise ValueError(f"the {self.config.preset} preset could not be loaded: {err}") from err
+                    log.error("the %s preset could not be loaded: %s", c.preset, err)  # the whole story, for the log
+                    self._load_error = load_problem(err)
+                    raise ValueError(f"the models could not load: {self._load_error}") from err
             return self._harness
+
+    def switch(self, preset: str, models: dict[str, str | None] | None = None, judge: str | None = None) -> str:
+        """Load other models without a restart (a preset, with any architecture's model replaced by a hub id or
+        directory, and any judge); returns the status line. The old models stay until the new are chosen."""
+        if self.config.zero_gpu:
+            raise ValueError(
+                "on ZeroGPU the models are fixed when the Space starts: set T2I_PRESET, T2I_UNCLIP, "
+                "T2I_LATENT_DIFFUSION or T2I_JUDGE in its settings instead"
+            )
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        models = {a: m.strip() for a, m in (models or {}).items() if isinstance(m, str) and m.strip()}
+        config = dataclasses.replace(self.config, preset=preset, models=models, judge=check_judge(judge))
+        if tuple(config.sources) != self.architectures:
+            raise ValueError(f"the app shows {', '.join(self.architectures)}: pick models for those")
+        if self.sweep is not None and self.sweep.running:
+            raise ValueError("a sweep is running on these models: switch when it has finished")
+        if not self._loading.acquire(blocking=False):
+            raise ValueError("models are loading: switch when they have loaded (or failed to)")
+        try:
+            with self.device_lock:  # no comparison is halfway through the old models
+                self.config, self._harness, self._load_error = config, None, None
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        finally:
+            self._loading.release()
+        self.start_loading()
+        return self.status()
 
     def examples(self, n: int = 8) -> list[str]:
         """Example prompts that fit the preset: the Shapes vocabulary in the lab, real prompts otherwise."""
@@ -250,31 +239,47 @@ class Session:
             :n
         ]
 
+    def _gpu_turn(self) -> contextlib.AbstractContextManager:
+        """Held around GPU work: the device lock, one call at a time. On ZeroGPU each call has a worker (and GPU) of
+        its own, forked from this process, and a lock copied while another thread held it would never open there."""
+        return contextlib.nullcontext() if self.config.zero_gpu else self.device_lock
+
     # ---- compare
     def compare(
         self, prompt: str | None, seed: str | float | int | None, settings: Settings, progress: Progress | None = None
     ) -> tuple[dict[str, dict], list[str]]:
-        """Every architecture of the preset on one prompt and seed: {architecture: logged row}, and notices."""
+        """Every architecture on one prompt and seed, logged: {architecture: row}, and notices for the user."""
+        made, notices = self.make_compare(prompt, seed, settings, progress)
+        return self.record(made), notices
+
+    def make_compare(
+        self, prompt: str | None, seed: str | float | int | None, settings: Settings, progress: Progress | None = None
+    ) -> tuple[list[Made], list[str]]:
+        """GPU work: each architecture on one prompt and seed, generated and scored, nothing written (see `record`)."""
         prompt, seed = parse_prompt(prompt), parse_seed(seed)
         settings = settings.checked()
         notices = [n for n in (vocabulary_notice(prompt, self.config.preset), self._truncation_notice(prompt)) if n]
         harness = self.harness()
         budget = sum(total_steps(a, settings) for a in harness.architectures)
         made, done, run_id = [], 0, new_run_id()
-        with self.device_lock:
+        with self._gpu_turn():
             for arch in harness.architectures:
 
                 def step(state: StepState, offset: int = done, arch: str = arch) -> None:
                     if progress is not None:
                         progress(
-                            (offset + _steps_done(arch, state, settings)) / budget,
+                            (offset + steps_done(arch, state, settings)) / budget,
                             f"{registry.get(arch).label}: {state.stage} step {state.step + 1}/{state.num_steps}",
                         )
 
-                made.append(harness.make(arch, [prompt], [seed], settings, run_id=run_id, callback=step))
+                made.append(harness.make(arch, [prompt], [seed], settings, run_id=run_id, callback=step).portable())
                 done += total_steps(arch, settings)
-            harness.save(*made)  # all or none: a failure of any architecture logs nothing
-        return {m.architecture: m.rows[0] for m in made}, notices
+        return made, notices
+
+    def record(self, made: list[Made]) -> dict[str, dict]:
+        """Write what `make_compare` made: the PNGs, then all rows in one append (all or none); {architecture: row}."""
+        self.harness().save(*made)
+        return {m.architecture: m.rows[0] for m in made}
 
     def _truncation_notice(self, prompt: str) -> str | None:
         tokenizer = next(iter(self.harness().pipelines.values())).tokenizer  # every architecture's is CLIP's
@@ -283,15 +288,52 @@ class Session:
 
     # ---- inside the models
     def explain(self, prompt: str | None, seed: str | float | int | None, settings: Settings):
-        """An instrumented, unlogged run of both architectures (comparisons.inside.InsideReport)."""
+        """GPU work: an instrumented, unlogged run of both architectures (comparisons.app.inside.InsideReport)."""
         from comparisons.app.inside import explain
 
         prompt, seed = parse_prompt(prompt), parse_seed(seed)
         harness = self.harness()
-        with self.device_lock:
+        with self._gpu_turn():
             return explain(harness.pipeline("unclip"), harness.pipeline("latent_diffusion"), prompt, seed, settings)
 
     # ---- sweeps
+    def plan_sweep(
+        self,
+        prompts_text: str | None,
+        seeds_text: str | None,
+        steps_text: str | None,
+        guidance_text: str | None,
+        architectures: list[str] | None,
+        base: Settings = Settings(),
+        batch_size: int = 8,
+    ) -> tuple[SweepStatus, list[list[Job]]]:
+        """Check the whole grid and split what the log lacks of it into batches (one GPU call each): the sweep's
+        status, and its batches. Images a killed run of the grid left without rows are removed first."""
+        if self.sweep is not None and self.sweep.running:
+            raise ValueError(f"a sweep is already running ({self.sweep.message()}); wait for it to finish")
+        prompts = [parse_prompt(line) for line in (prompts_text or "").splitlines() if line.strip()]
+        if not prompts:
+            raise ValueError("the sweep has no prompts: write one per line")
+        if not isinstance(architectures, (list, tuple)) or not architectures:
+            raise ValueError("pick at least one architecture")
+        jobs = grid(
+            prompts,
+            parse_seeds(parse_text(seeds_text, "seeds")),
+            parse_values(parse_text(steps_text, "steps"), int, "steps"),
+            parse_values(parse_text(guidance_text, "guidance"), float, "guidance"),
+            list(architectures),
+            base,
+            max_jobs=MAX_SWEEP_IMAGES,
+            bigger="`python -m comparisons.sweep` takes bigger grids",
+        )
+        harness = self.harness()
+        todo = pending(harness, jobs)
+        with self.device_lock:  # no other writer is between an image and its row
+            for path in unlogged_images(harness, todo):
+                path.unlink(missing_ok=True)
+        self.sweep = status = SweepStatus(new_run_id(), total=len(jobs), done=len(jobs) - len(todo))
+        return status, list(batches(todo, batch_size))
+
     def start_sweep(
         self,
         prompts_text: str | None,
@@ -302,45 +344,52 @@ class Session:
         base: Settings = Settings(),
         batch_size: int = 8,
     ) -> SweepStatus:
-        """Check the whole grid, then run it in a background thread; rows land in the run log as they finish."""
-        if self.sweep is not None and self.sweep.running:
-            raise ValueError(f"a sweep is already running ({self.sweep.message()}); wait for it to finish")
-        prompts = [parse_prompt(line) for line in (prompts_text or "").splitlines() if line.strip()]
-        if not prompts:
-            raise ValueError("the sweep has no prompts: write one per line")
-        if not isinstance(architectures, (list, tuple)) or not architectures:
-            raise ValueError("pick at least one architecture")
-        jobs = grid(
-            prompts,
-            parse_seeds(_text(seeds_text, "seeds")),
-            parse_values(_text(steps_text, "steps"), int, "steps"),
-            parse_values(_text(guidance_text, "guidance"), float, "guidance"),
-            list(architectures),
-            base,
-            max_jobs=MAX_SWEEP_IMAGES,
-            bigger="`python -m comparisons.sweep` takes bigger grids",
+        """`plan_sweep`, then its batches in a background thread; rows land in the run log as batches finish.
+        (Not on ZeroGPU, where GPU work runs only in decorated calls: app.py runs `sweep_steps` itself.)"""
+        status, todo = self.plan_sweep(
+            prompts_text, seeds_text, steps_text, guidance_text, architectures, base, batch_size
         )
-        harness = self.harness()
-        self.sweep = status = SweepStatus(new_run_id(), total=len(jobs))
-        self._sweep_thread = threading.Thread(
-            target=self._run_sweep, args=(harness, jobs, batch_size, status), daemon=True
-        )
+        self._sweep_thread = threading.Thread(target=_drain, args=(self.sweep_steps(status, todo),), daemon=True)
         self._sweep_thread.start()
         return status
 
-    def _run_sweep(self, harness: Harness, jobs: list[Job], batch_size: int, status: SweepStatus) -> None:
-        def landed(rows: list[dict]) -> None:
-            status.done += len(rows)
-
+    def sweep_steps(
+        self, status: SweepStatus, todo: list[list[Job]], make: Callable[[list[Job], str], Made] | None = None
+    ) -> Iterator[SweepStatus]:
+        """Each batch made by `make` (default `make_sweep_batch`; on ZeroGPU a decorated call of it), then recorded
+        here in the serving process; yields the status after each batch."""
+        make = make or self.make_sweep_batch
         try:
-            status.done = len(jobs) - len(pending(harness, jobs))  # rows an earlier run of this grid left
-            run_sweep(
-                harness, jobs, batch_size, progress=False, run_id=status.run_id, lock=self.device_lock, on_batch=landed
-            )
+            for batch in todo:
+                made = make(batch, status.run_id)
+                status.done += len(self.record_sweep_batch(made))
+                yield status
         except Exception as err:  # shown in the Sweep screen; the app keeps serving
             status.error = f"{type(err).__name__}: {err}"
         finally:
             status.running = False
+        yield status  # finished, or failed
+
+    def make_sweep_batch(self, batch: list[Job], run_id: str) -> Made:
+        """GPU work: one batch of a sweep (same architecture and settings), generated and scored, nothing written."""
+        first = batch[0]
+        with self._gpu_turn():
+            return (
+                self.harness()
+                .make(
+                    first.architecture,
+                    [j.prompt for j in batch],
+                    [j.seed for j in batch],
+                    first.settings,
+                    run_id=run_id,
+                    extra_columns=[{"sweep_key": j.key} for j in batch],
+                )
+                .portable()
+            )
+
+    def record_sweep_batch(self, made: Made) -> list[dict]:
+        with self.device_lock:
+            return self.harness().save(made)
 
     def wait_for_sweep(self, timeout: float | None = None) -> None:
         if self._sweep_thread is not None:
@@ -383,10 +432,12 @@ class Session:
         return path
 
 
-def _steps_done(architecture: str, state: StepState, settings: Settings) -> float:
-    """Denoising steps of this architecture done at `state`, for one progress bar over every stage.
-    Scaled by the loop's own length, which can exceed the steps asked for (PNDM adds a warm-up step)."""
-    sizes = stage_steps(architecture, settings)
-    stages = list(sizes)
-    before = sum(sizes[s] for s in stages[: stages.index(state.stage)])
-    return before + sizes[state.stage] * (state.step + 1) / state.num_steps
+def _shown(source: str) -> str:
+    """A model's directory relative to the project (lab/weights/unclip), a hub id as it is."""
+    path = Path(source)
+    return str(path.relative_to(ROOT)) if path.is_absolute() and path.is_relative_to(ROOT) else source
+
+
+def _drain(steps: Iterator) -> None:
+    for _ in steps:
+        pass

@@ -28,7 +28,8 @@ from safetensors.torch import save
 from tqdm import tqdm
 
 from comparisons import metrics
-from comparisons.presets import load_models
+from comparisons.app.session import AppConfig, Session
+from comparisons.presets import load_models, load_problem
 from pipelines import UnCLIP, load_latent_diffusion, load_unclip
 from pipelines.hub import download_bars, fetch_pipeline, plan_download
 from pipelines.latent_diffusion import LATENT_DIFFUSION
@@ -384,6 +385,18 @@ def test_progress_reports_bytes_done_of_what_each_repo_downloads(hub, capsys):
     assert f"downloading {VARIATIONS}: 100%" in err and f"{total}/{total}" in err
 
 
+def test_the_app_status_line_follows_each_repos_download_and_then_names_the_models(hub, monkeypatch, tmp_path):
+    session = Session(AppConfig("lab", "cpu", tmp_path, models={"unclip": KARLO, "latent_diffusion": SD15}))
+    lines = []
+    original = session._downloaded
+    monkeypatch.setattr(session, "_downloaded", lambda *call: (original(*call), lines.append(session.status())))
+    session.harness()
+    karlo, sd = (f"{EXPECTED_BYTES[r, 'fp32'] / 1e9:.2f}" for r in (KARLO, SD15))
+    assert lines[0].startswith("loading **lab** + custom models… ") and f"{KARLO} 0.00 / {karlo} GB" in lines[0]
+    assert f"{KARLO} {karlo} / {karlo} GB · {SD15} {sd} / {sd} GB" in lines[-1]
+    assert session.status().startswith("**lab** + custom models loaded on cpu") and f"`{KARLO}`" in session.status()
+
+
 def test_hf_endpoint_points_a_fresh_process_at_the_stand_in(hub):
     """How a user points the loaders at a mirror: HF_ENDPOINT set before huggingface_hub is imported."""
     code = (
@@ -409,15 +422,22 @@ def test_the_lab_and_tiny_presets_download_nothing(hub, preset):
 
 
 def test_an_unknown_repo_is_named_with_what_to_do(hub):
-    with pytest.raises(ValueError, match=r"no-such-org/no-such-model is not on the hub .*hf auth login"):
+    with pytest.raises(ValueError, match=r"no-such-org/no-such-model is not on the hub .*hf auth login") as err:
         load_latent_diffusion("no-such-org/no-such-model")
     assert not cache().exists()
+    assert (
+        load_problem(err.value)
+        == "no-such-org/no-such-model is not on the hub (check the id, or log in if it is private)"
+    )
 
 
 def test_a_gated_repo_says_to_accept_its_licence_and_log_in(hub, monkeypatch):
     monkeypatch.setattr(hub.repos[SD21], "gated", True)
-    with pytest.raises(ValueError, match=rf"{SD21} is gated: accept its licence on {hub.url}/{SD21} .*hf auth login"):
+    with pytest.raises(
+        ValueError, match=rf"{SD21} is gated: accept its licence on {hub.url}/{SD21} .*hf auth login"
+    ) as err:
         load_latent_diffusion(SD21)
+    assert load_problem(err.value) == f"{SD21} is gated: accept its licence on the hub and log in"  # the app's status
     assert [r.status for r in hub.requests if "/resolve/" in r.path] == [401] and not cache().exists()
 
 
@@ -432,6 +452,7 @@ def test_a_disk_without_room_is_refused_before_downloading(hub, monkeypatch):
         f"{(needed - 10**9) / 1e9:.2f} GB there, or point HF_HUB_CACHE at a disk with room"
     )
     assert hub.downloads(SD15) == [MODEL_INDEX] and not cache().exists()  # read into memory only
+    assert load_problem(err.value) == f"there is no room on disk to download {SD15}"
 
 
 @pytest.mark.parametrize("bad", ["karlo-v1-alpha", "kakaobrain/karlo/v1", "kakao--brain/karlo", "/kakaobrain/karlo"])

@@ -12,7 +12,9 @@ from PIL import Image
 
 import app
 from comparisons import presets, sweep
-from comparisons.app.session import AppConfig, Session, parse_settings, stage_steps
+from comparisons.app.inputs import parse_settings
+from comparisons.app.session import AppConfig, Session
+from comparisons.app.work import stage_steps
 from comparisons.harness import Harness
 from comparisons.metrics import tiny_judge
 from comparisons.records import settings_from_png

@@ -1,0 +1,95 @@
+"""What the app's widgets send, checked: the prompt, the seed, the settings (any registered architecture's), and
+whether a prompt is one the Shapes lab's models know. Every function raises `ValueError` with a message for the user.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from comparisons.presets import get_preset
+from comparisons.settings import Settings
+from pipelines import registry
+from pipelines.checks import MAX_PROMPT_CHARS, check_seed
+from pipelines.registry import STEPS, TEXT
+
+
+def parse_text(value: str | None, name: str) -> str:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"the {name} must be text, got {type(value).__name__}")
+    text = (value or "").strip()
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(
+            f"the {name} is {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} (CLIP reads about 75 words)"
+        )
+    return text
+
+
+def parse_prompt(text: str | None, name: str = "prompt") -> str:
+    text = parse_text(text, name)
+    if not text:
+        raise ValueError(f"the {name} is empty: type what the image should show")
+    return text
+
+
+def parse_seed(value: str | float | int | None) -> int:
+    """A seed as typed: a whole number in [0, 2**63). Text, not a float: 2**63 - 1 has no exact float."""
+    text = str(value if value is not None else "").strip()
+    try:
+        seed = int(text)
+    except ValueError:
+        raise ValueError(f"seed {text!r:.40} is not a whole number (0 to 2**63 - 1)") from None
+    return check_seed(seed)
+
+
+def random_seed() -> int:
+    return secrets.randbelow(2**32)
+
+
+def _number(value: float | int | str | None, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a number, got {value!r:.40}") from None
+
+
+def _whole(value: float | int | str | None, name: str) -> int:
+    number = _number(value, name)
+    if not number.is_integer():
+        raise ValueError(f"`{name}` must be a whole number, got {value!r:.40}")
+    return int(number)
+
+
+def parse_settings(**values: float | int | str | None) -> Settings:
+    """Settings from the Advanced widgets and the negative prompt (any registered settings, by name), checked like
+    the pipelines check them."""
+    known = {s.name: s for s in registry.all_settings()}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown settings: {', '.join(unknown)}")
+    parsed = {}
+    for name, value in values.items():
+        role = known[name].role
+        parsed[name] = (
+            parse_text(value, name.replace("_", " ")) or None
+            if role == TEXT
+            else _whole(value, name)
+            if role == STEPS
+            else _number(value, name)
+        )
+    return Settings(**parsed).checked()
+
+
+def vocabulary_notice(prompt: str, preset: str) -> str | None:
+    """In the Shapes lab, a notice when the prompt leaves the world the models were trained on."""
+    if not get_preset(preset).use_checker:
+        return None
+    from lab.captions import parse_caption
+
+    try:
+        parse_caption(prompt)
+    except ValueError as err:
+        return (
+            f"The Shapes lab models only know captions like 'a red circle above a blue square'. {err}. "
+            "They will still draw something, but the checker cannot judge it."
+        )
+    return None

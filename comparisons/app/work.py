@@ -1,0 +1,52 @@
+"""How much work a request is: the steps of each denoising loop, a progress bar over all of them, and the seconds
+to ask ZeroGPU for (`spaces.GPU(duration=...)`: a call that runs past them is killed, a bigger ask waits longer).
+"""
+
+from __future__ import annotations
+
+import math
+
+from comparisons.settings import Settings
+from comparisons.sweep import Job
+from pipelines import registry
+from pipelines.outputs import StepState
+
+GPU_CALL_OVERHEAD_S = 30  # a cold ZeroGPU worker first moves the weights onto its GPU (Karlo + SD: 17.5 GB)
+GPU_SAFETY = 4  # ZeroGPU's MIG slice is about half an H100, and a call past its duration is killed
+
+
+def stage_steps(architecture: str, settings: Settings) -> dict[str, int]:
+    """The steps asked of each denoising loop, in pipeline order."""
+    return registry.get(architecture).steps_of_stages(settings.for_architecture(architecture))
+
+
+def total_steps(architecture: str, settings: Settings) -> int:
+    return sum(stage_steps(architecture, settings).values())
+
+
+def gpu_duration(work: list[tuple[str, Settings, int]]) -> int:
+    """Seconds to ask ZeroGPU for, for (architecture, settings, images) each: the registry's seconds per step of
+    each stage, times the steps asked, with a margin (an unknown stage counts 0.1 s a step)."""
+    seconds = 0.0
+    for architecture, settings, images in work:
+        per_step = registry.get(architecture).gpu_seconds_per_step
+        steps = stage_steps(architecture, settings)
+        seconds += images * sum(n * per_step.get(stage, 0.1) for stage, n in steps.items())
+    return math.ceil(GPU_CALL_OVERHEAD_S + GPU_SAFETY * seconds)
+
+
+def compare_duration(architectures: tuple[str, ...], settings: Settings) -> int:
+    return gpu_duration([(a, settings, 1) for a in architectures])
+
+
+def batch_duration(batch: list[Job]) -> int:
+    return gpu_duration([(batch[0].architecture, batch[0].settings, len(batch))])
+
+
+def steps_done(architecture: str, state: StepState, settings: Settings) -> float:
+    """Denoising steps of this architecture done at `state`, for one progress bar over every stage.
+    Scaled by the loop's own length, which can exceed the steps asked for (PNDM adds a warm-up step)."""
+    sizes = stage_steps(architecture, settings)
+    stages = list(sizes)
+    before = sum(sizes[s] for s in stages[: stages.index(state.stage)])
+    return before + sizes[state.stage] * (state.step + 1) / state.num_steps

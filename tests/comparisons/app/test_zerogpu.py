@@ -1,0 +1,105 @@
+"""The app under ZeroGPU's model: every function that runs the models runs in a forked child (tests/helpers.forked_gpu
+stands in for spaces.GPU), so only what it returns comes back. Images, rows and sweep progress must reach the
+serving process, which alone writes the PNGs and the run log."""
+
+import os
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+import app
+from comparisons.app.session import AppConfig, Session
+from comparisons.records import settings_from_png
+
+from helpers import check_results_folder, forked_gpu, free_port
+
+FAST = [2, 2, 2, 4.0, 8.0, 2, 7.5]  # the Advanced widgets, in the registry's order
+PROMPT = "a red circle above a blue square"
+
+
+@pytest.fixture(scope="module")
+def zero(tmp_path_factory):
+    """The lab app as on ZeroGPU, served on loopback: (session, client, GPU calls made)."""
+    session = Session(AppConfig("lab", "cpu", tmp_path_factory.mktemp("zero"), zero_gpu=True))
+    session.harness()  # as app.main does on ZeroGPU: in the main thread, before launch
+    calls = []
+    demo = app.build_app(session, gpu=forked_gpu(calls, writes_nothing_in=session.results_dir))
+    demo.queue(default_concurrency_limit=4)
+    _, url, _ = demo.launch(
+        **app.launch_options(None, free_port(), {}),
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[str(session.results_dir)],
+    )
+    yield session, Client(url, verbose=False), calls
+    demo.close()
+
+
+def test_a_comparison_made_in_a_forked_worker_is_written_and_logged_by_the_server(zero):
+    session, client, calls = zero
+    before = len(session.runs())
+    unclip_png, unclip_stats, ld_png, ld_stats = client.predict(PROMPT, "", "5", *FAST, api_name="/compare")
+    call = calls[-1]
+    assert call.name == "make_compare" and call.pid != os.getpid() and call.duration >= 30
+    new = session.runs().iloc[before:]
+    assert sorted(new["architecture"]) == ["latent_diffusion", "unclip"] and set(new["seed"]) == {5}
+    for png, stats, arch in ((unclip_png, unclip_stats, "unclip"), (ld_png, ld_stats, "latent_diffusion")):
+        row = new[new["architecture"] == arch].iloc[0]
+        assert Path(row["image_path"]).is_file() and stats.startswith("seed 5")
+        assert Image.open(png).tobytes() == Image.open(row["image_path"]).tobytes()  # the page shows the logged PNG
+        assert settings_from_png(row["image_path"])[:3] == (arch, PROMPT, 5)
+    check_results_folder(session.results_dir)
+
+
+def test_looking_inside_runs_in_a_forked_worker(zero):
+    _, client, calls = zero
+    decoder_strip, *_ = client.predict(PROMPT, "", "5", *FAST, api_name="/explain")
+    assert calls[-1].name == "explain" and calls[-1].pid != os.getpid()
+    assert Image.open(decoder_strip).size[0] > 0
+
+
+def test_a_sweep_is_a_sequence_of_gpu_calls_whose_progress_and_rows_reach_the_page(zero):
+    session, client, calls = zero
+    before, made_before = len(session.runs()), len(calls)
+    job = client.submit(
+        "a red circle\na blue square", "0-2", "2,3", "7.5", ["unclip", "latent_diffusion"], api_name="/sweep"
+    )
+    outputs = job.result() and job.outputs()  # every yield of the generator, in order
+    messages = [status for status, _table, _timer in outputs]
+    done = [int(m.split(": ")[1].split("/")[0]) for m in messages]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == 24 and "finished" in messages[-1], messages
+    batches = calls[made_before:]
+    assert len(batches) == 4 and all(c.name == "make_sweep_batch" and c.pid != os.getpid() for c in batches)
+    assert done == [0, 6, 12, 18, 24, 24]  # the page hears of every batch (one per architecture and steps) as it lands
+    rows = session.runs().iloc[before:]
+    assert len(rows) == 24 and rows["image_path"].is_unique and rows["run_id"].nunique() == 1
+    assert session.sweep.done == 24 and not session.sweep.running  # counted here, not in a child
+    check_results_folder(session.results_dir)
+
+
+def test_models_are_fixed_on_zerogpu(zero):
+    session, *_ = zero
+    with pytest.raises(ValueError, match="fixed when the Space starts"):
+        session.switch("tiny")
+
+
+def test_main_loads_the_models_in_the_main_thread_before_launch_on_zerogpu(monkeypatch, tmp_path):
+    seen = {}
+
+    def launch(self, **options):
+        seen["loaded"] = self._session._harness is not None
+
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.setattr(app.gr.Blocks, "launch", launch)
+    original = app.build_app
+
+    def build(session, *args, **kwargs):
+        demo = original(session, *args, **kwargs)
+        demo._session = session
+        return demo
+
+    monkeypatch.setattr(app, "build_app", build)
+    app.main(["--device", "cpu", "--results", str(tmp_path)])
+    assert seen == {"loaded": True}
