@@ -51,7 +51,7 @@ def test_the_scan_sees_the_whole_project():
         MODULES
     )
     assert "comparisons.harness" in imports_of(MODULES["lab.evaluate"], "lab.evaluate")
-    assert "pipelines.registry" in imports_of(MODULES["app"], "app")
+    assert "comparisons.app.ui.compare" in imports_of(MODULES["app"], "app")
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -1,0 +1,68 @@
+"""The Compare tab: one prompt and seed, both architectures side by side with their stats."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from comparisons.app.inputs import parse_settings, random_seed, vocabulary_notice
+from comparisons.app.session import Session
+from comparisons.app.ui.common import DEVICE, GPU, CompareInputs, number_field, picture, settings_of, user_errors
+from comparisons.app.views import stats_line
+from comparisons.app.work import compare_duration
+from pipelines import registry
+from pipelines.registry import STEPS
+
+
+def build(session: Session, gpu: GPU) -> CompareInputs:
+    archs = session.architectures
+    # GPU work may run in a forked worker: it returns what it made, and this process records it.
+    make_compare = gpu(user_errors(session.make_compare), lambda p, s, settings, *_: compare_duration(archs, settings))
+
+    with gr.Row():
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt", value=session.examples(1)[0])
+            notice = gr.Markdown(elem_id="notice")
+            texts = {s.name: gr.Textbox(label=s.label, elem_id=s.name) for s in settings_of(archs, text=True)}
+        with gr.Column(scale=1):
+            seed = gr.Textbox(label="Seed", value="0", elem_id="seed")
+            dice = gr.Button("🎲 Random seed", size="sm")
+            go = gr.Button("Generate", variant="primary", elem_id="generate")
+    with gr.Accordion("Advanced: steps and guidance per stage", open=False):
+        numbers = {}
+        for a in archs:
+            with gr.Row():
+                for s in settings_of((a,), text=False):
+                    numbers[s.name] = number_field(
+                        s.default, label=s.label, precision=0 if s.role == STEPS else None, elem_id=s.name
+                    )
+    inputs = CompareInputs(prompt, texts, seed, numbers)
+    with gr.Row():
+        images, stats = {}, {}
+        for arch in archs:
+            with gr.Column():
+                images[arch] = picture(registry.get(arch).label, type="filepath", elem_id=f"image-{arch}", height=320)
+                stats[arch] = gr.Markdown(elem_id=f"stats-{arch}")
+    gr.Examples([[p] for p in session.examples()], inputs=[prompt], label=f"Example prompts ({session.config.preset})")
+
+    @user_errors
+    def generate(prompt, *values, progress=gr.Progress()):
+        seed, settings = inputs.read(values)
+        made, notices = make_compare(prompt, seed, parse_settings(**settings), progress)
+        rows = session.record(made)
+        for notice in notices:
+            gr.Warning(notice)
+        return tuple(x for a in archs for x in (rows[a]["image_path"], stats_line(rows[a])))
+
+    prompt.change(
+        lambda p: vocabulary_notice(p or "", session.config.preset) or "",
+        prompt,
+        notice,
+        queue=False,
+        show_progress="hidden",
+        api_name=False,
+    )
+    dice.click(lambda: str(random_seed()), outputs=seed, queue=False, api_name=False)
+    go.click(
+        generate, inputs.components, [x for a in archs for x in (images[a], stats[a])], api_name="compare", **DEVICE
+    )
+    return inputs
