@@ -24,6 +24,7 @@ from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
 from pipelines.checks import NonFiniteError
 from pipelines.outputs import StepCallback, to_uint8
+from pipelines.registry import STEPS
 
 
 def new_run_id() -> str:
@@ -57,6 +58,8 @@ class Harness:
     models: dict[str, str] = field(default_factory=dict)  # architecture -> preset, hub id or path
     use_checker: bool = False  # Shapes lab only: score every image with lab.checker
     log: object | None = None  # a comparisons.store.RunLog, or None to keep rows in memory only
+    meter_memory: bool = True  # on a CPU, each configuration's stage memory from one TensorMeter pass
+    _stage_memory: dict[tuple, dict[str, int]] = field(default_factory=dict, repr=False)  # per configuration
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir).resolve()  # rows name their PNG by an absolute path, wherever they are read
@@ -113,6 +116,7 @@ class Harness:
             clip_cosine=self.judge.cosine(images, output.prompts),
             prior_image_cosine=self._prior_image_cosine(pipe, output, images),
             checks=self._checks(output) if self.use_checker else None,
+            stage_memory=self.stage_memory(architecture, output.prompts, settings),
         )
         for i, row in enumerate(rows):
             row.update(extra_columns[i] if extra_columns else {})
@@ -130,6 +134,21 @@ class Harness:
         if self.log is not None:
             self.log.append(rows)
         return rows
+
+    def stage_memory(self, architecture: str, prompts: list[str], settings: Settings) -> dict[str, int] | None:
+        """On a CPU, the bytes each stage allocates for this many images and these settings (Pipeline.stage_memory),
+        measured once per configuration at each loop's fewest steps: a stage's peak does not grow with its steps.
+        None on a GPU, where the call's own max allocated per stage is kept."""
+        pipe = self.pipeline(architecture)
+        if not self.meter_memory or pipe.device.type != "cpu":
+            return None
+        arch = registry.get(architecture)
+        fewest = settings.replace(**{s.name: s.minimum for s in arch.settings if s.role == STEPS})
+        key = (architecture, len(prompts), fewest)
+        if key not in self._stage_memory:
+            kwargs = fewest.pipeline_kwargs(architecture)
+            self._stage_memory[key] = pipe.stage_memory(lambda: pipe(list(prompts), seed=[0] * len(prompts), **kwargs))
+        return self._stage_memory[key]
 
     def image_dir(self, architecture: str) -> Path:
         return self.out_dir / "images" / architecture

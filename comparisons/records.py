@@ -25,6 +25,7 @@ from comparisons.files import write_new_file
 from comparisons.settings import Settings
 from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
+from pipelines.measure import TENSORS_AND_WEIGHTS
 from pipelines.registry import TEXT
 
 
@@ -78,14 +79,23 @@ def environment(output: PipelineOutput) -> dict:
     }
 
 
-def cost_columns(output: PipelineOutput) -> dict:
-    """Seconds per image (a batched call's time shared by its images) and the call's peak memory."""
+MEMORY_KINDS = {"cuda_max_allocated": "VRAM", "process_peak_rss": "peak RSS", TENSORS_AND_WEIGHTS: "tensors + weights"}
+
+
+def cost_columns(output: PipelineOutput, stage_memory: dict[str, int] | None = None) -> dict:
+    """Seconds per image (a batched call's time shared by its images) and the call's peak memory per stage: the
+    call's own (VRAM, or peak RSS on a CPU), or `stage_memory`'s (a TensorMeter pass: what each stage allocates),
+    with the CPU's peak RSS kept as `peak_rss_mb`."""
     n = len(output.seeds)
     row = {f"seconds_{s.name}": s.seconds / n for s in output.stages}
     row["seconds_total"] = output.total_seconds / n
-    row |= {f"peak_memory_mb_{s.name}": s.peak_memory_bytes / 2**20 for s in output.stages}
-    row["peak_memory_mb"] = max(s.peak_memory_bytes for s in output.stages) / 2**20
-    row["memory_kind"] = "VRAM" if output.stages[0].memory_kind == "cuda_max_allocated" else "peak RSS"
+    memory = stage_memory or {s.name: s.peak_memory_bytes for s in output.stages}
+    row |= {f"peak_memory_mb_{name}": b / 2**20 for name, b in memory.items()}
+    row["peak_memory_mb"] = max(memory.values()) / 2**20
+    kind = output.stages[0].memory_kind
+    row["memory_kind"] = MEMORY_KINDS[TENSORS_AND_WEIGHTS if stage_memory else kind]
+    rss = [s.peak_memory_bytes for s in output.stages if s.memory_kind == "process_peak_rss"]
+    row["peak_rss_mb"] = max(rss) / 2**20 if rss else None
     row["batch_size"] = n
     return row
 
@@ -102,8 +112,9 @@ def build_rows(
     clip_cosine: np.ndarray,
     prior_image_cosine: np.ndarray | None = None,
     checks: list[dict] | None = None,
+    stage_memory: dict[str, int] | None = None,
 ) -> list[dict]:
-    """One row per image of a pipeline call."""
+    """One row per image of a pipeline call (`stage_memory`: see cost_columns)."""
     created = datetime.now(timezone.utc)
     shared = {
         "run_id": run_id,
@@ -113,7 +124,7 @@ def build_rows(
         "model_hash": model_hash,
         **settings.for_architecture(architecture),
         **environment(output),
-        **cost_columns(output),
+        **cost_columns(output, stage_memory),
     }
     rows = []
     for i, (prompt, seed) in enumerate(zip(output.prompts, output.seeds)):

@@ -74,6 +74,7 @@ def _core_schema(architectures: tuple[str, ...]) -> dict[str, str]:  # one per s
         **{f"peak_memory_mb_{s}": FLOAT for s in stages},
         "peak_memory_mb": FLOAT,
         "memory_kind": STRING,
+        "peak_rss_mb": FLOAT,
         # how good it is
         "clip_score": FLOAT,
         "clip_cosine": FLOAT,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ import torch
 from pipelines import cuda_graphs as cuda_graphs_lib
 from pipelines.checks import Generators, generator_arg, make_generators
 from pipelines.loading import save_pipeline
-from pipelines.measure import StageRecorder
+from pipelines.measure import StageRecorder, TensorMeter
 from pipelines.outputs import PipelineOutput, postprocess
 
 # torch.compile modes that already capture CUDA graphs (cudagraph trees)
@@ -63,6 +63,8 @@ def uses(*names: str):
     def decorate(method):
         @functools.wraps(method)
         def wrapper(self, *args, **kwargs):
+            if self._meter is not None:  # a memory pass: the stage's weights count
+                self._meter.runs(getattr(self, n) for n in names if getattr(self, n, None) is not None)
             with self.on_device(*names):
                 return method(self, *args, **kwargs)
 
@@ -105,6 +107,7 @@ class Pipeline:
     pipeline_class_name: str = ""  # the `_class_name` of model_index.json
     _offload_device: torch.device | None = None
     _graph_pool: tuple | None = None  # the memory pool the denoisers' CUDA graphs share
+    _meter: TensorMeter | None = None  # set during `stage_memory`'s pass
 
     def components(self) -> dict[str, object]:
         return {n: getattr(self, n) for n in self.component_names if getattr(self, n, None) is not None}
@@ -151,7 +154,7 @@ class Pipeline:
         """The end of a call's input checks: its generators from `seed` or `generator`, a stage recorder."""
         start = time.perf_counter()
         gens, seeds = make_generators(n_images, seed, generator)
-        return Run(generator_arg(gens), seeds, StageRecorder(self.device), start)
+        return Run(generator_arg(gens), seeds, StageRecorder(self.device, self._meter), start)
 
     def _output(self, image: torch.Tensor, run: Run, prompts: list[str], **extra) -> PipelineOutput:
         """The call's output: images in [0, 1] as numpy, and what it cost since the run began."""
@@ -165,6 +168,20 @@ class Pipeline:
             dtype=str(self.dtype).removeprefix("torch."),
             **extra,
         )
+
+    def stage_memory(self, call: Callable[[], PipelineOutput]) -> dict[str, int]:
+        """Bytes each stage of `call()` (a call of this pipeline on the CPU) allocates: its tensors' peak above
+        what was alive at its start, plus the weights of the models it runs. A pass of its own: the meter sees
+        every op, so its timings are not the pipeline's."""
+        if self.device.type != "cpu":
+            raise ValueError(f"stage_memory measures CPU calls; on {self.device} rows keep CUDA's max allocated")
+        self._meter = meter = TensorMeter()
+        try:
+            with meter:
+                output = call()
+        finally:
+            self._meter = None
+        return {s.name: s.peak_memory_bytes for s in output.stages}
 
     # -- GPU path
 

@@ -92,7 +92,7 @@ def test_compare_logs_both_architectures_with_progress(served):
         assert (found_arch, found_prompt, found_seed) == (arch, PROMPT, 7)
         assert found.for_architecture(arch) == Settings(**FAST).for_architecture(arch)
         line = stats_line(row)
-        assert line.startswith("seed 7 · ") and "CLIP" in line and "peak RSS" in line and "checker:" in line
+        assert line.startswith("seed 7 · ") and "CLIP" in line and "tensors + weights" in line and "checker:" in line
     assert "super_res" in stats_line(rows["unclip"]) and "vae_decode" in stats_line(rows["latent_diffusion"])
 
 
