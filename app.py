@@ -28,7 +28,7 @@ from pathlib import Path
 import gradio as gr
 
 from comparisons.app.session import AppConfig, Session
-from comparisons.app.ui import compare, header, inside, results, sweep
+from comparisons.app.ui import compare, header, image_in, inside, results, sweep
 from comparisons.app.ui.common import CSS, GPU
 from comparisons.presets import DEFAULT_PRESET, JUDGES, PRESETS, add_model_flags, models_from_flags
 
@@ -56,6 +56,8 @@ def build_app(session: Session, gpu: GPU = on_gpu) -> gr.Blocks:
         header.build(session)
         with gr.Tab("Compare", id="compare"):
             inputs = compare.build(session, gpu)
+        with gr.Tab("Image in", id="image-in") as image_tab:
+            image_in.build(session, gpu, inputs, image_tab)
         with gr.Tab("Inside the models", id="inside"):
             inside.build(session, gpu, inputs)
         with gr.Tab("Sweep", id="sweep"):
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     if session.config.zero_gpu:  # in the main thread, before launch: ZeroGPU packs the weights it saw placed on CUDA
         try:
             session.harness()
+            session.image_in.prepare()  # a borrowed image encoder too (the pretrained preset's variations)
         except ValueError as err:
             print(err)  # the page says it too, with the lab preset one click away
     else:

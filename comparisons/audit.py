@@ -7,10 +7,12 @@ Reads `DIR/runs.jsonl` and every file under `DIR/images/`, and reports, row by r
   - shared: the row's image is also another row's (a folder written before images were named per row:
     only the last writer's picture is in it);
   - unreadable: the PNG cannot be decoded (a torn or truncated write);
-  - mismatch: the PNG's infotext (prompt, negative prompt, seed, architecture, size, model, steps, guidance)
-    or its pixel size disagrees with the row;
+  - mismatch: the PNG's infotext (prompt, negative prompt, seed, architecture, size, model, steps, guidance;
+    an image taken in: mode, source hash, strength) or its pixel size disagrees with the row;
+  - an image taken in (unCLIP's variations, img2img): its source under images/sources/ is missing, unreadable,
+    or its pixels do not hash to the row's source_hash (mismatch);
 and, file by file:
-  - unreferenced: an image no row points to (a run killed between writing its images and logging them);
+  - unreferenced: an image (or source) no row points to (a run killed between writing its images and logging them);
   - unfinished: a temporary file of an interrupted write.
 It prints a summary and exits 1 when anything is wrong, 0 when the folder is clean, 2 when DIR holds no
 run log. `--prune` deletes the unreferenced images and unfinished files (never a row, never a row's image).
@@ -28,6 +30,8 @@ from PIL import Image
 
 from comparisons.files import TEMP_SUFFIX
 from comparisons.records import infotext, parse_infotext
+from comparisons.schema import SOURCE_HASH, SOURCE_IMAGE
+from comparisons.sources import read_source, source_path
 from comparisons.store import LOG_NAME, RunLog
 from pipelines.tokenizer import excerpt
 
@@ -101,6 +105,15 @@ def compare_png(path: Path, row: dict) -> tuple[str | None, str | None]:
     return None, "; ".join(differ) or None
 
 
+def check_source(path: Path, sha256: str) -> tuple[str | None, str | None]:
+    """(why a kept source is unreadable, how it disagrees with its row's hash), each None when fine."""
+    try:
+        found = read_source(path).sha256
+    except Exception as err:  # noqa: BLE001 - any decoding failure means the same to the user
+        return f"cannot decode the source image ({type(err).__name__}: {err})", None
+    return None, None if found == sha256 == path.stem else f"the source's pixels hash to {found}, not {sha256}"
+
+
 def audit(directory: str | Path) -> AuditReport:
     """Every problem of the folder's rows and images (see the module docstring)."""
     directory = Path(directory).resolve()
@@ -110,7 +123,16 @@ def audit(directory: str | Path) -> AuditReport:
     files = sorted((directory / IMAGES).rglob("*")) if (directory / IMAGES).is_dir() else []
     report = AuditReport(directory, records, sum(1 for f in files if f.suffix == ".png"))
     owners: dict[Path, list[int]] = defaultdict(list)
+    sources: dict[Path, str | None] = {}  # a kept source -> why it is wrong (None: fine), checked once
     for line, row in enumerate(records, start=1):
+        if row.get(SOURCE_HASH):
+            recorded = row.get(SOURCE_IMAGE) or str(source_path(directory, row[SOURCE_HASH]))
+            source = row_image(directory, recorded).resolve()
+            if source not in sources:
+                sources[source] = _source_problem(source, row[SOURCE_HASH])
+            if sources[source] is not None:
+                kind, detail = sources[source]
+                report.problems.append(Problem(kind, source, detail, line))
         if not row.get("image_path"):
             report.problems.append(Problem("missing", directory, "the row names no image", line))
             continue
@@ -132,10 +154,18 @@ def audit(directory: str | Path) -> AuditReport:
     for path in files:
         if path.name.endswith(TEMP_SUFFIX):
             report.problems.append(Problem("unfinished", path, "a temporary file of an interrupted write"))
-        elif path.suffix == ".png" and path.resolve() not in owners:
+        elif path.suffix == ".png" and path.resolve() not in owners and path.resolve() not in sources:
             report.problems.append(Problem("unreferenced", path, "no row points to this image"))
     report.problems.sort(key=lambda p: (p.row is None, p.row or 0, KINDS.index(p.kind), str(p.path)))
     return report
+
+
+def _source_problem(path: Path, sha256: str) -> tuple[str, str] | None:
+    """(kind, detail) of what is wrong with a row's kept source image, None when it is there and right."""
+    if not path.is_file():
+        return "missing", "the row's source image does not exist"
+    unreadable, mismatch = check_source(path, sha256)
+    return ("unreadable", unreadable) if unreadable else ("mismatch", mismatch) if mismatch else None
 
 
 def prune(report: AuditReport) -> list[Path]:

@@ -3,12 +3,14 @@
 A `Harness` holds each architecture's pipeline, the judge and the run log. `generate(architecture, prompts,
 seeds, settings)` makes one batched pipeline call (image i from prompts[i] and seeds[i]), scores
 every image with the judge (and, in the Shapes lab, the checker), writes each PNG with its
-infotext and appends one row per image to the log.
+infotext and appends one row per image to the log. `make_image_in` does the same from an image taken in
+(unCLIP's variations, latent diffusion's img2img), and `save` keeps that image once under its hash.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,9 @@ from PIL import Image
 from comparisons.files import fsync_dir
 from comparisons.metrics import Judge, embedding_cosine
 from comparisons.records import build_rows, image_name, row_key, save_png, weights_hash
+from comparisons.schema import MODE, SOURCE_HASH, SOURCE_IMAGE
 from comparisons.settings import Settings
+from comparisons.sources import Source, call_image_in, save_source, source_path
 from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
 from pipelines.checks import NonFiniteError
@@ -39,6 +43,7 @@ class Made:
     output: PipelineOutput
     images: list[Image.Image]
     rows: list[dict]  # one per image; image_path is where `save` will try to write it
+    source: Source | None = None  # the image taken in, which `save` keeps under its hash
 
     def portable(self) -> Made:
         """This with the output's tensors on the CPU and its extras dropped: what a forked GPU worker (ZeroGPU) can
@@ -100,9 +105,7 @@ class Harness:
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per image")
         pipe = self.pipeline(architecture)
         output = pipe(prompts, seed=list(seeds), callback=callback, **settings.pipeline_kwargs(architecture))
-        if not np.isfinite(output.images).all():  # the pipelines check every stage; this guards the PNGs alone
-            raise NonFiniteError(f"{architecture} returned NaN or infinite pixels; no image was saved")
-        images = output.pil_images()  # once: the judge, the image encoder and the PNGs all read them
+        images = _checked_images(architecture, output)  # once: the judge, the image encoder and the PNGs read them
         run_id = run_id or new_run_id()
         keys = [row_key(architecture, p, s, settings) for p, s in zip(output.prompts, output.seeds)]
         rows = build_rows(
@@ -115,16 +118,61 @@ class Harness:
             image_paths=[str(self.image_dir(architecture) / image_name(run_id, k)) for k in keys],
             clip_cosine=self.judge.cosine(images, output.prompts),
             prior_image_cosine=self._prior_image_cosine(pipe, output, images),
-            checks=self._checks(output) if self.use_checker else None,
+            checks=self._checks(output.images, output.prompts) if self.use_checker else None,
             stage_memory=self.stage_memory(architecture, output.prompts, settings),
         )
         for i, row in enumerate(rows):
             row.update(extra_columns[i] if extra_columns else {})
         return Made(architecture, output, images, rows)
 
+    def make_image_in(
+        self,
+        architecture: str,
+        source: Source,
+        prompt: str,
+        seed: int,
+        settings: Settings = Settings(),
+        strength: float | None = None,
+        *,
+        run_id: str | None = None,
+        callback: StepCallback | None = None,
+    ) -> Made:
+        """One image from `source` by the architecture's image-in method (registry.ImageIn), scored, writing nothing.
+        The judge scores it against `prompt` (none when empty) and against the source; `save` writes it."""
+        pipe, run_id = self.pipeline(architecture), run_id or new_run_id()
+        output = call_image_in(pipe, architecture, source.image, prompt, [seed], settings, strength, callback)
+        images = _checked_images(architecture, output)
+        image_in = registry.get(architecture).image_in
+        columns = {MODE: image_in.mode, SOURCE_HASH: source.sha256}
+        if image_in.strength is not None:
+            columns[image_in.strength.name] = float(strength)
+        key = row_key(architecture, prompt, seed, settings, columns)
+        columns[SOURCE_IMAGE] = str(source_path(self.out_dir, source.sha256))
+        borrowed = "".join(f" + {name} of {repo}" for name, repo in getattr(pipe, "borrowed", {}).items())
+        judge = self.judge
+        rows = build_rows(
+            output,
+            architecture=architecture,
+            model=self.models.get(architecture, architecture) + borrowed,
+            model_hash=weights_hash(pipe, with_borrowed=True),
+            settings=settings,
+            run_id=run_id,
+            image_paths=[str(self.image_dir(architecture) / image_name(run_id, key))],
+            clip_cosine=judge.cosine(images, [prompt]) if prompt else None,
+            checks=self._checks(output.images, [prompt]) if self.use_checker else None,
+            image_in=columns,
+            source_cosine=embedding_cosine(judge.embed_images(images), judge.embed_images([source.image])),
+            prompts=[prompt],
+            stage_memory=self.stage_memory(architecture, [prompt], settings, (source, strength)),
+        )
+        return Made(architecture, output, images, rows, source)
+
     def save(self, *made: Made) -> list[dict]:
-        """Write the PNGs of one or more `make` calls, then log all their rows in one append; returns the rows."""
+        """Write the PNGs of one or more `make` calls (and each source image taken in, once), then log all their
+        rows in one append; returns the rows."""
         rows = []
+        for source in {m.source.sha256: m.source for m in made if m.source is not None}.values():
+            save_source(source, self.out_dir)  # before any row names it
         for m in made:
             for image, row in zip(m.images, m.rows):
                 # a new file per row: save_png never writes over an image, and says where it wrote
@@ -135,19 +183,39 @@ class Harness:
             self.log.append(rows)
         return rows
 
-    def stage_memory(self, architecture: str, prompts: list[str], settings: Settings) -> dict[str, int] | None:
+    def stage_memory(
+        self,
+        architecture: str,
+        prompts: list[str],
+        settings: Settings,
+        image_in: tuple[Source, float | None] | None = None,
+    ) -> dict[str, int] | None:
         """On a CPU, the bytes each stage allocates for this many images and these settings (Pipeline.stage_memory),
         measured once per configuration at each loop's fewest steps: a stage's peak does not grow with its steps.
-        None on a GPU, where the call's own max allocated per stage is kept."""
+        `image_in` (source, strength): the architecture's image-in call instead. None on a GPU, where the call's
+        own max allocated per stage is kept."""
         pipe = self.pipeline(architecture)
         if not self.meter_memory or pipe.device.type != "cpu":
             return None
-        arch = registry.get(architecture)
-        fewest = settings.replace(**{s.name: s.minimum for s in arch.settings if s.role == STEPS})
-        key = (architecture, len(prompts), fewest)
+        strength = image_in[1] if image_in else None
+        at_least = math.ceil(1 / strength) if strength else 1  # img2img runs int(steps * strength) of them
+        steps = [s for s in registry.get(architecture).settings if s.role == STEPS]
+        fewest = settings.replace(**{s.name: max(s.minimum, at_least) for s in steps})
+        shape = (image_in[0].image.size, strength) if image_in else None
+        key = (architecture, len(prompts), fewest, shape)
         if key not in self._stage_memory:
-            kwargs = fewest.pipeline_kwargs(architecture)
-            self._stage_memory[key] = pipe.stage_memory(lambda: pipe(list(prompts), seed=[0] * len(prompts), **kwargs))
+            if image_in:
+                source = image_in[0].image
+
+                def call():
+                    return call_image_in(pipe, architecture, source, prompts[0], [0], fewest, strength, None)
+            else:
+                kwargs = fewest.pipeline_kwargs(architecture)
+
+                def call():
+                    return pipe(list(prompts), seed=[0] * len(prompts), **kwargs)
+
+            self._stage_memory[key] = pipe.stage_memory(call)
         return self._stage_memory[key]
 
     def image_dir(self, architecture: str) -> Path:
@@ -161,13 +229,14 @@ class Harness:
             return None
         return embedding_cosine(pipe.encode_image(images).cpu(), output.image_embeds)
 
-    def _checks(self, output: PipelineOutput) -> list[dict]:
+    @staticmethod
+    def _checks(images: np.ndarray, prompts: list[str]) -> list[dict]:
         """The checker's verdicts per image; none for a prompt outside the Shapes grammar (nothing to check)."""
         from lab.captions import parse_caption
         from lab.checker import check
 
         verdicts = []
-        for image, prompt in zip(to_uint8(output.images), output.prompts):
+        for image, prompt in zip(to_uint8(images), prompts):
             try:
                 parse_caption(prompt)
             except ValueError:
@@ -175,3 +244,11 @@ class Harness:
                 continue
             verdicts.append(check(image, prompt).as_dict())
         return verdicts
+
+
+def _checked_images(architecture: str, output: PipelineOutput) -> list[Image.Image]:
+    """The output's images as PIL, once its pixels are finite (the pipelines check every stage; this guards the
+    PNGs alone)."""
+    if not np.isfinite(output.images).all():
+        raise NonFiniteError(f"{architecture} returned NaN or infinite pixels; no image was saved")
+    return output.pil_images()

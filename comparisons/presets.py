@@ -6,7 +6,9 @@
   directory in hub layout and loaded back through the real loaders. Runs anywhere, offline, in
   seconds; untrained, so its images are noise: for testing the machinery, not for looking at.
 - `pretrained`: Karlo (`kakaobrain/karlo-v1-alpha`) and Stable Diffusion 1.5 from the hub or
-  its cache; on CUDA in fp16. It needs a GPU unless a device is named (`--device cpu`).
+  its cache; on CUDA in fp16. It needs a GPU unless a device is named (`--device cpu`). Karlo has no
+  image encoder: its variations borrow the one of `kakaobrain/karlo-v1-alpha-image-variations` (that
+  component alone), fetched when first asked for (comparisons.app.image_in).
 
 Any architecture's model can be swapped for another hub id or directory (`models=`, the CLIs'
 `--unclip` / `--latent-diffusion` flags), and the judge for another (`judge=`, `--judge`).
@@ -43,6 +45,7 @@ class Preset:
     fp16_on_cuda: bool  # real models run in half precision on a GPU; tiny ones gain nothing from it
     use_checker: bool = False  # the Shapes lab's checker can read the images
     needs_gpu: bool = False  # too slow and big for a CPU unless the user names the device
+    image_encoder: str | None = None  # where unCLIP's variations borrow an image encoder when its model has none
 
 
 def _under(root: Path) -> dict[str, str]:
@@ -58,6 +61,7 @@ PRESETS = {
         "ViT-L-14",
         True,
         needs_gpu=True,
+        image_encoder="kakaobrain/karlo-v1-alpha-image-variations",
     ),
 }
 DEFAULT_PRESET = "lab"

@@ -22,16 +22,25 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from comparisons.files import write_new_file
+from comparisons.schema import MODE, SOURCE_COSINE, SOURCE_HASH
 from comparisons.settings import Settings
 from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
 from pipelines.measure import TENSORS_AND_WEIGHTS
-from pipelines.registry import TEXT
+from pipelines.registry import TEXT, TEXT_TO_IMAGE
 
 
-def row_key(architecture: str, prompt: str, seed: int, settings: Settings) -> str:
-    """What identifies an image: architecture, prompt, seed and the settings that apply to it (JSON)."""
-    return json.dumps([architecture, prompt, seed, settings.for_architecture(architecture)], sort_keys=True)
+def row_key(architecture: str, prompt: str, seed: int, settings: Settings, image_in: dict | None = None) -> str:
+    """What identifies an image: architecture, prompt, seed and the settings that apply to it (JSON); an image
+    taken in adds its mode, source hash and strength (`image_in`, its columns)."""
+    if image_in is None:
+        return json.dumps([architecture, prompt, seed, settings.for_architecture(architecture)], sort_keys=True)
+    mode = image_in[MODE]
+    strengths = {s.name: image_in.get(s.name) for s in registry.strength_settings() if s.name in image_in}
+    which = {MODE: mode, SOURCE_HASH: image_in[SOURCE_HASH], **strengths}
+    return json.dumps(
+        [architecture, prompt, seed, settings.for_architecture(architecture, mode), which], sort_keys=True
+    )
 
 
 def key_digest(key: str) -> str:
@@ -53,17 +62,22 @@ def digest_of(file_name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def weights_hash(pipe: Pipeline) -> str:
-    """A short sha256 of every weight tensor, computed once per pipeline object."""
-    cached = getattr(pipe, "_weights_hash", None)
-    if cached is None:
+def weights_hash(pipe: Pipeline, with_borrowed: bool = False) -> str:
+    """A short sha256 of every weight tensor, computed once per pipeline object and set of components. Components
+    attached from another repo (`pipe.borrowed`: Karlo's image encoder) count only `with_borrowed` (the rows that
+    use them), so that a text-to-image row's hash never changes when they are attached."""
+    borrowed = () if with_borrowed else getattr(pipe, "borrowed", {})
+    modules = {name: m for name, m in pipe.modules().items() if name not in borrowed}
+    cache = pipe.__dict__.setdefault("_weights_hashes", {})
+    key = tuple(sorted(modules))
+    if key not in cache:
         digest = hashlib.sha256()
-        for name, module in sorted(pipe.modules().items()):
-            for key, tensor in sorted(module.state_dict().items()):
-                digest.update(f"{name}.{key}".encode())
+        for name, module in sorted(modules.items()):
+            for k, tensor in sorted(module.state_dict().items()):
+                digest.update(f"{name}.{k}".encode())
                 digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        cached = pipe._weights_hash = digest.hexdigest()[:12]
-    return cached
+        cache[key] = digest.hexdigest()[:12]
+    return cache[key]
 
 
 def environment(output: PipelineOutput) -> dict:
@@ -109,34 +123,48 @@ def build_rows(
     settings: Settings,
     run_id: str,
     image_paths: list[str],
-    clip_cosine: np.ndarray,
+    clip_cosine: np.ndarray | None,
     prior_image_cosine: np.ndarray | None = None,
     checks: list[dict] | None = None,
+    image_in: dict | None = None,
+    source_cosine: np.ndarray | None = None,
+    prompts: list[str] | None = None,
     stage_memory: dict[str, int] | None = None,
 ) -> list[dict]:
-    """One row per image of a pipeline call (`stage_memory`: see cost_columns)."""
+    """One row per image of a pipeline call. An image taken in gives its columns (`image_in`: mode, source hash
+    and image, strength), the judge's cosine to it, and the prompts scored against (variations draw from none);
+    without a prompt there is no CLIP score. `stage_memory`: see cost_columns."""
     created = datetime.now(timezone.utc)
+    mode = (image_in or {}).get(MODE, TEXT_TO_IMAGE)
+    values = settings.for_architecture(architecture, mode)
+    strength = next((image_in[s.name] for s in registry.strength_settings() if s.name in (image_in or {})), None)
+    loops = registry.get(architecture).steps_of_stages(values, mode, strength)
     shared = {
         "run_id": run_id,
         "created_at": created,
         "architecture": architecture,
+        MODE: mode,
         "model": model,
         "model_hash": model_hash,
-        **settings.for_architecture(architecture),
+        **values,
+        **(image_in or {}),
+        **{f"steps_{stage}": n for stage, n in loops.items()},
         **environment(output),
         **cost_columns(output, stage_memory),
     }
     rows = []
-    for i, (prompt, seed) in enumerate(zip(output.prompts, output.seeds)):
+    for i, (prompt, seed) in enumerate(zip(prompts or output.prompts, output.seeds)):
+        cosine = None if clip_cosine is None else float(clip_cosine[i])
         row = {
             **shared,
             "prompt": prompt,
             "seed": seed,
             "height": int(output.images.shape[1]),
             "width": int(output.images.shape[2]),
-            "clip_cosine": float(clip_cosine[i]),
-            "clip_score": float(100 * max(clip_cosine[i], 0.0)),
+            "clip_cosine": cosine,
+            "clip_score": None if cosine is None else float(100 * max(cosine, 0.0)),
             "prior_image_cosine": float(prior_image_cosine[i]) if prior_image_cosine is not None else None,
+            **({SOURCE_COSINE: float(source_cosine[i])} if source_cosine is not None else {}),
             "image_path": image_paths[i],
         }
         row |= {f"check_{k}": v for k, v in (checks[i] if checks else {}).items()}
@@ -169,8 +197,11 @@ def infotext(row: dict) -> str:
         "Model hash": row["model_hash"],
         "Model": row["model"],
         "Architecture": row["architecture"],
-        "Version": f"diffusers {row['diffusers_version']}",
     }
+    if row.get(MODE, TEXT_TO_IMAGE) != TEXT_TO_IMAGE:  # an image taken in: what and how far (A1111's key)
+        params |= {"Mode": row[MODE], "Source hash": row[SOURCE_HASH]}
+        params |= {s.infotext: row[s.name] for s in registry.strength_settings() if row.get(s.name) is not None}
+    params["Version"] = f"diffusers {row['diffusers_version']}"
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in params.items()))
     return "\n".join(lines)
 

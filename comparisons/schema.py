@@ -38,6 +38,12 @@ ARROW_TYPES = {
 
 _KINDS = {int: INT, float: FLOAT, str: STRING}
 
+# The columns of an image taken in (the "Image in" tab: unCLIP's variations, latent diffusion's img2img), here once:
+MODE = "mode"  # registry.TEXT_TO_IMAGE or an ImageIn's mode, so that summaries never pair the one with the other
+SOURCE_HASH = "source_hash"  # comparisons.sources.source_hash of the image taken in
+SOURCE_IMAGE = "source_image"  # where the results folder keeps it: images/sources/<source_hash>.png
+SOURCE_COSINE = "source_cosine"  # the judge's cosine between the image made and the image taken in
+
 
 def core_schema() -> dict[str, str]:
     """Column -> kind of every column the log knows, in the order frames show them; the settings and stage columns
@@ -54,6 +60,7 @@ def _core_schema(architectures: tuple[str, ...]) -> dict[str, str]:  # one per s
         "run_id": STRING,
         "created_at": DATETIME,
         "architecture": STRING,
+        MODE: STRING,
         "model": STRING,
         # what was asked
         "prompt": STRING,
@@ -63,6 +70,11 @@ def _core_schema(architectures: tuple[str, ...]) -> dict[str, str]:  # one per s
         "width": INT,
         **by_role[STEPS],
         **by_role[GUIDANCE],
+        SOURCE_HASH: STRING,
+        SOURCE_IMAGE: STRING,
+        **{s.name: _KINDS[s.kind] for s in registry.strength_settings()},
+        # what ran: the schedule's steps of each denoising loop (img2img's: int(steps × strength))
+        **{f"steps_{stage}": INT for stage in registry.denoising_stages()},
         # where it ran
         "dtype": STRING,
         "device": STRING,
@@ -79,6 +91,7 @@ def _core_schema(architectures: tuple[str, ...]) -> dict[str, str]:  # one per s
         "clip_score": FLOAT,
         "clip_cosine": FLOAT,
         "prior_image_cosine": FLOAT,
+        SOURCE_COSINE: FLOAT,
         "image_path": STRING,
     }
 

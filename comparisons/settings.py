@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pipelines import registry
 from pipelines.checks import MAX_PROMPT_CHARS, check_guidance, check_steps
-from pipelines.registry import GUIDANCE, STEPS, TEXT, Setting
+from pipelines.registry import GUIDANCE, STEPS, TEXT, TEXT_TO_IMAGE, Setting
 
 
 def _known() -> dict[str, Setting]:
@@ -58,13 +58,13 @@ class Settings:
     def replace(self, **changes: int | float | str | None) -> Settings:
         return Settings(**{**self._given, **changes})
 
-    def for_architecture(self, architecture: str) -> dict[str, object]:
-        """The settings that are the architecture's own, by name (its rows' settings columns)."""
-        return {s.name: getattr(self, s.name) for s in registry.get(architecture).settings}
+    def for_architecture(self, architecture: str, mode: str = TEXT_TO_IMAGE) -> dict[str, object]:
+        """The settings that are the architecture's own and apply in `mode`, by name (its rows' settings columns)."""
+        return {s.name: getattr(self, s.name) for s in registry.get(architecture).settings_of(mode)}
 
-    def pipeline_kwargs(self, architecture: str) -> dict[str, object]:
-        """The architecture's settings as its pipeline's keyword arguments."""
-        return {s.argument: getattr(self, s.name) for s in registry.get(architecture).settings}
+    def pipeline_kwargs(self, architecture: str, mode: str = TEXT_TO_IMAGE) -> dict[str, object]:
+        """The architecture's settings as the keyword arguments of its pipeline's call (or of `mode`'s method)."""
+        return {s.argument: getattr(self, s.name) for s in registry.get(architecture).settings_of(mode)}
 
     def checked(self) -> Settings:
         """These settings, or a ValueError naming the first one no pipeline can run (the pipelines' own checks)."""

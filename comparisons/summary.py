@@ -11,6 +11,8 @@ paired differences with bootstrap intervals so no headline number stands without
   and studies report them.
 
 A metric's direction ("better") comes from `HIGHER_IS_BETTER` or the `higher_is_better` argument.
+Summaries are of text-to-image rows (`mode`; a log from before modes is all text to image): an image made from
+another (variations, img2img) is never paired with, or averaged beside, one drawn from a prompt alone.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from comparisons.schema import MODE
 from pipelines import registry
+from pipelines.registry import TEXT_TO_IMAGE
 
 HEADLINE_METRICS = ("seconds_total", "peak_memory_mb", "clip_score")  # plus every verdict (check_*_correct)
 CONFIDENCE = 0.95
@@ -111,11 +115,23 @@ def _as_float(values: pd.Series) -> pd.Series:
     return values.astype("Float64").astype(np.float64)
 
 
-def _check_runs(df: pd.DataFrame) -> None:
+def text_to_image(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows drawn from a prompt alone (no `mode` column: all of them): what summaries compare."""
+    if MODE not in df.columns:
+        return df
+    return df[df[MODE].isna() | (df[MODE] == TEXT_TO_IMAGE)]
+
+
+def _check_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame's text-to-image rows, or a ValueError when it has none or is no run log."""
     if "architecture" not in df.columns:
         raise ValueError("the frame has no 'architecture' column; is it a run log (comparisons.store.load_runs)?")
     if df.empty:
         raise ValueError("the frame has no runs to summarize")
+    df = text_to_image(df)
+    if df.empty:
+        raise ValueError("the frame has no text-to-image runs to summarize (images made from images are apart)")
+    return df
 
 
 # ----------------------------------------------------------------------------- descriptive
@@ -125,7 +141,7 @@ def describe_long(df: pd.DataFrame) -> pd.DataFrame:
     """Tidy statistics: one row per (architecture, metric, statistic). n counts the rows with a
     value; boolean verdicts (check_*_correct) get n and mean, their accuracy; other metrics also
     median and std."""
-    _check_runs(df)
+    df = _check_runs(df)
     metrics, records = metric_columns(df), []
     for arch, rows in df.groupby("architecture", sort=True):
         records.append((arch, "rows", "n", float(len(rows))))
@@ -155,6 +171,7 @@ def default_pair(df: pd.DataFrame, a: str | None = None, b: str | None = None) -
     rows (latent diffusion - unCLIP)."""
     if a is not None and b is not None:
         return a, b
+    df = text_to_image(df)
     present = [n for n in registry.names() if "architecture" in df.columns and (df["architecture"] == n).any()]
     if len(present) < 2:
         raise NoPairsError(f"a paired summary needs two architectures' rows; the frame has {present or 'none'}")
@@ -182,7 +199,7 @@ def _check_one_configuration(rows: pd.DataFrame, arch: str, keys: list[str]) -> 
 def paired_values(df: pd.DataFrame, metric: str, a: str, b: str, pair_on: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per pair, columns `a` and `b`: the metric's mean over each architecture's rows of
     the pair (repeats of one configuration are averaged). Raises NoPairsError when none pairs."""
-    _check_runs(df)
+    df = _check_runs(df)
     if metric not in df.columns:
         raise ValueError(f"metric {metric!r} is not a column; metrics here: {metric_columns(df)}")
     if a == b:

@@ -79,6 +79,15 @@ def check_guidance(scale: float, name: str) -> float:
     return float(scale)
 
 
+def check_strength(strength: float, name: str = "strength") -> float:
+    """img2img's strength: the fraction of the schedule that denoises, in (0, 1] (1 starts from pure noise)."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating)):
+        raise ValueError(f"`{name}` must be a number in (0, 1], got {strength!r:.40}")
+    if not 0 < strength <= 1:  # NaN fails this too
+        raise ValueError(f"`{name}` must be in (0, 1], got {strength} (1 starts from pure noise)")
+    return float(strength)
+
+
 def check_count(n: int, name: str) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"`{name}` must be a whole number >= 1, got {n!r:.40}")

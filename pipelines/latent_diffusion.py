@@ -41,6 +41,7 @@ from pipelines.checks import (
     check_prompts,
     check_size,
     check_steps,
+    check_strength,
     repeat_prompts,
 )
 from pipelines.loading import LoadOptions, PipelineKind, load_pipeline, save_pipeline
@@ -315,8 +316,7 @@ class LatentDiffusion(Pipeline):
         prompts, negatives, n, steps, scale = self._check_common(
             prompt, negative_prompt, num_images_per_prompt, num_inference_steps, guidance_scale
         )
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
-            raise ValueError(f"`strength` must be in (0, 1], got {strength!r}")
+        strength = check_strength(strength)
         if kept_steps(steps, strength) < 1:
             raise ValueError(f"strength {strength} of {steps} steps leaves no denoising step: raise one of them")
         if not isinstance(image, (Image.Image, torch.Tensor)):

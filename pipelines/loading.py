@@ -61,6 +61,7 @@ class PipelineKind:
 
     name: str  # "unclip", "latent_diffusion": for messages
     components: Callable[[ModelIndex], dict[str, type]]  # model_index.json -> each component loaded, as what class
+    tokenizer: bool = True  # also the repo's tokenizer folder where it has one (a whole pipeline; not a part of one)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def check_components(index: ModelIndex, kind: PipelineKind, where: str | Path) -
     index names: a repo of another architecture, or a class we cannot load, fails here, before any weights are
     read or downloaded. The tokenizer is among them when the index lists one."""
     components = kind.components(index)
-    if is_listed(index.get(TOKENIZER)):
+    if kind.tokenizer and is_listed(index.get(TOKENIZER)):
         components = {**components, TOKENIZER: CLIPTokenizer}
     for name, expected in components.items():
         entry = index.get(name)
@@ -335,20 +336,19 @@ class LoadOptions(TypedDict, total=False):
 
 def load_pipeline(cls: type, kind: PipelineKind, path_or_hub_id: str | Path, **options: Unpack[LoadOptions]):
     """`cls` from a directory in diffusers' layout or a hub id, fetching only what `kind` loads."""
+    return cls(**load_components(kind, path_or_hub_id, **options))
+
+
+def load_components(kind: PipelineKind, path_or_hub_id: str | Path, **options: Unpack[LoadOptions]) -> dict:
+    """The components `kind` loads (name -> object) from a directory or a hub id, fetching only those: a whole
+    pipeline's, or some of one (unCLIP's image encoder alone, pipelines.unclip.load_image_encoder)."""
     dtype, variant = options.get("dtype", torch.float32), options.get("variant")
     allow_pickle = options.get("allow_pickle", False)
     directory = resolve_pipeline_dir(
         path_or_hub_id, kind, dtype=dtype, variant=variant, allow_pickle=allow_pickle, progress=options.get("progress")
     )
-    return cls(
-        **load_pipeline_components(
-            directory,
-            kind,
-            dtype=dtype,
-            allow_pickle=allow_pickle,
-            variant=variant,
-            device=options.get("device", "cpu"),
-        )
+    return load_pipeline_components(
+        directory, kind, dtype=dtype, allow_pickle=allow_pickle, variant=variant, device=options.get("device", "cpu")
     )
 
 
@@ -361,7 +361,7 @@ def load_pipeline_components(
     variant: str | None,
     device: str | torch.device,
 ) -> dict[str, object]:
-    """Every component `kind` loads from `directory`, its tokenizer included (see `load_tokenizer`)."""
+    """Every component `kind` loads from `directory`, its tokenizer included when it reads one (`load_tokenizer`)."""
     components = check_components(read_model_index(directory), kind, directory / MODEL_INDEX)
     loaded: dict[str, object] = {
         name: load_component(
@@ -370,7 +370,7 @@ def load_pipeline_components(
         for name, cls in components.items()
         if name != TOKENIZER
     }
-    return {**loaded, TOKENIZER: load_tokenizer(directory)}
+    return {**loaded, TOKENIZER: load_tokenizer(directory)} if kind.tokenizer else loaded
 
 
 def library_of(obj: object) -> str:

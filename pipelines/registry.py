@@ -13,11 +13,12 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipelines.latent_diffusion import LatentDiffusion, load_latent_diffusion
+from pipelines.latent_diffusion import LatentDiffusion, kept_steps, load_latent_diffusion
 from pipelines.schedulers import UNCLIP_MIN_STEPS
 from pipelines.unclip import UnCLIP, load_unclip
 
-STEPS, GUIDANCE, TEXT = "steps", "guidance", "text"  # what a setting is
+STEPS, GUIDANCE, TEXT, STRENGTH = "steps", "guidance", "text", "strength"  # what a setting is
+TEXT_TO_IMAGE = "text_to_image"  # the run log's `mode` of a pipeline's __call__; an ImageIn names its own
 
 
 @dataclass(frozen=True)
@@ -26,16 +27,29 @@ class Setting:
 
     name: str  # the Settings field, run-log column and widget: "prior_steps"
     argument: str  # the pipeline's keyword argument: "prior_num_inference_steps"
-    role: str  # STEPS (a whole number of denoising steps), GUIDANCE (a scale) or TEXT
+    role: str  # STEPS (a whole number of denoising steps), GUIDANCE (a scale), TEXT or STRENGTH (in (0, 1])
     default: int | float | str | None  # read from the pipeline's signature
     label: str  # the app's widget label: "unCLIP prior steps"
     infotext: str  # AUTOMATIC1111's infotext key: "Prior steps"
-    stage: str | None = None  # STEPS: the denoising loop it sets (a recorded stage)
+    stage: str | None = None  # STEPS: the denoising loop it sets; STRENGTH: the loop it shortens
     minimum: int = 1  # STEPS: the fewest its stage's scheduler takes
 
     @property
     def kind(self) -> type:
-        return {STEPS: int, GUIDANCE: float, TEXT: str}[self.role]
+        return {STEPS: int, GUIDANCE: float, TEXT: str, STRENGTH: float}[self.role]
+
+
+@dataclass(frozen=True)
+class ImageIn:
+    """How an architecture takes an image in: a pipeline method beside __call__ (unCLIP's variations, latent
+    diffusion's img2img), with some of the architecture's settings and perhaps a strength of its own."""
+
+    mode: str  # the run log's `mode` of its rows: "variations", "img2img"
+    method: str  # the pipeline method: method(image, ...) or, when it takes a prompt, method(prompt, image, ...)
+    settings: tuple[str, ...]  # the architecture's settings it takes; the others do not apply (absent from its rows)
+    stages: tuple[str, ...]  # the stages it records, in order
+    takes_prompt: bool  # img2img is conditioned on a prompt; variations on the image alone
+    strength: Setting | None = None  # img2img: how far the image is noised, which shortens `strength.stage`
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,7 @@ class Architecture:
     # stage -> seconds per denoising step of the full-size model, one image, fp16 on an H100
     # (benchmarks/full_size_h100_2026-11-27.json): what a ZeroGPU call asks for is computed from these
     gpu_seconds_per_step: dict[str, float] = field(default_factory=dict)
+    image_in: ImageIn | None = None  # how it takes an image in, if it does
 
     def setting(self, name: str) -> Setting:
         for s in self.settings:
@@ -61,10 +76,31 @@ class Architecture:
                 return s
         raise ValueError(f"{self.name} has no setting {name!r}; it has {', '.join(s.name for s in self.settings)}")
 
-    def steps_of_stages(self, values: dict[str, object]) -> dict[str, int]:
-        """The steps asked of each denoising loop, in stage order, from this architecture's setting values."""
-        loops = {s.stage: int(values[s.name]) for s in self.settings if s.role == STEPS}
-        return {stage: loops[stage] for stage in self.stages if stage in loops}
+    def mode(self, mode: str = TEXT_TO_IMAGE) -> ImageIn | None:
+        """The ImageIn of `mode` (None for text to image), or a ValueError naming the modes this one has."""
+        if mode == TEXT_TO_IMAGE:
+            return None
+        if self.image_in is None or self.image_in.mode != mode:
+            has = " or ".join([TEXT_TO_IMAGE, *([self.image_in.mode] if self.image_in else [])])
+            raise ValueError(f"{self.short} has no mode {mode!r}; it has {has}")
+        return self.image_in
+
+    def settings_of(self, mode: str = TEXT_TO_IMAGE) -> tuple[Setting, ...]:
+        """The settings a mode takes: all of them for text to image, an ImageIn's own choice otherwise."""
+        image_in = self.mode(mode)
+        return self.settings if image_in is None else tuple(s for s in self.settings if s.name in image_in.settings)
+
+    def steps_of_stages(
+        self, values: dict[str, object], mode: str = TEXT_TO_IMAGE, strength: float | None = None
+    ) -> dict[str, int]:
+        """The steps each denoising loop runs, in stage order, from this architecture's setting values (and, for
+        img2img, the strength: the pipeline's own kept_steps)."""
+        image_in = self.mode(mode)
+        loops = {s.stage: int(values[s.name]) for s in self.settings_of(mode) if s.role == STEPS}
+        if image_in is not None and image_in.strength is not None and strength is not None:
+            loops[image_in.strength.stage] = kept_steps(loops[image_in.strength.stage], strength)
+        stages = self.stages if image_in is None else image_in.stages
+        return {stage: loops[stage] for stage in stages if stage in loops}
 
 
 def signature_default(pipeline: type, argument: str, method: str = "__call__") -> object:
@@ -89,6 +125,10 @@ def text(pipeline: type, name: str, argument: str, label: str, infotext: str) ->
     return Setting(name, argument, TEXT, signature_default(pipeline, argument), label, infotext)
 
 
+def strength(pipeline: type, method: str, name: str, label: str, infotext: str, stage: str) -> Setting:
+    return Setting(name, name, STRENGTH, signature_default(pipeline, name, method), label, infotext, stage)
+
+
 ARCHITECTURES: dict[str, Architecture] = {}
 
 
@@ -100,6 +140,17 @@ def register(architecture: Architecture) -> Architecture:
     clash = sorted(taken & {s.name for s in architecture.settings})
     if clash:
         raise ValueError(f"{architecture.name}'s settings {clash} are another architecture's: name them apart")
+    image_in = architecture.image_in
+    if image_in is not None:
+        if not callable(getattr(architecture.pipeline, image_in.method, None)):
+            raise ValueError(
+                f"{architecture.name}'s {image_in.mode} calls {image_in.method!r}, which its pipeline lacks"
+            )
+        for s in architecture.settings_of(image_in.mode):  # each one an argument of the method, as of __call__
+            signature_default(architecture.pipeline, s.argument, image_in.method)
+        unknown = sorted(set(image_in.settings) - {s.name for s in architecture.settings})
+        if unknown or image_in.mode == TEXT_TO_IMAGE:
+            raise ValueError(f"{architecture.name}'s {image_in.mode} names a mode or settings it lacks: {unknown}")
     ARCHITECTURES[architecture.name] = architecture
     return architecture
 
@@ -148,6 +199,14 @@ register(
         sweep_steps=("prior_steps", "decoder_steps"),
         sweep_guidance=("decoder_guidance",),
         gpu_seconds_per_step={"prior": 0.015, "decoder": 0.044, "super_res": 0.069},
+        image_in=ImageIn(
+            mode="variations",
+            method="variations",
+            # the image's embedding replaces the prior's: no prior settings
+            settings=("decoder_steps", "super_res_steps", "decoder_guidance"),
+            stages=("text_encoder", "image_encoder", "decoder", "super_res"),
+            takes_prompt=False,
+        ),
     )
 )
 
@@ -173,6 +232,17 @@ register(
         sweep_steps=("steps",),
         sweep_guidance=("guidance",),
         gpu_seconds_per_step={"unet": 0.032},
+        image_in=ImageIn(
+            mode="img2img",
+            method="img2img",
+            settings=("steps", "guidance", "negative_prompt"),
+            stages=("text_encoder", "vae_encode", "unet", "vae_decode"),
+            takes_prompt=True,
+            # "Denoising strength": AUTOMATIC1111's infotext key for it
+            strength=strength(
+                LatentDiffusion, "img2img", "strength", "img2img strength", "Denoising strength", "unet"
+            ),
+        ),
     )
 )
 
@@ -197,10 +267,30 @@ def all_settings() -> tuple[Setting, ...]:
     return tuple(s for a in ARCHITECTURES.values() for s in a.settings)
 
 
+def image_ins() -> tuple[ImageIn, ...]:
+    """Every registered architecture's way of taking an image in."""
+    return tuple(a.image_in for a in ARCHITECTURES.values() if a.image_in is not None)
+
+
+def modes() -> tuple[str, ...]:
+    """Every value the run log's `mode` takes: text to image, then each ImageIn's."""
+    return (TEXT_TO_IMAGE, *(i.mode for i in image_ins()))
+
+
+def strength_settings() -> tuple[Setting, ...]:
+    """The ImageIns' strengths: settings of an image-in method alone (not of Settings, the CLIs or Compare)."""
+    return tuple(i.strength for i in image_ins() if i.strength is not None)
+
+
 def all_stages() -> tuple[str, ...]:
-    """Every stage some architecture records (text-to-image, then image-conditioned ones), first seen first."""
-    extra = ("image_encoder", "vae_encode")  # unCLIP's variations and latent diffusion's img2img
-    return tuple(dict.fromkeys([*(s for a in ARCHITECTURES.values() for s in a.stages), *extra]))
+    """Every stage some architecture records (text-to-image, then image-in ones), first seen first."""
+    text_to_image = [s for a in ARCHITECTURES.values() for s in a.stages]
+    return tuple(dict.fromkeys([*text_to_image, *(s for i in image_ins() for s in i.stages)]))
+
+
+def denoising_stages() -> tuple[str, ...]:
+    """Every stage a steps setting drives (the run log's steps_<stage> columns), first seen first."""
+    return tuple(dict.fromkeys(s.stage for s in all_settings() if s.role == STEPS))
 
 
 def architecture_of(pipeline: object) -> Architecture:

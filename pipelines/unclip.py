@@ -38,7 +38,7 @@ from pipelines.checks import (
     check_steps,
     repeat_prompts,
 )
-from pipelines.loading import LoadOptions, ModelIndex, PipelineKind, is_listed, load_pipeline
+from pipelines.loading import LoadOptions, ModelIndex, PipelineKind, is_listed, load_components, load_pipeline
 from pipelines.outputs import PipelineOutput, StepCallback, StepState
 from pipelines.schedulers import min_inference_steps
 from pipelines.tokenizer import tokenize
@@ -113,11 +113,25 @@ class UnCLIP(Pipeline):
             super_res_scheduler,
         )
         self.image_encoder, self.feature_extractor = image_encoder, feature_extractor
+        self.borrowed: dict[str, str] = {}  # component -> the repo it came from, when not this model's own
         self._inference_only()
 
     @property
     def image_size(self) -> int:
         return self.super_res_first.config.sample_size
+
+    def attach_image_encoder(
+        self, image_encoder: CLIPVisionModelWithProjection, feature_extractor: CLIPImageProcessor, source: str
+    ) -> None:
+        """Give a model without one (Karlo's text-to-image repo) the image encoder of another (`load_image_encoder`),
+        so that it makes variations; `borrowed` remembers where it came from."""
+        if image_encoder.config.projection_dim != self.text_proj.config.clip_embeddings_dim:
+            raise ValueError(
+                f"{source}'s image encoder embeds in {image_encoder.config.projection_dim} dimensions, this decoder "
+                f"reads {self.text_proj.config.clip_embeddings_dim}: they are not from the same CLIP"
+            )
+        self.image_encoder, self.feature_extractor = image_encoder.eval(), feature_extractor
+        self.borrowed = {**self.borrowed, "image_encoder": source}
 
     def _check_stage_steps(self, steps: int, stage: str) -> int:
         """A stage's step count, at least what its scheduler can take (UnCLIPScheduler: 2)."""
@@ -406,8 +420,20 @@ def unclip_components(index: ModelIndex) -> dict[str, type]:
 
 
 UNCLIP = PipelineKind("unclip", unclip_components)
+# The image encoder and its processor alone, from a repo that has them (Karlo's image variations): not its decoder,
+# super-resolution or text encoder, which a text-to-image model has already.
+IMAGE_ENCODER = PipelineKind("unCLIP image encoder", lambda index: dict(_OPTIONAL), tokenizer=False)
 
 
 def load_unclip(path_or_hub_id: str | Path = "kakaobrain/karlo-v1-alpha", **options: Unpack[LoadOptions]) -> UnCLIP:
     """Load an unCLIP pipeline from a directory in diffusers' layout or a hub id (pipelines.loading.LoadOptions)."""
     return load_pipeline(UnCLIP, UNCLIP, path_or_hub_id, **options)
+
+
+def load_image_encoder(
+    path_or_hub_id: str | Path = "kakaobrain/karlo-v1-alpha-image-variations", **options: Unpack[LoadOptions]
+) -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:
+    """The image encoder and feature extractor of an unCLIP pipeline, fetching those two components only (for
+    `UnCLIP.attach_image_encoder`)."""
+    loaded = load_components(IMAGE_ENCODER, path_or_hub_id, **options)
+    return loaded["image_encoder"], loaded["feature_extractor"]

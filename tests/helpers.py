@@ -21,7 +21,7 @@ from diffusers.pipelines.deprecated.unclip import UnCLIPImageVariationPipeline, 
 from PIL import Image
 
 from comparisons.audit import audit, compare_png
-from comparisons.records import settings_from_png
+from comparisons.sources import SOURCES, read_source, regenerate
 from comparisons.store import RunLog
 from lab.models import (
     ClipConfig,
@@ -134,34 +134,34 @@ def same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def check_results_folder(directory: Path, pipes: dict | None = None, expected_rows: int | None = None) -> list[dict]:
-    """Every row has its own PNG, each PNG's infotext and size equal its row, the audit finds nothing, and
-    (given `pipes`, architecture -> pipeline) each row regenerated alone from its PNG gives the same pixels
-    (`same_pixels`), which another seed does not."""
+    """Every row has its own PNG, each PNG's infotext and size equal its row, every source image taken in is kept
+    once under its hash (which its pixels have), the audit finds nothing, and (given `pipes`, architecture ->
+    pipeline) each row regenerated alone from its PNG gives the same pixels (`same_pixels`), which another seed
+    does not."""
     rows = RunLog(directory).read_records()
     if expected_rows is not None:
         assert len(rows) == expected_rows, f"{len(rows)} rows, expected {expected_rows}"
     paths = [Path(r["image_path"]) for r in rows]
     assert len(set(paths)) == len(rows), f"{len(rows)} rows share {len(set(paths))} image files"
-    on_disk = sorted((directory / "images").rglob("*.png"))
+    sources_dir = directory / "images" / SOURCES
+    on_disk = sorted(p for p in (directory / "images").rglob("*.png") if p.parent != sources_dir)
     assert sorted(p.resolve() for p in paths) == [p.resolve() for p in on_disk], (
         "images on disk are not the rows' images"
     )
+    kept = {Path(r["source_image"]).resolve(): r["source_hash"] for r in rows if r.get("source_hash")}
+    assert sorted(kept) == sorted(p.resolve() for p in sources_dir.glob("*")), "sources on disk are not the rows'"
+    for path, sha in kept.items():
+        assert path.name == f"{sha}.png" and read_source(path).sha256 == sha, f"{path.name} does not hold its hash"
     for row, path in zip(rows, paths):
         assert compare_png(path, row) == (None, None), f"{path.name} disagrees with its row"
     report = audit(directory)
     assert report.clean, [f"{p.kind}: {p.detail}" for p in report.problems]
     if pipes is not None:
         for row, path in zip(rows, paths):
-            architecture, prompt, seed, settings = settings_from_png(path)
-            again = pipes[architecture]([prompt], seed=[seed], **settings.pipeline_kwargs(architecture)).pil_images()[
-                0
-            ]
+            again = regenerate(pipes[row["architecture"]], path)
             assert same_pixels(np.asarray(again), png_pixels(path)), f"{path.name} does not regenerate"
         row, path = rows[0], paths[0]
-        architecture, prompt, seed, settings = settings_from_png(path)
-        other = pipes[architecture]([prompt], seed=[seed + 1], **settings.pipeline_kwargs(architecture)).pil_images()[
-            0
-        ]
+        other = regenerate(pipes[row["architecture"]], path, seed=row["seed"] + 1)
         assert not same_pixels(np.asarray(other), png_pixels(path)), (
             "another seed gives the same image: the check is blind"
         )

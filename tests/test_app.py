@@ -12,16 +12,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from gradio_client import Client
-from PIL import Image
+from gradio_client import Client, handle_file
+from PIL import Image, ImageDraw
 
 import app
 from comparisons.app.inputs import parse_seed, parse_settings, vocabulary_notice
 from comparisons.app.session import AppConfig, Session
 from comparisons.app.views import checker_verdict, stage_seconds_long, stats_line, summary_frame
 from comparisons.exports import read_csv, read_parquet
-from comparisons.records import settings_from_png
+from comparisons.records import parse_infotext, settings_from_png
 from comparisons.settings import Settings
+from comparisons.sources import read_source
 from comparisons.sweep import Job
 
 from helpers import browser_page, free_port
@@ -190,12 +191,15 @@ def test_gpu_functions_use_spaces_gpu_asking_for_the_seconds_their_steps_need(mo
     finally:
         monkeypatch.delitem(sys.modules, "spaces")
         importlib.reload(app)
-    assert sorted(durations) == ["explain", "make_compare", "make_sweep_batch"]  # nothing else touches the models
+    assert sorted(durations) == ["explain", "make", "make_compare", "make_sweep_batch"]  # nothing else runs models
     default, fast = Settings(), Settings(**FAST)
     compare = durations["make_compare"]
     assert compare(PROMPT, "0", default, None) > compare(PROMPT, "0", fast, None) >= 30  # a cold worker's start
     # Karlo 25/25/7 + SD 50 steps at H100 speed is 3.6 s: asked with the margin a slower MIG slice needs
     assert 40 <= compare(PROMPT, "0", default, None) <= 60
+    image_in = durations["make"]  # the Image in tab's: img2img's steps shrink with the strength
+    assert image_in(None, PROMPT, "0", 1.0, default) > image_in(None, PROMPT, "0", 0.3, default) >= 30
+    assert image_in(None, PROMPT, "0", 1.0, default) < compare(PROMPT, "0", default, None)  # no prior
     jobs = [Job("latent_diffusion", default, PROMPT, s) for s in range(8)]
     assert durations["make_sweep_batch"](jobs, "run") > durations["make_sweep_batch"](jobs[:1], "run")
     assert app.on_gpu(len, lambda: 1) is len
@@ -229,6 +233,52 @@ def test_inside_the_models_through_gradio_client(served):
     assert counted["decoder"] == sum(p.numel() for p in unclip.decoder.parameters())
     assert any("77" in str(cell) for row in shapes["data"] for cell in row)
     assert len(session.runs()) == before  # instrumented runs are not logged
+
+
+def shapes_picture(path: Path) -> Path:
+    """A source to upload: a red circle above a blue square on black, drawn as the Shapes lab draws its world."""
+    image = Image.new("RGB", (96, 64), "black")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((34, 4, 62, 30), fill=(220, 30, 30))
+    draw.rectangle((36, 36, 60, 60), fill=(30, 60, 220))
+    image.save(path)
+    return path
+
+
+def test_image_in_through_gradio_client(served, tmp_path):
+    session, url = served
+    client = Client(url, verbose=False)
+    before = len(session.runs())
+    source = shapes_picture(tmp_path / "source.png")
+    info, unclip_png, unclip_stats, ld_png, ld_stats, abilities = client.predict(
+        handle_file(str(source)), PROMPT, 0.5, "12", "", *FAST_ARGS, api_name="/image_in"
+    )
+    new = session.runs().iloc[before:]
+    assert sorted(new["mode"]) == ["img2img", "variations"] and set(new["seed"]) == {12}
+    (sha,) = set(new["source_hash"])
+    assert sha[:16] in info and "its own image encoder" in abilities
+    assert read_source(session.results_dir / "images" / "sources" / f"{sha}.png").sha256 == sha
+    assert unclip_stats.startswith("variations · ") and ld_stats.startswith("img2img at strength 0.5: unet ran 1 of 2")
+    for png, mode in ((unclip_png, "variations"), (ld_png, "img2img")):
+        parsed = parse_infotext(Image.open(png).info["parameters"])
+        assert (parsed["Mode"], parsed["Source hash"], parsed["Seed"]) == (mode, sha, "12")
+    assert parse_infotext(Image.open(ld_png).info["parameters"])["Denoising strength"] == "0.5"
+    # no prompt: variations alone, and img2img says why not
+    _, unclip_png, _, ld_png, ld_stats, _ = client.predict(
+        handle_file(str(source)), "", 0.5, "13", "", *FAST_ARGS, api_name="/image_in"
+    )
+    assert unclip_png is not None and ld_png is None and "img2img needs a prompt" in ld_stats
+    Image.new("RGB", (8, 8)).save(tmp_path / "tiny.png")
+    for image, strength, error in (
+        (None, 0.5, "no image"),
+        (handle_file(str(tmp_path / "tiny.png")), 0.5, "too small"),
+        (handle_file(str(source)), 0.0, "less than minimum value 0.05"),
+        (handle_file(str(source)), 1.5, "greater than maximum value 1"),
+    ):
+        count = len(session.runs())
+        with pytest.raises(Exception, match=error):
+            client.predict(image, PROMPT, strength, "1", "", *FAST_ARGS, api_name="/image_in")
+        assert len(session.runs()) == count
 
 
 def test_files_are_served_from_the_results_folder_only(served):
@@ -326,6 +376,28 @@ def test_browser_generates_both_and_downloads_the_csv(served, page):
     assert set(df["prompt"]) == {"a green triangle below a red cross"}
     assert sorted(df[df["seed"] == 4242]["architecture"]) == ["latent_diffusion", "unclip"]
     page.screenshot(path=str(ARTIFACTS / "app-results.png"), full_page=True)
+    page.get_by_role("tab", name="Compare").click()
+
+
+def test_browser_shows_both_images_made_from_an_uploaded_one(served, page, tmp_path):
+    session, _ = served
+    _fill_fast_settings(page)  # the Image in tab reads the Compare tab's steps
+    page.get_by_role("tab", name="Image in").click()
+    page.locator("#image-in-abilities", has_text="its own image encoder").wait_for(timeout=60_000)
+    page.locator("#source-image input[type=file]").set_input_files(str(shapes_picture(tmp_path / "upload.png")))
+    page.locator("#source-image img").first.wait_for(timeout=60_000)
+    page.locator("#image-in-prompt textarea").fill(PROMPT)
+    page.locator("#image-in-seed textarea, #image-in-seed input").first.fill("31")
+    page.locator("#image-in-generate").click()
+    for arch, mode in (("unclip", "variations"), ("latent_diffusion", "img2img")):
+        page.locator(f"#image-in-{arch} img").wait_for(timeout=120_000)
+        page.locator(f"#image-in-stats-{arch}", has_text="seed 31").wait_for(timeout=120_000)
+        assert page.locator(f"#image-in-stats-{arch}").inner_text().startswith(mode)
+    page.locator("#source-info", has_text="sha256").wait_for(timeout=60_000)
+    rows = session.runs()
+    assert sorted(rows[rows["seed"] == 31]["mode"]) == ["img2img", "variations"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-image-in.png"), full_page=True)
     page.get_by_role("tab", name="Compare").click()
 
 

@@ -12,9 +12,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 import app
 from comparisons import audit, compare, summary, sweep
@@ -83,6 +84,15 @@ json_numbers = st.one_of(
     st.none(),
 )
 seeds = st.one_of(texts, numbers)
+images = st.one_of(  # uploads of every mode and size, and things that are not images
+    st.builds(
+        Image.new,
+        st.sampled_from(["RGB", "RGBA", "L", "P", "1", "CMYK", "I;16", "F", "LA"]),
+        st.tuples(st.integers(1, 80), st.integers(1, 80)),
+    ),
+    st.sampled_from([None, "", " ", "missing.png", "../../etc/passwd", "/dev/null", b"\x89PNG", 3, [1, 2]]),
+    texts,
+)
 architectures = st.lists(st.sampled_from(["unclip", "latent_diffusion", "gan", "", "UNCLIP"]), max_size=3)
 setting_values = st.fixed_dictionaries({name: numbers for name in FAST})
 
@@ -236,6 +246,13 @@ def test_results_handler(guarded, arch, contains, fmt):
         works_or_clear(lambda: session.export(df, fmt))
 
 
+@FUZZ
+@given(image=images, prompt=texts, seed=seeds, strength=numbers, values=setting_values)
+def test_image_in_handler(guarded, image, prompt, seed, strength, values):
+    session, _ = guarded
+    works_or_clear(lambda: session.image_in.run(image, prompt, seed, strength, parse_settings(**values)))
+
+
 # ----------------------------------------------------------------------------- through gradio_client
 
 
@@ -249,6 +266,18 @@ def test_results_handler(guarded, arch, contains, fmt):
 def test_compare_and_explain_endpoints(served, prompt, negative, seed, values):
     for endpoint in ("/compare", "/explain"):
         works_or_clear(lambda: served.predict(prompt, negative, seed, *values.values(), api_name=endpoint))
+
+
+@settings(FUZZ, max_examples=15)
+@given(prompt=texts, seed=st.one_of(texts, json_numbers), strength=json_numbers, size=st.integers(1, 64))
+def test_image_in_endpoint(served, tmp_path_factory, prompt, seed, strength, size):
+    upload = tmp_path_factory.mktemp("upload") / "upload.png"
+    Image.new("RGBA", (size, 40), (200, 10, 10, 128)).save(upload)
+    works_or_clear(
+        lambda: served.predict(
+            handle_file(str(upload)), prompt, strength, seed, "", *FAST.values(), api_name="/image_in"
+        )
+    )
 
 
 @settings(FUZZ, max_examples=15)

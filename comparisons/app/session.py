@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from comparisons.app.image_in import ImageIn
 from comparisons.app.inputs import parse_prompt, parse_seed, parse_text, vocabulary_notice
 from comparisons.app.views import TABLE_COLUMNS
 from comparisons.app.work import steps_done, total_steps
@@ -122,6 +123,7 @@ class Session:
         self.sweep: SweepStatus | None = None
         self._sweep_thread: threading.Thread | None = None
         self._sweep_rows: tuple[tuple, pd.DataFrame] | None = None  # (sweep state it was read at, rows)
+        self.image_in = ImageIn(self)  # the "Image in" tab's backend (comparisons.app.image_in)
 
     @property
     def architectures(self) -> tuple[str, ...]:
@@ -239,7 +241,7 @@ class Session:
             :n
         ]
 
-    def _gpu_turn(self) -> contextlib.AbstractContextManager:
+    def gpu_turn(self) -> contextlib.AbstractContextManager:
         """Held around GPU work: the device lock, one call at a time. On ZeroGPU each call has a worker (and GPU) of
         its own, forked from this process, and a lock copied while another thread held it would never open there."""
         return contextlib.nullcontext() if self.config.zero_gpu else self.device_lock
@@ -262,7 +264,7 @@ class Session:
         harness = self.harness()
         budget = sum(total_steps(a, settings) for a in harness.architectures)
         made, done, run_id = [], 0, new_run_id()
-        with self._gpu_turn():
+        with self.gpu_turn():
             for arch in harness.architectures:
 
                 def step(state: StepState, offset: int = done, arch: str = arch) -> None:
@@ -293,7 +295,7 @@ class Session:
 
         prompt, seed = parse_prompt(prompt), parse_seed(seed)
         harness = self.harness()
-        with self._gpu_turn():
+        with self.gpu_turn():
             return explain(harness.pipeline("unclip"), harness.pipeline("latent_diffusion"), prompt, seed, settings)
 
     # ---- sweeps
@@ -373,7 +375,7 @@ class Session:
     def make_sweep_batch(self, batch: list[Job], run_id: str) -> Made:
         """GPU work: one batch of a sweep (same architecture and settings), generated and scored, nothing written."""
         first = batch[0]
-        with self._gpu_turn():
+        with self.gpu_turn():
             return (
                 self.harness()
                 .make(

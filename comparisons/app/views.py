@@ -13,6 +13,7 @@ TABLE_COLUMNS = (
     "created_at",
     "run_id",
     "architecture",
+    "mode",
     "prompt",
     "seed",
     "seconds_total",
@@ -33,7 +34,7 @@ def stats_line(row: dict) -> str:
         f"seed {row['seed']}",
         f"{row['seconds_total']:.2f} s ({per_stage})",
         f"{row['memory_kind']} {row['peak_memory_mb']:,.0f} MB",
-        f"CLIP {row['clip_score']:.1f}",
+        f"CLIP {row['clip_score']:.1f}" if row.get("clip_score") is not None else "CLIP n/a (no prompt)",
     ]
     verdict = checker_verdict(row)
     if verdict:

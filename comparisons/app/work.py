@@ -10,28 +10,36 @@ from comparisons.settings import Settings
 from comparisons.sweep import Job
 from pipelines import registry
 from pipelines.outputs import StepState
+from pipelines.registry import TEXT_TO_IMAGE
 
 GPU_CALL_OVERHEAD_S = 30  # a cold ZeroGPU worker first moves the weights onto its GPU (Karlo + SD: 17.5 GB)
 GPU_SAFETY = 4  # ZeroGPU's MIG slice is about half an H100, and a call past its duration is killed
 
 
-def stage_steps(architecture: str, settings: Settings) -> dict[str, int]:
-    """The steps asked of each denoising loop, in pipeline order."""
-    return registry.get(architecture).steps_of_stages(settings.for_architecture(architecture))
+def stage_steps(
+    architecture: str, settings: Settings, mode: str = TEXT_TO_IMAGE, strength: float | None = None
+) -> dict[str, int]:
+    """The steps of each denoising loop, in pipeline order (an image taken in: its mode's, img2img's shortened)."""
+    a = registry.get(architecture)
+    return a.steps_of_stages(settings.for_architecture(architecture, mode), mode, strength)
 
 
-def total_steps(architecture: str, settings: Settings) -> int:
-    return sum(stage_steps(architecture, settings).values())
+def total_steps(
+    architecture: str, settings: Settings, mode: str = TEXT_TO_IMAGE, strength: float | None = None
+) -> int:
+    return sum(stage_steps(architecture, settings, mode, strength).values())
 
 
-def gpu_duration(work: list[tuple[str, Settings, int]]) -> int:
+def gpu_duration(work: list[tuple[str, Settings, int]], strength: float | None = None, image_in: bool = False) -> int:
     """Seconds to ask ZeroGPU for, for (architecture, settings, images) each: the registry's seconds per step of
-    each stage, times the steps asked, with a margin (an unknown stage counts 0.1 s a step)."""
+    each stage, times the steps asked, with a margin (an unknown stage counts 0.1 s a step). With `image_in`, each
+    architecture's image-in mode at that strength."""
     seconds = 0.0
     for architecture, settings, images in work:
-        per_step = registry.get(architecture).gpu_seconds_per_step
-        steps = stage_steps(architecture, settings)
-        seconds += images * sum(n * per_step.get(stage, 0.1) for stage, n in steps.items())
+        a = registry.get(architecture)
+        mode = a.image_in.mode if image_in and a.image_in is not None else TEXT_TO_IMAGE
+        steps = stage_steps(architecture, settings, mode, strength)
+        seconds += images * sum(n * a.gpu_seconds_per_step.get(stage, 0.1) for stage, n in steps.items())
     return math.ceil(GPU_CALL_OVERHEAD_S + GPU_SAFETY * seconds)
 
 
@@ -39,14 +47,24 @@ def compare_duration(architectures: tuple[str, ...], settings: Settings) -> int:
     return gpu_duration([(a, settings, 1) for a in architectures])
 
 
+def image_in_duration(architectures: tuple[str, ...], settings: Settings, strength: float | None) -> int:
+    """The "Image in" tab's call: each architecture that takes an image, in its mode (a strength out of range
+    counts as 1: the call refuses it anyway)."""
+    taken = [a for a in architectures if registry.get(a).image_in is not None]
+    fraction = strength if isinstance(strength, (int, float)) and 0 < strength <= 1 else 1.0
+    return gpu_duration([(a, settings, 1) for a in taken], fraction, image_in=True)
+
+
 def batch_duration(batch: list[Job]) -> int:
     return gpu_duration([(batch[0].architecture, batch[0].settings, len(batch))])
 
 
-def steps_done(architecture: str, state: StepState, settings: Settings) -> float:
+def steps_done(
+    architecture: str, state: StepState, settings: Settings, mode: str = TEXT_TO_IMAGE, strength: float | None = None
+) -> float:
     """Denoising steps of this architecture done at `state`, for one progress bar over every stage.
     Scaled by the loop's own length, which can exceed the steps asked for (PNDM adds a warm-up step)."""
-    sizes = stage_steps(architecture, settings)
+    sizes = stage_steps(architecture, settings, mode, strength)
     stages = list(sizes)
     before = sum(sizes[s] for s in stages[: stages.index(state.stage)])
     return before + sizes[state.stage] * (state.step + 1) / state.num_steps

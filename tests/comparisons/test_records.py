@@ -8,6 +8,7 @@ from comparisons.harness import Harness
 from comparisons.metrics import clip_score, tiny_judge
 from comparisons.records import infotext, parse_infotext, settings_from_png, weights_hash
 from comparisons.settings import Settings
+from pipelines import UnCLIP
 from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
 
 FAST = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)
@@ -112,6 +113,37 @@ def test_judge_scores_match_a_direct_computation(harness):
     direct = float(judge.embed_images(output.images)[0] @ judge.embed_texts(["a red circle"])[0])
     assert rows[0]["clip_cosine"] == pytest.approx(direct, abs=1e-6)
     assert rows[0]["prior_image_cosine"] is None  # unCLIP only
+
+
+def test_infotext_carries_an_image_taken_in():
+    row = {
+        "prompt": "",
+        "decoder_steps": 3,
+        "seed": 1,
+        "width": 64,
+        "height": 64,
+        "model_hash": "abc",
+        "model": "m",
+        "architecture": "unclip",
+        "diffusers_version": "0.42.1",
+        "mode": "variations",
+        "source_hash": "f" * 64,
+    }
+    parsed = parse_infotext(infotext(row))
+    assert (parsed["prompt"], parsed["Mode"], parsed["Source hash"]) == ("", "variations", "f" * 64)
+    assert "Denoising strength" not in parsed and "Prior steps" not in parsed
+    img2img = {**row, "architecture": "latent_diffusion", "mode": "img2img", "steps": 10, "strength": 0.35}
+    assert parse_infotext(infotext(img2img))["Denoising strength"] == "0.35"
+    assert "Mode" not in parse_infotext(infotext({**row, "mode": "text_to_image"}))  # as before modes
+
+
+def test_a_borrowed_component_is_hashed_only_for_the_rows_that_use_it(tiny):
+    own = tiny("unclip_variations")
+    pipe = UnCLIP(**{k: v for k, v in tiny("unclip").components().items()})
+    alone = weights_hash(pipe)
+    pipe.attach_image_encoder(own.image_encoder, own.feature_extractor, "org/variations")
+    assert weights_hash(pipe) == alone != weights_hash(pipe, with_borrowed=True)
+    assert weights_hash(own) == weights_hash(own, with_borrowed=True)  # its own encoder counts everywhere
 
 
 def test_weights_hash_is_stable_and_sees_a_change():

@@ -30,13 +30,14 @@ from tqdm import tqdm
 from comparisons import metrics
 from comparisons.app.session import AppConfig, Session
 from comparisons.presets import load_models, load_problem
+from comparisons.settings import Settings
 from pipelines import UnCLIP, load_latent_diffusion, load_unclip
 from pipelines.hub import download_bars, fetch_pipeline, plan_download
 from pipelines.latent_diffusion import LATENT_DIFFUSION
 from pipelines.loading import MODEL_INDEX, choose_weights, parse_model_index
 from pipelines.tiny import build_tiny_latent_diffusion
 from pipelines.tokenizer import clip_vocab
-from pipelines.unclip import UNCLIP
+from pipelines.unclip import IMAGE_ENCODER, UNCLIP, load_image_encoder
 
 from helpers import LD_STEPS, SEED, UNCLIP_STEPS, VARIATION_STEPS, random_image
 from hub_server import StandInHub, StandInRepo
@@ -416,6 +417,67 @@ def test_the_lab_and_tiny_presets_download_nothing(hub, preset):
     load_models(preset, device="cpu")
     metrics.load_judge(preset)
     assert hub.requests == [] and not cache().exists()
+
+
+# ----------------------------------------------------------------------------- Karlo's variations: a borrowed encoder
+
+# What the pretrained preset's variations read of the image-variations repo: not its decoder, super-resolution,
+# text encoder, text_proj, schedulers or tokenizer, which Karlo has already (10.8 GB against 1.2 GB)
+ENCODER_FILES = {MODEL_INDEX, "feature_extractor/preprocessor_config.json", "image_encoder/config.json"}
+ENCODER_FILES |= {"image_encoder/model.safetensors"}
+
+
+def test_the_plan_of_an_image_encoder_alone_is_its_two_components():
+    plan = plan_download(model_index(VARIATIONS), LISTINGS[VARIATIONS]["files"], IMAGE_ENCODER, torch.float16)
+    assert {f.path for f in plan} == ENCODER_FILES
+    assert round(sum(f.size for f in plan) / 1e9, 2) == 1.22
+
+
+def test_variations_borrow_only_the_image_encoder_of_the_variations_repo(hub, tiny):
+    encoder, processor = load_image_encoder(VARIATIONS)
+    assert sorted(r.file for r in hub.requests if r.repo_id == VARIATIONS and r.method == "HEAD") == sorted(
+        ENCODER_FILES
+    )
+    assert files_on_disk(VARIATIONS) == ENCODER_FILES
+    karlo = load_unclip(KARLO)
+    assert karlo.image_encoder is None
+    with pytest.raises(ValueError, match="no image_encoder"):
+        generate(karlo, VARIATIONS)
+    karlo.attach_image_encoder(encoder, processor, VARIATIONS)
+    assert karlo.borrowed == {"image_encoder": VARIATIONS}
+    # Karlo's decoder and super-resolution with the borrowed encoder: the variations repo's pipeline, image for image
+    own = reference(tiny, VARIATIONS, torch.float32)
+    assert np.array_equal(generate(karlo, VARIATIONS), generate(own, VARIATIONS))
+
+
+def test_the_pretrained_preset_attaches_the_borrowed_encoder_on_first_use(hub, tmp_path):
+    session = Session(AppConfig("pretrained", "cpu", tmp_path, judge="tiny"))
+    fast = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=4)
+    before, _ = session.compare(PROMPT, 3, fast)
+    assert session.harness().pipeline("unclip").image_encoder is None and hub.downloads(VARIATIONS) == []
+    assert f"the image encoder of `{VARIATIONS}` (only that component)" in session.image_in.describe()
+    seen = []
+    session.image_in.prepare(lambda *call: seen.append(call))
+    rows, skipped, _ = session.image_in.run(random_image(48, seed=5), PROMPT, "3", 0.5, fast)
+    assert skipped == {} and sorted(r["mode"] for r in rows.values()) == ["img2img", "variations"]
+    assert files_on_disk(VARIATIONS) == ENCODER_FILES and seen[-1][1] == seen[-1][2] > 10**9  # 1.2 GB as listed
+    unclip = rows["unclip"]
+    assert unclip["model"] == f"{KARLO} + image_encoder of {VARIATIONS}"
+    after, _ = session.compare(PROMPT, 4, fast)  # text to image keeps its hash: the borrowed encoder is not Karlo's
+    assert after["unclip"]["model_hash"] == before["unclip"]["model_hash"] != unclip["model_hash"]
+    assert after["unclip"]["model"] == KARLO and after["unclip"]["prior_image_cosine"] is not None
+
+
+def test_offline_without_the_borrowed_encoder_variations_say_why_and_img2img_runs(hub, tmp_path, monkeypatch):
+    session = Session(AppConfig("pretrained", "cpu", tmp_path, judge="tiny"))
+    session.harness()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    rows, skipped, _ = session.image_in.run(random_image(48, seed=5), PROMPT, "3", 0.5, Settings(steps=4))
+    assert list(rows) == ["latent_diffusion"]
+    assert skipped["unclip"] == (
+        f"unCLIP cannot make variations: its image encoder from {VARIATIONS} did not load: {VARIATIONS} is not "
+        "downloaded and the hub cannot be reached (offline) (img2img still works)"
+    )
 
 
 # ----------------------------------------------------------------------------- refusals

@@ -3,6 +3,7 @@ else, flows through settings, the CLIs' flags, PNG infotext, the run log's types
 the app's backend and widgets, and the lab's evaluation."""
 
 import argparse
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -58,6 +59,43 @@ def test_the_shipped_registry_reads_its_defaults_from_the_pipelines_signatures()
         registry.get("gan")
     with pytest.raises(ValueError, match="registered already"):
         registry.register(unclip)
+
+
+def test_an_image_in_mode_names_its_method_and_settings_in_the_registry():
+    unclip, ld = registry.get("unclip"), registry.get("latent_diffusion")
+    assert registry.modes() == ("text_to_image", "variations", "img2img")
+    assert [s.name for s in unclip.settings_of("variations")] == [
+        "decoder_steps",
+        "super_res_steps",
+        "decoder_guidance",
+    ]
+    assert Settings().pipeline_kwargs("unclip", "variations") == {
+        "decoder_num_inference_steps": 25,
+        "super_res_num_inference_steps": 7,
+        "decoder_guidance_scale": 8.0,
+    }
+    assert ld.image_in.strength.default == inspect.signature(ld.pipeline.img2img).parameters["strength"].default
+    assert ld.steps_of_stages({"steps": 50}, "img2img", 0.3) == {"unet": 15}
+    assert unclip.steps_of_stages(Settings().for_architecture("unclip", "variations"), "variations") == {
+        "decoder": 25,
+        "super_res": 7,
+    }
+    assert {"image_encoder", "vae_encode"} <= set(registry.all_stages())
+    assert column_kind("strength") == FLOAT and column_kind("steps_unet") == INT and column_kind("mode") == "string"
+    with pytest.raises(ValueError, match="LD has no mode 'variations'; it has text_to_image or img2img"):
+        ld.settings_of("variations")
+    with pytest.raises(ValueError, match="Painter has no mode 'img2img'; it has text_to_image"):
+        PAINTER.settings_of("img2img")
+
+
+def test_an_image_in_mode_is_checked_when_registered():
+    bad = registry.ImageIn("scribble", "scribble", ("coats",), ("paint",), takes_prompt=False)
+    with pytest.raises(ValueError, match="painter's scribble calls 'scribble', which its pipeline lacks"):
+        registry.register(dataclasses.replace(PAINTER, image_in=bad))
+    wrong = dataclasses.replace(bad, method="__call__", settings=("coats", "size"))
+    with pytest.raises(ValueError, match=r"painter's scribble names a mode or settings it lacks: \['size'\]"):
+        registry.register(dataclasses.replace(PAINTER, image_in=wrong))
+    assert "painter" not in registry.names()
 
 
 def test_a_new_architecture_flows_through_settings_flags_and_infotext(painter):

@@ -36,12 +36,22 @@ def number_field(value: float, label: str, **kwargs) -> gr.Number:
     """A gr.Number whose unusable API input (text, a list, an infinite step count) is the app's clear error, not
     gradio's generic one; the browser's number box never sends such values. (Wrapped, not subclassed: gradio
     writes a .pyi stub beside the module of every Component subclass.)"""
-    field = gr.Number(value, label=label, **kwargs)
+    return _clear_errors(gr.Number(value, label=label, **kwargs), label)
+
+
+def slider_field(minimum: float, maximum: float, value: float, label: str, **kwargs) -> gr.Slider:
+    """A gr.Slider with number_field's clear error for API input that is not a number."""
+    return _clear_errors(gr.Slider(minimum, maximum, value=value, label=label, **kwargs), label)
+
+
+def _clear_errors(field, label: str):
     parse = field.preprocess
 
     def preprocess(payload):
         try:
             return parse(payload)
+        except gr.Error:  # gradio's own, clear already (a slider's value out of its range)
+            raise
         except (TypeError, ValueError, OverflowError):
             raise gr.Error(f"{label} must be a number, got {payload!r:.40}", print_exception=False) from None
 
@@ -71,6 +81,15 @@ class CompareInputs:
     @property
     def components(self) -> list[gr.components.Component]:
         return [self.prompt, *self.texts.values(), self.seed, *self.numbers.values()]
+
+    @property
+    def settings(self) -> list[gr.components.Component]:
+        """The text and number settings alone (the Image in tab has its own prompt and seed)."""
+        return [*self.texts.values(), *self.numbers.values()]
+
+    def read_settings(self, values: tuple) -> dict:
+        """The values of `settings`, in order -> {setting: raw value}."""
+        return dict(zip([*self.texts, *self.numbers], values))
 
     def read(self, values: tuple) -> tuple[object, dict]:
         """The values after the prompt, in `components` order -> (seed, {setting: raw value})."""

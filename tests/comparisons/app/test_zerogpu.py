@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 from PIL import Image
 
 import app
 from comparisons.app.session import AppConfig, Session
 from comparisons.records import settings_from_png
 
-from helpers import check_results_folder, forked_gpu, free_port
+from helpers import check_results_folder, forked_gpu, free_port, random_image
 
 FAST = [2, 2, 2, 4.0, 8.0, 2, 7.5]  # the Advanced widgets, in the registry's order
 PROMPT = "a red circle above a blue square"
@@ -50,6 +50,25 @@ def test_a_comparison_made_in_a_forked_worker_is_written_and_logged_by_the_serve
         assert Path(row["image_path"]).is_file() and stats.startswith("seed 5")
         assert Image.open(png).tobytes() == Image.open(row["image_path"]).tobytes()  # the page shows the logged PNG
         assert settings_from_png(row["image_path"])[:3] == (arch, PROMPT, 5)
+    check_results_folder(session.results_dir)
+
+
+def test_an_image_taken_in_is_made_in_a_forked_worker_and_kept_and_logged_by_the_server(zero, tmp_path):
+    session, client, calls = zero
+    before = len(session.runs())
+    random_image(40, seed=8).save(tmp_path / "source.png")
+    _, unclip_png, _, ld_png, ld_stats, _ = client.predict(
+        handle_file(str(tmp_path / "source.png")), PROMPT, 0.5, "6", "", *FAST, api_name="/image_in"
+    )
+    call = calls[-1]
+    assert call.name == "make" and call.pid != os.getpid() and call.duration >= 30
+    new = session.runs().iloc[before:]
+    assert sorted(new["mode"]) == ["img2img", "variations"] and set(new["seed"]) == {6}
+    for png, mode in ((unclip_png, "variations"), (ld_png, "img2img")):
+        row = new[new["mode"] == mode].iloc[0]
+        assert Image.open(png).tobytes() == Image.open(row["image_path"]).tobytes()
+        assert Path(row["source_image"]).is_file()  # written here, by the server: the worker wrote nothing
+    assert ld_stats.startswith("img2img at strength 0.5")
     check_results_folder(session.results_dir)
 
 

@@ -1,0 +1,95 @@
+"""The "Image in" tab: an uploaded image to unCLIP's variations and latent diffusion's img2img, side by side, each
+image logged like any comparison (its source kept once under its hash); steps and guidance are the Compare tab's."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from comparisons.app.image_in import image_in_stats, prepare_progress, source_line
+from comparisons.app.inputs import parse_settings
+from comparisons.app.session import Session
+from comparisons.app.ui.common import DEVICE, GPU, CompareInputs, picture, slider_field, user_errors
+from comparisons.app.work import image_in_duration
+from comparisons.sources import open_source
+from pipelines import registry
+
+INTRO = (
+    "One image in, both architectures out. **unCLIP makes variations**: the image's CLIP embedding takes the place "
+    "of the prior's, and the decoder and super-resolution draw from it (no prompt). **Latent diffusion runs "
+    "img2img**: the image's latent is noised to the strength and denoised under the prompt. The prompt is optional "
+    "(img2img needs one); the judge scores both images against it, and against the source. Steps, guidance and the "
+    "negative prompt are the Compare tab's (Advanced). Every image is a row of the run log, with the source's hash; "
+    "the source is kept once in the results folder."
+)
+
+
+def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab) -> None:
+    archs, backend = session.architectures, session.image_in
+    # GPU work may run in a forked worker: it returns what it made, and this process records it.
+    make = gpu(
+        user_errors(backend.make),
+        lambda source, prompt, seed, strength, settings, *_: image_in_duration(archs, settings, strength),
+    )
+    strength_setting = next(iter(registry.strength_settings()), None)
+
+    gr.Markdown(INTRO)
+    abilities = gr.Markdown(backend.describe(), elem_id="image-in-abilities")
+    with gr.Row():
+        with gr.Column(scale=2):
+            image = gr.Image(
+                label="Source image",
+                type="filepath",  # read here: its size is checked before its pixels are decoded
+                image_mode=None,  # made RGB here (transparency onto white), not by gradio
+                sources=["upload", "clipboard"],
+                elem_id="source-image",
+                elem_classes="pixels",  # a lab-sized picture shown big, its pixels crisp
+                height=260,
+            )
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(
+                label="Prompt (optional: img2img needs one; the judge scores both images against it)",
+                lines=2,
+                elem_id="image-in-prompt",
+            )
+            strength = slider_field(
+                0.05,
+                1.0,
+                strength_setting.default if strength_setting else 0.8,
+                strength_setting.label if strength_setting else "strength",
+                step=0.05,
+                info="how far the image is noised: 1 starts from pure noise; steps × strength of them denoise",
+                elem_id="strength",
+            )
+            seed = gr.Textbox(label="Seed", value="0", elem_id="image-in-seed")
+            go = gr.Button("Generate from the image", variant="primary", elem_id="image-in-generate")
+    source_info = gr.Markdown(elem_id="source-info")
+    with gr.Row():
+        images, stats = {}, {}
+        for arch in archs:
+            a = registry.get(arch)
+            label = f"{a.label}: {a.image_in.mode}" if a.image_in is not None else a.label
+            with gr.Column():
+                images[arch] = picture(label, type="filepath", elem_id=f"image-in-{arch}", height=320)
+                stats[arch] = gr.Markdown(elem_id=f"image-in-stats-{arch}")
+
+    @user_errors
+    def generate(image, prompt, strength, seed, *values, progress=gr.Progress()):
+        source = open_source(image)  # in this process: a forked GPU worker receives the checked, canonical image
+        backend.prepare(prepare_progress(progress))  # a borrowed image encoder, attached here (first use)
+        settings = parse_settings(**inputs.read_settings(values))
+        made, skipped, notices = make(source, prompt, seed, strength, settings, progress)
+        rows = backend.record(made)
+        for notice in notices:
+            gr.Warning(notice)
+        shown = [
+            x
+            for a in archs
+            for x in (
+                (rows[a]["image_path"], image_in_stats(rows[a])) if a in rows else (None, f"*Not run: {skipped[a]}.*")
+            )
+        ]
+        return (source_line(rows, source), *shown, backend.describe())
+
+    outputs = [source_info, *(x for a in archs for x in (images[a], stats[a])), abilities]
+    go.click(generate, [image, prompt, strength, seed, *inputs.settings], outputs, api_name="image_in", **DEVICE)
+    tab.select(backend.describe, outputs=abilities, queue=False, show_progress="hidden", api_name=False)
