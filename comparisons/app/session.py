@@ -5,9 +5,10 @@ explains a generation, and serves the run log as tables, summaries, plot data an
 Gradio-free, so that tests call every handler directly and `app.py` stays layout and wiring.
 Every method checks its raw widget values and raises `ValueError` with a message for the user.
 
-GPU work and bookkeeping are apart, as ZeroGPU needs: `make_compare`, `explain` and `make_sweep_batch` may run in
-a forked worker (`spaces.GPU`), so they change nothing in the session and return all they made (CPU tensors,
-images, rows); `record` and `record_sweep_batch` then write the PNGs and the run log in the serving process.
+GPU work and bookkeeping are apart, as ZeroGPU needs: `make_compare`, `explain` and `make_sweep_batch` (and the
+latent-space walks, `latent_tools.LatentSpace`) may run in a forked worker (`spaces.GPU`), so they change nothing in
+the session and return all they made (CPU tensors, images, rows); `record` and `record_sweep_batch` then write the
+PNGs and the run log in the serving process.
 """
 
 from __future__ import annotations
@@ -239,9 +240,10 @@ class Session:
             :n
         ]
 
-    def _gpu_turn(self) -> contextlib.AbstractContextManager:
-        """Held around GPU work: the device lock, one call at a time. On ZeroGPU each call has a worker (and GPU) of
-        its own, forked from this process, and a lock copied while another thread held it would never open there."""
+    def gpu_turn(self) -> contextlib.AbstractContextManager:
+        """Held around GPU work (here and in latent_tools): the device lock, one call at a time. On ZeroGPU each call
+        has a worker (and GPU) of its own, forked from this process, and a lock copied while another thread held it
+        would never open there."""
         return contextlib.nullcontext() if self.config.zero_gpu else self.device_lock
 
     # ---- compare
@@ -262,7 +264,7 @@ class Session:
         harness = self.harness()
         budget = sum(total_steps(a, settings) for a in harness.architectures)
         made, done, run_id = [], 0, new_run_id()
-        with self._gpu_turn():
+        with self.gpu_turn():
             for arch in harness.architectures:
 
                 def step(state: StepState, offset: int = done, arch: str = arch) -> None:
@@ -293,7 +295,7 @@ class Session:
 
         prompt, seed = parse_prompt(prompt), parse_seed(seed)
         harness = self.harness()
-        with self._gpu_turn():
+        with self.gpu_turn():
             return explain(harness.pipeline("unclip"), harness.pipeline("latent_diffusion"), prompt, seed, settings)
 
     # ---- sweeps
@@ -373,7 +375,7 @@ class Session:
     def make_sweep_batch(self, batch: list[Job], run_id: str) -> Made:
         """GPU work: one batch of a sweep (same architecture and settings), generated and scored, nothing written."""
         first = batch[0]
-        with self._gpu_turn():
+        with self.gpu_turn():
             return (
                 self.harness()
                 .make(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import gradio as gr
 
@@ -14,6 +15,7 @@ from pipelines.base import GPUOutOfMemoryError
 from pipelines.registry import TEXT
 
 GPU = Callable[[Callable, Callable[..., int]], Callable]  # (function, its duration in seconds) -> GPU function
+Field = TypeVar("Field", bound=gr.components.Component)
 DEVICE = dict(concurrency_limit=1, concurrency_id="device")  # one model call at a time on the device
 # Lab images are 32 px: show them big, with crisp pixels rather than a blur.
 CSS = ".pixels img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
@@ -36,12 +38,23 @@ def number_field(value: float, label: str, **kwargs) -> gr.Number:
     """A gr.Number whose unusable API input (text, a list, an infinite step count) is the app's clear error, not
     gradio's generic one; the browser's number box never sends such values. (Wrapped, not subclassed: gradio
     writes a .pyi stub beside the module of every Component subclass.)"""
-    field = gr.Number(value, label=label, **kwargs)
+    return _numbers_only(gr.Number(value, label=label, **kwargs), label)
+
+
+def slider_field(minimum: float, maximum: float, value: float, label: str, **kwargs) -> gr.Slider:
+    """A gr.Slider whose API input that is no number (text, None) is the app's clear error, as number_field's."""
+    return _numbers_only(gr.Slider(minimum, maximum, value, label=label, **kwargs), label)
+
+
+def _numbers_only(field: Field, label: str) -> Field:
+    """The field, its preprocess turning gradio's TypeError or ValueError on a payload that is no number into ours."""
     parse = field.preprocess
 
     def preprocess(payload):
         try:
             return parse(payload)
+        except gr.Error:  # gradio's own clear message (a slider's bounds)
+            raise
         except (TypeError, ValueError, OverflowError):
             raise gr.Error(f"{label} must be a number, got {payload!r:.40}", print_exception=False) from None
 
