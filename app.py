@@ -28,7 +28,7 @@ from pathlib import Path
 import gradio as gr
 
 from comparisons.app.session import AppConfig, Session
-from comparisons.app.ui import compare, header, image_in, inside, results, sweep
+from comparisons.app.ui import compare, header, image_in, inside, latent, results, sweep
 from comparisons.app.ui.common import CSS, GPU
 from comparisons.presets import DEFAULT_PRESET, JUDGES, PRESETS, add_model_flags, models_from_flags
 
@@ -60,6 +60,8 @@ def build_app(session: Session, gpu: GPU = on_gpu) -> gr.Blocks:
             image_in.build(session, gpu, inputs, image_tab)
         with gr.Tab("Inside the models", id="inside"):
             inside.build(session, gpu, inputs)
+        with gr.Tab("Latent space", id="latent"):
+            latent.build(session, gpu, inputs)
         with gr.Tab("Sweep", id="sweep"):
             sweep.build(session, gpu)
         with gr.Tab("Results", id="results") as tab:

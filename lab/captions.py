@@ -1,11 +1,17 @@
 """Reading a caption back into what it says: the inverse of `lab.world.SceneSpec.caption`, for the grammar of
-lab.world's docstring. The checker, the app's vocabulary notice and the evaluation read prompts through it."""
+lab.world's docstring. The checker, the app's vocabulary notice and the evaluation read prompts through it.
+Users also write "left of" and "right of" ("a red circle left of a blue square"): read as the grammar's "to the left
+of" and "to the right of"; any other wording outside the grammar is refused, saying what was expected."""
 
 from __future__ import annotations
 
 import re
 
 from lab.world import COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES, VOCABULARY, ObjectSpec, SceneSpec
+
+# Shorter wordings of a relation, read as its own phrase (RELATIONS): relation -> the wording.
+RELATION_SHORTHANDS = {"left of": "left of", "right of": "right of"}
+_RELATION_WORDS = ", ".join([*RELATIONS.values(), *RELATION_SHORTHANDS.values()])
 
 
 def _match(tokens: list[str], i: int, phrases: dict[str, str]) -> tuple[str | None, int]:
@@ -42,6 +48,8 @@ def parse_caption(text: str) -> SceneSpec:
         )
     first, i = _parse_object(tokens, 0, text)
     relation, j = _match(tokens, i, RELATIONS)
+    if relation is None:
+        relation, j = _match(tokens, i, RELATION_SHORTHANDS)
     if relation is not None:
         second, end = _parse_object(tokens, j, text)
         objects, position = (first, second), None
@@ -51,7 +59,7 @@ def parse_caption(text: str) -> SceneSpec:
     if end != len(tokens):
         raise ValueError(
             f"{text!r} is not a Shapes caption: unexpected {' '.join(tokens[end:])!r} after "
-            f"{' '.join(tokens[:end])!r}; a relation ({', '.join(RELATIONS.values())}) and a second "
-            f"object, or a position ({', '.join(p for p, _ in POSITIONS.values())}) may follow an object"
+            f"{' '.join(tokens[:end])!r}; a relation ({_RELATION_WORDS}) and a second object, or a position "
+            f"({', '.join(p for p, _ in POSITIONS.values())}) may follow an object"
         )
     return SceneSpec(objects, relation, position)

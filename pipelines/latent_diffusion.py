@@ -13,6 +13,8 @@ Stages, each a public method:
                     draws (text to image) or from the image's latent it noises to `strength` (img2img)
   4. decode         VAE decoder: latent (B, 4, H/8, W/8) -> image (B, 3, H, W)
 Like unCLIP's stages, `denoise` sets its scheduler's timesteps and draws its own starting noise.
+Entry points: `__call__` (text to image), `img2img`, and `generate_from_hidden_states` (stages 3-4 on given
+hidden states, e.g. between two prompts').
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from pipelines.base import Pipeline, guide, oom_guard, uses
+from pipelines.base import Pipeline, Run, guide, oom_guard, uses
 from pipelines.checks import (
     Generators,
     check_count,
@@ -250,14 +252,12 @@ class LatentDiffusion(Pipeline):
         prompts = check_prompts(prompt)
         negatives = check_negative_prompts(negative_prompt, len(prompts))
         n = check_count(num_images_per_prompt, "num_images_per_prompt")
-        steps = check_steps(
-            num_inference_steps,
-            "num_inference_steps",
-            min_inference_steps(self.scheduler),
-            "latent diffusion's scheduler",
-        )
-        scale = check_guidance(guidance_scale, "guidance_scale")
-        return prompts, negatives, n, steps, scale
+        return prompts, negatives, n, *self._check_denoising(num_inference_steps, guidance_scale)
+
+    def _check_denoising(self, num_inference_steps: int, guidance_scale: float) -> tuple[int, float]:
+        minimum = min_inference_steps(self.scheduler)
+        steps = check_steps(num_inference_steps, "num_inference_steps", minimum, "latent diffusion's scheduler")
+        return steps, check_guidance(guidance_scale, "guidance_scale")
 
     @oom_guard
     def __call__(
@@ -285,16 +285,61 @@ class LatentDiffusion(Pipeline):
         # 2. Encode the prompt (and the negative prompt when guiding)
         with run.stage("text_encoder"):
             text = self.encode_prompt(prompts, negatives if scale > 1.0 else None, n)
-        # 3. Denoising loop, from noise drawn in the latent
+        # 3. Denoising loop, from noise drawn in the latent, and 4. decode
+        image = self._generate(run, text, steps, scale, callback, height, width)
+        return self._output(image, run, repeat_prompts(prompts, n))
+
+    @oom_guard
+    def generate_from_hidden_states(
+        self,
+        text: PromptEmbeds,
+        *,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+        seed: int | Sequence[int] | None = None,
+        generator: Generators | None = None,
+        callback: StepCallback | None = None,
+    ) -> PipelineOutput:
+        """Text to image from given text-encoder hidden states (encode_prompt's, B rows; guidance needs the negative
+        prompt's, `text.uncond`): the U-Net reads nothing else of the text, so a walk between prompts moves these."""
+        # 1. Check inputs
+        width_c = self.unet.config.cross_attention_dim
+        if not isinstance(text, PromptEmbeds) or text.cond.ndim != 3 or text.cond.shape[-1] != width_c:
+            raise ValueError(f"`text` must be encode_prompt's PromptEmbeds, hidden states (B, 77, {width_c})")
+        steps, scale = self._check_denoising(num_inference_steps, guidance_scale)
+        if scale > 1.0 and (text.uncond is None or text.uncond.shape != text.cond.shape):
+            raise ValueError(
+                "guidance > 1 needs the negative prompt's hidden states, text.uncond, shaped as text.cond"
+            )
+        height = check_size(self.image_size if height is None else height, self.vae_scale_factor, "height")
+        width = check_size(self.image_size if width is None else width, self.vae_scale_factor, "width")
+        run = self._begin(len(text.cond), seed, generator)
+
+        # 2. Denoising loop, from noise drawn in the latent, and 3. decode, as for text to image
+        cond, uncond = (None if x is None else x.to(self.device, self.dtype) for x in (text.cond, text.uncond))
+        text = PromptEmbeds(cond, uncond if scale > 1.0 else None)  # guidance only when asked for, as __call__
+        image = self._generate(run, text, steps, scale, callback, height, width)
+        return self._output(image, run, [""] * len(run.seeds))
+
+    def _generate(
+        self,
+        run: Run,
+        text: PromptEmbeds,
+        steps: int,
+        scale: float,
+        callback: StepCallback | None,
+        height: int,
+        width: int,
+    ) -> torch.Tensor:
+        """A call's denoising and decoding stages, each timed and checked: hidden states -> images (B, 3, H, W)."""
         with run.stage("unet"):
             latents = self.denoise(text, run.generator, steps, scale, callback, height=height, width=width)
         check_finite(latents, "unet", {"guidance_scale": scale})
-        # 4. Decode
         with run.stage("vae_decode"):
             image = self.decode(latents)
-        check_finite(image, "vae_decode", {})
-
-        return self._output(image, run, repeat_prompts(prompts, n))
+        return check_finite(image, "vae_decode", {})
 
     @oom_guard
     def img2img(

@@ -28,7 +28,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from pipelines.base import Pipeline, guide, oom_guard, uses
+from pipelines.base import Pipeline, Run, guide, oom_guard, uses
 from pipelines.checks import (
     Generators,
     check_count,
@@ -66,6 +66,11 @@ class TextConditioning:
             torch.cat([u.hidden_states, self.hidden_states]),
             torch.cat([u.mask, self.mask]),
         )
+
+
+def guided(prior_guidance_scale: float, decoder_guidance_scale: float) -> bool:
+    """Whether text to image guides (and so encodes the empty prompt): any stage's scale above 1 turns it on."""
+    return prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
 
 
 class UnCLIP(Pipeline):
@@ -326,19 +331,13 @@ class UnCLIP(Pipeline):
 
         # 2. Encode the prompt
         with run.stage("text_encoder"):
-            text = self.encode_prompt(prompts, n, with_uncond=prior_scale > 1.0 or decoder_scale > 1.0)
+            text = self.encode_prompt(prompts, n, with_uncond=guided(prior_scale, decoder_scale))
         # 3. Prior: text embedding -> image embedding
         with run.stage("prior"):
             image_embeds = self.run_prior(text, run.generator, prior_steps, prior_scale, callback)
         check_finite(image_embeds, "prior", {"prior_guidance_scale": prior_scale})
-        # 4. Decoder: image embedding -> small image
-        with run.stage("decoder"):
-            image_small = self.run_decoder(image_embeds, text, run.generator, decoder_steps, decoder_scale, callback)
-        check_finite(image_small, "decoder", {"decoder_guidance_scale": decoder_scale})
-        # 5. Super-resolution: small image -> full-size image
-        with run.stage("super_res"):
-            image = self.run_super_res(image_small, run.generator, sr_steps, callback)
-        check_finite(image, "super_res", {})
+        # 4. Decoder: image embedding -> small image, and 5. super-resolution: small image -> full-size image
+        image = self._decode(run, image_embeds, text, decoder_steps, decoder_scale, sr_steps, callback)
 
         return self._output(
             image,
@@ -348,7 +347,7 @@ class UnCLIP(Pipeline):
             text_embeds=text.embeds.float().cpu(),
         )
 
-    # ------------------------------------------------------------------ image variations
+    # ------------------------------------------------------------------ from image embeddings: variations, walks
 
     @oom_guard
     def variations(
@@ -382,14 +381,52 @@ class UnCLIP(Pipeline):
         with run.stage("image_encoder"):
             image_embeds = self.encode_image(images).repeat_interleave(n, dim=0)  # (B*n, D)
         # 3. Decoder and 4. super-resolution, as for text to image
-        with run.stage("decoder"):
-            image_small = self.run_decoder(image_embeds, text, run.generator, decoder_steps, decoder_scale, callback)
-        check_finite(image_small, "decoder", {"decoder_guidance_scale": decoder_scale})
-        with run.stage("super_res"):
-            out = self.run_super_res(image_small, run.generator, sr_steps, callback)
-        check_finite(out, "super_res", {})
-
+        out = self._decode(run, image_embeds, text, decoder_steps, decoder_scale, sr_steps, callback)
         return self._output(out, run, [""] * len(run.seeds), image_embeds=image_embeds.float().cpu())
+
+    @oom_guard
+    def decode_embeddings(
+        self,
+        image_embeds: torch.Tensor,
+        text: TextConditioning,
+        *,
+        decoder_num_inference_steps: int = 25,
+        super_res_num_inference_steps: int = 7,
+        decoder_guidance_scale: float = 8.0,
+        seed: int | Sequence[int] | None = None,
+        generator: Generators | None = None,
+        callback: StepCallback | None = None,
+    ) -> PipelineOutput:
+        """Decoder and super-resolution from given CLIP image embeddings (B, D) and text conditioning (encode_prompt's,
+        B rows): for embeddings moved where no prompt leads, as interpolations and text diffs do (DALL·E 2 §3)."""
+        # 1. Check inputs
+        dim = self.text_proj.embedding_proj.in_features
+        if not isinstance(image_embeds, torch.Tensor) or image_embeds.ndim != 2 or image_embeds.shape[1] != dim:
+            raise ValueError(f"`image_embeds` must be a tensor (B, {dim}), got {getattr(image_embeds, 'shape', None)}")
+        if not isinstance(text, TextConditioning) or len(text.embeds) != len(image_embeds):
+            raise ValueError("`text` must be encode_prompt's TextConditioning, one row per image embedding")
+        decoder_steps = self._check_stage_steps(decoder_num_inference_steps, "decoder")
+        sr_steps = self._check_stage_steps(super_res_num_inference_steps, "super_res")
+        decoder_scale = check_guidance(decoder_guidance_scale, "decoder_guidance_scale")
+        if decoder_scale > 1.0 and text.uncond is None:
+            raise ValueError("decoder guidance > 1 needs text.uncond: encode the prompt with with_uncond=True")
+        run = self._begin(image_embeds.shape[0], seed, generator)
+
+        # 2. Decoder and 3. super-resolution, as for text to image
+        embeds = image_embeds.to(self.device, self.dtype)
+        image = self._decode(run, embeds, text, decoder_steps, decoder_scale, sr_steps, callback)
+        return self._output(image, run, [""] * len(run.seeds), image_embeds=image_embeds.float().cpu())
+
+    def _decode(
+        self, run: Run, embeds: torch.Tensor, text: TextConditioning, steps: int, scale: float, sr_steps: int, callback
+    ) -> torch.Tensor:
+        """A call's decoder and super-resolution stages, each timed and checked: image embedding -> full-size image."""
+        with run.stage("decoder"):
+            image_small = self.run_decoder(embeds, text, run.generator, steps, scale, callback)
+        check_finite(image_small, "decoder", {"decoder_guidance_scale": scale})
+        with run.stage("super_res"):
+            image = self.run_super_res(image_small, run.generator, sr_steps, callback)
+        return check_finite(image, "super_res", {})
 
 
 # ---------------------------------------------------------------------- loading

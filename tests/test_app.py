@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from gradio_client import Client, handle_file
@@ -17,6 +18,7 @@ from PIL import Image, ImageDraw
 
 import app
 from comparisons.app.inputs import parse_seed, parse_settings, vocabulary_notice
+from comparisons.app.latent_tools import GAP, LABEL_PX, verdict
 from comparisons.app.session import AppConfig, Session
 from comparisons.app.views import checker_verdict, stage_seconds_long, stats_line, summary_frame
 from comparisons.exports import read_csv, read_parquet
@@ -24,8 +26,9 @@ from comparisons.records import parse_infotext, settings_from_png
 from comparisons.settings import Settings
 from comparisons.sources import read_source
 from comparisons.sweep import Job
+from lab.checker import check
 
-from helpers import browser_page, free_port
+from helpers import browser_page, free_port, png_pixels
 
 PRESET = "lab"  # the default the app ships with
 FAST = dict(
@@ -123,6 +126,12 @@ def test_notices_outside_the_lab_vocabulary(served):
     assert any("cut" in n for n in notices)
 
 
+def test_the_labs_shorthand_relations_need_no_notice():
+    for prompt in ("a red circle left of a blue square", "a small green cross right of a large white diamond"):
+        assert vocabulary_notice(prompt, "lab") is None
+    assert "not a Shapes caption" in vocabulary_notice("a red circle on the left of a blue square", "lab")
+
+
 def test_results_summary_plots_and_exports(served):
     session, _ = served
     for seed in (1, 2):
@@ -191,7 +200,8 @@ def test_gpu_functions_use_spaces_gpu_asking_for_the_seconds_their_steps_need(mo
     finally:
         monkeypatch.delitem(sys.modules, "spaces")
         importlib.reload(app)
-    assert sorted(durations) == ["explain", "make", "make_compare", "make_sweep_batch"]  # nothing else runs models
+    # nothing else touches the models
+    assert sorted(durations) == ["explain", "interpolate", "make", "make_compare", "make_sweep_batch", "text_diff"]
     default, fast = Settings(), Settings(**FAST)
     compare = durations["make_compare"]
     assert compare(PROMPT, "0", default, None) > compare(PROMPT, "0", fast, None) >= 30  # a cold worker's start
@@ -202,6 +212,9 @@ def test_gpu_functions_use_spaces_gpu_asking_for_the_seconds_their_steps_need(mo
     assert image_in(None, PROMPT, "0", 1.0, default) < compare(PROMPT, "0", default, None)  # no prior
     jobs = [Job("latent_diffusion", default, PROMPT, s) for s in range(8)]
     assert durations["make_sweep_batch"](jobs, "run") > durations["make_sweep_batch"](jobs[:1], "run")
+    walk, diff = durations["interpolate"], durations["text_diff"]
+    assert walk("a", "b", "0", 12, "prompts", default) > walk("a", "b", "0", 2, "prompts", default) >= 30
+    assert diff("a", "a", "b", "0", 8, 0.5, "prompts", default) < walk("a", "b", "0", 8, "prompts", default)
     assert app.on_gpu(len, lambda: 1) is len
 
 
@@ -279,6 +292,40 @@ def test_image_in_through_gradio_client(served, tmp_path):
         with pytest.raises(Exception, match=error):
             client.predict(image, PROMPT, strength, "1", "", *FAST_ARGS, api_name="/image_in")
         assert len(session.runs()) == count
+
+
+def test_latent_space_endpoints_through_gradio_client(served):
+    session, url = served
+    client = Client(url, verbose=False)
+    before = len(session.runs())
+    unclip, unclip_table, ld, ld_table, note = client.predict(
+        "a red circle", "a blue square", 4, "prompts", "", "9", *FAST_ARGS, api_name="/interpolate"
+    )
+    for strip, table in ((unclip, unclip_table), (ld, ld_table)):
+        pixels = png_pixels(strip)
+        size = 32 * 4  # the lab's 32 px frames, upscaled 4x
+        assert pixels.shape == (size + LABEL_PX, 4 * size + 3 * GAP, 3)
+        assert table["headers"] == ["read", "t = 0.00", "t = 0.33", "t = 0.67", "t = 1.00"]
+        rows = {row[0]: row[1:] for row in table["data"]}
+        for i in range(4):
+            frame = pixels[:size:4, i * (size + GAP) : i * (size + GAP) + size : 4]  # the frame as generated
+            read = check(np.ascontiguousarray(frame), "a red circle")
+            assert rows["colour"][i] == (" / ".join(o.colour for o in read.detected) or "nothing")
+            assert rows["start: a red circle"][i] == verdict(read)
+    assert "checker read every frame" in note
+    strip, table, note = client.predict(
+        "a red circle", "a red circle", "a red square", 3, 0.5, "prompts", "", "9", *FAST_ARGS, api_name="/text_diff"
+    )
+    assert png_pixels(strip).shape[1] == 3 * 128 + 2 * GAP and table["headers"][-1] == "θ = 0.50"
+    assert len(session.runs()) == before  # explorations are not logged
+    with pytest.raises(Exception, match="start prompt is empty"):
+        client.predict("", "a blue square", 4, "prompts", "", "9", *FAST_ARGS, api_name="/interpolate")
+    with pytest.raises(Exception, match="greater than maximum value 12"):
+        client.predict("a red circle", "a blue square", 13, "prompts", "", "9", *FAST_ARGS, api_name="/interpolate")
+    with pytest.raises(Exception, match="same CLIP text embedding"):
+        client.predict("a red circle", "a cat", "a cat", 3, 0.5, "prompts", "", "9", *FAST_ARGS, api_name="/text_diff")
+    _, _, _, _, note = client.predict("a cat", "a dog", 2, "empty", "", "9", *FAST_ARGS, api_name="/interpolate")
+    assert "cannot read" in note and "cat" in note
 
 
 def test_files_are_served_from_the_results_folder_only(served):
@@ -398,6 +445,25 @@ def test_browser_shows_both_images_made_from_an_uploaded_one(served, page, tmp_p
     assert sorted(rows[rows["seed"] == 31]["mode"]) == ["img2img", "variations"]
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-image-in.png"), full_page=True)
+
+
+def test_browser_shows_an_interpolation_strip_and_what_the_checker_read(served, page):
+    _fill_fast_settings(page)
+    page.locator("#seed textarea, #seed input").first.fill("3")
+    page.get_by_role("tab", name="Latent space").click()
+    page.locator("#walk-frames input[type=number]").fill("5")
+    page.locator("#walk-frames input[type=number]").press("Enter")
+    page.locator("#interpolate").click()
+    for arch in ("unclip", "latent_diffusion"):
+        page.locator(f"#walk-{arch} img").wait_for(timeout=120_000)
+        page.locator(f"#walk-table-{arch}", has_text="t = 1.00").wait_for(timeout=120_000)
+    src = page.locator("#walk-unclip img").get_attribute("src")
+    with urllib.request.urlopen(src) as response:
+        strip = Image.open(response).convert("RGB")
+    assert strip.size == (5 * 128 + 4 * GAP, 128 + LABEL_PX)  # five frames, as the slider asked
+    page.locator("#walk-note", has_text="checker read every frame").wait_for(timeout=10_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-latent.png"), full_page=True)
     page.get_by_role("tab", name="Compare").click()
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 import app
 from comparisons import audit, compare, summary, sweep
 from comparisons.app.inputs import parse_settings
+from comparisons.app.latent_tools import LatentSpace
 from comparisons.app.session import AppConfig, Session
 from pipelines.checks import MAX_PROMPT_CHARS
 
@@ -219,6 +220,22 @@ def test_compare_and_explain_handlers(guarded, prompt, negative, seed, values):
 
 @FUZZ
 @given(
+    start=texts,
+    end=texts,
+    seed=seeds,
+    frames=numbers,
+    text=st.one_of(texts, st.sampled_from(["prompts", "empty"])),
+    theta=numbers,
+    values=setting_values,
+)
+def test_latent_space_handlers(guarded, start, end, seed, frames, text, theta, values):
+    latent = LatentSpace(guarded[0])
+    works_or_clear(lambda: latent.interpolate(start, end, seed, frames, text, parse_settings(**values)))
+    works_or_clear(lambda: latent.text_diff(start, start, end, seed, frames, theta, text, parse_settings(**values)))
+
+
+@FUZZ
+@given(
     prompts=st.one_of(texts, st.lists(texts, max_size=4).map("\n".join)),
     seeds_text=texts,
     steps=texts,
@@ -277,6 +294,23 @@ def test_image_in_endpoint(served, tmp_path_factory, prompt, seed, strength, siz
         lambda: served.predict(
             handle_file(str(upload)), prompt, strength, seed, "", *FAST.values(), api_name="/image_in"
         )
+    )
+
+
+@settings(FUZZ, max_examples=15)
+@given(
+    start=texts,
+    end=texts,
+    seed=st.one_of(texts, json_numbers),
+    frames=json_numbers,
+    text=st.one_of(texts, st.sampled_from(["prompts", "empty"])),
+    theta=json_numbers,
+)
+def test_latent_space_endpoints(served, start, end, seed, frames, text, theta):
+    fast = list(FAST.values())
+    works_or_clear(lambda: served.predict(start, end, frames, text, "", seed, *fast, api_name="/interpolate"))
+    works_or_clear(
+        lambda: served.predict(start, start, end, frames, theta, text, "", seed, *fast, api_name="/text_diff")
     )
 
 

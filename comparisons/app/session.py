@@ -5,9 +5,10 @@ explains a generation, and serves the run log as tables, summaries, plot data an
 Gradio-free, so that tests call every handler directly and `app.py` stays layout and wiring.
 Every method checks its raw widget values and raises `ValueError` with a message for the user.
 
-GPU work and bookkeeping are apart, as ZeroGPU needs: `make_compare`, `explain` and `make_sweep_batch` may run in
-a forked worker (`spaces.GPU`), so they change nothing in the session and return all they made (CPU tensors,
-images, rows); `record` and `record_sweep_batch` then write the PNGs and the run log in the serving process.
+GPU work and bookkeeping are apart, as ZeroGPU needs: `make_compare`, `explain` and `make_sweep_batch` (and the
+latent-space walks, `latent_tools.LatentSpace`) may run in a forked worker (`spaces.GPU`), so they change nothing in
+the session and return all they made (CPU tensors, images, rows); `record` and `record_sweep_batch` then write the
+PNGs and the run log in the serving process.
 """
 
 from __future__ import annotations
@@ -242,8 +243,9 @@ class Session:
         ]
 
     def gpu_turn(self) -> contextlib.AbstractContextManager:
-        """Held around GPU work: the device lock, one call at a time. On ZeroGPU each call has a worker (and GPU) of
-        its own, forked from this process, and a lock copied while another thread held it would never open there."""
+        """Held around GPU work (here and in latent_tools): the device lock, one call at a time. On ZeroGPU each call
+        has a worker (and GPU) of its own, forked from this process, and a lock copied while another thread held it
+        would never open there."""
         return contextlib.nullcontext() if self.config.zero_gpu else self.device_lock
 
     # ---- compare

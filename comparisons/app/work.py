@@ -55,6 +55,12 @@ def image_in_duration(architectures: tuple[str, ...], settings: Settings, streng
     return gpu_duration([(a, settings, 1) for a in taken], fraction, image_in=True)
 
 
+def walk_duration(architectures: tuple[str, ...], settings: Settings, num_frames: int) -> int:
+    """A latent-space walk of `num_frames` frames per architecture, each frame counted as a text-to-image image
+    (unCLIP's prior runs for two of them only: a margin)."""
+    return gpu_duration([(a, settings, num_frames) for a in architectures])
+
+
 def batch_duration(batch: list[Job]) -> int:
     return gpu_duration([(batch[0].architecture, batch[0].settings, len(batch))])
 

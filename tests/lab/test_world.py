@@ -121,6 +121,34 @@ def test_parse_caption_accepts_a_user_spelling():
 
 
 @pytest.mark.parametrize(
+    "short, long",
+    [
+        ("a red circle left of a blue square", "a red circle to the left of a blue square"),
+        ("a small red circle right of a large blue square", "a small red circle to the right of a large blue square"),
+        ("An orange cross left of a white diamond.", "an orange cross to the left of a white diamond"),
+    ],
+)
+def test_left_of_and_right_of_read_as_the_grammars_phrases(short, long):
+    spec = parse_caption(short)
+    assert spec == parse_caption(long) and spec.relation in ("left of", "right of")
+    assert spec.caption() == long  # written back in the grammar's own words
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a red circle on the left of a blue square",
+        "a red circle left a blue square",
+        "a red circle to left of a blue square",
+        "a red circle left of",
+    ],
+)
+def test_other_wordings_of_a_relation_are_still_refused(text):
+    with pytest.raises(ValueError, match="is not a Shapes caption"):
+        parse_caption(text)
+
+
+@pytest.mark.parametrize(
     "text, unknown", [("a purple circle", "purple"), ("a red hexagon", "hexagon"), ("two red circles", "circles, two")]
 )
 def test_parse_caption_names_unknown_words(text, unknown):

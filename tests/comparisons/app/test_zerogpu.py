@@ -79,6 +79,26 @@ def test_looking_inside_runs_in_a_forked_worker(zero):
     assert Image.open(decoder_strip).size[0] > 0
 
 
+def test_latent_space_walks_run_in_forked_workers_and_reach_the_page(zero):
+    session, client, calls = zero
+    before = len(session.runs())
+    *strips, note = client.predict(
+        "a red circle", "a blue square", 3, "prompts", "", "5", *FAST, api_name="/interpolate"
+    )
+    assert calls[-1].name == "interpolate" and calls[-1].pid != os.getpid() and calls[-1].duration >= 30
+    (unclip, unclip_table), (ld, ld_table) = strips[:2], strips[2:]
+    for strip, table in ((unclip, unclip_table), (ld, ld_table)):
+        assert Image.open(strip).width > 2.5 * Image.open(strip).height  # three frames side by side
+        assert table["headers"] == ["read", "t = 0.00", "t = 0.50", "t = 1.00"]  # the checker's, made in the child
+    assert note.startswith("The Shapes checker read every frame")
+    strip, table, note = client.predict(
+        "a red circle", "a red circle", "a red square", 3, 0.5, "empty", "", "5", *FAST, api_name="/text_diff"
+    )
+    assert calls[-1].name == "text_diff" and calls[-1].pid != os.getpid()
+    assert table["headers"] == ["read", "θ = 0.00", "θ = 0.25", "θ = 0.50"] and Image.open(strip).width > 0
+    assert len(session.runs()) == before  # explorations: nothing logged
+
+
 def test_a_sweep_is_a_sequence_of_gpu_calls_whose_progress_and_rows_reach_the_page(zero):
     session, client, calls = zero
     before, made_before = len(session.runs()), len(calls)

@@ -1,0 +1,425 @@
+"""The "Latent space" tab's backend: walks through what each architecture conditions on, frame by frame.
+
+- **Interpolation** between two prompts, frames at t = 0 … 1, one strip per architecture:
+  - unCLIP: slerp between the prior's CLIP image embeddings of the two prompts (DALL·E 2, Ramesh et al. 2022,
+    §3.2, Fig. 4). The decoder also reads text; `decoder_text` says which: "prompts" moves its text conditioning
+    along (the CLIP text embedding by slerp, the hidden states linearly, the tokens of either prompt attended to),
+    "empty" gives it the empty prompt, as image variations do and as Fig. 4 (two images' embeddings) decodes.
+  - latent diffusion: lerp between the two prompts' text-encoder hidden states, which is all its U-Net reads.
+- **Text diffs** (unCLIP, §3.3, Fig. 5): a caption's image embedding moved along the normalised difference of
+  two captions' text embeddings (target minus source), frames at θ = 0 … max, z_θ = slerp(z_i, z_d, θ). The paper
+  starts from a real image (DDIM inversion gives its noise); here the caption's own sample, whose noise is known.
+
+Every frame starts from the same noise. Latent diffusion's frames are each made from the seed, as text to image
+makes one image. unCLIP's text to image draws the prior's noise and then the decoder's from one generator; the
+prior's draws are the same for every prompt (same shapes and steps), so each prompt's embedding is made from the
+seed as text to image makes it, and every frame is decoded from the generator state the prior left. So with
+decoder text "prompts", frame t = 0 (θ = 0) is the text-to-image image of the start prompt (caption), and t = 1
+the end prompt's, with the same seed and settings; with "empty" they are not, since text to image's decoder reads
+the prompt. In the Shapes lab the checker reads every frame against the start and end captions.
+
+These runs are explorations, not logged rows: a row is an image its settings regenerate, and a frame needs the
+whole walk. GPU work only (it may run in a forked ZeroGPU worker): results are numpy arrays and tables.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from comparisons.app.inputs import parse_prompt, parse_seed
+from comparisons.app.session import Session
+from comparisons.presets import get_preset
+from comparisons.settings import Settings
+from pipelines import LatentDiffusion, UnCLIP, interpolation
+from pipelines.checks import check_finite, check_negative_prompts
+from pipelines.latent_diffusion import PromptEmbeds
+from pipelines.outputs import to_uint8
+from pipelines.unclip import TextConditioning, guided
+
+if TYPE_CHECKING:
+    from lab.checker import CheckResult  # the lab loads only where the checker reads
+
+WALKED = ("unclip", "latent_diffusion")  # the architectures a walk knows how to move through
+MIN_FRAMES, MAX_FRAMES, DEFAULT_FRAMES = 2, 12, 8
+DECODER_TEXT = ("prompts", "empty")  # what unCLIP's decoder reads besides the embedding; see the module docstring
+DEFAULT_MAX_THETA = 0.5  # §3.3: θ grows linearly to a maximum "typically in [0.25, 0.50]"
+FRAME_PX = 128  # small frames are upscaled (nearest, a whole factor) to about this many pixels
+GAP, LABEL_PX = 4, 18  # white between frames; the band under each frame that says its t or θ
+Progress = Callable[[float, str], None]  # (fraction done, what is running)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def examples(preset: str) -> tuple[tuple[str, str], tuple[str, str, str]]:
+    """The tab's first prompts: (start, end) and a text diff's (caption, source, target); Fig. 5's outside the lab."""
+    if get_preset(preset).use_checker:
+        return ("a red circle", "a blue square"), ("a red circle", "a red circle", "a red square")
+    cat = "a photo of a cat"
+    return (cat, "a photo of a dog"), (cat, cat, "an anime drawing of a super saiyan cat")
+
+
+def parse_frames(value: float | int | str | None) -> int:
+    """The number of frames of a walk, as the slider sends it: a whole number in [MIN_FRAMES, MAX_FRAMES]."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number.is_integer() or not MIN_FRAMES <= number <= MAX_FRAMES:
+        raise ValueError(f"frames must be a whole number from {MIN_FRAMES} to {MAX_FRAMES}, got {value!r:.40}")
+    return int(number)
+
+
+def parse_theta(value: float | int | str | None) -> float:
+    """How far a text diff goes: θ in (0, 1], where θ = 1 reaches the text diff direction itself."""
+    try:
+        theta = float(value)
+    except (TypeError, ValueError):
+        theta = float("nan")
+    if not 0 < theta <= 1:
+        raise ValueError(f"the largest θ must be a number in (0, 1], got {value!r:.40}")
+    return theta
+
+
+def parse_decoder_text(value: str | None) -> str:
+    if value not in DECODER_TEXT:
+        raise ValueError(f"unCLIP's decoder text must be one of {', '.join(DECODER_TEXT)}, got {value!r:.40}")
+    return value
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Walk:
+    """One architecture's frames along a path through its conditioning."""
+
+    architecture: str
+    variable: str  # "t" (interpolation) or "θ" (text diff)
+    positions: tuple[float, ...]  # where each frame is on the path
+    frames: np.ndarray  # (F, H, W, 3) float32 in [0, 1], frame i at positions[i]
+
+    def labels(self) -> list[str]:
+        return [f"{self.variable} = {p:.2f}" for p in self.positions]
+
+    def strip(self) -> Image.Image:
+        return strip_image(self.frames, self.labels())
+
+
+@dataclass(frozen=True)
+class WalkReport:
+    """The walks of one request, and what the Shapes checker read in their frames."""
+
+    start: str  # the caption the walk starts from
+    end: str  # the caption it heads to (a text diff's target)
+    walks: dict[str, Walk]  # architecture -> its walk
+    readings: dict[str, pd.DataFrame] | None  # architecture -> a column per frame; None where the checker cannot read
+    note: str  # what the checker read, or why it cannot
+
+
+def strip_image(frames: np.ndarray, labels: list[str]) -> Image.Image:
+    """Frames (F, H, W, 3) in [0, 1] side by side on white, upscaled nearest to about FRAME_PX, each over a label."""
+    pixels = to_uint8(frames)
+    factor = max(1, FRAME_PX // max(pixels.shape[1:3]))
+    pixels = pixels.repeat(factor, axis=1).repeat(factor, axis=2)
+    count, height, width = pixels.shape[:3]
+    canvas = Image.new("RGB", (count * width + (count - 1) * GAP, height + LABEL_PX), "white")
+    draw, (font, greek) = ImageDraw.Draw(canvas), _label_font()
+    for i, (frame, label) in enumerate(zip(pixels, labels)):
+        x = i * (width + GAP)
+        canvas.paste(Image.fromarray(frame), (x, 0))
+        label = label if greek else label.replace("θ", "theta")
+        draw.text((x + width / 2, height + LABEL_PX / 2), label, fill="black", font=font, anchor="mm")
+    return canvas
+
+
+@functools.cache
+def _label_font() -> tuple[ImageFont.FreeTypeFont, bool]:
+    """DejaVu Sans where the system has it, else Pillow's own font, which has no θ: (font, whether it draws θ)."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", LABEL_PX - 4), True
+    except OSError:
+        return ImageFont.load_default(size=LABEL_PX - 4), False
+
+
+def frame_of(strip: Image.Image, i: int, size: int) -> np.ndarray:
+    """Frame i of a strip whose frames are `size` px wide once upscaled: its pixels, (size, size, 3) uint8."""
+    x = i * (size + GAP)
+    return np.asarray(strip)[:size, x : x + size]
+
+
+# ----------------------------------------------------------------------------- the checker
+
+
+def checker_problem(preset: str, captions: list[str]) -> str | None:
+    """Why the Shapes checker cannot read frames of these captions (None: it can)."""
+    if not get_preset(preset).use_checker:
+        return f"it reads the Shapes lab's images only, and these come from the {preset} preset"
+    from lab.captions import parse_caption
+
+    for caption in captions:
+        try:
+            parse_caption(caption)
+        except ValueError as err:
+            return str(err)
+    return None
+
+
+def _mark(ok: bool) -> str:
+    return "✓" if ok else "✗"
+
+
+def verdict(result: CheckResult) -> str:
+    """✓/✗ for each attribute the caption names ("colour ✓ shape ✗"; two objects: "colour 1 ✓ ... relation ✗"), or
+    "all ✓" when every one holds; a wrong count says how many objects were read."""
+    marks = []
+    for k, v in enumerate(result.objects):
+        n = "" if len(result.objects) == 1 else f" {k + 1}"
+        marks += [f"colour{n} {_mark(v.colour_correct)}", f"shape{n} {_mark(v.shape_correct)}"]
+        marks += [] if v.size_correct is None else [f"size{n} {_mark(v.size_correct)}"]
+    for name, value in (("relation", result.relation_correct), ("position", result.position_correct)):
+        marks += [] if value is None else [f"{name} {_mark(value)}"]
+    marks += [] if result.count_correct else [f"count ✗ ({result.n_detected})"]
+    return "all ✓" if result.all_correct else " ".join(marks)
+
+
+def readings(walk: Walk, start: str, end: str) -> pd.DataFrame:
+    """What the checker reads in each frame, one column per frame under the strip: each object's colour, shape,
+    size and position (left to right), and its verdicts against the start and end captions."""
+    from lab.checker import check
+    from lab.world import region_of
+
+    attributes = {
+        "colour": lambda o: o.colour,
+        "shape": lambda o: o.shape,
+        "size": lambda o: o.size,
+        "position": lambda o: region_of(o.centre),
+    }
+    columns = {"read": [*attributes, f"start: {start}", f"end: {end}"]}
+    for label, image in zip(walk.labels(), to_uint8(walk.frames)):
+        first, last = check(image, start), check(image, end)
+        found = first.detected or (None,)
+        read = [" / ".join("nothing" if o is None else name(o) for o in found) for name in attributes.values()]
+        columns[label] = [*read, verdict(first), verdict(last)]
+    return pd.DataFrame(columns)
+
+
+def _report(preset: str, start: str, end: str, walks: dict[str, Walk]) -> WalkReport:
+    problem = checker_problem(preset, [start, end])
+    if problem is not None:
+        return WalkReport(start, end, walks, None, f"The Shapes checker cannot read these frames: {problem}.")
+    tables = {a: readings(w, start, end) for a, w in walks.items()}
+    note = (
+        "The Shapes checker read every frame (a column per frame, as in the strip): colour, shape, size and "
+        "position of each object it found, left to right, and ✓/✗ for each attribute the start and end captions name."
+    )
+    return WalkReport(start, end, walks, tables, note)
+
+
+# ----------------------------------------------------------------------------- unCLIP
+
+
+@dataclass(frozen=True)
+class PriorRun:
+    """A prompt's prior output as text to image makes it from a seed, and the noise its decoder then draws."""
+
+    image_embeds: torch.Tensor  # (1, D)
+    text: TextConditioning  # what text to image's decoder reads
+    state: torch.Tensor  # the generator's state after the prior: where the decoder's draws start
+
+
+def run_prior(pipe: UnCLIP, prompt: str, seed: int, settings: Settings) -> PriorRun:
+    """Steps 2 and 3 of UnCLIP.__call__ for one prompt (encode, prior) with its seed's CPU generator."""
+    kwargs = settings.pipeline_kwargs("unclip")
+    prior_scale, decoder_scale = kwargs["prior_guidance_scale"], kwargs["decoder_guidance_scale"]
+    generator = torch.Generator("cpu").manual_seed(seed)  # pipelines.checks.make_generators' generator of one image
+    text = pipe.encode_prompt([prompt], 1, with_uncond=guided(prior_scale, decoder_scale))
+    embeds = pipe.run_prior(text, generator, kwargs["prior_num_inference_steps"], prior_scale)
+    check_finite(embeds, "prior", {"prior_guidance_scale": prior_scale})
+    return PriorRun(embeds, text, generator.get_state())
+
+
+def text_between(a: TextConditioning, b: TextConditioning, t: float) -> TextConditioning:
+    """The decoder's text conditioning a fraction t of the way from a to b: the CLIP text embedding by slerp, the
+    hidden states linearly, the tokens of either prompt attended to (its own alone at the ends); a's uncond."""
+    mask = a.mask if t == 0 else b.mask if t == 1 else a.mask | b.mask
+    embeds = interpolation.slerp(a.embeds, b.embeds, t)
+    return TextConditioning(embeds, interpolation.lerp(a.hidden_states, b.hidden_states, t), mask, a.uncond)
+
+
+def decode_frames(
+    pipe: UnCLIP,
+    embeds: list[torch.Tensor],
+    texts: list[TextConditioning],
+    state: torch.Tensor,
+    settings: Settings,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Each embedding decoded alone (a frame is then what decoding it alone gives) from the same generator state."""
+    kwargs = settings.pipeline_kwargs("unclip")
+    frames = []
+    for i, (embed, text) in enumerate(zip(embeds, texts)):
+        if progress is not None:
+            progress(i / len(embeds), f"unCLIP frame {i + 1}/{len(embeds)}")
+        generator = torch.Generator("cpu")
+        generator.set_state(state)
+        out = pipe.decode_embeddings(
+            embed,
+            text,
+            decoder_num_inference_steps=kwargs["decoder_num_inference_steps"],
+            super_res_num_inference_steps=kwargs["super_res_num_inference_steps"],
+            decoder_guidance_scale=kwargs["decoder_guidance_scale"],
+            generator=generator,
+        )
+        frames.append(out.images[0])
+    return np.stack(frames)
+
+
+def _empty_text(pipe: UnCLIP, settings: Settings) -> TextConditioning:
+    kwargs = settings.pipeline_kwargs("unclip")
+    return pipe.encode_prompt([""], 1, with_uncond=kwargs["decoder_guidance_scale"] > 1.0)
+
+
+def interpolate_unclip(
+    pipe: UnCLIP,
+    start: str,
+    end: str,
+    seed: int,
+    settings: Settings,
+    num_frames: int = DEFAULT_FRAMES,
+    decoder_text: str = "prompts",
+    progress: Progress | None = None,
+) -> Walk:
+    """unCLIP's frames between two prompts: the prior's image embeddings slerped, decoded from one noise."""
+    ts = interpolation.positions(num_frames)
+    a, b = run_prior(pipe, start, seed, settings), run_prior(pipe, end, seed, settings)
+    embeds = [interpolation.slerp(a.image_embeds, b.image_embeds, t) for t in ts]
+    if decoder_text == "empty":
+        texts = [_empty_text(pipe, settings)] * len(ts)
+    else:
+        texts = [text_between(a.text, b.text, t) for t in ts]
+    return Walk("unclip", "t", tuple(ts), decode_frames(pipe, embeds, texts, a.state, settings, progress))
+
+
+def text_diff_unclip(
+    pipe: UnCLIP,
+    caption: str,
+    source: str,
+    target: str,
+    seed: int,
+    settings: Settings,
+    num_frames: int = DEFAULT_FRAMES,
+    max_theta: float = DEFAULT_MAX_THETA,
+    decoder_text: str = "prompts",
+    progress: Progress | None = None,
+) -> Walk:
+    """unCLIP's frames along a text diff: the caption's image embedding moved towards target minus source."""
+    thetas = interpolation.positions(num_frames, max_theta)
+    run = run_prior(pipe, caption, seed, settings)
+    texts = [pipe.encode_prompt([p], 1, with_uncond=False).embeds for p in (source, target)]
+    direction = interpolation.text_direction(*texts)
+    embeds = [interpolation.text_diff(run.image_embeds, direction, theta) for theta in thetas]
+    text = _empty_text(pipe, settings) if decoder_text == "empty" else run.text
+    frames = decode_frames(pipe, embeds, [text] * len(embeds), run.state, settings, progress)
+    return Walk("unclip", "θ", tuple(thetas), frames)
+
+
+# ----------------------------------------------------------------------------- latent diffusion
+
+
+def interpolate_latent_diffusion(
+    pipe: LatentDiffusion,
+    start: str,
+    end: str,
+    seed: int,
+    settings: Settings,
+    num_frames: int = DEFAULT_FRAMES,
+    progress: Progress | None = None,
+) -> Walk:
+    """Latent diffusion's frames between two prompts: their hidden states lerped, each frame from the seed's noise."""
+    ts = interpolation.positions(num_frames)
+    kwargs = settings.pipeline_kwargs("latent_diffusion")
+    scale = kwargs["guidance_scale"]
+    negatives = check_negative_prompts(kwargs["negative_prompt"], 1) if scale > 1.0 else None
+    a, b = (pipe.encode_prompt([p], negatives, 1) for p in (start, end))  # one at a time, as text to image encodes
+    frames = []
+    for i, t in enumerate(ts):
+        if progress is not None:
+            progress(i / len(ts), f"latent diffusion frame {i + 1}/{len(ts)}")
+        text = PromptEmbeds(interpolation.lerp(a.cond, b.cond, t), a.uncond)
+        out = pipe.generate_from_hidden_states(
+            text, num_inference_steps=kwargs["num_inference_steps"], guidance_scale=scale, seed=seed
+        )
+        frames.append(out.images[0])
+    return Walk("latent_diffusion", "t", tuple(ts), np.stack(frames))
+
+
+# ----------------------------------------------------------------------------- the tab's requests
+
+
+def _share(progress: Progress | None, k: int, parts: int) -> Progress | None:
+    """Part k of `parts` of one progress bar."""
+    return None if progress is None else lambda done, what: progress((k + done) / parts, what)
+
+
+class LatentSpace:
+    """The tab's two requests on a session's models; each is GPU work that changes nothing and returns a report."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def interpolate(
+        self,
+        start: str | None,
+        end: str | None,
+        seed: str | float | int | None,
+        num_frames: float | int | str | None,
+        decoder_text: str | None,
+        settings: Settings,
+        progress: Progress | None = None,
+    ) -> WalkReport:
+        """Both architectures between two prompts, `num_frames` frames each."""
+        start, end = parse_prompt(start, "start prompt"), parse_prompt(end, "end prompt")
+        seed, n, decoder_text = parse_seed(seed), parse_frames(num_frames), parse_decoder_text(decoder_text)
+        settings = settings.checked()
+        harness = self.session.harness()
+        archs = [a for a in harness.architectures if a in WALKED]
+        walks = {}
+        with self.session.gpu_turn():
+            for k, arch in enumerate(archs):
+                pipe, part = harness.pipeline(arch), _share(progress, k, len(archs))
+                if arch == "unclip":
+                    walks[arch] = interpolate_unclip(pipe, start, end, seed, settings, n, decoder_text, part)
+                else:
+                    walks[arch] = interpolate_latent_diffusion(pipe, start, end, seed, settings, n, part)
+        return _report(self.session.config.preset, start, end, walks)
+
+    def text_diff(
+        self,
+        caption: str | None,
+        source: str | None,
+        target: str | None,
+        seed: str | float | int | None,
+        num_frames: float | int | str | None,
+        max_theta: float | int | str | None,
+        decoder_text: str | None,
+        settings: Settings,
+        progress: Progress | None = None,
+    ) -> WalkReport:
+        """unCLIP's text diff of a caption from `source` towards `target`, `num_frames` frames up to `max_theta`."""
+        caption = parse_prompt(caption, "caption")
+        source, target = parse_prompt(source, "source caption"), parse_prompt(target, "target caption")
+        seed, n, theta = parse_seed(seed), parse_frames(num_frames), parse_theta(max_theta)
+        decoder_text, settings = parse_decoder_text(decoder_text), settings.checked()
+        pipe = self.session.harness().pipeline("unclip")
+        with self.session.gpu_turn():
+            walk = text_diff_unclip(pipe, caption, source, target, seed, settings, n, theta, decoder_text, progress)
+        return _report(self.session.config.preset, caption, target, {"unclip": walk})
