@@ -54,18 +54,19 @@ def build_app(session: Session, gpu: GPU = on_gpu) -> gr.Blocks:
     with gr.Blocks(title="unCLIP vs latent diffusion", analytics_enabled=False) as demo:
         gr.Markdown(TITLE)
         header.build(session)
-        with gr.Tab("Compare", id="compare"):
-            inputs = compare.build(session, gpu)
-        with gr.Tab("Image in", id="image-in") as image_tab:
-            image_in.build(session, gpu, inputs, image_tab)
-        with gr.Tab("Inside the models", id="inside"):
-            inside.build(session, gpu, inputs)
-        with gr.Tab("Latent space", id="latent"):
-            latent.build(session, gpu, inputs)
-        with gr.Tab("Sweep", id="sweep"):
-            sweep.build(session, gpu)
-        with gr.Tab("Results", id="results") as tab:
-            results.build(session, demo, tab)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Compare", id="compare"):
+                inputs = compare.build(session, gpu)
+            with gr.Tab("Image in", id="image-in") as image_tab:
+                image_in.build(session, gpu, inputs, image_tab)
+            with gr.Tab("Inside the models", id="inside"):
+                inside.build(session, gpu, inputs)
+            with gr.Tab("Latent space", id="latent"):
+                latent.build(session, gpu, inputs)
+            with gr.Tab("Sweep", id="sweep"):
+                sweep.build(session, gpu)
+            with gr.Tab("Results", id="results") as tab:
+                results.build(session, demo, tab, inputs, tabs)
     return demo
 
 

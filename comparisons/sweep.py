@@ -1,6 +1,6 @@
 """Sweeps: prompts × seeds × settings through both architectures, batched, resumable, multi-process.
 
-    python -m comparisons.sweep --prompts FILE --seeds 0-9 --steps 10,25 --guidance 4,8 --out DIR
+    python -m comparisons.sweep --prompts FILE --seeds 0-9 --steps 10,25 --guidance 4,8 --out DIR [--grid FILE.png]
     accelerate launch --multi_gpu --num_processes 2 -m comparisons.sweep ...   # split over processes / GPUs / nodes
 
 `--steps` sets each architecture's main denoising steps (latent diffusion's U-Net; unCLIP's prior
@@ -8,7 +8,8 @@ and decoder), `--guidance` its main guidance (latent diffusion's; unCLIP's decod
 stages keep their Karlo/SD defaults unless given (`--super-res-steps`, `--prior-guidance`).
 Grid points with the same architecture and settings are batched into one pipeline call. Every
 finished batch is appended to the run log at once, so a killed sweep, run again with the same
-command, skips what is done and never writes a row twice.
+command, skips what is done and never writes a row twice. `--grid` draws the whole grid's images, those an earlier
+run made included, as one PNG at the end (comparisons.grid).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from comparisons.grid import AXES, Grid, GridSpec, draw_grid
 from comparisons.records import digest_of, key_digest, row_key
 from comparisons.settings import Settings, add_setting_flags, from_flags
 from pipelines import registry
@@ -193,6 +195,45 @@ def unlogged_images(harness, jobs: list[Job]) -> list[Path]:
     return found
 
 
+def grid_spec(jobs: list[Job], rows: str = "prompt", columns: str = "seed", run_id: str | None = None) -> GridSpec:
+    """What a sweep's grid picture covers: its jobs' values on every axis, in the order the sweep was given them."""
+    if not jobs:
+        raise ValueError("the sweep has no jobs: nothing to draw a grid of")
+    main = [(registry.get(j.architecture), j.settings) for j in jobs]
+    swept = set(_swept())
+    return GridSpec(
+        prompts=tuple(dict.fromkeys(j.prompt for j in jobs)),
+        seeds=tuple(dict.fromkeys(j.seed for j in jobs)),
+        steps=tuple(dict.fromkeys(getattr(s, a.sweep_steps[0]) for a, s in main)),
+        guidance=tuple(dict.fromkeys(getattr(s, a.sweep_guidance[0]) for a, s in main)),
+        architectures=tuple(dict.fromkeys(j.architecture for j in jobs)),
+        rows=rows,
+        columns=columns,
+        run_id=run_id,
+        settings={name: value for name, value in jobs[0].settings.items() if name not in swept},
+    )
+
+
+def rows_of(df: pd.DataFrame, jobs: list[Job]) -> pd.DataFrame:
+    """The log's rows of these jobs, whichever run made them (a resumed sweep's earlier rows too)."""
+    if df.empty or "sweep_key" not in df.columns:
+        return df.iloc[:0]
+    return df[df["sweep_key"].isin({j.key for j in jobs})]
+
+
+def check_grid_path(path: Path) -> Path:
+    """A PNG path whose folder exists or can be made: checked before the sweep, not after it."""
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"--grid {path}: the grid is a PNG, name it FILE.png")
+    if path.is_dir():
+        raise ValueError(f"--grid {path} is a directory, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--grid {path}: cannot create its folder ({err.strerror})") from None
+    return path
+
+
 def run_sweep(
     harness,
     jobs: list[Job],
@@ -248,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default=None, help="lab (default), tiny or pretrained")
     parser.add_argument("--device", default=None, help="default: the process's accelerate device")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--grid", type=Path, help="at the end, draw the sweep's grid picture here (a .png)")
+    parser.add_argument("--grid-rows", default="prompt", choices=AXES, help="the grid's rows (default prompt)")
+    parser.add_argument("--grid-columns", default="seed", choices=AXES, help="the grid's columns (default seed)")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay the denoisers from CUDA graphs (GPU only)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -266,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
             base,
         )
         out = check_out_dir(args.out)
+        if args.grid is not None:
+            grid_spec(jobs, args.grid_rows, args.grid_columns)  # bad axes, or a picture too big, stop it now
+            check_grid_path(args.grid)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -298,7 +345,22 @@ def main(argv: list[str] | None = None) -> int:
         made = run_sweep(harness, mine, args.batch_size, progress=show)
     state.wait_for_everyone()
     print(f"process {state.process_index}: made {made} of its {len(mine)} images; log: {out / 'runs.jsonl'}")
+    if args.grid is not None and state.is_main_process:
+        picture = write_grid(out, jobs, args.grid, args.grid_rows, args.grid_columns)
+        print(f"grid: {picture.made} of {picture.spec.tiles} images, {args.grid}")
     return 0
+
+
+def write_grid(out: Path, jobs: list[Job], path: Path, rows: str = "prompt", columns: str = "seed") -> Grid:
+    """The sweep's grid picture, drawn from the rows its log holds for these jobs and saved at `path`; its run id is
+    the newest run's that made them."""
+    from comparisons.store import load_runs
+
+    df = rows_of(load_runs(out), jobs)
+    run_ids = list(dict.fromkeys(df["run_id"].dropna())) if "run_id" in df.columns else []
+    grid = draw_grid(df, grid_spec(jobs, rows, columns, run_id=run_ids[-1] if run_ids else None))
+    grid.save(path)
+    return grid
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ results folder (open what was written, not only count it), a tiny lab config and
 from __future__ import annotations
 
 import functools
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
@@ -21,6 +23,7 @@ from diffusers.pipelines.deprecated.unclip import UnCLIPImageVariationPipeline, 
 from PIL import Image
 
 from comparisons.audit import audit, compare_png
+from comparisons.grid import AXES, PLACEHOLDER, GridSpec, axis_frame, layout_for, read_parameters
 from comparisons.sources import SOURCES, read_source, regenerate
 from comparisons.store import RunLog
 from lab.models import (
@@ -166,6 +169,35 @@ def check_results_folder(directory: Path, pipes: dict | None = None, expected_ro
             "another seed gives the same image: the check is blind"
         )
     return rows
+
+
+def check_grid_png(path: str | Path, rows: pd.DataFrame) -> dict:
+    """The grid PNG at `path` carries its parameters, each of `rows` (the sweep's, as logged) is in its cell pixel for
+    pixel (enlarged by a whole factor, NEAREST), and every other cell is an empty placeholder; returns the parameters.
+    """
+    parameters = read_parameters(path)
+    spec = GridSpec.from_parameters(parameters)
+    images = {p: png_pixels(p) for p in rows["image_path"]}
+    layout = layout_for(spec, max((max(im.shape[:2]) for im in images.values()), default=None))[0]
+    pixels = png_pixels(path)
+    assert pixels.shape[:2] == layout.size[::-1], "the picture is not the size of its rows × columns of cells"
+    columns = list(itertools.product(*(spec.values(a) for a in spec.column_axes)))
+    filled = {}
+    for point in axis_frame(rows).itertuples(index=False):
+        value = dict(zip(AXES, (point.prompt, point.seed, point.steps, point.guidance)))
+        r = spec.values(spec.rows).index(value[spec.rows])
+        c = columns.index(tuple(value[a] for a in spec.column_axes))
+        filled[(r, c, spec.architectures.index(point.architecture))] = images[point.image_path]
+    for r, c, a in itertools.product(range(layout.n_rows), range(layout.n_columns), range(layout.n_architectures)):
+        left, top, right, bottom = layout.box(r, c, a)
+        cell = pixels[top:bottom, left:right]
+        if (r, c, a) in filled:
+            made = filled[(r, c, a)]
+            factor = layout.tile // made.shape[0]
+            assert np.array_equal(cell, made.repeat(factor, 0).repeat(factor, 1)), f"cell {(r, c, a)} is not its row"
+        else:
+            assert (cell == PLACEHOLDER).all(), f"cell {(r, c, a)} has no row but is not a placeholder"
+    return parameters
 
 
 # ----------------------------------------------------------------------------- serving the app

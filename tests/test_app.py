@@ -17,18 +17,20 @@ from gradio_client import Client, handle_file
 from PIL import Image, ImageDraw
 
 import app
+from comparisons.app.gallery import caption, plain_row
 from comparisons.app.inputs import parse_seed, parse_settings, vocabulary_notice
 from comparisons.app.latent_tools import GAP, LABEL_PX, verdict
 from comparisons.app.session import AppConfig, Session
+from comparisons.app.sweep_grid import sweep_grid
 from comparisons.app.views import checker_verdict, stage_seconds_long, stats_line, summary_frame
 from comparisons.exports import read_csv, read_parquet
 from comparisons.records import parse_infotext, settings_from_png
 from comparisons.settings import Settings
 from comparisons.sources import read_source
-from comparisons.sweep import Job
+from comparisons.sweep import Job, rows_of
 from lab.checker import check
 
-from helpers import browser_page, free_port, png_pixels
+from helpers import browser_page, check_grid_png, free_port, png_pixels
 
 PRESET = "lab"  # the default the app ships with
 FAST = dict(
@@ -163,9 +165,19 @@ def test_background_sweep_lands_every_row_once_and_resumes(served):
     assert not status.running and status.error is None and status.done == status.total == 8
     rows = session.sweep_rows()
     assert len(rows) == 8 and rows["sweep_key"].is_unique
+    path, note = sweep_grid(session, "prompt", "seed")
+    parameters = check_grid_png(path, rows)  # every row in its cell, pixel for pixel
+    assert parameters["prompts"] == prompts.splitlines() and parameters["seeds"] == [0, 1]
+    assert parameters["run_id"] == status.run_id and "8/8 images made" in note and path.parent.name == "grids"
     again = session.start_sweep(prompts, "0-1", "2", "7.5", ["unclip", "latent_diffusion"], Settings(**FAST))
     session.wait_for_sweep(120)
     assert again.done == 8 and session.sweep_rows().empty  # nothing made twice
+    path, _ = sweep_grid(session, "seed", "prompt")  # the rerun's grid shows what the first run made
+    assert check_grid_png(path, rows)["run_id"] == again.run_id and sweep_grid(session)[0] != path
+    assert sweep_grid(session, "seed", "seed") == (
+        None,
+        "No grid: rows and columns are both 'seed': pick two different axes.",
+    )
     with pytest.raises(ValueError, match="9-0"):
         session.start_sweep(prompts, "9-0", "2", "7.5", ["unclip"])
 
@@ -227,6 +239,57 @@ def test_named_endpoints_through_gradio_client(served):
     table, *_, csv, parquet = client.predict("all", "", api_name="/results")
     df = read_csv(csv, neutralised=True)
     assert ((df["seed"] == 11) & (df["prompt"] == PROMPT)).sum() == 2 and len(read_parquet(parquet)) == len(df)
+
+
+def test_a_gallery_image_opens_its_row_and_goes_to_compare_through_gradio_client(served):
+    session, url = served
+    client = Client(url, verbose=False)
+    client.predict(PROMPT, "", "321", *FAST_ARGS, api_name="/compare")
+    table, *_, gallery, _csv, _parquet = client.predict("all", "", api_name="/results")
+    newest = session.runs().iloc[-1]  # latent diffusion's, made after unCLIP's
+    assert gallery[0]["caption"] == caption(plain_row(newest)) == f"LD · seed 321 · {PROMPT}"
+    assert Image.open(gallery[0]["image"]).tobytes() == Image.open(newest["image_path"]).tobytes()
+    assert gallery[1]["caption"] == f"unCLIP · seed 321 · {PROMPT}"
+    path = table["data"][0][table["headers"].index("image_path")]  # the same row, newest first
+    assert path == newest["image_path"]
+    details = client.predict(path, api_name="/gallery_row")
+    assert "**Latent diffusion (Stable Diffusion)**" in details and "Latent diffusion steps 2" in details
+    assert "seed 321 · " in details and "checker: " in details
+    defaults = [25, 25, 7, 4.0, 8.0, 50, 7.5]  # what the Compare tab shows before
+    values = client.predict(path, "another prompt", "blurry", "5", *defaults, api_name="/send_to_compare")
+    assert list(values) == [PROMPT, "", "321", 25, 25, 7, 4.0, 8.0, 2, 7.5]  # LD's from its row, unCLIP's kept
+    with pytest.raises(Exception, match="no row of the run log has the image"):
+        client.predict(str(Path(app.__file__).resolve()), api_name="/gallery_row")
+
+
+def test_a_configuration_is_chosen_for_the_summary_through_gradio_client(served):
+    session, url = served
+    client = Client(url, verbose=False)
+    other = dict(FAST, decoder_steps=3, steps=3)
+    for seed, settings in ((403, FAST), (404, FAST), (401, other), (402, other)):  # the other one newest
+        client.predict(PROMPT, "", str(seed), *settings.values(), api_name="/compare")
+    _, chooser, summary, note, *_ = client.predict("all", "", api_name="/results")
+    summary = summary["value"]  # an update: the table shows (it is hidden when nothing matches)
+    labels = [label for label, _ in chooser["choices"]]
+    newest = "unCLIP 2/3/2 g 4/8 vs LD 3 steps g 7.5"
+    assert chooser["value"] == labels[0] == newest and note.startswith(f"{newest}: 2 pairs.")
+    assert {r[summary["headers"].index("n pairs")] for r in summary["data"]} == {2}
+    fast = "unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5"
+    summary, note, stages, scatter, memory = client.predict("all", "", fast, api_name="/summary")
+    summary = summary["value"]
+    df = session.runs()
+    uc = df[(df.architecture == "unclip") & (df.decoder_steps == 2) & (df.decoder_guidance == 8.0)]
+    ld = df[(df.architecture == "latent_diffusion") & (df.steps == 2)]
+    pairs = set(zip(uc.prompt, uc.seed)) & set(zip(ld.prompt, ld.seed))
+    assert note.startswith(f"{fast}: {len(pairs)} pairs.") and len(pairs) >= 2
+    n_pairs = summary["data"][0][summary["headers"].index("n pairs")]
+    assert n_pairs == len(pairs)
+    seeds = [int(r[scatter["columns"].index("seed")]) for r in scatter["data"]]
+    assert sorted(seeds) == sorted([*uc.seed, *ld.seed]) and 401 not in seeds  # the plots show its rows only
+    _, chooser, _, note, *_ = client.predict("all", "", api_name="/results")  # a refresh keeps the one chosen
+    assert chooser["value"] == fast and note.startswith(f"{fast}: ")
+    unknown = client.predict("all", "", "no such configuration", api_name="/summary")[1]
+    assert unknown.startswith(newest)  # the newest, as the page shows it
 
 
 def test_inside_the_models_through_gradio_client(served):
@@ -464,6 +527,64 @@ def test_browser_shows_an_interpolation_strip_and_what_the_checker_read(served, 
     page.locator("#walk-note", has_text="checker read every frame").wait_for(timeout=10_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-latent.png"), full_page=True)
+
+
+def _choose(page, dropdown: str, option: str) -> None:
+    page.locator(f"#{dropdown} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_browser_sweep_grid_gallery_to_compare_and_a_configuration(served, page):
+    session, _ = served
+    page.get_by_role("tab", name="Sweep").click()
+    page.locator("#sweep-prompts textarea").fill("a green square\na yellow cross")
+    page.locator("#sweep-seeds textarea, #sweep-seeds input").first.fill("31-32")
+    page.locator("#sweep-steps textarea, #sweep-steps input").first.fill("2")
+    page.locator("#run-sweep").click()
+    page.locator("#sweep-status", has_text="8/8 images").filter(has_text="finished").wait_for(timeout=120_000)
+    page.locator("#grid-note", has_text="8/8 images made").wait_for(timeout=60_000)
+    page.locator("#sweep-grid img").wait_for(timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-sweep-grid.png"), full_page=True)
+    rows = rows_of(session.runs(), list(session.sweep.jobs))
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download-grid").click()
+    parameters = check_grid_png(download.value.path(), rows)  # the 8 images in their cells
+    assert parameters["prompts"] == ["a green square", "a yellow cross"] and parameters["seeds"] == [31, 32]
+    assert (parameters["rows"], parameters["columns"]) == ("prompt", "seed")
+    _choose(page, "grid-rows", "seed")
+    _choose(page, "grid-columns", "prompt")
+    page.locator("#grid-note", has_text="rows (seed)").wait_for(timeout=60_000)
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download-grid").click()
+    assert check_grid_png(download.value.path(), rows)["rows"] == "seed"
+
+    page.get_by_role("tab", name="Results").click()
+    prompt_filter = page.locator("#prompt-filter textarea, #prompt-filter input").first
+    prompt_filter.fill("")  # the CSV test left a filter on
+    prompt_filter.press("Enter")
+    newest = plain_row(session.runs().iloc[-1])  # the sweep's last image: latent diffusion, a yellow cross, 32
+    first = page.locator("#gallery .thumbnail-item").first
+    first.locator(".caption-label", has_text=caption(newest)).wait_for(timeout=60_000)  # the tab has refreshed
+    first.click()
+    page.locator("#row-details", has_text=f"seed {newest['seed']} · ").wait_for(timeout=60_000)
+    assert page.locator("#selected-image textarea, #selected-image input").first.input_value() == newest["image_path"]
+    page.screenshot(path=str(ARTIFACTS / "app-results-gallery.png"), full_page=True)
+    page.locator("#send-to-compare").click()
+    page.get_by_role("tab", name="Compare", selected=True).wait_for(timeout=60_000)
+    prompt = page.locator("#prompt textarea")
+    page.wait_for_function("e => e.value === 'a yellow cross'", arg=prompt.element_handle(), timeout=60_000)
+    assert page.locator("#seed textarea, #seed input").first.input_value() == "32"
+    page.screenshot(path=str(ARTIFACTS / "app-sent-to-compare.png"), full_page=True)
+
+    page.get_by_role("tab", name="Results").click()
+    newest = "unCLIP 2/2/7 g 4/7.5 vs LD 2 steps g 7.5"  # the sweep's (its --steps 2, its guidance 7.5)
+    page.locator("#summary-note", has_text=f"{newest}: 4 pairs.").wait_for(timeout=60_000)
+    fast = "unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5"  # the Compare tab's fast settings, chosen over the sweep's
+    _choose(page, "configuration", fast)
+    page.locator("#summary-note", has_text=f"{fast}: ").wait_for(timeout=60_000)
+    page.locator("#summary", has_text="n pairs").wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "app-results-configuration.png"), full_page=True)
     page.get_by_role("tab", name="Compare").click()
 
 

@@ -96,6 +96,7 @@ class SweepStatus:
     running: bool = True
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
+    jobs: tuple[Job, ...] = ()  # the whole grid, made or not: what its picture covers
 
     def message(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -335,7 +336,7 @@ class Session:
         with self.device_lock:  # no other writer is between an image and its row
             for path in unlogged_images(harness, todo):
                 path.unlink(missing_ok=True)
-        self.sweep = status = SweepStatus(new_run_id(), total=len(jobs), done=len(jobs) - len(todo))
+        self.sweep = status = SweepStatus(new_run_id(), len(jobs), len(jobs) - len(todo), jobs=tuple(jobs))
         return status, list(batches(todo, batch_size))
 
     def start_sweep(

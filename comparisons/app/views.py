@@ -1,12 +1,14 @@
 """What the app shows, formatted: the stats line under an image, the checker's verdicts, the prior's summary, the
-run log's table, plot frames and the paired summary. Pure functions of rows and frames (no models, no gradio).
+run log's table, plot frames and the summary of a chosen configuration. Pure functions of rows and frames (no
+models, no gradio).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from comparisons.summary import NoPairsError, default_pair, summary_table
+from comparisons.configurations import Choice
+from comparisons.summary import NoPairsError, default_pair, summarize, summary_table
 from pipelines import registry
 
 TABLE_COLUMNS = (
@@ -140,6 +142,31 @@ def summary_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         }
     )
     return shown, "Paired by prompt and seed; percentile-bootstrap intervals over pairs (2000 resamples)."
+
+
+def chosen_summary(df: pd.DataFrame, choice: Choice | None) -> tuple[pd.DataFrame | None, str]:
+    """The chosen configuration's summary and a note: paired with 95% intervals, or each architecture's statistics
+    when nothing pairs. Never an empty table: None, and a note saying what is missing, when no row matches."""
+    if choice is None:
+        return None, "No runs match yet: generate in Compare or run a sweep, then the summary shows here."
+    rows = choice.rows(df)
+    if choice.paired:
+        table, note = summary_frame(rows)
+        if not table.empty:
+            pairs = f"{choice.n_pairs} pair" + ("s" if choice.n_pairs != 1 else "")
+            return table, f"{choice.label}: {pairs}. {note}"
+        return unpaired_frame(rows), f"{choice.label}: {note} Meanwhile each architecture's statistics, unpaired."
+    others = [registry.get(n).short for n in registry.names() if n != choice.configurations[0].architecture]
+    return unpaired_frame(rows), (
+        f"{choice.label}: no pairs (no {' or '.join(others)} rows for the same prompts and seeds), so its "
+        "statistics, unpaired. Generate both architectures for the same prompts and seeds to pair them."
+    )
+
+
+def unpaired_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Each architecture's n, mean, median and std of every metric, side by side (comparisons.summary.summarize)."""
+    wide = summarize(df).round(4).reset_index()
+    return wide.rename(columns={n: registry.get(n).short for n in registry.names() if n in wide.columns})
 
 
 def table_view(df: pd.DataFrame) -> pd.DataFrame:

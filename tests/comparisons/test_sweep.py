@@ -2,14 +2,19 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from comparisons import sweep
+from comparisons.grid import layout_for, read_parameters
 from comparisons.harness import Harness
 from comparisons.metrics import tiny_judge
 from comparisons.settings import Settings
 from comparisons.store import RunLog, load_runs
+from pipelines import registry
 from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
+
+from helpers import png_pixels
 
 FAST = ["--steps", "2", "--guidance", "1,4", "--super-res-steps", "2", "--batch-size", "4", "--no-progress"]
 
@@ -98,6 +103,9 @@ def test_grid_batches_like_settings_together(prompts):
         "out-read-only",
         "binary-prompts",
         "cuda-graphs-on-cpu",
+        "grid-not-a-png",
+        "grid-axes-alike",
+        "grid-is-a-directory",
     ],
 )
 def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case, capsys):
@@ -109,7 +117,12 @@ def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case, caps
         "out-is-a-file": [],
         "out-read-only": [],
         "cuda-graphs-on-cpu": ["--cuda-graphs", "--device", "cpu"],
+        "grid-not-a-png": ["--grid", str(tmp_path / "grid.jpg")],
+        "grid-axes-alike": ["--grid", str(tmp_path / "grid.png"), "--grid-rows", "seed", "--grid-columns", "seed"],
+        "grid-is-a-directory": ["--grid", str(tmp_path / "folder.png")],
     }[case]
+    if case == "grid-is-a-directory":
+        (tmp_path / "folder.png").mkdir()
     if case == "binary-prompts":
         prompts.write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
     if case == "out-is-a-file":
@@ -119,7 +132,7 @@ def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case, caps
     assert sweep.main(["--prompts", str(prompts), "--out", str(out), *args, *FAST]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:")
-    assert not (tmp_path / "out" / "runs.jsonl").exists()
+    assert not (tmp_path / "out" / "runs.jsonl").exists() and not (tmp_path / "grid.png").exists()
 
 
 # ----------------------------------------------------------------------------- running
@@ -171,3 +184,41 @@ def test_summary_cli_reads_a_sweep_log(pipes, prompts, tmp_path, capsys):
 def test_every_setting_of_the_grid_is_checked_before_any_work(prompts):
     with pytest.raises(ValueError, match="`prior_steps` must be between 2 and 1000, got 0"):
         sweep.grid(sweep.read_prompts(prompts), [0], [2, 0, 3], [4.0], ["unclip", "latent_diffusion"], Settings())
+
+
+# ----------------------------------------------------------------------------- the grid picture
+
+
+def test_grid_flag_draws_the_whole_sweep_from_the_log_an_earlier_run_included(prompts, tmp_path, capsys):
+    out, picture = tmp_path / "out", tmp_path / "pictures" / "grid.png"
+    tiny = ["--preset", "tiny", "--device", "cpu"]
+    assert sweep.main(["--prompts", str(prompts), "--seeds", "0", "--out", str(out), *tiny, *FAST]) == 0
+    first_run = set(load_runs(out)["run_id"])
+    argv = ["--prompts", str(prompts), "--seeds", "0-1", "--out", str(out), "--grid", str(picture), *tiny, *FAST]
+    assert sweep.main(argv) == 0  # seed 0 is in the log already: this run makes seed 1 only
+    assert "grid: 16 of 16 images" in capsys.readouterr().out
+    df = load_runs(out)
+    assert len(df) == 16 and len(set(df["run_id"]) - first_run) == 1
+    parameters = read_parameters(picture)
+    assert parameters["prompts"] == sweep.read_prompts(prompts) and parameters["seeds"] == [0, 1]
+    assert (parameters["steps"], parameters["guidance"]) == ([2], [1.0, 4.0])
+    assert parameters["architectures"] == ["unclip", "latent_diffusion"]
+    assert (parameters["rows"], parameters["columns"]) == ("prompt", "seed")
+    assert parameters["run_id"] in set(df["run_id"]) - first_run and parameters["settings"]["super_res_steps"] == 2
+    jobs = sweep.grid(
+        parameters["prompts"], [0, 1], [2], [1.0, 4.0], ["unclip", "latent_diffusion"], Settings(super_res_steps=2)
+    )
+    spec = sweep.grid_spec(jobs)
+    assert spec.shape == (2, 4) and spec.column_axes == ("seed", "guidance")  # guidance nests in the columns
+    images = {row.sweep_key: png_pixels(row.image_path) for row in df.itertuples()}
+    layout = layout_for(spec, max(max(im.shape[:2]) for im in images.values()))[0]
+    pixels = png_pixels(picture)
+    assert pixels.shape[:2] == layout.size[::-1]
+    for job in jobs:
+        guidance = getattr(job.settings, registry.get(job.architecture).sweep_guidance[0])
+        r, c = spec.prompts.index(job.prompt), 2 * job.seed + (1.0, 4.0).index(guidance)
+        left, top, right, bottom = layout.box(r, c, spec.architectures.index(job.architecture))
+        made = images[job.key]
+        factor = layout.tile // made.shape[0]  # NEAREST, by a whole factor
+        expected = made.repeat(factor, axis=0).repeat(factor, axis=1)
+        assert np.array_equal(pixels[top:bottom, left:right], expected), job

@@ -96,3 +96,7 @@ class CompareInputs:
         n = len(self.texts)
         names = [*self.texts, *self.numbers]
         return values[n], dict(zip(names, [*values[:n], *values[n + 1 :]]))
+
+    def values(self, prompt: str, seed: object, settings: dict[str, object]) -> list:
+        """Every widget's value, in `components` order, from a prompt, a seed and {setting: value}: what fills it."""
+        return [prompt, *(settings[n] for n in self.texts), seed, *(settings[n] for n in self.numbers)]

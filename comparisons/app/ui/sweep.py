@@ -1,57 +1,81 @@
-"""The Sweep tab: a grid of prompts × seeds × steps × guidance for the chosen architectures, with its rows as they
-land. In the background off ZeroGPU; on ZeroGPU the click's own handler runs one GPU call per batch."""
+"""The Sweep tab: a grid of prompts × seeds × steps × guidance for the chosen architectures, with its rows and its
+grid picture as they land. In the background off ZeroGPU; on ZeroGPU the click's own handler runs one GPU call per
+batch."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from comparisons.app.session import Session
-from comparisons.app.ui.common import GPU, user_errors
+from comparisons.app.sweep_grid import sweep_grid
+from comparisons.app.ui.common import GPU, picture, user_errors
 from comparisons.app.views import table_view
 from comparisons.app.work import batch_duration
+from comparisons.grid import AXES
 
 
 def build(session: Session, gpu: GPU) -> None:
     archs = session.architectures
     make_batch = gpu(user_errors(session.make_sweep_batch), lambda batch, run_id: batch_duration(batch))
 
-    @user_errors
-    def start_sweep(prompts, seeds, steps, guidance, architectures):
-        status = session.start_sweep(prompts, seeds, steps, guidance, architectures)
-        return status.message(), table_view(session.sweep_rows()), gr.Timer(active=True)
+    def shown(message: str, rows_axis: str, columns_axis: str, running: bool | None) -> tuple:
+        """What every update shows: the status, the rows, the grid (picture, file, what it is), the timer."""
+        path, note = sweep_grid(session, rows_axis, columns_axis)
+        timer = gr.Timer(active=bool(running))
+        return message, table_view(session.sweep_rows()), path, path, note, timer
 
-    def sweep_here(prompts, seeds, steps, guidance, architectures):
+    @user_errors
+    def start_sweep(prompts, seeds, steps, guidance, architectures, rows_axis="prompt", columns_axis="seed"):
+        status = session.start_sweep(prompts, seeds, steps, guidance, architectures)
+        return shown(status.message(), rows_axis, columns_axis, running=True)
+
+    def sweep_here(prompts, seeds, steps, guidance, architectures, rows_axis="prompt", columns_axis="seed"):
         """ZeroGPU's way: this handler runs the batches one decorated call at a time and shows each as it lands."""
         try:
             status, todo = session.plan_sweep(prompts, seeds, steps, guidance, architectures)
         except ValueError as err:
             raise gr.Error(str(err), print_exception=False) from None
-        yield status.message(), table_view(session.sweep_rows()), gr.Timer(active=False)
+        yield shown(status.message(), rows_axis, columns_axis, running=False)
         for status in session.sweep_steps(status, todo, make=make_batch):
-            yield status.message(), table_view(session.sweep_rows()), gr.Timer(active=False)
+            yield shown(status.message(), rows_axis, columns_axis, running=False)
 
-    def sweep_progress():
+    def sweep_progress(rows_axis="prompt", columns_axis="seed"):
         status = session.sweep
         if status is None:
-            return "no sweep yet", table_view(session.sweep_rows()), gr.Timer(active=False)
-        return status.message(), table_view(session.sweep_rows()), gr.Timer(active=status.running)
+            return shown("no sweep yet", rows_axis, columns_axis, running=False)
+        return shown(status.message(), rows_axis, columns_axis, running=status.running)
+
+    def grid_only(rows_axis="prompt", columns_axis="seed"):
+        path, note = sweep_grid(session, rows_axis, columns_axis)
+        return path, path, note
 
     with gr.Row():
-        prompts = gr.Textbox(label="Prompts, one per line", lines=6, value="\n".join(session.examples(4)))
+        prompts = gr.Textbox(
+            label="Prompts, one per line", lines=6, value="\n".join(session.examples(4)), elem_id="sweep-prompts"
+        )
         with gr.Column():
-            seeds = gr.Textbox(label="Seeds (e.g. 0-9 or 1,5,7)", value="0-3")
-            steps = gr.Textbox(label="Steps (comma-separated)", value="25")
+            seeds = gr.Textbox(label="Seeds (e.g. 0-9 or 1,5,7)", value="0-3", elem_id="sweep-seeds")
+            steps = gr.Textbox(label="Steps (comma-separated)", value="25", elem_id="sweep-steps")
             guidance = gr.Textbox(label="Guidance (comma-separated)", value="7.5")
             chosen = gr.CheckboxGroup(list(archs), value=list(archs), label="Architectures")
             zero = session.config.zero_gpu
-            run = gr.Button("Run sweep" if zero else "Run sweep in the background", variant="primary")
-    status = gr.Markdown()
+            run = gr.Button(
+                "Run sweep" if zero else "Run sweep in the background", variant="primary", elem_id="run-sweep"
+            )
+    status = gr.Markdown(elem_id="sweep-status")
+    with gr.Row():
+        rows_axis = gr.Dropdown(list(AXES), value="prompt", label="Grid rows", elem_id="grid-rows")
+        columns_axis = gr.Dropdown(list(AXES), value="seed", label="Grid columns", elem_id="grid-columns")
+        download = gr.DownloadButton("Download grid PNG", elem_id="download-grid")
+    grid_note = gr.Markdown(elem_id="grid-note")
+    # the note above says what it is: a label would float over the picture's title
+    grid = picture("The sweep's grid", show_label=False, elem_id="sweep-grid")
     table = gr.Dataframe(label="This sweep's rows, as they land")
     timer = gr.Timer(1.0, active=False)
-    run.click(
-        sweep_here if zero else start_sweep,
-        [prompts, seeds, steps, guidance, chosen],
-        [status, table, timer],
-        api_name="sweep",
-    )
-    timer.tick(sweep_progress, outputs=[status, table, timer], show_progress="hidden", api_name="sweep_progress")
+    axes = [rows_axis, columns_axis]
+    outputs = [status, table, grid, download, grid_note, timer]
+    sweep_inputs = [prompts, seeds, steps, guidance, chosen, *axes]
+    run.click(sweep_here if zero else start_sweep, sweep_inputs, outputs, api_name="sweep")
+    timer.tick(sweep_progress, axes, outputs, show_progress="hidden", api_name="sweep_progress")
+    for axis in axes:
+        axis.input(grid_only, axes, [grid, download, grid_note], api_name="sweep_grid" if axis is rows_axis else False)

@@ -13,7 +13,7 @@ import app
 from comparisons.app.session import AppConfig, Session
 from comparisons.records import settings_from_png
 
-from helpers import check_results_folder, forked_gpu, free_port, random_image
+from helpers import check_grid_png, check_results_folder, forked_gpu, free_port, random_image
 
 FAST = [2, 2, 2, 4.0, 8.0, 2, 7.5]  # the Advanced widgets, in the registry's order
 PROMPT = "a red circle above a blue square"
@@ -106,7 +106,7 @@ def test_a_sweep_is_a_sequence_of_gpu_calls_whose_progress_and_rows_reach_the_pa
         "a red circle\na blue square", "0-2", "2,3", "7.5", ["unclip", "latent_diffusion"], api_name="/sweep"
     )
     outputs = job.result() and job.outputs()  # every yield of the generator, in order
-    messages = [status for status, _table, _timer in outputs]
+    messages = [status for status, *_ in outputs]
     done = [int(m.split(": ")[1].split("/")[0]) for m in messages]
     assert done == sorted(done) and done[0] == 0 and done[-1] == 24 and "finished" in messages[-1], messages
     batches = calls[made_before:]
@@ -116,6 +116,10 @@ def test_a_sweep_is_a_sequence_of_gpu_calls_whose_progress_and_rows_reach_the_pa
     assert len(rows) == 24 and rows["image_path"].is_unique and rows["run_id"].nunique() == 1
     assert session.sweep.done == 24 and not session.sweep.running  # counted here, not in a child
     check_results_folder(session.results_dir)
+    first_grid, last_grid = outputs[0][2], outputs[-1][2]  # the grid as the first and the last batch landed
+    assert check_grid_png(first_grid, rows.iloc[:0])["run_id"] == session.sweep.run_id  # all placeholders
+    parameters = check_grid_png(last_grid, rows)  # every image in its cell
+    assert parameters["steps"] == [2, 3] and parameters["seeds"] == [0, 1, 2] and "24/24 images" in outputs[-1][4]
 
 
 def test_models_are_fixed_on_zerogpu(zero):

@@ -1,0 +1,104 @@
+"""The Results tab's backend: the gallery newest first with its captions, a row's details, the values that send a row
+to Compare, and the chosen configuration's summary, which is never an empty table."""
+
+import pandas as pd
+import pytest
+
+from comparisons.app.gallery import caption, compare_values, find_row, gallery_items, plain_row, row_details
+from comparisons.app.views import chosen_summary
+from comparisons.configurations import choices, choose
+from comparisons.schema import frame_from_records
+from comparisons.settings import Settings
+
+FAST = dict(prior_steps=2, decoder_steps=3, super_res_steps=2, prior_guidance=4.0, decoder_guidance=6.0)
+
+
+def row(arch: str, seed: int, prompt: str = "a red circle above a blue square", **settings) -> dict:
+    """A row as the harness logs it (the columns the gallery and the summary read)."""
+    own = Settings(**settings).for_architecture(arch)
+    stages = ("prior", "decoder", "super_res") if arch == "unclip" else ("unet", "vae_decode")
+    return {
+        "run_id": f"run{seed}",
+        "created_at": pd.Timestamp("2026-12-01 13:46", tz="UTC"),
+        "architecture": arch,
+        "model": arch,
+        "model_hash": "abc",
+        "prompt": prompt,
+        "seed": seed,
+        "height": 32,
+        "width": 32,
+        **own,
+        "dtype": "float32",
+        "device": "cpu",
+        "device_name": "cpu",
+        **{f"seconds_{s}": 0.25 for s in stages},
+        "seconds_total": 0.25 * len(stages),
+        "peak_memory_mb": 1000.0,
+        "memory_kind": "peak RSS",
+        "clip_score": 25.0 + seed,
+        "check_object1_colour_correct": True,
+        "check_object1_shape_correct": False,
+        "check_object1_shape_read": "square",
+        "image_path": f"/results/images/{arch}/run{seed}.png",
+    }
+
+
+@pytest.fixture()
+def df():
+    records = [row("unclip", 1, **FAST), row("latent_diffusion", 1, steps=9, negative_prompt="blurry")]
+    records += [row("unclip", 2, "a *bold* _prompt_ " + "x" * 60)]
+    return frame_from_records(records)  # typed as the run log is: Int64, <NA>, booleans
+
+
+def test_the_gallery_is_newest_first_with_captions(df):
+    items, paths = gallery_items(df)
+    assert paths == list(df["image_path"][::-1])
+    assert [c for _, c in items] == [
+        "unCLIP · seed 2 · a *bold* _prompt_ xxxxxxxxxxxxxxxxxxxxx…",
+        "LD · seed 1 · a red circle above a blue square",
+        "unCLIP · seed 1 · a red circle above a blue square",
+    ]
+    assert len(gallery_items(df, limit=2)[0]) == 2 and gallery_items(df.iloc[:0]) == ([], [])
+    assert caption(plain_row(df.iloc[0])).endswith("a red circle above a blue square")
+
+
+def test_a_selected_row_shows_its_settings_stats_and_verdict(df):
+    details = row_details(find_row(df, "/results/images/unclip/run1.png"))
+    assert details.startswith("**unCLIP (Karlo / DALL·E 2)** · run `run1` · 2026-12-01 13:46 UTC · 32×32 px")
+    assert "unCLIP prior steps 2 · unCLIP decoder steps 3 · unCLIP super-res steps 2" in details
+    assert "unCLIP decoder guidance 6.0" in details and "unet" not in details  # its own settings and stages only
+    assert "seed 1 · 0.75 s (prior 0.25, decoder 0.25, super_res 0.25)" in details
+    assert details.endswith("checker: colour ✓ shape ✗ (square)")
+    ld = row_details(find_row(df, "/results/images/latent_diffusion/run1.png"))
+    assert "Latent diffusion steps 9" in ld and "Negative prompt (latent diffusion only): blurry" in ld
+    assert r"a \*bold\* \_prompt\_" in row_details(find_row(df, "/results/images/unclip/run2.png"))
+
+
+def test_a_row_sent_to_compare_sets_its_architectures_settings_and_keeps_the_others(df):
+    shown = dict(Settings().items()) | {"negative_prompt": "", "steps": 50}
+    prompt, seed, settings = compare_values(find_row(df, "/results/images/unclip/run1.png"), shown)
+    assert (prompt, seed) == ("a red circle above a blue square", "1")
+    assert {k: settings[k] for k in FAST} == FAST and settings["steps"] == 50  # LD's as the Compare tab had them
+    _, _, settings = compare_values(find_row(df, "/results/images/latent_diffusion/run1.png"), shown)
+    assert settings["steps"] == 9 and settings["negative_prompt"] == "blurry" and settings["prior_steps"] == 25
+
+
+@pytest.mark.parametrize("path, message", [("", "no image is selected"), ("/etc/passwd", "no row of the run log")])
+def test_an_image_no_row_has_is_refused(df, path, message):
+    with pytest.raises(ValueError, match=message):
+        find_row(df, path)
+
+
+def test_the_chosen_summary_is_paired_or_unpaired_never_an_empty_table(df):
+    both = frame_from_records([row(a, s, **FAST) for s in range(3) for a in ("unclip", "latent_diffusion")])
+    table, note = chosen_summary(both, choose(choices(both), None))
+    assert set(table["metric"]) >= {"seconds_total", "clip_score"} and (table["n pairs"] == 3).all()
+    assert note.startswith("unCLIP 2/3/2 g 4/6 vs LD 50 steps g 7.5: 3 pairs. Paired by prompt and seed")
+
+    unclip = both[both["architecture"] == "unclip"]
+    table, note = chosen_summary(unclip, choose(choices(unclip), None))
+    assert not table.empty and "unCLIP" in table.columns and set(table["statistic"]) >= {"n", "mean"}
+    assert note.startswith("unCLIP 2/3/2 g 4/6: no pairs (no LD rows for the same prompts and seeds)")
+
+    table, note = chosen_summary(both.iloc[:0], choose(choices(both.iloc[:0]), None))
+    assert table is None and note.startswith("No runs match yet")
