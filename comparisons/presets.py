@@ -28,7 +28,8 @@ from comparisons.store import RunLog
 from pipelines import registry
 from pipelines.base import Pipeline
 from pipelines.devices import pick_device
-from pipelines.hub import HubError, ProgressCallback
+from pipelines.hub import ProgressCallback
+from pipelines.hub_errors import HubError
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("T2I_CACHE", ROOT / ".cache"))

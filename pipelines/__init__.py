@@ -1,8 +1,9 @@
 """Our implementations of the two text-to-image architectures, and how their weights load."""
 
-from pipelines.latent_diffusion import LatentDiffusion, load_latent_diffusion
+from pipelines.components import load_latent_diffusion, load_unclip
+from pipelines.latent_diffusion import LatentDiffusion
 from pipelines.outputs import PipelineOutput, StageStats, StepState
-from pipelines.unclip import UnCLIP, load_unclip
+from pipelines.unclip import UnCLIP
 
 __all__ = [
     "LatentDiffusion",

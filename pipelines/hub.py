@@ -20,13 +20,11 @@ repo's listing is what the cache holds of it.
 
 from __future__ import annotations
 
-import errno
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -36,18 +34,13 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from huggingface_hub import HfApi, constants, get_cached_repo_tree, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
     CachedRepoTreeNotFoundError,
-    GatedRepoError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    RemoteEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils import OfflineModeIsEnabled, build_hf_headers, get_session, hf_raise_for_status
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 from tqdm.auto import tqdm
 from transformers import CLIPImageProcessor, CLIPTokenizer
 
+from pipelines.hub_errors import REVISION, HubError, hub_errors
 from pipelines.loading import (
     CONFIG,
     MODEL_INDEX,
@@ -64,7 +57,6 @@ from pipelines.loading import (
 # with done 0 and last with done == total, from the download threads one call at a time; not called when the cache
 # holds everything.
 ProgressCallback = Callable[[str, int, int], None]
-REVISION = constants.DEFAULT_REVISION  # "main": the branch every repo is read at
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _WORKERS = 4  # files fetched at once
 
@@ -97,27 +89,6 @@ def gigabytes(n: int) -> str:
 def _snapshot(path: str, repo_path: str) -> Path:
     """The snapshot folder of a cached file's path."""
     return Path(path).parents[len(PurePosixPath(repo_path).parts) - 1]
-
-
-class HubError(ValueError):
-    """A repo that cannot be fetched: the message says what to do, `summary` the same in one short sentence."""
-
-    SUMMARIES = {
-        "offline": "{repo} is not downloaded and the hub cannot be reached (offline)",
-        "not_found": "{repo} is not on the hub (check the id, or log in if it is private)",
-        "gated": "{repo} is gated: accept its licence on the hub and log in",
-        "unreachable": "{repo} could not be fetched: the hub did not answer",
-        "no_room": "there is no room on disk to download {repo}",
-        "changed": "{repo} changed on the hub while downloading: try again",
-    }
-
-    def __init__(self, message: str, repo_id: str, reason: str) -> None:
-        super().__init__(message)
-        self.repo_id, self.reason = repo_id, reason
-
-    @property
-    def summary(self) -> str:
-        return self.SUMMARIES[self.reason].format(repo=self.repo_id)
 
 
 def _cached(repo: RepoListing, path: str, cache: Path) -> str | None:
@@ -368,54 +339,6 @@ def _snapshot_folder(repo: RepoListing, f: HubFile, cache: Path) -> Path:
     return _snapshot(found, f.path)
 
 
-@contextmanager
-def _hub_errors(repo_id: str, cache: Path) -> Iterator[None]:
-    """huggingface_hub's errors as HubErrors that name the repo and say what to do."""
-    page = f"{constants.ENDPOINT}/{repo_id}"
-    try:
-        yield
-    except GatedRepoError as err:
-        raise HubError(
-            f"{repo_id} is gated: accept its licence on {page} (logged in there), then log in here with "
-            "`hf auth login` (or set HF_TOKEN)",
-            repo_id,
-            "gated",
-        ) from err
-    except RepositoryNotFoundError as err:
-        raise HubError(
-            f"{repo_id} is not on the hub ({constants.ENDPOINT}): check the id; if it is private, log in "
-            "with `hf auth login`",
-            repo_id,
-            "not_found",
-        ) from err
-    except RevisionNotFoundError as err:
-        raise HubError(f"{repo_id} has no branch {REVISION!r} on {constants.ENDPOINT}", repo_id, "not_found") from err
-    except RemoteEntryNotFoundError as err:
-        raise HubError(
-            f"{repo_id} lists a file the hub then could not find ({err}): run again", repo_id, "changed"
-        ) from err
-    except (OfflineModeIsEnabled, LocalEntryNotFoundError) as err:
-        raise HubError(
-            f"{repo_id} is not in the hub cache ({cache}) and the hub cannot be reached: {err}", repo_id, "offline"
-        ) from err
-    except (HfHubHTTPError, httpx2.HTTPError) as err:
-        raise HubError(
-            f"could not fetch {repo_id} from {constants.ENDPOINT} ({type(err).__name__}: {err}): check "
-            f"the connection, or set HF_HUB_OFFLINE=1 to load what the cache ({cache}) holds",
-            repo_id,
-            "unreachable",
-        ) from err
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        raise HubError(
-            f"{repo_id}: the disk of {cache} filled up while downloading: free space there, or point "
-            "HF_HUB_CACHE at a disk with room",
-            repo_id,
-            "no_room",
-        ) from err
-
-
 def _cache(cache_dir: str | Path | None) -> Path:
     return Path(cache_dir or constants.HF_HUB_CACHE).expanduser()
 
@@ -439,7 +362,7 @@ def fetch_pipeline(
     `plan_download`)."""
     _check_repo_id(repo_id)
     cache = _cache(cache_dir)
-    with _hub_errors(repo_id, cache):
+    with hub_errors(repo_id, cache):
         repo = list_repo(repo_id, [MODEL_INDEX], cache)
         where = f"{repo_id}/{MODEL_INDEX}"
         index = parse_model_index(read_repo_text(repo, MODEL_INDEX, cache), where) if MODEL_INDEX in repo.files else {}
@@ -458,7 +381,7 @@ def fetch_file(
     weights of a single-file model such as an open_clip judge."""
     _check_repo_id(repo_id)
     cache = _cache(cache_dir)
-    with _hub_errors(repo_id, cache):
+    with hub_errors(repo_id, cache):
         repo = list_repo(repo_id, candidates, cache)
         name = next((c for c in candidates if c in repo.files), None)
         if name is None:

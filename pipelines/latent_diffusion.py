@@ -23,7 +23,6 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Unpack
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -46,7 +45,7 @@ from pipelines.checks import (
     check_strength,
     repeat_prompts,
 )
-from pipelines.loading import LoadOptions, PipelineKind, load_pipeline, save_pipeline
+from pipelines.loading import save_pipeline
 from pipelines.outputs import PipelineOutput, StepCallback, StepState
 from pipelines.schedulers import clean_image_from_v, min_inference_steps
 from pipelines.tokenizer import tokenize
@@ -389,24 +388,3 @@ class LatentDiffusion(Pipeline):
         check_finite(out, "vae_decode", {})
 
         return self._output(out, run, repeat_prompts(prompts, n))
-
-
-# ---------------------------------------------------------------------- loading
-
-_MODELS: dict[str, type] = {
-    "text_encoder": CLIPTextModel,
-    "unet": UNet2DConditionModel,
-    "vae": AutoencoderKL,
-    "scheduler": SchedulerMixin,
-}
-# The safety checker (and its feature extractor) the SD repos list are not loaded: this is a research tool that
-# shows what the architecture itself produces.
-LATENT_DIFFUSION = PipelineKind("latent_diffusion", lambda index: dict(_MODELS))
-
-
-def load_latent_diffusion(
-    path_or_hub_id: str | Path = "stable-diffusion-v1-5/stable-diffusion-v1-5", **options: Unpack[LoadOptions]
-) -> LatentDiffusion:
-    """Load a Stable Diffusion 1.x/2.x pipeline from a directory in diffusers' layout or a hub id
-    (pipelines.loading.LoadOptions). The SD repos' safety checker is not loaded."""
-    return load_pipeline(LatentDiffusion, LATENT_DIFFUSION, path_or_hub_id, **options)

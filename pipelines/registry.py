@@ -13,9 +13,10 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipelines.latent_diffusion import LatentDiffusion, kept_steps, load_latent_diffusion
+from pipelines.components import load_latent_diffusion, load_unclip
+from pipelines.latent_diffusion import LatentDiffusion, kept_steps
 from pipelines.schedulers import UNCLIP_MIN_STEPS
-from pipelines.unclip import UnCLIP, load_unclip
+from pipelines.unclip import UnCLIP
 
 STEPS, GUIDANCE, TEXT, STRENGTH = "steps", "guidance", "text", "strength"  # what a setting is
 TEXT_TO_IMAGE = "text_to_image"  # the run log's `mode` of a pipeline's __call__; an ImageIn names its own

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Unpack
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +36,6 @@ from pipelines.checks import (
     check_steps,
     repeat_prompts,
 )
-from pipelines.loading import LoadOptions, ModelIndex, PipelineKind, is_listed, load_components, load_pipeline
 from pipelines.outputs import PipelineOutput, StepCallback, StepState
 from pipelines.schedulers import min_inference_steps
 from pipelines.tokenizer import tokenize
@@ -427,50 +424,3 @@ class UnCLIP(Pipeline):
         with run.stage("super_res"):
             image = self.run_super_res(image_small, run.generator, sr_steps, callback)
         return check_finite(image, "super_res", {})
-
-
-# ---------------------------------------------------------------------- loading
-
-_MODELS: dict[str, type] = {
-    "text_encoder": CLIPTextModelWithProjection,
-    "prior": PriorTransformer,
-    "prior_scheduler": UnCLIPScheduler,
-    "text_proj": UnCLIPTextProjModel,
-    "decoder": UNet2DConditionModel,
-    "decoder_scheduler": UnCLIPScheduler,
-    "super_res_first": UNet2DModel,
-    "super_res_last": UNet2DModel,
-    "super_res_scheduler": UnCLIPScheduler,
-}
-# Present in Karlo's image-variations repo, which has no prior.
-_OPTIONAL: dict[str, type] = {"image_encoder": CLIPVisionModelWithProjection, "feature_extractor": CLIPImageProcessor}
-
-
-def unclip_components(index: ModelIndex) -> dict[str, type]:
-    """The components load_unclip reads from a pipeline with this model_index.json: Karlo's, with the image
-    encoder where the index lists one; without a prior where it lists an image encoder instead (image variations)."""
-    listed = {name for name, entry in index.items() if is_listed(entry)}
-    skip = set(_OPTIONAL) - listed
-    if "prior" not in listed and "image_encoder" in listed:
-        skip |= {"prior", "prior_scheduler"}
-    return {name: cls for name, cls in (_MODELS | _OPTIONAL).items() if name not in skip}
-
-
-UNCLIP = PipelineKind("unclip", unclip_components)
-# The image encoder and its processor alone, from a repo that has them (Karlo's image variations): not its decoder,
-# super-resolution or text encoder, which a text-to-image model has already.
-IMAGE_ENCODER = PipelineKind("unCLIP image encoder", lambda index: dict(_OPTIONAL), tokenizer=False)
-
-
-def load_unclip(path_or_hub_id: str | Path = "kakaobrain/karlo-v1-alpha", **options: Unpack[LoadOptions]) -> UnCLIP:
-    """Load an unCLIP pipeline from a directory in diffusers' layout or a hub id (pipelines.loading.LoadOptions)."""
-    return load_pipeline(UnCLIP, UNCLIP, path_or_hub_id, **options)
-
-
-def load_image_encoder(
-    path_or_hub_id: str | Path = "kakaobrain/karlo-v1-alpha-image-variations", **options: Unpack[LoadOptions]
-) -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:
-    """The image encoder and feature extractor of an unCLIP pipeline, fetching those two components only (for
-    `UnCLIP.attach_image_encoder`)."""
-    loaded = load_components(IMAGE_ENCODER, path_or_hub_id, **options)
-    return loaded["image_encoder"], loaded["feature_extractor"]

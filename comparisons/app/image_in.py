@@ -33,10 +33,11 @@ from comparisons.settings import Settings
 from comparisons.sources import Source, open_source
 from pipelines import registry
 from pipelines.checks import check_strength
+from pipelines.components import load_image_encoder
 from pipelines.hub import ProgressCallback
 from pipelines.outputs import StepState
 from pipelines.tokenizer import truncation_messages
-from pipelines.unclip import UnCLIP, load_image_encoder
+from pipelines.unclip import UnCLIP
 
 if TYPE_CHECKING:
     from comparisons.app.session import Progress, Session

@@ -32,12 +32,11 @@ from comparisons.app.session import AppConfig, Session
 from comparisons.presets import load_models, load_problem
 from comparisons.settings import Settings
 from pipelines import UnCLIP, load_latent_diffusion, load_unclip
+from pipelines.components import IMAGE_ENCODER, LATENT_DIFFUSION, UNCLIP, load_image_encoder
 from pipelines.hub import download_bars, fetch_pipeline, plan_download
-from pipelines.latent_diffusion import LATENT_DIFFUSION
 from pipelines.loading import MODEL_INDEX, choose_weights, parse_model_index
 from pipelines.tiny import build_tiny_latent_diffusion
 from pipelines.tokenizer import clip_vocab
-from pipelines.unclip import IMAGE_ENCODER, UNCLIP, load_image_encoder
 
 from helpers import LD_STEPS, SEED, UNCLIP_STEPS, VARIATION_STEPS, random_image
 from hub_server import StandInHub, StandInRepo
@@ -402,7 +401,7 @@ def test_hf_endpoint_points_a_fresh_process_at_the_stand_in(hub):
     """How a user points the loaders at a mirror: HF_ENDPOINT set before huggingface_hub is imported."""
     code = (
         "import torch; from pipelines.hub import download_bars, fetch_pipeline; "
-        "from pipelines.latent_diffusion import LATENT_DIFFUSION; "
+        "from pipelines.components import LATENT_DIFFUSION; "
         f"print(fetch_pipeline({SD15!r}, LATENT_DIFFUSION, torch.float16, progress=download_bars()))"
     )
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(cache()), "HF_HUB_OFFLINE": "0"}

@@ -16,7 +16,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
 
 from pipelines import load_latent_diffusion, load_unclip
-from pipelines.latent_diffusion import LATENT_DIFFUSION
+from pipelines.components import LATENT_DIFFUSION
 from pipelines.loading import MODEL_INDEX, resolve_pipeline_dir
 from pipelines.tokenizer import MODEL_MAX_LENGTH, offline_clip_tokenizer, tokenize
 
