@@ -234,6 +234,20 @@ def check_grid_path(path: Path) -> Path:
     return path
 
 
+def make_batch(harness, batch: list[Job], run_id: str):
+    """One pipeline call for a batch of jobs of one architecture and settings (`batches`'), scored, not yet written:
+    a comparisons.harness.Made whose rows carry each job's resume key."""
+    first = batch[0]
+    return harness.make(
+        first.architecture,
+        [j.prompt for j in batch],
+        [j.seed for j in batch],
+        first.settings,
+        run_id=run_id,
+        extra_columns=[{"sweep_key": j.key} for j in batch],
+    )
+
+
 def run_sweep(
     harness,
     jobs: list[Job],
@@ -260,16 +274,8 @@ def run_sweep(
     made = 0
     with tqdm(total=len(todo), desc="sweep", unit="img", disable=not progress) as bar:
         for batch in batches(todo, batch_size):
-            first = batch[0]
             with lock or contextlib.nullcontext():
-                _, rows = harness.generate(
-                    first.architecture,
-                    [j.prompt for j in batch],
-                    [j.seed for j in batch],
-                    first.settings,
-                    run_id=run_id,
-                    extra_columns=[{"sweep_key": j.key} for j in batch],
-                )
+                rows = harness.save(make_batch(harness, batch, run_id))
             made += len(batch)
             bar.update(len(batch))
             if on_batch is not None:

@@ -456,6 +456,8 @@ def page(served):
 
 
 def _fill_fast_settings(page) -> None:
+    """Two steps per loop in the Compare tab's Advanced settings (which every tab reads), from whichever tab."""
+    page.get_by_role("tab", name="Compare").click()
     if not page.locator("#steps input").is_visible():
         page.get_by_text("Advanced: steps and guidance per stage").click()
     for label in ("unCLIP prior steps", "unCLIP decoder steps", "unCLIP super-res steps", "Latent diffusion steps"):

@@ -45,7 +45,7 @@ from comparisons.presets import (
 )
 from comparisons.settings import Settings
 from comparisons.store import LOG_NAME, load_runs
-from comparisons.sweep import Job, batches, grid, parse_seeds, parse_values, pending, unlogged_images
+from comparisons.sweep import Job, batches, grid, make_batch, parse_seeds, parse_values, pending, unlogged_images
 from pipelines import registry
 from pipelines.outputs import StepState
 from pipelines.tokenizer import truncation_messages
@@ -377,20 +377,8 @@ class Session:
 
     def make_sweep_batch(self, batch: list[Job], run_id: str) -> Made:
         """GPU work: one batch of a sweep (same architecture and settings), generated and scored, nothing written."""
-        first = batch[0]
         with self.gpu_turn():
-            return (
-                self.harness()
-                .make(
-                    first.architecture,
-                    [j.prompt for j in batch],
-                    [j.seed for j in batch],
-                    first.settings,
-                    run_id=run_id,
-                    extra_columns=[{"sweep_key": j.key} for j in batch],
-                )
-                .portable()
-            )
+            return make_batch(self.harness(), batch, run_id).portable()
 
     def record_sweep_batch(self, made: Made) -> list[dict]:
         with self.device_lock:
