@@ -141,7 +141,7 @@ def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case, caps
 def test_sweep_resumes_after_a_kill_without_duplicates(pipes, prompts, tmp_path, monkeypatch):
     jobs = jobs_for(prompts)
     harness = harness_for(pipes, tmp_path)
-    real = harness.generate
+    real = harness.make
     calls = {"n": 0}
 
     def killed_on_third_batch(*args, **kwargs):
@@ -150,12 +150,12 @@ def test_sweep_resumes_after_a_kill_without_duplicates(pipes, prompts, tmp_path,
             raise KeyboardInterrupt  # as a kill lands mid-batch: that batch writes nothing
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(harness, "generate", killed_on_third_batch)
+    monkeypatch.setattr(harness, "make", killed_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(harness, jobs, batch_size=2, progress=False)
     assert len(load_runs(tmp_path)) == 4
 
-    monkeypatch.setattr(harness, "generate", real)
+    monkeypatch.setattr(harness, "make", real)
     assert sweep.run_sweep(harness, jobs, batch_size=2, progress=False) == len(jobs) - 4
     assert sweep.run_sweep(harness, jobs, batch_size=2, progress=False) == 0
     df = load_runs(tmp_path)
