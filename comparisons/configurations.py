@@ -116,6 +116,8 @@ def settings_label(configuration: Configuration) -> str:
 def _shown(column: str, value: object) -> str:
     if column == "model" and isinstance(value, str) and Path(value).is_absolute():
         return Path(value).name  # a directory: its name (lab/weights/unclip -> unclip)
+    if column == "memory_kind":
+        return f"memory {value}"
     return f"{column} {value}" if column != "model" else str(value)
 
 

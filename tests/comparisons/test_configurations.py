@@ -114,3 +114,24 @@ def test_configurations_alike_in_settings_are_told_apart_by_what_differs():
     same = Configuration("latent_diffusion", (("steps", 50), ("guidance", 7.5), ("negative_prompt", "x" * 30)))
     other = Configuration("latent_diffusion", (("steps", 50), ("guidance", 7.5), ("negative_prompt", "x" * 31)))
     assert len(set(labels([same, other]).values())) == 2  # cut alike, still two labels
+
+
+def test_rows_measured_in_other_memory_kinds_are_never_paired():
+    """A log from before stage memory (peak RSS, the whole process) and after (tensors + weights) holds the same
+    settings: pairing across would mix a 1,400 MB process with a 15 MB stage."""
+    df = log(
+        rows("unclip", Settings(), memory_kind="peak RSS", peak_memory_mb=1400.0),
+        rows("latent_diffusion", Settings(), memory_kind="peak RSS", peak_memory_mb=1400.0),
+        rows("unclip", Settings(), memory_kind="tensors + weights", peak_memory_mb=14.0),
+        rows("latent_diffusion", Settings(), memory_kind="tensors + weights", peak_memory_mb=17.0),
+    )
+    options = choices(df)
+    assert len(options) == 2 and all(o.paired and o.n_pairs == 3 for o in options)
+    chosen = choose(options, None).rows(df)  # the newest: tensors + weights
+    assert set(chosen["memory_kind"]) == {"tensors + weights"} and len(chosen) == 6
+    assert (
+        options[0].label
+        == "unCLIP 25/25/7 g 4/8 · memory tensors + weights vs LD 50 steps g 7.5 · memory tensors + weights"
+    )
+    memory = summary_table(chosen).loc["peak_memory_mb"]
+    assert memory["n"] == 3 and {memory["mean_unclip"], memory["mean_latent_diffusion"]} == {14.0, 17.0}
