@@ -41,7 +41,7 @@ from transformers import (
 
 from lab.data import IMAGE_SIZE
 from lab.trainer import TrainConfig
-from pipelines.schedulers import KARLO_PREDICTION_TYPES, UnCLIPVScheduler, check_prediction_type
+from pipelines.schedulers import KARLO_PREDICTION_TYPES, SD_BETAS, UnCLIPVScheduler, check_prediction_type
 from pipelines.tokenizer import MODEL_MAX_LENGTH
 
 VOCAB_SIZE = 49408  # the real CLIP BPE vocabulary (pipelines.tokenizer)
@@ -405,15 +405,7 @@ def build_ld_unet(config: LdUnetConfig, latent_size: int, cross_attention_dim: i
 
 def ld_scheduler(prediction_type: str = LdUnetConfig.prediction_type) -> DDIMScheduler:
     """SD's training betas; DDIM rather than SD's PNDM: deterministic and steadier with few steps on small models."""
-    return DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    return DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, prediction_type=prediction_type)
 
 
 # ----------------------------------------------------------------------------- all parts

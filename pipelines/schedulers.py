@@ -16,11 +16,14 @@ from diffusers.schedulers.scheduling_unclip import UnCLIPSchedulerOutput
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # what a denoiser predicts, in diffusers' scheduler terms
 KARLO_PREDICTION_TYPES = PREDICTION_TYPES[:2]  # what diffusers' UnCLIPScheduler samples
+# Stable Diffusion's training noise schedule, as its scheduler configs state it: every SD-style scheduler here uses it
+SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
 # diffusers' from_pretrained looks a component's base class up in the module model_index.json names
 # ("pipelines.schedulers") to choose how to load it: it must find SchedulerMixin here
 __all__ = [
     "KARLO_PREDICTION_TYPES",
     "PREDICTION_TYPES",
+    "SD_BETAS",
     "SchedulerMixin",
     "UnCLIPVScheduler",
     "check_prediction_type",

@@ -32,6 +32,7 @@ from transformers import (
 )
 
 from pipelines.latent_diffusion import LatentDiffusion
+from pipelines.schedulers import SD_BETAS
 from pipelines.tokenizer import offline_clip_tokenizer
 from pipelines.unclip import UnCLIP
 
@@ -41,23 +42,10 @@ CROSS_ATTENTION_DIM = 64
 BLOCK_CHANNELS = (32, 64)
 
 _SD_SCHEDULERS = {
-    "pndm": lambda: PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
-    ),
-    "ddim": lambda: DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    ),
-    "euler": lambda: EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
-    ),
-    "euler_ancestral": lambda: EulerAncestralDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
-    ),
+    "pndm": lambda: PNDMScheduler(**SD_BETAS, skip_prk_steps=True),
+    "ddim": lambda: DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False),
+    "euler": lambda: EulerDiscreteScheduler(**SD_BETAS),
+    "euler_ancestral": lambda: EulerAncestralDiscreteScheduler(**SD_BETAS),
 }
 SD_SCHEDULERS = tuple(_SD_SCHEDULERS)
 

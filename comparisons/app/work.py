@@ -13,7 +13,9 @@ from pipelines.outputs import StepState
 from pipelines.registry import TEXT_TO_IMAGE
 
 GPU_CALL_OVERHEAD_S = 30  # a cold ZeroGPU worker first moves the weights onto its GPU (Karlo + SD: 17.5 GB)
-GPU_SAFETY = 4  # ZeroGPU's MIG slice is about half an H100, and a call past its duration is killed
+# ZeroGPU's default device is an H200 MIG 3g.71gb slice (60 SMs; an H100 has 132), and a call past its duration
+# is killed: ask for four times the H100's time
+GPU_SAFETY = 4
 
 
 def stage_steps(
