@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 PROMPT ?= a red circle above a blue square
 
-.PHONY: setup browser run compare test lint screenshot bench train clean
+.PHONY: setup browser run compare test lint screenshot bench train study clean
 
 setup: $(STAMP)
 
@@ -39,9 +39,13 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Rebuilds every Shapes lab model from scratch (about 1.5 h on a 2-core CPU; uses a GPU if present).
+# Rebuilds every Shapes lab model from scratch (about 2.3 h on a 2-core CPU; uses a GPU if present).
 train: setup
 	HF_HUB_OFFLINE=1 $(PY) -m lab.train all
+
+# Tests the papers' claims in the lab and rewrites lab/findings/ (about 35 min on a 2-core CPU).
+study: setup
+	HF_HUB_OFFLINE=1 $(PY) -m lab.study
 
 # Refreshes docs/compare-tab.png (the README's screenshot) from the browser test.
 screenshot: setup browser

@@ -28,7 +28,7 @@ from pathlib import Path
 import gradio as gr
 
 from comparisons.app.session import AppConfig, Session
-from comparisons.app.ui import compare, header, image_in, inside, latent, results, sweep
+from comparisons.app.ui import compare, findings, header, image_in, inside, latent, results, sweep
 from comparisons.app.ui.common import CSS, GPU
 from comparisons.presets import DEFAULT_PRESET, JUDGES, PRESETS, add_model_flags, models_from_flags
 
@@ -67,6 +67,8 @@ def build_app(session: Session, gpu: GPU = on_gpu) -> gr.Blocks:
                 sweep.build(session, gpu)
             with gr.Tab("Results", id="results") as tab:
                 results.build(session, demo, tab, inputs, tabs)
+            with gr.Tab("Findings", id="findings"):
+                findings.build()
     return demo
 
 

@@ -189,7 +189,7 @@ def _pair_keys(df: pd.DataFrame, pair_on: Sequence[str] | None) -> list[str]:
 def _check_one_configuration(rows: pd.DataFrame, arch: str, keys: list[str]) -> None:
     settings = [c for c in rows.columns if c in own_settings() and c not in keys]
     configs = rows[settings].dropna(axis=1, how="all").drop_duplicates()
-    if len(configs) > 1:
+    if len(configs) > 1 and len(configs.columns):  # no setting columns at all: nothing to tell apart
         raise ValueError(
             f"{arch} rows come in {len(configs)} configurations of {list(configs.columns)}; "
             f"a paired difference needs one: filter the frame first, e.g.\n{configs.head(4).to_string()}"

@@ -13,9 +13,7 @@ settings below were chosen against: lab/README.md ("The models", "Training").
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import open_clip
@@ -40,21 +38,14 @@ from transformers import (
 )
 
 from lab.data import IMAGE_SIZE
-from lab.trainer import TrainConfig
+from lab.latent_unclip import LatentUnclipConfig
+from lab.trainer import TrainConfig, seeded
 from pipelines.schedulers import KARLO_PREDICTION_TYPES, SD_BETAS, UnCLIPVScheduler, check_prediction_type
 from pipelines.tokenizer import MODEL_MAX_LENGTH
 
 VOCAB_SIZE = 49408  # the real CLIP BPE vocabulary (pipelines.tokenizer)
 BOS_ID, EOS_ID = 49406, 49407  # <|startoftext|>, <|endoftext|>; the offline tokenizer pads with EOS
 LOW_RES = IMAGE_SIZE // 2  # unCLIP's decoder works at half resolution, as Karlo's 64 px under 256 px
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Module constructors draw initial weights from torch's global RNG: seed it for one build only."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 # ----------------------------------------------------------------------------- the two CLIPs
@@ -422,3 +413,4 @@ class LabConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     super_res: SuperResConfig = field(default_factory=SuperResConfig)
+    latent_unclip: LatentUnclipConfig = field(default_factory=LatentUnclipConfig)

@@ -1,5 +1,5 @@
-"""Packaging the trained parts: both pipelines in diffusers' hub layout (fp16), each component with the budget and
-loss log of the part that trained it, within the shipping budget (`python -m lab.train package`)."""
+"""Packaging the trained parts: both pipelines and the third model in diffusers' hub layout (fp16), each component
+with the budget and loss log of the part that trained it, within the shipping budget (`lab.train package`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from diffusers import AutoencoderKL, PriorTransformer, UNet2DConditionModel, UNe
 from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
 from transformers import CLIPModel
 
+from lab.latent_unclip import NAME as LATENT_UNCLIP
+from lab.latent_unclip import save_package
 from lab.models import (
     LabConfig,
     decoder_scheduler,
@@ -27,7 +29,8 @@ from pipelines.latent_diffusion import LatentDiffusion
 from pipelines.tokenizer import offline_clip_tokenizer
 from pipelines.unclip import UnCLIP
 
-SHIP_LIMIT_MB = 40
+# 40 MB for the two pipelines and the judge, 8 more for the third model's U-Net (lab.latent_unclip)
+SHIP_LIMIT_MB = 48
 # which part trained each component of the packaged pipelines
 UNCLIP_PARTS = {
     "text_encoder": "clip",
@@ -39,6 +42,7 @@ UNCLIP_PARTS = {
     "super_res_last": "super_res",
 }
 LD_PARTS = {"text_encoder": "clip", "vae": "vae", "unet": "ld_unet"}
+LATENT_UNCLIP_PARTS = {"prior": "prior", "vae": "vae", "unet": "latent_unclip"}
 
 
 def _attach_budgets(directory: Path, parts: dict[str, str], opts: RunOptions) -> None:
@@ -56,8 +60,25 @@ def _megabytes(directory: Path, pattern: str = "*") -> float:
     return sum(f.stat().st_size for f in directory.rglob(pattern) if f.is_file()) / 1e6
 
 
+def package_latent_unclip(lab: LabConfig, opts: RunOptions) -> Path:
+    """<out>/latent_unclip: the third model's U-Net with the VAE and prior it was trained with."""
+    directory = opts.out / LATENT_UNCLIP
+    if directory.exists():
+        shutil.rmtree(directory)
+    save_package(
+        directory,
+        unet=load_part(opts, "latent_unclip", "unet", UNet2DConditionModel),
+        vae=load_part(opts, "vae", "vae", AutoencoderKL),
+        prior=load_part(opts, "prior", "prior", PriorTransformer),
+        scheduler=ld_scheduler(lab.latent_unclip.prediction_type),
+        prior_scheduler=prior_scheduler(),
+    )
+    _attach_budgets(directory, LATENT_UNCLIP_PARTS, opts)
+    return directory
+
+
 def package(lab: LabConfig, opts: RunOptions) -> tuple[Path, Path]:
-    """Assemble <out>/unclip and <out>/latent_diffusion from the trained parts."""
+    """Assemble <out>/unclip, <out>/latent_diffusion and <out>/latent_unclip from the trained parts."""
     clip = load_part(opts, "clip", "clip", CLIPModel)
     super_res = load_part(opts, "super_res", "super_res", UNet2DModel)
     unclip = UnCLIP(
@@ -95,7 +116,8 @@ def package(lab: LabConfig, opts: RunOptions) -> tuple[Path, Path]:
         shutil.rmtree(directory / "tokenizer")
         _attach_budgets(directory, parts, opts)
         paths.append(directory)
-    shipped = [d for d in (*paths, opts.out / "judge") if d.is_dir()]
+    third = package_latent_unclip(lab, opts)
+    shipped = [d for d in (*paths, third, opts.out / "judge") if d.is_dir()]
     weights = sum(_megabytes(d, "*.safetensors") for d in shipped)
     print(
         ", ".join(f"{d.name} {_megabytes(d, '*.safetensors'):.1f} MB" for d in shipped)

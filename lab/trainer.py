@@ -24,6 +24,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Module constructors draw initial weights from torch's global RNG: seed it for one build only."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 CHECKPOINT = "last.pt"
 LOSS_LOG = "loss_log.jsonl"
 BUDGET = "training_budget.json"

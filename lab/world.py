@@ -402,3 +402,23 @@ def sample_scenes(
         raise ValueError(f"n must be >= 0, got {n}")
     rng = np.random.default_rng(seed)
     return [sample_scene(rng, split, n_objects, config) for _ in range(n)]
+
+
+def scene_for(spec: SceneSpec, rng: np.random.Generator) -> Scene:
+    """A scene the caption is true of, drawn as the world draws its scenes: what the caption leaves open (size,
+    region, exact place) at random. The study's oracle renders: a true image of a caption."""
+    sizes = [o.size or _pick(rng, SIZES) for o in spec.objects]
+    if len(spec.objects) == 1:
+        region = spec.position or _pick(rng, POSITIONS)
+        centres = [
+            tuple(map(float, np.asarray(POSITIONS[region][1]) + rng.uniform(-POSITION_JITTER, POSITION_JITTER, 2)))
+        ]
+    else:
+        centres = [tuple(map(float, c)) for c in _pair_centres(rng, spec.relation)]
+    objects = tuple(
+        SceneObject(o.colour, o.shape, size, centre, float(rng.uniform(1 - SCALE_JITTER, 1 + SCALE_JITTER)))
+        for o, size, centre in zip(spec.objects, sizes, centres)
+    )
+    return Scene(
+        objects, spec.relation, says_size=all(o.size for o in spec.objects), says_position=spec.position is not None
+    )

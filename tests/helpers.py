@@ -26,6 +26,7 @@ from comparisons.audit import audit, compare_png
 from comparisons.grid import AXES, PLACEHOLDER, GridSpec, axis_frame, layout_for, read_parameters
 from comparisons.sources import SOURCES, read_source, regenerate
 from comparisons.store import RunLog
+from lab.latent_unclip import LatentUnclipConfig
 from lab.models import (
     ClipConfig,
     DecoderConfig,
@@ -392,4 +393,5 @@ TINY = LabConfig(
     prior=PriorConfig(layers=1, heads=2, head_dim=8, stats_samples=8, train=tiny_train()),
     decoder=DecoderConfig(block_out_channels=(32, 32), head_dim=16, cross_attention_dim=32, train=tiny_train()),
     super_res=SuperResConfig(block_out_channels=(32, 32), train=tiny_train()),
+    latent_unclip=LatentUnclipConfig(block_out_channels=(32, 32), heads=2, train=tiny_train()),
 )

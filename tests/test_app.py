@@ -17,6 +17,7 @@ from gradio_client import Client, handle_file
 from PIL import Image, ImageDraw
 
 import app
+from comparisons.app.findings import read_findings
 from comparisons.app.gallery import caption, plain_row
 from comparisons.app.inputs import parse_seed, parse_settings, vocabulary_notice
 from comparisons.app.latent_tools import GAP, LABEL_PX, verdict
@@ -391,6 +392,16 @@ def test_latent_space_endpoints_through_gradio_client(served):
     assert "cannot read" in note and "cat" in note
 
 
+def test_findings_through_gradio_client(served):
+    found = read_findings()
+    client = Client(served[1], verbose=False)
+    for label in found.sections:
+        section, plot = client.predict(label, api_name="/findings")
+        assert section == found.sections[label]
+        with Image.open(plot) as shown, Image.open(found.plots[label]) as committed:
+            assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(committed.convert("RGB")))
+
+
 def test_files_are_served_from_the_results_folder_only(served):
     session, url = served
     with pytest.raises(urllib.error.HTTPError) as err:
@@ -529,6 +540,26 @@ def test_browser_shows_an_interpolation_strip_and_what_the_checker_read(served, 
     page.locator("#walk-note", has_text="checker read every frame").wait_for(timeout=10_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-latent.png"), full_page=True)
+
+
+def test_browser_shows_the_findings_verdicts_and_a_claims_plot(served, page):
+    found = read_findings()
+    page.get_by_role("tab", name="Findings").click()
+    table = page.locator("#findings-verdicts")
+    table.wait_for(timeout=30_000)
+    for label in found.verdicts["claim"]:
+        table.get_by_text(label[:30]).first.wait_for(timeout=10_000)
+    second = list(found.sections)[1]
+    page.locator("#findings-claim input").click()
+    page.get_by_role("option", name=second, exact=True).click()
+    page.locator("#findings-section", has_text="Verdict: " + found.verdicts["verdict"].iloc[1]).wait_for(
+        timeout=30_000
+    )
+    src = page.locator("#findings-plot img").get_attribute("src")
+    with urllib.request.urlopen(src) as response, Image.open(found.plots[second]) as committed:
+        assert Image.open(response).size == committed.size
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-findings.png"), full_page=True)
 
 
 def _choose(page, dropdown: str, option: str) -> None:

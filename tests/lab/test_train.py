@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from lab.captions import parse_caption
 from lab.data import DataConfig, sample_batch, swapped
 from lab.judge import load_judge
+from lab.latent_unclip import LatentUnCLIP, LatentUnclipSettings
 from lab.losses import (
     denoising_loss,
     foreground_weights,
@@ -154,6 +155,32 @@ def test_package_puts_each_budget_beside_its_component(trained):
     assert summary["total"]["training_flops"] == sum(b["training_flops"] for b in summary["parts"].values())
     assert json.loads((trained.out / "latent_diffusion" / "unet" / BUDGET).read_text())["part"] == "ld_unet"
     assert json.loads((trained.out / "unclip" / "prior" / BUDGET).read_text())["part"] == "prior"
+
+
+def test_package_writes_the_third_model_which_runs_on_unclips_text_encoder_and_prior(trained):
+    unclip = load_unclip(trained.out / "unclip")
+    third = LatentUnCLIP.load(trained.out / "latent_unclip", unclip)
+    settings = LatentUnclipSettings(prior_num_inference_steps=2, num_inference_steps=2)
+    images = third([PROMPT, "a blue square"], [0, 1], settings)
+    assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
+    assert images.min() >= 0 and images.max() <= 1
+    assert torch.equal(images, third([PROMPT, "a blue square"], [0, 1], settings)), "the same seeds, other images"
+    text = unclip.encode_prompt([PROMPT, "a blue square"], with_uncond=False).embeds
+    given = third([PROMPT, "a blue square"], [0, 1], settings, image_embeds=text)
+    assert given.shape == images.shape and not torch.equal(given, images)  # the embedding steers the U-Net
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        third([PROMPT], [0, 1], settings)
+    with pytest.raises(ValueError, match="one row per prompt"):
+        third([PROMPT], [0], settings, image_embeds=text)
+    index = json.loads((trained.out / "latent_unclip" / "model_index.json").read_text())
+    assert {"unet", "vae", "prior", "scheduler", "prior_scheduler"} <= set(index)
+    packaged = load_file(str(trained.out / "latent_unclip" / "prior" / "diffusion_pytorch_model.safetensors"))
+    shipped = load_file(str(trained.out / "unclip" / "prior" / "diffusion_pytorch_model.safetensors"))
+    assert packaged.keys() == shipped.keys() and all(torch.equal(packaged[k], shipped[k]) for k in packaged)
+    budget = json.loads((trained.out / "latent_unclip" / BUDGET).read_text())
+    assert set(budget["parts"]) == {"prior", "vae", "latent_unclip"}
+    assert third.unet.config.class_embed_type == "projection"
+    assert tuple(third.unet.config.block_out_channels) == TINY.ld_unet.block_out_channels  # latent diffusion's widths
 
 
 def test_judge_loads_and_scores(trained):

@@ -1,0 +1,61 @@
+"""The Findings tab's backend: the lab study's report (lab/findings, written by `python -m lab.study`) read back as
+a verdict table, one section per claim and its plot. Files only: the app never runs the study."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+FINDINGS_DIR = Path(__file__).resolve().parents[2] / "lab" / "findings"
+VERDICT_COLUMNS = ["claim", "paper", "verdict", "why"]
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the report says, ready to show."""
+
+    note: str  # when and how the study ran, or why there is nothing to show
+    verdicts: pd.DataFrame  # VERDICT_COLUMNS, one row per claim
+    sections: dict[str, str]  # claim label -> its section of REPORT.md, without the plot line
+    plots: dict[str, Path]  # claim label -> its PNG
+
+
+def _label(claim: str, title: str) -> str:
+    return f"{claim}. {title}"
+
+
+def read_findings(directory: Path = FINDINGS_DIR) -> Findings:
+    """The study's findings under `directory`, or an empty Findings whose note says how to make them."""
+    path, report = Path(directory) / "findings.json", Path(directory) / "REPORT.md"
+    if not path.is_file() or not report.is_file():
+        note = f"No findings under {directory}: run `python -m lab.study` (about 30 min on a CPU) to write them."
+        return Findings(note, pd.DataFrame(columns=VERDICT_COLUMNS), {}, {})
+    data = json.loads(path.read_text())
+    meta, texts = data["meta"], data["texts"]
+    labels = {c: _label(c, texts[c]["title"]) for c in data["claims"]}
+    verdicts = pd.DataFrame(
+        [[labels[c], texts[c]["source"], r["verdict"], r["because"]] for c, r in data["claims"].items()],
+        columns=VERDICT_COLUMNS,
+    )
+    chunks = re.split(r"\n(?=## \d+\. )", report.read_text())[1:]  # the sections after the verdict table
+    sections = {}
+    for chunk in chunks:
+        claim = chunk[3:].split(".", 1)[0]
+        body = re.sub(r"\n!\[claim \d+\]\([^)]*\)\n", "\n", chunk)  # the plot is shown beside, as an image
+        sections[labels.get(claim, claim)] = body.replace("## ", "### ", 1)
+    plots = {
+        labels[c]: Path(directory) / r["plot"]
+        for c, r in data["claims"].items()
+        if (Path(directory) / r["plot"]).is_file()
+    }
+    kind = "quick run (a few prompts: the report's shape, not its verdicts)" if meta["quick"] else "full run"
+    note = (
+        f"The Shapes lab study ({kind}) of {meta['date'][:10]} on {meta['device']}, {meta['wall_minutes']:.0f} min: "
+        "each claim of the DALL·E 2 and LDM papers tested against the lab's ground truth, with n, 95% intervals "
+        "and a verdict. Full report: lab/findings/REPORT.md; rerun with `python -m lab.study`."
+    )
+    return Findings(note, verdicts, sections, plots)

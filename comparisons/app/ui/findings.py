@@ -1,0 +1,33 @@
+"""The Findings tab: the lab study's verdict table, and each claim's figures, verdict, limits and plot."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from comparisons.app.findings import Findings, read_findings
+from comparisons.app.ui.common import user_errors
+
+
+def build(findings_dir=None) -> None:
+    found: Findings = read_findings() if findings_dir is None else read_findings(findings_dir)
+    first = next(iter(found.sections), None)
+    gr.Markdown(found.note, elem_id="findings-note")
+    gr.Dataframe(found.verdicts, label="Verdicts", wrap=True, elem_id="findings-verdicts", interactive=False)
+    claim = gr.Dropdown(list(found.sections), value=first, label="Claim", elem_id="findings-claim")
+    with gr.Row():
+        section = gr.Markdown(found.sections.get(first, ""), elem_id="findings-section")
+        plot = gr.Image(
+            str(found.plots[first]) if first in found.plots else None,
+            label="Plot",
+            interactive=False,
+            format="png",
+            elem_id="findings-plot",
+        )
+
+    @user_errors
+    def show(label: str):
+        again = read_findings() if findings_dir is None else read_findings(findings_dir)  # a rerun shows at once
+        path = again.plots.get(label)
+        return again.sections.get(label, ""), str(path) if path else None
+
+    claim.change(show, claim, [section, plot], api_name="findings")
