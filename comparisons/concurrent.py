@@ -9,6 +9,7 @@ measured, `timing` = "concurrent" (each shared the machine with the other), not 
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -66,5 +67,10 @@ def make_each(
     if not concurrent:
         return [job(arch, ISOLATED)() for arch in harness.architectures]
     with ThreadPoolExecutor(len(harness.architectures), thread_name_prefix="architecture") as pool:
-        futures = [pool.submit(_one_thread, job(arch, CONCURRENT)) for arch in harness.architectures]
+        # Each in a copy of the caller's context: what it keeps in context variables (gradio's progress bar)
+        # reaches the callbacks; one copy each, as a context runs in one thread at a time.
+        futures = [
+            pool.submit(contextvars.copy_context().run, _one_thread, job(arch, CONCURRENT))
+            for arch in harness.architectures
+        ]
     return [f.result() for f in futures]

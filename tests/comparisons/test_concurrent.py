@@ -3,6 +3,8 @@ rows that say how they were timed, and failures raised once both have finished."
 
 from __future__ import annotations
 
+import contextvars
+
 import pytest
 
 from comparisons.app.session import AppConfig, Session
@@ -31,6 +33,16 @@ def test_side_by_side_gives_the_images_and_rows_of_one_at_a_time(harness):
         verdicts = [{k: repr(v) for k, v in m.rows[0].items() if k.endswith(("_correct", "_read"))} for m in (a, b)]
         assert verdicts[0] and verdicts[0] == verdicts[1]
         assert b.rows[0]["clip_cosine"] == pytest.approx(a.rows[0]["clip_cosine"], abs=1e-4)
+
+
+def test_callbacks_see_the_callers_context_variables(harness):
+    """gradio's progress bar finds its request in context variables: side by side, the callbacks must see them."""
+    request = contextvars.ContextVar("request", default=None)
+    request.set("event 1")
+    seen = set()
+    callbacks = {a: (lambda state: seen.add(request.get())) for a in harness.architectures}
+    make_each(harness, PROMPT, 0, FEW, "r4", callbacks, concurrent=True)
+    assert seen == {"event 1"}
 
 
 def test_a_failure_is_raised_after_both_finished(harness, monkeypatch):
