@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from comparisons.concurrent import ISOLATED, TIMING
 from comparisons.files import fsync_dir
 from comparisons.metrics import Judge, embedding_cosine
 from comparisons.records import build_rows, image_name, row_key, save_png, weights_hash
@@ -64,6 +65,7 @@ class Harness:
     use_checker: bool = False  # Shapes lab only: score every image with lab.checker
     log: object | None = None  # a comparisons.store.RunLog, or None to keep rows in memory only
     meter_memory: bool = True  # on a CPU, each configuration's stage memory from one TensorMeter pass
+    concurrent: bool = False  # a comparison's architectures run side by side, a core each (comparisons.concurrent)
     _stage_memory: dict[tuple, dict[str, int]] = field(default_factory=dict, repr=False)  # per configuration
 
     def __post_init__(self) -> None:
@@ -99,8 +101,10 @@ class Harness:
         run_id: str | None = None,
         callback: StepCallback | None = None,
         extra_columns: list[dict] | None = None,
+        timing: str = ISOLATED,
     ) -> Made:
-        """Generate and score, writing nothing: `save` writes what this made (see `generate`)."""
+        """Generate and score, writing nothing: `save` writes what this made (see `generate`). `timing` says in the
+        rows how their seconds were measured (comparisons.concurrent)."""
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per image")
         pipe = self.pipeline(architecture)
@@ -122,6 +126,7 @@ class Harness:
             stage_memory=self.stage_memory(architecture, output.prompts, settings),
         )
         for i, row in enumerate(rows):
+            row[TIMING] = timing
             row.update(extra_columns[i] if extra_columns else {})
         return Made(architecture, output, images, rows)
 
@@ -165,6 +170,7 @@ class Harness:
             prompts=[prompt],
             stage_memory=self.stage_memory(architecture, [prompt], settings, (source, strength)),
         )
+        rows[0][TIMING] = ISOLATED
         return Made(architecture, output, images, rows, source)
 
     def save(self, *made: Made) -> list[dict]:

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import torch
 
+from comparisons.concurrent import pays
 from comparisons.harness import Harness
 from comparisons.metrics import PRETRAINED_JUDGES, load_judge
 from comparisons.store import RunLog
 from pipelines import registry
 from pipelines.base import Pipeline
+from pipelines.cpu_speed import CPUSpeed
 from pipelines.devices import pick_device
 from pipelines.hub import ProgressCallback
 from pipelines.hub_errors import HubError
@@ -47,6 +49,7 @@ class Preset:
     use_checker: bool = False  # the Shapes lab's checker can read the images
     needs_gpu: bool = False  # too slow and big for a CPU unless the user names the device
     image_encoder: str | None = None  # where unCLIP's variations borrow an image encoder when its model has none
+    fast_cpu: bool = False  # on a CPU: the speed-ups that pay for these models (FAST_CPU, comparisons.concurrent)
 
 
 def _under(root: Path) -> dict[str, str]:
@@ -54,7 +57,7 @@ def _under(root: Path) -> dict[str, str]:
 
 
 PRESETS = {
-    "lab": Preset("lab", _under(LAB_WEIGHTS), "lab", False, use_checker=True),
+    "lab": Preset("lab", _under(LAB_WEIGHTS), "lab", False, use_checker=True, fast_cpu=True),
     "tiny": Preset("tiny", _under(CACHE_DIR / "tiny-v2"), "tiny", False),
     "pretrained": Preset(
         "pretrained",
@@ -66,6 +69,9 @@ PRESETS = {
     ),
 }
 DEFAULT_PRESET = "lab"
+# The CPU speed-ups a fast_cpu preset's pipelines run with, those that paid on the lab's models (the bench's notes:
+# comparisons.bench.lab_speed); its comparisons also run their architectures side by side where there are the cores.
+FAST_CPU = CPUSpeed(trace=True, fast_attention=True)
 JUDGES = ("lab", "tiny", *PRETRAINED_JUDGES)  # comparisons.metrics.load_judge names
 
 
@@ -104,13 +110,14 @@ def load_models(
     device: str | None = None,
     cuda_graphs: bool = False,
     progress: ProgressCallback | None = None,
+    fast_cpu: bool | None = None,
 ) -> dict[str, Pipeline]:
     """Each architecture's pipeline of a preset (architecture -> pipeline); `models` overrides its paths or hub ids.
 
     On a GPU the convolutions run channels_last, and with `cuda_graphs` the denoisers replay CUDA
     graphs (three eager calls' capture per new batch shape, then much less launch overhead: for sweeps).
     `progress(repo_id, done_bytes, total_bytes)` follows downloads from the hub (pipelines.hub.download_bars
-    draws them).
+    draws them). On a CPU, `fast_cpu` (default: the preset's) turns on FAST_CPU's speed-ups; off, eager.
     """
     p = get_preset(preset)
     dev = pick_device(device)
@@ -129,6 +136,9 @@ def load_models(
     if dev.type == "cuda":
         for pipe in pipes.values():
             pipe.optimize(channels_last=True, cuda_graphs=cuda_graphs)
+    elif p.fast_cpu if fast_cpu is None else fast_cpu:
+        for pipe in pipes.values():
+            pipe.optimize_cpu(FAST_CPU)
     return pipes
 
 
@@ -142,12 +152,18 @@ def load_harness(
     cuda_graphs: bool = False,
     progress: ProgressCallback | None = None,
     judge: str | None = None,
+    fast_cpu: bool | None = None,
 ) -> Harness:
     """Everything a comparison needs: the preset's pipelines (or `models`), its judge (or `judge`), the run log in
-    `out_dir`. The Shapes lab's checker scores only the lab's own models: it cannot read another model's images."""
+    `out_dir`. The Shapes lab's checker scores only the lab's own models: it cannot read another model's images.
+    `fast_cpu` (default: the preset's): on a CPU, FAST_CPU's speed-ups and comparisons run side by side where each
+    architecture has a core (comparisons.concurrent); off, eager and one at a time, for timing comparisons."""
     p = get_preset(preset)
     sources = model_sources(preset, models)
-    pipes = load_models(preset, models=models, device=device, cuda_graphs=cuda_graphs, progress=progress)
+    fast = p.fast_cpu if fast_cpu is None else fast_cpu
+    pipes = load_models(
+        preset, models=models, device=device, cuda_graphs=cuda_graphs, progress=progress, fast_cpu=fast
+    )
     out_dir = Path(out_dir)
     return Harness(
         pipes,
@@ -156,6 +172,7 @@ def load_harness(
         models=sources,
         use_checker=p.use_checker and sources == p.models,
         log=RunLog(out_dir) if log else None,
+        concurrent=fast and all(pipe.device.type == "cpu" for pipe in pipes.values()) and pays(len(pipes)),
     )
 
 

@@ -86,6 +86,7 @@ def _core_schema(architectures: tuple[str, ...]) -> dict[str, str]:  # one per s
         **{f"peak_memory_mb_{s}": FLOAT for s in stages},
         "peak_memory_mb": FLOAT,
         "memory_kind": STRING,
+        "timing": STRING,  # comparisons.concurrent: the architectures measured one at a time, or side by side
         "peak_rss_mb": FLOAT,
         # how good it is
         "clip_score": FLOAT,

@@ -31,7 +31,8 @@ from pipelines.registry import TEXT_TO_IMAGE
 HEADLINE_METRICS = ("seconds_total", "peak_memory_mb", "clip_score")  # plus every verdict (check_*_correct)
 CONFIDENCE = 0.95
 # Columns whose values must match for two rows to be a like-for-like pair, besides prompt and seed.
-SHARED_SETTINGS = ("dtype", "device", "device_name", "memory_kind")  # memory: like with like (peak RSS is not VRAM)
+# Like with like: peak RSS is not VRAM, and seconds measured side by side are not seconds measured alone.
+SHARED_SETTINGS = ("dtype", "device", "device_name", "memory_kind", "timing")
 # What besides its registered settings makes an architecture's configuration: each architecture must have a
 # single configuration in the compared rows, or a difference would mix several.
 MODEL_COLUMNS = ("model", "model_hash", "height", "width")

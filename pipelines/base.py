@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines import cpu_speed as cpu_speed_lib
 from pipelines import cuda_graphs as cuda_graphs_lib
 from pipelines.checks import Generators, generator_arg, make_generators
 from pipelines.loading import save_pipeline
@@ -108,6 +109,8 @@ class Pipeline:
     _offload_device: torch.device | None = None
     _graph_pool: tuple | None = None  # the memory pool the denoisers' CUDA graphs share
     _meter: TensorMeter | None = None  # set during `stage_memory`'s pass
+    cpu_speed: cpu_speed_lib.CPUSpeed = cpu_speed_lib.CPUSpeed()  # the CPU speed-ups on (optimize_cpu)
+    _traces: dict | None = None  # denoiser name -> its pipelines.traced.Traced, kept across optimize_cpu calls
 
     def components(self) -> dict[str, object]:
         return {n: getattr(self, n) for n in self.component_names if getattr(self, n, None) is not None}
@@ -137,6 +140,9 @@ class Pipeline:
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
         self._offload_device = None
         self.disable_cuda_graphs()  # a graph replays on the weights' old addresses
+        if self.cpu_speed != cpu_speed_lib.CPUSpeed():  # a trace holds the weights as they were
+            self.optimize_cpu(cpu_speed_lib.CPUSpeed())
+        self._traces = None
         for module in self.modules().values():
             # diffusers warns on any dtype argument, even an unchanged one
             module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
@@ -182,6 +188,18 @@ class Pipeline:
         finally:
             self._meter = None
         return {s.name: s.peak_memory_bytes for s in output.stages}
+
+    # -- CPU speed-ups
+
+    def optimize_cpu(self, speed: cpu_speed_lib.CPUSpeed) -> None:
+        """Run with the CPU speed-ups `speed` names (pipelines.cpu_speed), and only those: `CPUSpeed()` is eager
+        again. Traces are kept while the pipeline stays where it is, so switching back and forth re-traces nothing."""
+        if speed != cpu_speed_lib.CPUSpeed() and (self.device.type != "cpu" or self._offload_device is not None):
+            raise ValueError(f"CPU speed-ups are for pipelines on the CPU; this one runs on {self.device}")
+        if self._traces is None:
+            self._traces = {}
+        cpu_speed_lib.apply(self.modules(), self.denoiser_names, speed, self._traces)
+        self.cpu_speed = speed
 
     # -- GPU path
 

@@ -31,6 +31,7 @@ from comparisons.app.image_in import ImageIn
 from comparisons.app.inputs import parse_prompt, parse_seed, parse_text, vocabulary_notice
 from comparisons.app.views import TABLE_COLUMNS
 from comparisons.app.work import steps_done, total_steps
+from comparisons.concurrent import make_each
 from comparisons.exports import export_csv, export_parquet
 from comparisons.harness import Harness, Made, new_run_id
 from comparisons.presets import (
@@ -47,7 +48,7 @@ from comparisons.settings import Settings
 from comparisons.store import LOG_NAME, load_runs
 from comparisons.sweep import Job, batches, grid, make_batch, parse_seeds, parse_values, pending, unlogged_images
 from pipelines import registry
-from pipelines.outputs import StepState
+from pipelines.outputs import StepCallback, StepState
 from pipelines.tokenizer import truncation_messages
 
 MAX_SWEEP_IMAGES = 2_000  # per background sweep from the app; the CLI takes bigger grids
@@ -266,19 +267,22 @@ class Session:
         notices = [n for n in (vocabulary_notice(prompt, self.config.preset), self._truncation_notice(prompt)) if n]
         harness = self.harness()
         budget = sum(total_steps(a, settings) for a in harness.architectures)
-        made, done, run_id = [], 0, new_run_id()
+        done = dict.fromkeys(harness.architectures, 0)  # steps so far, per architecture: they may run side by side
+
+        def step(arch: str) -> StepCallback | None:
+            def report(state: StepState) -> None:
+                done[arch] = steps_done(arch, state, settings)
+                progress(
+                    sum(done.values()) / budget,
+                    f"{registry.get(arch).label}: {state.stage} step {state.step + 1}/{state.num_steps}",
+                )
+
+            return report if progress is not None else None
+
+        callbacks = {arch: step(arch) for arch in harness.architectures}
         with self.gpu_turn():
-            for arch in harness.architectures:
-
-                def step(state: StepState, offset: int = done, arch: str = arch) -> None:
-                    if progress is not None:
-                        progress(
-                            (offset + steps_done(arch, state, settings)) / budget,
-                            f"{registry.get(arch).label}: {state.stage} step {state.step + 1}/{state.num_steps}",
-                        )
-
-                made.append(harness.make(arch, [prompt], [seed], settings, run_id=run_id, callback=step).portable())
-                done += total_steps(arch, settings)
+            made = make_each(harness, prompt, seed, settings, new_run_id(), callbacks, harness.concurrent)
+        made = [m.portable() for m in made]
         return made, notices
 
     def record(self, made: list[Made]) -> dict[str, dict]:

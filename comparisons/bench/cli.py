@@ -1,6 +1,7 @@
 """Benchmarks: `python -m comparisons.bench [--repeats 7] [--json FILE]` (tiny models on the CPU, then sweep
 throughput), `--full-size --device cuda [--cuda-graphs] [--compile [--compile-mode M]]` (Karlo and SD 1.5 at real
-size), `--soak N` (the served app over N requests). Methods and results: benchmarks/README.md.
+size), `--soak N` (the served app over N requests), `--preset lab` (the lab's CPU speed-ups, technique by technique).
+Methods and results: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from comparisons.bench.pipelines import DTYPES, add_speedup, run_bench, speedups
 from comparisons.bench.sweep import bench_sweep
 from comparisons.presets import DEFAULT_PRESET
 from pipelines.devices import pick_device
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _stages(medians: dict[str, float]) -> str:
@@ -74,9 +77,21 @@ def write(report: dict, json_file: str | None) -> None:
         os.replace(tmp, json_file)
 
 
+def lab_speed(repeats: int, json_file: str | None) -> int:
+    from comparisons.bench.lab_speed import format_lab_speed, run_lab_speed
+
+    transformers.logging.disable_progress_bar()
+    report = run_lab_speed(repeats)
+    print(format_lab_speed(report), flush=True)
+    path = Path(json_file or ROOT / "benchmarks" / f"lab_cpu_speed_{report['machine']['date']}.json")
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmarks of our pipelines, sweeps and the served app.")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, help="timed runs per measurement (default: 7; 5 with --preset lab)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full-size", action="store_true", help="Karlo and SD 1.5 at real size (random weights)")
     parser.add_argument(
@@ -108,9 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--soak-fast", action="store_true", help="soak requests of two steps a stage, not the defaults"
     )
+    parser.add_argument(
+        "--preset",
+        choices=["lab"],
+        help="instead: the lab preset's CPU speed-ups, each alone and together, and the whole compare request "
+        "(comparisons.bench.lab_speed; --json defaults to benchmarks/lab_cpu_speed_DATE.json, --repeats to 5)",
+    )
     args = parser.parse_args(argv)
-    if args.repeats < 1:
+    if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    if args.preset == "lab":
+        return lab_speed(args.repeats or 5, args.json_file)
+    args.repeats = args.repeats or 7
     if args.soak is not None:
         from comparisons.bench.soak import soak
 

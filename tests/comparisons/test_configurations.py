@@ -135,3 +135,21 @@ def test_rows_measured_in_other_memory_kinds_are_never_paired():
     )
     memory = summary_table(chosen).loc["peak_memory_mb"]
     assert memory["n"] == 3 and {memory["mean_unclip"], memory["mean_latent_diffusion"]} == {14.0, 17.0}
+
+
+def test_rows_timed_alone_and_side_by_side_are_never_paired():
+    """Seconds measured one architecture at a time and both at once (comparisons.concurrent) are not alike; a log from
+    before the timing column holds neither and pairs with neither."""
+    df = log(
+        rows("unclip", Settings(), seconds_total=0.7),
+        rows("latent_diffusion", Settings(), seconds_total=1.4),
+        rows("unclip", Settings(), timing="isolated", seconds_total=0.7),
+        rows("latent_diffusion", Settings(), timing="isolated", seconds_total=1.4),
+        rows("unclip", Settings(), timing="concurrent", seconds_total=0.9),
+        rows("latent_diffusion", Settings(), timing="concurrent", seconds_total=1.0),
+    )
+    options = choices(df)
+    assert len(options) == 3 and all(o.paired and o.n_pairs == 3 for o in options)
+    chosen = choose(options, None).rows(df)  # the newest: side by side
+    assert set(chosen["timing"]) == {"concurrent"} and len(chosen) == 6
+    assert options[0].label == "unCLIP 25/25/7 g 4/8 · timing concurrent vs LD 50 steps g 7.5 · timing concurrent"

@@ -1,0 +1,262 @@
+"""The lab preset's speed on the CPU, technique by technique (`python -m comparisons.bench --preset lab`).
+
+One comparison is what the Compare tab runs: both architectures, one prompt, seed 0, their default steps (unCLIP
+25/25/7, latent diffusion 50). Every mode below is timed in the same process, after a warm-up call of each (which
+traces, when a mode traces), in interleaved rounds (the order of the modes reverses every round), so drift in the
+machine's speed falls on all alike; medians. Each mode's images are compared with eager's.
+
+Then the whole compare request through the app's backend (`Session.compare`: both pipelines, the judge, the checker,
+the PNGs, the run log), the default against eager, and a fresh process's start to its first image (importing the
+app, loading the models, the first compare with its traces and memory pass).
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from comparisons.bench.pipelines import PROMPT, machine
+from comparisons.concurrent import CONCURRENT, ISOLATED, cores
+from comparisons.presets import FAST_CPU, load_models
+from comparisons.settings import Settings
+from pipelines.cpu_speed import CPUSpeed
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+EAGER = CPUSpeed()
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A way of running one comparison: the CPU speed-ups of each architecture, and whether side by side."""
+
+    label: str
+    speed: dict[str, CPUSpeed]  # architecture -> its speed-ups
+    concurrent: bool = False
+
+    @property
+    def measured(self) -> str:
+        threads = torch.get_num_threads()
+        return f"{CONCURRENT}, 1 thread each" if self.concurrent else f"{ISOLATED}, {threads} threads"
+
+
+def modes() -> list[Mode]:
+    """Eager, each technique alone, the default (what the lab preset runs with), and everything."""
+    both = lambda s: {"unclip": s, "latent_diffusion": s}  # noqa: E731
+    onednn = CPUSpeed(onednn_off=("unet",))
+    return [
+        Mode("eager", both(EAGER)),
+        Mode("traced denoisers", both(CPUSpeed(trace=True))),
+        Mode("attention without inspect", both(CPUSpeed(fast_attention=True))),
+        Mode("oneDNN off in LD's U-Net", {"unclip": EAGER, "latent_diffusion": onednn}),
+        Mode("side by side, a core each", both(EAGER), concurrent=True),
+        Mode("default (kept: traced + attention + side by side)", both(FAST_CPU), concurrent=True),
+        Mode(
+            "all, oneDNN off too",
+            {"unclip": FAST_CPU, "latent_diffusion": replace(FAST_CPU, onednn_off=("unet",))},
+            concurrent=True,
+        ),
+    ]
+
+
+# Why each technique is or is not in the default (FAST_CPU and comparisons.concurrent); the figures are this run's.
+NOTES = {
+    "traced denoisers": "kept: removes diffusers' Python and fuses each denoiser step; the images are eager's to "
+    "the bit; ~2 s of tracing per denoiser and batch shape, paid by the first image (inductor with freezing gained "
+    "as much per step, 12.7 against 13.4 ms for the LD U-Net, but compiled for 40 s with a warm cache, 133 s cold: "
+    "past the 15 s start budget, so not used)",
+    "attention without inspect": "kept: the same processor call diffusers makes, without inspect.signature per call; "
+    "it matters in eager models (the VAE, first calls), little once the denoisers are traced",
+    "oneDNN off in LD's U-Net": "not kept: it helped the eager U-Net, not the traced one, and the switch is "
+    "process-wide, so side by side it would change unCLIP's kernels while LD runs",
+    "side by side, a core each": "kept where there is a core per architecture: one intra-op thread runs these "
+    "models about as fast as two, so the second core was idle; rows say timing=concurrent",
+}
+
+
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def _one_thread_call(pipe, kwargs: dict):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return pipe(PROMPT, generator=_gen(), **kwargs)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def comparison(pipes: dict, mode: Mode, pool: ThreadPoolExecutor, settings: Settings) -> tuple[float, dict]:
+    """One comparison in `mode`: its wall seconds and each architecture's output."""
+    kwargs = {a: settings.pipeline_kwargs(a) for a in pipes}
+    for a, pipe in pipes.items():
+        pipe.optimize_cpu(mode.speed[a])
+    start = time.perf_counter()
+    if mode.concurrent:
+        futures = {a: pool.submit(_one_thread_call, pipe, kwargs[a]) for a, pipe in pipes.items()}
+        outputs = {a: f.result() for a, f in futures.items()}
+    else:
+        outputs = {a: pipe(PROMPT, generator=_gen(), **kwargs[a]) for a, pipe in pipes.items()}
+    return time.perf_counter() - start, outputs
+
+
+def bench_modes(pipes: dict, repeats: int, settings: Settings = Settings()) -> list[dict]:
+    """Each mode's medians (seconds per comparison, per architecture and both), ratios to eager, first call, images'
+    largest difference to eager's."""
+    all_modes = modes()
+    pool = ThreadPoolExecutor(len(pipes))
+    first, reference = {}, None
+    for mode in all_modes:  # warm-up, and the first call's cost (tracing)
+        first[mode.label], outputs = comparison(pipes, mode, pool, settings)
+        reference = reference or {a: o.images for a, o in outputs.items()}
+    times = {m.label: {"both": [], **{a: [] for a in pipes}} for m in all_modes}
+    diffs = dict.fromkeys(first, 0.0)
+    for r in range(repeats):
+        for mode in all_modes if r % 2 == 0 else all_modes[::-1]:
+            seconds, outputs = comparison(pipes, mode, pool, settings)
+            times[mode.label]["both"].append(seconds)
+            for a, o in outputs.items():
+                times[mode.label][a].append(o.total_seconds)
+                diffs[mode.label] = max(diffs[mode.label], float(np.abs(o.images - reference[a]).max()))
+    pool.shutdown()
+    for pipe in pipes.values():
+        pipe.optimize_cpu(EAGER)
+    eager = {k: statistics.median(v) for k, v in times["eager"].items()}
+    rows = []
+    for mode in all_modes:
+        medians = {k: statistics.median(v) for k, v in times[mode.label].items()}
+        rows.append(
+            {
+                "technique": mode.label,
+                "measured": mode.measured,
+                **{f"{k}_s": v for k, v in medians.items()},
+                **{f"{k}_ratio": v / eager[k] for k, v in medians.items()},
+                "first_comparison_s": first[mode.label],
+                "max_abs_diff": diffs[mode.label],
+                "note": NOTES.get(mode.label, ""),
+            }
+        )
+    return rows
+
+
+def bench_request(repeats: int) -> dict:
+    """Session.compare (the app's backend, everything a request does) with the lab preset's default, and eager."""
+    from comparisons.app.session import AppConfig, Session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        session = Session(AppConfig(results_dir=Path(tmp)))
+        harness = session.harness()
+        default_concurrent = harness.concurrent
+        settings = Settings()
+
+        def set_mode(fast: bool) -> None:
+            for pipe in harness.pipelines.values():
+                pipe.optimize_cpu(FAST_CPU if fast else EAGER)
+            harness.concurrent = fast and default_concurrent
+
+        times: dict[str, list[float]] = {"default": [], "eager": []}
+        for name in times:  # warm-up: traces, the memory pass of this configuration
+            set_mode(name == "default")
+            session.compare(PROMPT, 0, settings)
+        for r in range(repeats):
+            for name in list(times) if r % 2 == 0 else list(times)[::-1]:
+                set_mode(name == "default")
+                start = time.perf_counter()
+                session.compare(PROMPT, 0, settings)
+                times[name].append(time.perf_counter() - start)
+        set_mode(True)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "default_s": medians["default"],
+        "eager_s": medians["eager"],
+        "ratio": medians["default"] / medians["eager"],
+        "default_concurrent": default_concurrent,
+    }
+
+
+START_SCRIPT = """
+import sys, tempfile, time
+from pathlib import Path
+import app
+from comparisons.app import session as backend
+from comparisons.settings import Settings
+if sys.argv[2] == "eager":  # the session loads its harness eager, one architecture at a time
+    from functools import partial
+    backend.load_harness = partial(backend.load_harness, fast_cpu=False)
+session = backend.Session(backend.AppConfig(results_dir=Path(tempfile.mkdtemp())))
+session.start_loading()
+app.build_app(session)
+session.compare(sys.argv[1], 0, Settings())
+"""
+
+
+def bench_start(mode: str, timeout: float = 300) -> float | None:
+    """Seconds from starting a fresh Python to its first compared image (imports, the UI built, models loaded, the
+    first compare with its traces and stage-memory pass), with the lab preset's default or eager (`mode`); None
+    past `timeout`."""
+    start = time.perf_counter()
+    try:
+        subprocess.run(
+            [sys.executable, "-c", START_SCRIPT, PROMPT, mode],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    return time.perf_counter() - start
+
+
+def run_lab_speed(repeats: int) -> dict:
+    pipes = load_models("lab", device="cpu", fast_cpu=False)
+    return {
+        "preset": "lab",
+        "machine": machine() | {"cores": str(cores())},
+        "settings": {a: Settings().pipeline_kwargs(a) for a in pipes},
+        "repeats": repeats,
+        "modes": bench_modes(pipes, repeats),
+        "request": bench_request(repeats),
+        "start_to_first_image_s": {mode: bench_start(mode) for mode in ("default", "eager")},
+    }
+
+
+def _seconds(value: float | None) -> str:
+    return "over 300 s" if value is None else f"{value:.1f} s"
+
+
+def format_lab_speed(report: dict) -> str:
+    """The report as the markdown table benchmarks/README.md shows, and the notes."""
+    m = report["machine"]
+    lines = [
+        f"Lab preset, one prompt, default steps; {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}; "
+        f"medians of {report['repeats']} interleaved rounds; `python -m comparisons.bench --preset lab`",
+        "",
+        "| technique | measured | unCLIP s | LD s | both s | both / eager | first comparison s | max abs diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["modes"]:
+        lines.append(
+            f"| {r['technique']} | {r['measured']} | {r['unclip_s']:.3f} ({r['unclip_ratio']:.2f}) "
+            f"| {r['latent_diffusion_s']:.3f} ({r['latent_diffusion_ratio']:.2f}) | {r['both_s']:.3f} "
+            f"| {r['both_ratio']:.2f} | {r['first_comparison_s']:.1f} | {r['max_abs_diff']:.1e} |"
+        )
+    q, start = report["request"], {k: _seconds(v) for k, v in report["start_to_first_image_s"].items()}
+    lines += [
+        "",
+        f"Whole compare request (Session.compare: both pipelines, judge, checker, PNGs, run log): default "
+        f"{q['default_s']:.3f} s, eager {q['eager_s']:.3f} s ({q['ratio']:.2f}). A fresh process to its first image "
+        f"(imports, UI, models, first compare): default {start['default']}, eager {start['eager']}.",
+        "",
+    ]
+    lines += [f"- {r['technique']}: {r['note']}" for r in report["modes"] if r["note"]]
+    return "\n".join(lines)

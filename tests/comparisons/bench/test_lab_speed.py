@@ -1,0 +1,55 @@
+"""`python -m comparisons.bench --preset lab`: every technique timed against eager in one run, its images checked
+against eager's, the table and notes printed and the JSON written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from comparisons.bench import cli as bench
+from comparisons.bench import lab_speed
+from comparisons.presets import FAST_CPU, load_models
+from comparisons.settings import Settings
+
+FEW = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    pipes = load_models("lab", device="cpu", fast_cpu=False)
+    out = lab_speed.bench_modes(pipes, repeats=1, settings=FEW)
+    assert all(p.cpu_speed == lab_speed.EAGER for p in pipes.values())  # left eager, as loaded
+    return out
+
+
+def test_every_mode_is_timed_against_eager_with_its_images_checked(rows):
+    assert [r["technique"] for r in rows] == [m.label for m in lab_speed.modes()]
+    eager = rows[0]
+    assert eager["technique"] == "eager" and eager["both_ratio"] == 1.0 and eager["max_abs_diff"] == 0.0
+    for r in rows:
+        assert r["both_s"] > 0 and r["unclip_s"] > 0 and r["latent_diffusion_s"] > 0
+        assert r["max_abs_diff"] <= 1e-4, r  # no technique changes the images
+        assert r["measured"].startswith(
+            "concurrent" if "side by side" in r["technique"] else ("isolated", "concurrent")
+        )
+    kept = next(m for m in lab_speed.modes() if m.label.startswith("default"))
+    assert kept.concurrent and set(kept.speed.values()) == {FAST_CPU}  # the default row is what the app runs
+    assert all(r["note"] for r in rows if r["technique"] in lab_speed.NOTES)
+
+
+def test_the_cli_prints_the_table_and_writes_the_json(rows, monkeypatch, tmp_path, capsys):
+    report = {
+        "preset": "lab",
+        "machine": {"cpu": "x86_64", "cores": "2", "torch": "2", "date": "2026-12-01"},
+        "repeats": 1,
+        "modes": rows,
+        "request": {"default_s": 1.0, "eager_s": 2.0, "ratio": 0.5, "default_concurrent": True},
+        "start_to_first_image_s": {"default": 12.0, "eager": None},
+    }
+    monkeypatch.setattr(lab_speed, "run_lab_speed", lambda repeats: report | {"repeats": repeats})
+    assert bench.main(["--preset", "lab", "--json", str(tmp_path / "l.json")]) == 0
+    assert json.loads((tmp_path / "l.json").read_text())["repeats"] == 5  # the lab bench's own default
+    out = capsys.readouterr().out
+    assert "| eager | isolated" in out and "default 12.0 s, eager over 300 s" in out
+    assert all(f"- {label}: " in out for label in lab_speed.NOTES)
