@@ -74,3 +74,13 @@ def make_each(
             for arch in harness.architectures
         ]
     return [f.result() for f in futures]
+
+
+WARM_UP_PROMPT = "a red circle"
+
+
+def warm_up(harness: Harness) -> None:
+    """One comparison at the default settings, kept nowhere, as the app's Compare runs it: the denoisers' traces
+    (loaded from the trace cache, or made) and the default configuration's stage-memory pass are then paid while the
+    models load, not by the user's first image."""
+    make_each(harness, WARM_UP_PROMPT, 0, Settings(), "warm-up", {}, harness.concurrent)

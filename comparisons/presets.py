@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from comparisons.concurrent import pays
+from comparisons.concurrent import pays, warm_up
 from comparisons.harness import Harness
 from comparisons.metrics import PRETRAINED_JUDGES, load_judge
 from comparisons.store import RunLog
@@ -71,7 +71,7 @@ PRESETS = {
 DEFAULT_PRESET = "lab"
 # The CPU speed-ups a fast_cpu preset's pipelines run with, those that paid on the lab's models (the bench's notes:
 # comparisons.bench.lab_speed); its comparisons also run their architectures side by side where there are the cores.
-FAST_CPU = CPUSpeed(trace=True, fast_attention=True)
+FAST_CPU = CPUSpeed(trace=True, fast_attention=True, trace_cache=CACHE_DIR / "traces")
 JUDGES = ("lab", "tiny", *PRETRAINED_JUDGES)  # comparisons.metrics.load_judge names
 
 
@@ -165,7 +165,7 @@ def load_harness(
         preset, models=models, device=device, cuda_graphs=cuda_graphs, progress=progress, fast_cpu=fast
     )
     out_dir = Path(out_dir)
-    return Harness(
+    harness = Harness(
         pipes,
         judge=load_judge(judge or p.judge, pick_device(device), progress),
         out_dir=out_dir,
@@ -174,6 +174,9 @@ def load_harness(
         log=RunLog(out_dir) if log else None,
         concurrent=fast and all(pipe.device.type == "cpu" for pipe in pipes.values()) and pays(len(pipes)),
     )
+    if any(pipe.cpu_speed.trace for pipe in pipes.values()):
+        warm_up(harness)
+    return harness
 
 
 def load_problem(err: Exception) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers.models.attention_processor import Attention
@@ -32,6 +33,7 @@ class CPUSpeed:
     trace: bool = False  # denoisers from frozen traces, one per input signature (~2 s to trace each the first time)
     fast_attention: bool = False  # Attention modules call their processor without inspect.signature per call
     onednn_off: tuple[str, ...] = ()  # component names whose forward runs with oneDNN convolutions off
+    trace_cache: Path | None = None  # where frozen traces are saved for later processes (pipelines.traced); None: not
 
     @property
     def label(self) -> str:
@@ -76,7 +78,7 @@ def apply(modules: dict[str, torch.nn.Module], denoisers: tuple[str, ...], speed
                     sub.forward = functools.partial(_direct_attention, sub)
         if speed.trace and name in denoisers:
             if name not in cache:
-                cache[name] = traced.Traced(module, module.forward)
+                cache[name] = traced.Traced(module, module.forward, speed.trace_cache)
             module.forward = cache[name]
         if name in speed.onednn_off:
             module.forward = _WithoutOneDNN(module.forward)

@@ -74,3 +74,21 @@ def test_a_compare_request_logs_its_timing_and_reports_progress_to_the_end(tmp_p
     assert {r[TIMING] for r in rows.values()} == {expected}
     assert set(session.runs()[TIMING]) == {expected}  # the run log keeps the column
     assert max(fractions) == pytest.approx(1.0) and all(0 < f <= 1 for f in fractions)
+
+
+def test_loading_warms_the_traces_and_the_stage_memory_of_the_default_comparison(harness):
+    for arch, pipe in harness.pipelines.items():
+        for name in pipe.denoiser_names:
+            traced = getattr(pipe, name).forward
+            assert traced.traces, f"{arch} {name}: not traced while loading"
+    before = {
+        (a, n): list(getattr(p, n).forward.traces) for a, p in harness.pipelines.items() for n in p.denoiser_names
+    }
+    memory_passes = len(harness._stage_memory)
+    assert memory_passes >= len(harness.pipelines)  # the default configuration's, once per architecture
+    make_each(harness, "a blue square", 3, Settings(), "first", {}, harness.concurrent)  # a user's first image
+    assert len(harness._stage_memory) == memory_passes  # no new memory pass
+    after = {
+        (a, n): list(getattr(p, n).forward.traces) for a, p in harness.pipelines.items() for n in p.denoiser_names
+    }
+    assert after == before  # nothing traced

@@ -138,3 +138,27 @@ def test_what_watches_the_eager_forward_still_sees_it(lab):
         assert not pipe.unet.forward.instrumented()  # the original processor back: traced again
     finally:
         pipe.optimize_cpu(CPUSpeed())
+
+
+def test_saved_traces_load_in_a_fresh_pipeline_and_a_broken_file_is_traced_again(tmp_path, monkeypatch):
+    speed = CPUSpeed(trace=True, trace_cache=tmp_path)
+    first = load_models("lab", device="cpu", fast_cpu=False)["latent_diffusion"]
+    made = _images(first, "latent_diffusion", speed, FEW)
+    (saved,) = tmp_path.glob("UNet2DConditionModel-*.pt")
+    fresh = load_models("lab", device="cpu", fast_cpu=False)["latent_diffusion"]
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("traced again, though the cache holds the trace")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.jit, "trace", no_tracing)
+        assert_images_close(_images(fresh, "latent_diffusion", speed, FEW), made, atol=0)
+    other = fresh.to("cpu")  # new Traced objects: nothing in memory
+    with torch.no_grad():
+        next(other.unet.parameters()).add_(1e-3)  # other weights: another file, never the stale graph
+    _images(other, "latent_diffusion", speed, FEW)
+    assert len(list(tmp_path.glob("UNet2DConditionModel-*.pt"))) == 2
+    saved.write_bytes(b"not a trace")
+    broken = load_models("lab", device="cpu", fast_cpu=False)["latent_diffusion"]
+    assert_images_close(_images(broken, "latent_diffusion", speed, FEW), made, atol=0)
+    assert saved.stat().st_size > 1000  # rewritten
