@@ -115,14 +115,18 @@ class Traced:
         if path.is_file():
             try:
                 extra = {OUT_SPEC: ""}
-                graph = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+                with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript's load and save; both still work
+                    warnings.simplefilter("ignore", FutureWarning)
+                    graph = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
                 return graph, pickle.loads(extra[OUT_SPEC])  # our own file, written below
             except Exception:  # noqa: BLE001 - a truncated or foreign file: trace again and overwrite it
                 pass
         graph, out_spec = self._trace(leaves, spec, tensors)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial")
-        torch.jit.save(graph, str(partial), _extra_files={OUT_SPEC: pickle.dumps(out_spec)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(graph, str(partial), _extra_files={OUT_SPEC: pickle.dumps(out_spec)})
         os.replace(partial, path)  # atomic: another process never loads half a file
         return graph, out_spec
 

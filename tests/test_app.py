@@ -24,6 +24,7 @@ from comparisons.app.latent_tools import GAP, LABEL_PX, verdict
 from comparisons.app.session import AppConfig, Session
 from comparisons.app.sweep_grid import sweep_grid
 from comparisons.app.views import checker_verdict, stage_seconds_long, stats_line, summary_frame
+from comparisons.configurations import choices
 from comparisons.exports import read_csv, read_parquet
 from comparisons.records import parse_infotext, settings_from_png
 from comparisons.settings import Settings
@@ -263,6 +264,14 @@ def test_a_gallery_image_opens_its_row_and_goes_to_compare_through_gradio_client
         client.predict(str(Path(app.__file__).resolve()), api_name="/gallery_row")
 
 
+def _label_of(session, settings_label: str) -> str:
+    """The chooser's label of the Compare tab's (side-by-side) configuration whose settings read `settings_label`:
+    where sweeps (timed alone) share its settings, the label also says the timing."""
+    options = [c.label for c in choices(session.runs()) if "isolated" not in c.label]
+    unclip, ld = settings_label.split(" vs ")
+    return next(o for o in options if o.startswith(unclip) and f" vs {ld}" in o)
+
+
 def test_a_configuration_is_chosen_for_the_summary_through_gradio_client(served):
     session, url = served
     client = Client(url, verbose=False)
@@ -275,10 +284,11 @@ def test_a_configuration_is_chosen_for_the_summary_through_gradio_client(served)
     newest = "unCLIP 2/3/2 g 4/8 vs LD 3 steps g 7.5"
     assert chooser["value"] == labels[0] == newest and note.startswith(f"{newest}: 2 pairs.")
     assert {r[summary["headers"].index("n pairs")] for r in summary["data"]} == {2}
-    fast = "unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5"
+    fast = _label_of(session, "unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5")
     summary, note, stages, scatter, memory = client.predict("all", "", fast, api_name="/summary")
     summary = summary["value"]
     df = session.runs()
+    df = df[df.timing == "concurrent"]  # compared side by side; sweeps' rows, timed alone, are another configuration
     uc = df[(df.architecture == "unclip") & (df.decoder_steps == 2) & (df.decoder_guidance == 8.0)]
     ld = df[(df.architecture == "latent_diffusion") & (df.steps == 2)]
     pairs = set(zip(uc.prompt, uc.seed)) & set(zip(ld.prompt, ld.seed))
@@ -397,7 +407,7 @@ def test_findings_through_gradio_client(served):
     client = Client(served[1], verbose=False)
     for label in found.sections:
         section, plot = client.predict(label, api_name="/findings")
-        assert section == found.sections[label]
+        assert section.strip() == found.sections[label].strip()
         with Image.open(plot) as shown, Image.open(found.plots[label]) as committed:
             assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(committed.convert("RGB")))
 
@@ -547,8 +557,10 @@ def test_browser_shows_the_findings_verdicts_and_a_claims_plot(served, page):
     page.get_by_role("tab", name="Findings").click()
     table = page.locator("#findings-verdicts")
     table.wait_for(timeout=30_000)
-    for label in found.verdicts["claim"]:
-        table.get_by_text(label[:30]).first.wait_for(timeout=10_000)
+    page.wait_for_function("e => e.innerText.includes('6. ')", arg=table.element_handle(), timeout=30_000)
+    shown = table.inner_text()
+    for label, said in zip(found.verdicts["claim"], found.verdicts["verdict"]):
+        assert label in shown and said in shown
     second = list(found.sections)[1]
     page.locator("#findings-claim input").click()
     page.get_by_role("option", name=second, exact=True).click()
@@ -612,8 +624,9 @@ def test_browser_sweep_grid_gallery_to_compare_and_a_configuration(served, page)
 
     page.get_by_role("tab", name="Results").click()
     newest = "unCLIP 2/2/7 g 4/7.5 vs LD 2 steps g 7.5"  # the sweep's (its --steps 2, its guidance 7.5)
-    page.locator("#summary-note", has_text=f"{newest}: 4 pairs.").wait_for(timeout=60_000)
-    fast = "unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5"  # the Compare tab's fast settings, chosen over the sweep's
+    # LD's side reads as the Compare tab's fast settings but was timed alone (a sweep): its label says so
+    page.locator("#summary-note", has_text=f"{newest} · timing isolated: 4 pairs.").wait_for(timeout=60_000)
+    fast = _label_of(session, "unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5")  # the Compare tab's, chosen over the sweep's
     _choose(page, "configuration", fast)
     page.locator("#summary-note", has_text=f"{fast}: ").wait_for(timeout=60_000)
     page.locator("#summary", has_text="n pairs").wait_for(timeout=60_000)

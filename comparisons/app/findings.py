@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 FINDINGS_DIR = Path(__file__).resolve().parents[2] / "lab" / "findings"
-VERDICT_COLUMNS = ["claim", "paper", "verdict", "why"]
+VERDICT_COLUMNS = ["claim", "verdict", "why", "paper"]  # the verdict first: the table is wider than the page
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def read_findings(directory: Path = FINDINGS_DIR) -> Findings:
     meta, texts = data["meta"], data["texts"]
     labels = {c: _label(c, texts[c]["title"]) for c in data["claims"]}
     verdicts = pd.DataFrame(
-        [[labels[c], texts[c]["source"], r["verdict"], r["because"]] for c, r in data["claims"].items()],
+        [[labels[c], r["verdict"], r["because"], texts[c]["source"]] for c, r in data["claims"].items()],
         columns=VERDICT_COLUMNS,
     )
     chunks = re.split(r"\n(?=## \d+\. )", report.read_text())[1:]  # the sections after the verdict table
