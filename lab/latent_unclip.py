@@ -25,7 +25,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, PriorTransformer, UnCLIPScheduler, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from lab.trainer import TrainConfig, seeded
+from lab.trainer import TrainConfig
 from pipelines.base import guide
 from pipelines.checks import check_guidance
 from pipelines.unclip import UnCLIP
@@ -52,21 +52,16 @@ class LatentUnclipConfig:
 def build_unet(
     config: LatentUnclipConfig, latent_size: int, cross_attention_dim: int, embed_dim: int
 ) -> UNet2DConditionModel:
-    n = len(config.block_out_channels)
-    with seeded(config.train.seed):
-        return UNet2DConditionModel(
-            sample_size=latent_size,
-            in_channels=4,
-            out_channels=4,
-            layers_per_block=config.layers_per_block,
-            block_out_channels=config.block_out_channels,
-            cross_attention_dim=cross_attention_dim,
-            down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-            up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
-            attention_head_dim=config.heads,
-            class_embed_type="projection",  # the image embedding, projected, joins the time embedding
-            projection_class_embeddings_input_dim=embed_dim,
-        )
+    """Latent diffusion's U-Net builder, with the image embedding projected into the time embedding."""
+    from lab.models import build_ld_unet  # lab.models holds this module's config among the lab's
+
+    return build_ld_unet(
+        config,
+        latent_size,
+        cross_attention_dim,
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=embed_dim,
+    )
 
 
 @dataclass(frozen=True)

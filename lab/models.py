@@ -378,7 +378,10 @@ def build_vae(config: VaeConfig) -> AutoencoderKL:
     return vae
 
 
-def build_ld_unet(config: LdUnetConfig, latent_size: int, cross_attention_dim: int) -> UNet2DConditionModel:
+def build_ld_unet(
+    config: LdUnetConfig, latent_size: int, cross_attention_dim: int, **conditioning
+) -> UNet2DConditionModel:
+    """SD's U-Net; `conditioning` adds to what it reads besides the caption (the third model: an image embedding)."""
     n = len(config.block_out_channels)
     with seeded(config.train.seed):
         return UNet2DConditionModel(
@@ -391,6 +394,7 @@ def build_ld_unet(config: LdUnetConfig, latent_size: int, cross_attention_dim: i
             down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
             up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
             attention_head_dim=config.heads,
+            **conditioning,
         )
 
 
