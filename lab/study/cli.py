@@ -26,7 +26,7 @@ from lab.study.generators import LATENT_DIFFUSION, UNCLIP, Generators, Steps
 from lab.study.measures import N_BOOT
 from lab.study.report import diff, num, write
 from lab.study.report import pct as percent
-from lab.study.texts import because
+from lab.study.texts import CLAIMS, because
 from pipelines.devices import pick_device
 
 QUICK_SIZES = Sizes(
@@ -49,23 +49,19 @@ class StudyConfig:
     seed: int = 0
     device: str = "auto"
     quick: bool = False
-    only: tuple[str, ...] = ("1", "2", "3", "4", "5", "6")  # the claims to run (6 reads 1-4)
+    only: tuple[str, ...] = tuple(CLAIMS)  # the claims to run, in order (6 reads 1-4)
     sizes: Sizes | None = None  # None: the full run's, or QUICK_SIZES with `quick`
 
     def __post_init__(self) -> None:
         if self.sizes is None:
             object.__setattr__(self, "sizes", QUICK_SIZES if self.quick else Sizes())
-        unknown = sorted(set(self.only) - set(claims_order()))
+        unknown = sorted(set(self.only) - set(tuple(CLAIMS)))
         if unknown:
-            raise ValueError(f"unknown claims {unknown}; the study has {claims_order()}")
+            raise ValueError(f"unknown claims {unknown}; the study has {tuple(CLAIMS)}")
         missing = [p for p in (UNCLIP, LATENT_DIFFUSION, LATENT_UNCLIP, "judge") if not (self.weights / p).is_dir()]
         if missing:
             raise ValueError(f"no weights for {', '.join(missing)} under {self.weights}: run `make train` first")
         pick_device(self.device)
-
-
-def claims_order() -> tuple[str, ...]:
-    return ("1", "2", "3", "4", "5", "6")
 
 
 def training_tflop(weights: Path) -> dict[str, float]:
@@ -126,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=StudyConfig.out, help="where REPORT.md, the plots and JSON go")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
-    parser.add_argument("--claims", default=",".join(claims_order()), help="comma-separated claims to run, e.g. 1,2")
+    parser.add_argument("--claims", default=",".join(tuple(CLAIMS)), help="comma-separated claims to run, e.g. 1,2")
     args = parser.parse_args(argv)
     try:
         config = StudyConfig(args.weights, args.out, args.seed, args.device, args.quick, tuple(args.claims.split(",")))
