@@ -80,7 +80,9 @@ WARM_UP_PROMPT = "a red circle"
 
 
 def warm_up(harness: Harness) -> None:
-    """One comparison at the default settings, kept nowhere, as the app's Compare runs it: the denoisers' traces
-    (loaded from the trace cache, or made) and the default configuration's stage-memory pass are then paid while the
-    models load, not by the user's first image."""
-    make_each(harness, WARM_UP_PROMPT, 0, Settings(), "warm-up", {}, harness.concurrent)
+    """One comparison at the default settings' fewest steps, kept nowhere, as the app's Compare runs it: the
+    denoisers' traces (one per input signature, which the step count does not change; loaded from the trace cache, or
+    made) and the default configuration's stage-memory pass (made at the fewest steps) are then paid while the models
+    load, not by the user's first image."""
+    settings = Settings().fewest_steps(harness.architectures)
+    make_each(harness, WARM_UP_PROMPT, 0, settings, "warm-up", {}, harness.concurrent)

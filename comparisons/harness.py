@@ -29,7 +29,6 @@ from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
 from pipelines.checks import NonFiniteError
 from pipelines.outputs import StepCallback, to_uint8
-from pipelines.registry import STEPS
 
 
 def new_run_id() -> str:
@@ -205,10 +204,10 @@ class Harness:
             return None
         strength = image_in[1] if image_in else None
         at_least = math.ceil(1 / strength) if strength else 1  # img2img runs int(steps * strength) of them
-        steps = [s for s in registry.get(architecture).settings if s.role == STEPS]
-        fewest = settings.replace(**{s.name: max(s.minimum, at_least) for s in steps})
+        fewest = settings.fewest_steps([architecture], at_least)
         shape = (image_in[0].image.size, strength) if image_in else None
-        key = (architecture, len(prompts), fewest, shape)
+        # Its own settings alone: the other architectures' do not change what this one allocates.
+        key = (architecture, len(prompts), tuple(fewest.for_architecture(architecture).items()), shape)
         if key not in self._stage_memory:
             if image_in:
                 source = image_in[0].image

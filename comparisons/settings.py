@@ -8,6 +8,8 @@ pipeline's keyword arguments (`pipeline_kwargs`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pipelines import registry
 from pipelines.checks import MAX_PROMPT_CHARS, check_guidance, check_steps
 from pipelines.registry import GUIDANCE, STEPS, TEXT, TEXT_TO_IMAGE, Setting
@@ -57,6 +59,11 @@ class Settings:
 
     def replace(self, **changes: int | float | str | None) -> Settings:
         return Settings(**{**self._given, **changes})
+
+    def fewest_steps(self, architectures: Iterable[str], at_least: int = 1) -> Settings:
+        """These settings with every step count of `architectures` at its stage's minimum (or `at_least`)."""
+        steps = [s for a in architectures for s in registry.get(a).settings if s.role == STEPS]
+        return self.replace(**{s.name: max(s.minimum, at_least) for s in steps})
 
     def for_architecture(self, architecture: str, mode: str = TEXT_TO_IMAGE) -> dict[str, object]:
         """The settings that are the architecture's own and apply in `mode`, by name (its rows' settings columns)."""

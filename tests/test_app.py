@@ -5,6 +5,7 @@ import concurrent.futures
 import importlib
 import os
 import sys
+import time
 import types
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ from gradio_client import Client, handle_file
 from PIL import Image, ImageDraw
 
 import app
+from comparisons.app import work
 from comparisons.app.findings import read_findings
 from comparisons.app.gallery import caption, plain_row
 from comparisons.app.inputs import parse_seed, parse_settings, vocabulary_notice
@@ -86,14 +88,21 @@ def test_settings_from_widgets():
         parse_settings(guidance=-1)
 
 
-def test_compare_logs_both_architectures_with_progress(served):
+def test_compare_logs_both_architectures_with_progress(served, monkeypatch):
     session, _ = served
     seen = []
+    monkeypatch.setattr(work, "PROGRESS_EVERY_S", 0.0)  # every step reported, to check them all
     rows, notices = session.compare(PROMPT, "7", Settings(**FAST), lambda f, what: seen.append((f, what)))
     assert set(rows) == {"unclip", "latent_diffusion"} and notices == []
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and len(seen) >= 2 + 2 + 2 + 2
     assert any("super_res" in what for _, what in seen) and any("unet" in what for _, what in seen)
+    monkeypatch.undo()
+    throttled, start = [], time.monotonic()
+    session.compare(PROMPT, "8", Settings(**dict(FAST, steps=40)), lambda f, what: throttled.append(f))
+    seconds = time.monotonic() - start
+    assert throttled[-1] == pytest.approx(1.0)  # the end always reaches the page
+    assert len(throttled) <= seconds / work.PROGRESS_EVERY_S + 2 < 40  # not one message per step
     for arch, row in rows.items():
         assert row["seed"] == 7 and row["architecture"] == arch
         found_arch, found_prompt, found_seed, found = settings_from_png(row["image_path"])

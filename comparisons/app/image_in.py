@@ -25,7 +25,7 @@ from PIL import Image
 
 from comparisons.app.inputs import parse_seed, parse_text, vocabulary_notice
 from comparisons.app.views import stats_line
-from comparisons.app.work import stage_steps, steps_done, total_steps
+from comparisons.app.work import stage_steps, steps_done, throttled, total_steps
 from comparisons.harness import Harness, Made, new_run_id
 from comparisons.presets import get_preset, load_problem
 from comparisons.schema import SOURCE_COSINE, SOURCE_IMAGE
@@ -154,6 +154,7 @@ class ImageIn:
         modes = {a: registry.get(a).image_in.mode for a in runs}
         budget = sum(total_steps(a, settings, modes[a], strengths[a]) for a in runs) or 1
         made, done, run_id = [], 0, new_run_id()
+        progress = None if progress is None else throttled(progress)
         with self.session.gpu_turn():
             for arch in runs:
 

@@ -30,7 +30,7 @@ import torch
 from comparisons.app.image_in import ImageIn
 from comparisons.app.inputs import parse_prompt, parse_seed, parse_text, vocabulary_notice
 from comparisons.app.views import TABLE_COLUMNS
-from comparisons.app.work import steps_done, total_steps
+from comparisons.app.work import steps_done, throttled, total_steps
 from comparisons.concurrent import make_each
 from comparisons.exports import export_csv, export_parquet
 from comparisons.harness import Harness, Made, new_run_id
@@ -268,6 +268,7 @@ class Session:
         harness = self.harness()
         budget = sum(total_steps(a, settings) for a in harness.architectures)
         done = dict.fromkeys(harness.architectures, 0)  # steps so far, per architecture: they may run side by side
+        progress = None if progress is None else throttled(progress)
 
         def step(arch: str) -> StepCallback | None:
             def report(state: StepState) -> None:

@@ -5,6 +5,9 @@ to ask ZeroGPU for (`spaces.GPU(duration=...)`: a call that runs past them is ki
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Callable
 
 from comparisons.settings import Settings
 from comparisons.sweep import Job
@@ -16,6 +19,32 @@ GPU_CALL_OVERHEAD_S = 30  # a cold ZeroGPU worker first moves the weights onto i
 # ZeroGPU's default device is an H200 MIG 3g.71gb slice (60 SMs; an H100 has 132), and a call past its duration
 # is killed: ask for four times the H100's time
 GPU_SAFETY = 4
+# A progress bar redrawn 5 times a second. Every update is a message to the page: per step, the lab's 107 steps of
+# a comparison in 0.9 s made gradio's queue (which sends what is pending every 10 ms) send ~85, which the page and
+# the server's own threads paid for beside the models (a request via gradio_client 1.49 s; see throttled's use).
+PROGRESS_EVERY_S = 0.2
+
+
+def throttled(
+    progress: Callable[[float, str], None],
+    every: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[float, str], None]:
+    """`progress` passed on at most once per `every` seconds (default PROGRESS_EVERY_S), the first call and the last
+    (fraction 1) always; safe from the threads of architectures running side by side."""
+    every = PROGRESS_EVERY_S if every is None else every
+    last, lock = -math.inf, threading.Lock()
+
+    def report(fraction: float, what: str) -> None:
+        nonlocal last
+        now = clock()
+        with lock:
+            if fraction < 1 and now - last < every:
+                return
+            last = now
+        progress(fraction, what)
+
+    return report
 
 
 def stage_steps(

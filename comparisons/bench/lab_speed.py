@@ -12,7 +12,9 @@ app, loading the models, the first compare with its traces and memory pass).
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +31,9 @@ from comparisons.bench.pipelines import PROMPT, machine
 from comparisons.concurrent import CONCURRENT, ISOLATED, cores
 from comparisons.presets import FAST_CPU, load_models
 from comparisons.settings import Settings
+from pipelines import registry
 from pipelines.cpu_speed import CPUSpeed
+from pipelines.registry import TEXT
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EAGER = CPUSpeed()
@@ -72,7 +76,9 @@ def modes() -> list[Mode]:
 NOTES = {
     "traced denoisers": "kept: removes diffusers' Python and fuses each denoiser step; the images are eager's to "
     "the bit; ~1.5 s of tracing per denoiser and batch shape, paid once: traces are saved in T2I_CACHE/traces and "
-    "the default comparison's are made or loaded while the models load (inductor with freezing gained "
+    "the default comparison's are made or loaded while the models load, at its fewest steps; they run with "
+    "TorchScript's re-optimising executor off, which cost ~3 s over the first four calls for no gain (inductor "
+    "with freezing gained "
     "as much per step, 12.7 against 13.4 ms for the LD U-Net, but compiled for 40 s with a warm cache, 133 s cold: "
     "past the 15 s start budget, so not used)",
     "attention without inspect": "kept: the same processor call diffusers makes, without inspect.signature per call; "
@@ -185,42 +191,104 @@ def bench_request(repeats: int) -> dict:
     }
 
 
+def bench_api(repeats: int, timeout: float = 300) -> dict:
+    """The compare request as a client sees it, as the issue measured it: `app.py` (the lab preset, its default) in a
+    process of its own, `gradio_client` calling /compare at default settings; medians of `repeats` after two."""
+    from gradio_client import Client
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            [sys.executable, "app.py", "--preset", "lab", "--results", tmp, "--port", str(port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    client = Client(f"http://127.0.0.1:{port}", verbose=False)
+                    break
+                except Exception:  # noqa: BLE001 - not listening yet
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("the app did not start") from None
+                    time.sleep(0.5)
+            # the negative prompt (empty), the seed, then the Advanced widgets in the registry's order
+            values = [s.default for s in registry.all_settings() if s.role != TEXT]
+            times = []
+            for seed in range(repeats + 2):
+                start = time.perf_counter()
+                client.predict(PROMPT, "", str(seed), *values, api_name="/compare")
+                times.append(time.perf_counter() - start)
+        finally:
+            server.terminate()
+            server.wait(30)
+    return {"default_s": statistics.median(times[2:]), "first_s": times[0]}
+
+
 START_SCRIPT = """
-import sys, tempfile, time
+import json, sys, tempfile, time
 from pathlib import Path
 import app
 from comparisons.app import session as backend
 from comparisons.settings import Settings
+marks = {"imports": time.time()}
 if sys.argv[2] == "eager":  # the session loads its harness eager, one architecture at a time
     from functools import partial
     backend.load_harness = partial(backend.load_harness, fast_cpu=False)
 session = backend.Session(backend.AppConfig(results_dir=Path(tempfile.mkdtemp())))
 session.start_loading()
 app.build_app(session)
+session.harness()  # waits for the loading thread: the models and their warm-up
+marks["loaded"] = time.time()
 session.compare(sys.argv[1], 0, Settings())
+marks["first_image"] = time.time()
+print(json.dumps(marks))
 """
+PHASES = ("imports", "loaded", "first_image")  # seconds from the process's start to: the app imported, the models
+# loaded and warm (the UI built meanwhile), the first compared image
+START_MODES = ("cold", "default", "eager")
 
 
-def bench_start(mode: str, timeout: float = 300) -> float | None:
-    """Seconds from starting a fresh Python to its first compared image (imports, the UI built, models loaded with
-    their warm-up, the first compare), with the lab preset's default or eager (`mode`); "cold": the default with an
-    empty trace cache (a first start), else the cache as the runs before left it; None past `timeout`."""
+def bench_start(mode: str, timeout: float = 300) -> dict[str, float] | None:
+    """Seconds from starting a fresh Python to each of PHASES (imports, the UI built, models loaded with their
+    warm-up, the first compare), with the lab preset's default or eager (`mode`); "cold": the default with an empty
+    trace cache (a first start), else the cache as the runs before left it; None past `timeout`."""
     env = dict(os.environ)
     if mode == "cold":
         env["T2I_CACHE"] = tempfile.mkdtemp()  # the lab preset keeps only its traces there
-    start = time.perf_counter()
+    start = time.time()
     try:
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-c", START_SCRIPT, PROMPT, "default" if mode == "cold" else mode],
             cwd=ROOT,
             check=True,
             capture_output=True,
+            text=True,
             timeout=timeout,
             env=env,
         )
     except subprocess.TimeoutExpired:
         return None
-    return time.perf_counter() - start
+    marks = json.loads(done.stdout.strip().splitlines()[-1])
+    return {phase: marks[phase] - start for phase in PHASES}
+
+
+def bench_starts(rounds: int = 3) -> dict[str, dict[str, float] | None]:
+    """Each start mode's phases, medians of `rounds` interleaved fresh processes (a start varies with the host's
+    state by a second or more, imports most)."""
+    runs: dict[str, list] = {mode: [] for mode in START_MODES}
+    for _ in range(rounds):
+        for mode in START_MODES:
+            runs[mode].append(bench_start(mode))
+    out = {}
+    for mode, done in runs.items():
+        done = [d for d in done if d is not None]
+        out[mode] = {p: statistics.median(d[p] for d in done) for p in PHASES} if done else None
+    return out
 
 
 def run_lab_speed(repeats: int) -> dict:
@@ -232,7 +300,15 @@ def run_lab_speed(repeats: int) -> dict:
         "repeats": repeats,
         "modes": bench_modes(pipes, repeats),
         "request": bench_request(repeats),
-        "start_to_first_image_s": {mode: bench_start(mode) for mode in ("cold", "default", "eager")},
+        "api_request": bench_api(repeats),
+    } | start_report(bench_starts())
+
+
+def start_report(starts: dict[str, dict[str, float] | None]) -> dict:
+    """The JSON's start figures: each mode's seconds to its first image, and its phases."""
+    return {
+        "start_to_first_image_s": {m: None if p is None else p["first_image"] for m, p in starts.items()},
+        "start_phases_s": starts,
     }
 
 
@@ -257,12 +333,21 @@ def format_lab_speed(report: dict) -> str:
             f"| {r['both_ratio']:.2f} | {r['first_comparison_s']:.1f} | {r['max_abs_diff']:.1e} |"
         )
     q, start = report["request"], {k: _seconds(v) for k, v in report["start_to_first_image_s"].items()}
+    a = report.get("api_request")
+    api = f"; through the app's API (gradio_client, app.py in its own process): {a['default_s']:.3f} s" if a else ""
+    phases = report.get("start_phases_s", {}).get("default")
+    within = (
+        f" (imported at {phases['imports']:.1f} s, models loaded and warm at {phases['loaded']:.1f} s)"
+        if phases
+        else ""
+    )
     lines += [
         "",
         f"Whole compare request (Session.compare: both pipelines, judge, checker, PNGs, run log): default "
-        f"{q['default_s']:.3f} s, eager {q['eager_s']:.3f} s ({q['ratio']:.2f}). A fresh process to its first image "
-        f"(imports, UI, models and their warm-up, first compare): default {start['default']} (a first start, "
-        f"empty trace cache: {start.get('cold', '-')}), eager {start['eager']}.",
+        f"{q['default_s']:.3f} s, eager {q['eager_s']:.3f} s ({q['ratio']:.2f}){api}. A fresh process to its first "
+        f"image (imports, UI, models and their warm-up, first compare; medians of 3): default {start['default']}"
+        f"{within}; "
+        f"a first start, empty trace cache: {start.get('cold', '-')}; eager {start['eager']}.",
         "",
     ]
     lines += [f"- {r['technique']}: {r['note']}" for r in report["modes"] if r["note"]]

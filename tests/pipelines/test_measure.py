@@ -63,7 +63,19 @@ def test_harness_rows_on_a_cpu_carry_stage_memory_and_keep_peak_rss(lab, tmp_pat
     assert row["peak_memory_mb"] == max(row[f"peak_memory_mb_{s}"] for s in STAGES["latent_diffusion"])
     again = harness.make("latent_diffusion", ["a blue square"], [1], fast.replace(steps=5)).rows[0]
     assert again["peak_memory_mb_unet"] == row["peak_memory_mb_unet"]  # one pass per configuration: steps aside
-    assert len(harness._stage_memory) == 1
+    harness.make("latent_diffusion", ["a red circle"], [2], fast.replace(prior_steps=7, decoder_guidance=3.0))
+    assert len(harness._stage_memory) == 1  # unCLIP's settings change nothing latent diffusion allocates
+    harness.make("latent_diffusion", ["a red circle"], [2], fast.replace(guidance=2.0))
+    assert len(harness._stage_memory) == 2  # its own do
+
+
+def test_fewest_steps_puts_each_step_count_of_the_architectures_asked_at_its_minimum():
+    settings = Settings(prior_steps=9, steps=30, guidance=3.0)
+    unclip = settings.fewest_steps(["unclip"])
+    assert (unclip.prior_steps, unclip.decoder_steps, unclip.super_res_steps) == (2, 2, 2)
+    assert (unclip.steps, unclip.guidance) == (30, 3.0)  # latent diffusion's, as given
+    both = settings.fewest_steps(["unclip", "latent_diffusion"], at_least=4)
+    assert (both.prior_steps, both.super_res_steps, both.steps) == (4, 4, 4)
 
 
 FEWEST = {

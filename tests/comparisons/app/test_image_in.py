@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from comparisons.app import work
 from comparisons.app.image_in import image_in_stats
 from comparisons.app.session import AppConfig, Session
 from comparisons.audit import audit, prune
@@ -42,7 +43,11 @@ def made(lab, tmp_path_factory):
     pixels[:, :12, 3] = 0  # a transparent strip: made white, not black
     Image.fromarray(pixels, "RGBA").save(upload)
     seen = []
-    rows, skipped, notices = lab.image_in.run(str(upload), PROMPT, "9", 0.5, FAST, lambda f, what: seen.append(what))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(work, "PROGRESS_EVERY_S", 0.0)  # every step reported, to count them
+        rows, skipped, notices = lab.image_in.run(
+            str(upload), PROMPT, "9", 0.5, FAST, lambda f, what: seen.append(what)
+        )
     return upload, rows, skipped, notices, seen
 
 

@@ -52,5 +52,19 @@ def test_the_cli_prints_the_table_and_writes_the_json(rows, monkeypatch, tmp_pat
     assert json.loads((tmp_path / "l.json").read_text())["repeats"] == 5  # the lab bench's own default
     out = capsys.readouterr().out
     assert "| eager | isolated" in out
-    assert "default 12.0 s (a first start, empty trace cache: 14.0 s), eager over 300 s" in out
+    assert "default 12.0 s; a first start, empty trace cache: 14.0 s; eager over 300 s." in out
+    report |= lab_speed.start_report(
+        {"cold": None, "default": {"imports": 8.0, "loaded": 10.5, "first_image": 11.2}, "eager": None}
+    )
+    monkeypatch.setattr(lab_speed, "run_lab_speed", lambda repeats: report)
+    assert bench.main(["--preset", "lab", "--json", str(tmp_path / "l.json")]) == 0
+    out = capsys.readouterr().out
+    assert "default 11.2 s (imported at 8.0 s, models loaded and warm at 10.5 s); a first start" in out
+    assert "empty trace cache: over 300 s" in out
     assert all(f"- {label}: " in out for label in lab_speed.NOTES)
+
+
+def test_a_fresh_start_reaches_its_first_image_through_each_phase():
+    phases = lab_speed.bench_start("default")
+    assert list(phases) == list(lab_speed.PHASES)
+    assert 0 < phases["imports"] < phases["loaded"] < phases["first_image"] < 300
