@@ -257,22 +257,23 @@ def bench_start(mode: str, timeout: float = 300) -> dict[str, float] | None:
     """Seconds from starting a fresh Python to each of PHASES (imports, the UI built, models loaded with their
     warm-up, the first compare), with the lab preset's default or eager (`mode`); "cold": the default with an empty
     trace cache (a first start), else the cache as the runs before left it; None past `timeout`."""
-    env = dict(os.environ)
-    if mode == "cold":
-        env["T2I_CACHE"] = tempfile.mkdtemp()  # the lab preset keeps only its traces there
-    start = time.time()
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", START_SCRIPT, PROMPT, "default" if mode == "cold" else mode],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
-    except subprocess.TimeoutExpired:
-        return None
+    with tempfile.TemporaryDirectory() as empty:
+        env = dict(os.environ)
+        if mode == "cold":
+            env["T2I_CACHE"] = empty  # the lab preset keeps only its traces there
+        start = time.time()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", START_SCRIPT, PROMPT, "default" if mode == "cold" else mode],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+            )
+        except subprocess.TimeoutExpired:
+            return None
     marks = json.loads(done.stdout.strip().splitlines()[-1])
     return {phase: marks[phase] - start for phase in PHASES}
 

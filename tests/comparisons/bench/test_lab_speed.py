@@ -68,3 +68,8 @@ def test_a_fresh_start_reaches_its_first_image_through_each_phase():
     phases = lab_speed.bench_start("default")
     assert list(phases) == list(lab_speed.PHASES)
     assert 0 < phases["imports"] < phases["loaded"] < phases["first_image"] < 300
+
+
+def test_the_api_request_is_timed_through_gradio_client_on_the_app():
+    timed = lab_speed.bench_api(repeats=1)
+    assert 0 < timed["default_s"] < 60 and timed["first_s"] > 0
