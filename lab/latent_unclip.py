@@ -28,6 +28,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from lab.trainer import TrainConfig
 from pipelines.base import guide
 from pipelines.checks import check_guidance
+from pipelines.latent_diffusion import LatentDiffusion
+from pipelines.registry import signature_default
 from pipelines.unclip import UnCLIP
 
 NAME = "latent_unclip"  # its folder under lab/weights and its name in the study's tables
@@ -68,10 +70,10 @@ def build_unet(
 class LatentUnclipSettings:
     """Sampling settings: the prior's as unCLIP's defaults, the U-Net's as latent diffusion's."""
 
-    prior_num_inference_steps: int = 25
-    prior_guidance_scale: float = 4.0
-    num_inference_steps: int = 50
-    guidance_scale: float = 7.5
+    prior_num_inference_steps: int = signature_default(UnCLIP, "prior_num_inference_steps")
+    prior_guidance_scale: float = signature_default(UnCLIP, "prior_guidance_scale")
+    num_inference_steps: int = signature_default(LatentDiffusion, "num_inference_steps")
+    guidance_scale: float = signature_default(LatentDiffusion, "guidance_scale")
 
 
 class LatentUnCLIP:

@@ -19,9 +19,9 @@ GPU_CALL_OVERHEAD_S = 30  # a cold ZeroGPU worker first moves the weights onto i
 # ZeroGPU's default device is an H200 MIG 3g.71gb slice (60 SMs; an H100 has 132), and a call past its duration
 # is killed: ask for four times the H100's time
 GPU_SAFETY = 4
-# A progress bar redrawn 5 times a second. Every update is a message to the page: per step, the lab's 107 steps of
-# a comparison in 0.9 s made gradio's queue (which sends what is pending every 10 ms) send ~85, which the page and
-# the server's own threads paid for beside the models (a request via gradio_client 1.49 s; see throttled's use).
+# A progress bar redrawn 5 times a second. Every update is a message to the page: per step, gradio's queue (which
+# sends what is pending every 10 ms) sent 69 for a lab comparison's 107 steps, 6 throttled (counted on app.py);
+# in chromium a click took 2.38 s against 2.01 s throttled, the page and the server paying beside the models.
 PROGRESS_EVERY_S = 0.2
 
 

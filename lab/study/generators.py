@@ -24,7 +24,10 @@ from lab.evaluate import lab_harness
 from lab.latent_unclip import NAME as LATENT_UNCLIP
 from lab.latent_unclip import LatentUnCLIP, LatentUnclipSettings
 from lab.world import region_of, scene_for
+from pipelines.latent_diffusion import LatentDiffusion
 from pipelines.outputs import to_uint8
+from pipelines.registry import signature_default
+from pipelines.unclip import UnCLIP
 
 UNCLIP, LATENT_DIFFUSION = "unclip", "latent_diffusion"
 MODELS = (UNCLIP, LATENT_DIFFUSION, LATENT_UNCLIP)
@@ -36,10 +39,10 @@ EMBEDDINGS = ("prior", "text", "oracle")  # where the image embedding comes from
 class Steps:
     """Each model's sampling steps: the pipelines' defaults, or fewer for a quick run."""
 
-    prior: int = 25
-    decoder: int = 25
-    super_res: int = 7
-    unet: int = 50
+    prior: int = signature_default(UnCLIP, "prior_num_inference_steps")
+    decoder: int = signature_default(UnCLIP, "decoder_num_inference_steps")
+    super_res: int = signature_default(UnCLIP, "super_res_num_inference_steps")
+    unet: int = signature_default(LatentDiffusion, "num_inference_steps")
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,12 @@ class Knobs:
             raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
 
 
-DEFAULT_GUIDANCE = {UNCLIP: 8.0, LATENT_DIFFUSION: 7.5, LATENT_UNCLIP: 7.5}
-PRIOR_GUIDANCE = 4.0
+DEFAULT_GUIDANCE = {
+    UNCLIP: signature_default(UnCLIP, "decoder_guidance_scale"),
+    LATENT_DIFFUSION: signature_default(LatentDiffusion, "guidance_scale"),
+    LATENT_UNCLIP: LatentUnclipSettings.guidance_scale,
+}
+PRIOR_GUIDANCE = signature_default(UnCLIP, "prior_guidance_scale")
 
 
 def oracle_render(prompt: str, seed: int) -> np.ndarray:
