@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 PROMPT ?= a red circle above a blue square
 
-.PHONY: setup browser run compare test lint screenshot bench train study clean
+.PHONY: setup browser run compare test kernel-paths lint screenshot bench train study clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,17 @@ browser:
 
 test: setup browser lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q
+
+# The tests whose figures depend on the CPU's kernels, under each kernel path this machine can force (ATen's
+# capability, oneDNN's and MKL's instruction sets alone and together): what CI's next CPU may run (~25 min).
+KERNEL_TESTS := tests/comparisons/test_integrity.py tests/comparisons/test_regeneration.py tests/pipelines/test_parity.py
+KERNEL_PATHS := ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 ATEN_CPU_CAPABILITY=avx512 \
+	ONEDNN_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=AVX2 MKL_ENABLE_INSTRUCTIONS=SSE4_2 \
+	ATEN_CPU_CAPABILITY=default,ONEDNN_MAX_CPU_ISA=SSE41,MKL_ENABLE_INSTRUCTIONS=SSE4_2
+kernel-paths: setup
+	for path in $(KERNEL_PATHS); do \
+		echo "== $$path"; env $$(echo $$path | tr , ' ') HF_HUB_OFFLINE=1 $(PY) -m pytest $(KERNEL_TESTS) -q || exit 1; \
+	done
 
 # ruff (pyproject.toml): lint and format, lines up to 119 characters
 lint: setup

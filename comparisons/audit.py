@@ -1,6 +1,6 @@
 """Audit a results folder: does every row have its own image, and does every image say what its row says?
 
-    python -m comparisons.audit DIR [--prune]
+    python -m comparisons.audit DIR [--prune] [--regenerate [--preset lab] [--unclip ID_OR_DIR ...] [--device cpu]]
 
 Reads `DIR/runs.jsonl` and every file under `DIR/images/`, and reports, row by row:
   - missing: the row's image does not exist;
@@ -16,6 +16,11 @@ and, file by file:
   - unfinished: a temporary file of an interrupted write.
 It prints a summary and exits 1 when anything is wrong, 0 when the folder is clean, 2 when DIR holds no
 run log. `--prune` deletes the unreferenced images and unfinished files (never a row, never a row's image).
+
+`--regenerate` also makes every sound row's image again with the preset's models (or those named) and says, row by
+row, which promise of comparisons.regeneration applies and whether it is kept: rows whose whole batch is in the log
+are made again in their batch, the way they were made (exact); the others alone (close). Each line gives the row's
+largest difference in uint8 levels and its PSNR; a row not as promised, or whose weights were not loaded, is wrong.
 """
 
 from __future__ import annotations
@@ -29,10 +34,14 @@ from pathlib import Path
 from PIL import Image
 
 from comparisons.files import TEMP_SUFFIX
-from comparisons.records import infotext, parse_infotext
+from comparisons.presets import DEFAULT_PRESET, FAST_CPU, add_model_flags, load_models, models_from_flags
+from comparisons.records import infotext, parse_infotext, weights_hash
+from comparisons.regeneration import CLOSE, EXACT, Regenerated, regenerate_batch
 from comparisons.schema import SOURCE_HASH, SOURCE_IMAGE
 from comparisons.sources import read_source, source_path
 from comparisons.store import LOG_NAME, RunLog
+from pipelines.base import Pipeline
+from pipelines.cpu_speed import CPUSpeed
 from pipelines.tokenizer import excerpt
 
 KINDS = ("missing", "shared", "unreadable", "mismatch", "unreferenced", "unfinished")
@@ -193,12 +202,80 @@ def format_report(report: AuditReport) -> str:
     return "\n".join(lines)
 
 
+# The CPU speed-ups a row may name (its cpu_speed), so that it is made again with them.
+SPEEDS_BY_LABEL = {speed.label: speed for speed in (CPUSpeed(), FAST_CPU)}
+
+
+def regenerate_rows(report: AuditReport, pipes: dict[str, Pipeline]) -> list[tuple[int, Regenerated | str]]:
+    """(line, its image made again, or why it could not be) for each row without problems: in its batch when the
+    log holds the whole batch, each with the CPU speed-ups its rows name (when known), else alone."""
+    sound = {p.row for p in report.problems if p.row is not None}
+    batches: dict[str, list[int]] = defaultdict(list)
+    for line, row in enumerate(report.records, start=1):
+        if line not in sound:
+            batches[row.get("batch_id") or f"line {line}"].append(line)
+    results: list[tuple[int, Regenerated | str]] = []
+    for lines in batches.values():
+        rows = [report.records[n - 1] for n in lines]
+        pipe = pipes.get(rows[0]["architecture"])
+        problem = _cannot_make(rows[0], pipe)
+        if problem:
+            results += [(n, problem) for n in lines]
+            continue
+        whole = [r.get("batch_pos") for r in rows] == list(range(rows[0].get("batch_size") or 0))
+        groups = [lines] if whole else [[n] for n in lines]
+        speed = SPEEDS_BY_LABEL.get(rows[0].get("cpu_speed"))
+        if speed is not None and pipe.device.type == "cpu":
+            pipe.optimize_cpu(speed)
+        for group in groups:
+            paths = [row_image(report.directory, report.records[n - 1]["image_path"]) for n in group]
+            results += list(zip(group, regenerate_batch(pipe, paths)))
+    return sorted(results, key=lambda item: item[0])
+
+
+def _cannot_make(row: dict, pipe: Pipeline | None) -> str | None:
+    """Why a row's image cannot be made again with `pipe`, or None."""
+    if pipe is None:
+        return f"no {row['architecture']} model was loaded"
+    image_in = bool(row.get(SOURCE_HASH))
+    if row.get("model_hash") != weights_hash(pipe, with_borrowed=image_in):
+        return f"the loaded {row['architecture']} weights are not this row's ({row.get('model')}): name its model"
+    return None
+
+
+def format_regenerated(report: AuditReport, results: list[tuple[int, Regenerated | str]]) -> str:
+    """A summary line, then one line per row made again."""
+    made = [r for _, r in results if isinstance(r, Regenerated)]
+    kept = sum(r.holds for r in made)
+    cases = Counter(r.case for r in made)
+    head = (
+        f"made again: {len(made)} of {len(results)} rows; {kept} as promised "
+        f"({cases[EXACT]} {EXACT}, {cases[CLOSE]} {CLOSE}), {len(results) - kept} not"
+    )
+    lines = [head]
+    for line, result in results:
+        row = report.records[line - 1]
+        about = (
+            f"row {line} [{row.get('architecture')}, seed {row.get('seed')}, {excerpt(str(row.get('prompt')), 40)}]"
+        )
+        lines.append(f"  {about}: {result}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Check that every row of a results folder has its own, matching image."
     )
     parser.add_argument("directory", type=Path, help="a results folder (holds runs.jsonl and images/)")
     parser.add_argument("--prune", action="store_true", help="delete unreferenced images and unfinished files")
+    parser.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="also make every row's image again and say whether it is as comparisons.regeneration promises",
+    )
+    parser.add_argument("--preset", default=None, help="--regenerate's models: lab (default), tiny or pretrained")
+    add_model_flags(parser)
+    parser.add_argument("--device", default="cpu", help="--regenerate's device (default: cpu)")
     args = parser.parse_args(argv)
     try:
         report = audit(args.directory)
@@ -210,7 +287,19 @@ def main(argv: list[str] | None = None) -> int:
         for path in prune(report):
             print(f"deleted {path}")
         report = audit(args.directory)
-    return 0 if report.clean else 1
+    if not args.regenerate:
+        return 0 if report.clean else 1
+    try:
+        pipes = load_models(
+            args.preset or DEFAULT_PRESET, models=models_from_flags(args), device=args.device, fast_cpu=False
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results = regenerate_rows(report, pipes)
+    print(format_regenerated(report, results))
+    kept = all(isinstance(r, Regenerated) and r.holds for _, r in results)
+    return 0 if report.clean and kept else 1
 
 
 if __name__ == "__main__":

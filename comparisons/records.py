@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import re
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from comparisons.schema import MODE, SOURCE_COSINE, SOURCE_HASH
 from comparisons.settings import Settings
 from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
+from pipelines.devices import device_name
 from pipelines.measure import TENSORS_AND_WEIGHTS
 from pipelines.registry import TEXT, TEXT_TO_IMAGE
 
@@ -80,13 +82,35 @@ def weights_hash(pipe: Pipeline, with_borrowed: bool = False) -> str:
     return cache[key]
 
 
-def environment(output: PipelineOutput) -> dict:
-    device = torch.device(output.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+# How a call computed, beyond its settings and weights: what a row made again needs to give the same pixels
+# (comparisons.regeneration), each with its infotext key ("Batch size" and "Batch pos" as AUTOMATIC1111 writes them).
+MADE_HOW = {
+    "batch_size": "Batch size",  # images in the call
+    "batch_pos": "Batch pos",  # this image's place among them, from 0
+    "batch_id": "Batch id",  # the call's: its rows share it
+    "device": "Device",
+    "device_name": "Device name",  # the GPU, or the processor
+    "dtype": "Dtype",
+    "threads": "Threads",  # torch's intra-op threads
+    "cpu_kernels": "CPU kernels",  # pipelines.devices.cpu_kernels
+    "cpu_speed": "CPU speed-ups",  # pipelines.cpu_speed.CPUSpeed.label
+    "torch_version": "Torch",
+    "transformers_version": "Transformers",
+}
+MADE_HOW_INTS = ("batch_size", "batch_pos", "threads")
+
+
+def made_how(output: PipelineOutput) -> dict:
+    """What the call's rows share of MADE_HOW (each row adds its batch_pos), and the diffusers version."""
     return {
-        "dtype": output.dtype,
+        "batch_size": len(output.seeds),
+        "batch_id": uuid.uuid4().hex[:12],
         "device": output.device,
-        "device_name": name,
+        "device_name": device_name(output.device),
+        "dtype": output.dtype,
+        "threads": output.threads,
+        "cpu_kernels": output.cpu_kernels,
+        "cpu_speed": output.cpu_speed,
         "torch_version": torch.__version__,
         "diffusers_version": diffusers.__version__,
         "transformers_version": transformers.__version__,
@@ -110,7 +134,6 @@ def cost_columns(output: PipelineOutput, stage_memory: dict[str, int] | None = N
     row["memory_kind"] = MEMORY_KINDS[TENSORS_AND_WEIGHTS if stage_memory else kind]
     rss = [s.peak_memory_bytes for s in output.stages if s.memory_kind == "process_peak_rss"]
     row["peak_rss_mb"] = max(rss) / 2**20 if rss else None
-    row["batch_size"] = n
     return row
 
 
@@ -149,7 +172,7 @@ def build_rows(
         **values,
         **(image_in or {}),
         **{f"steps_{stage}": n for stage, n in loops.items()},
-        **environment(output),
+        **made_how(output),
         **cost_columns(output, stage_memory),
     }
     rows = []
@@ -159,6 +182,7 @@ def build_rows(
             **shared,
             "prompt": prompt,
             "seed": seed,
+            "batch_pos": i,
             "height": int(output.images.shape[1]),
             "width": int(output.images.shape[2]),
             "clip_cosine": cosine,
@@ -201,6 +225,7 @@ def infotext(row: dict) -> str:
     if row.get(MODE, TEXT_TO_IMAGE) != TEXT_TO_IMAGE:  # an image taken in: what and how far (A1111's key)
         params |= {"Mode": row[MODE], "Source hash": row[SOURCE_HASH]}
         params |= {s.infotext: row[s.name] for s in registry.strength_settings() if row.get(s.name) is not None}
+    params |= {label: row[name] for name, label in MADE_HOW.items() if row.get(name) is not None}
     params["Version"] = f"diffusers {row['diffusers_version']}"
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in params.items()))
     return "\n".join(lines)
@@ -246,3 +271,16 @@ def settings_from_png(path: str | Path) -> tuple[str, str, int, Settings]:
     values = {s.name: s.kind(p[label]) for label, s in _labelled().items() if s.role != TEXT and label in p}
     values |= {s.name: p[s.name] for s in _labelled().values() if s.role == TEXT}
     return p["Architecture"], p["prompt"], int(p["Seed"]), Settings(**values)
+
+
+def made_how_from_png(path: str | Path) -> dict:
+    """How the image at `path` was made: MADE_HOW's columns its infotext has, diffusers_version and model_hash."""
+    with Image.open(path) as im:
+        p = parse_infotext(im.text.get("parameters") or "")
+    found = {name: p[label] for name, label in MADE_HOW.items() if label in p}
+    found |= {name: int(found[name]) for name in MADE_HOW_INTS if name in found}
+    if "Version" in p:
+        found["diffusers_version"] = p["Version"].removeprefix("diffusers ")
+    if "Model hash" in p:
+        found["model_hash"] = p["Model hash"]
+    return found

@@ -75,11 +75,16 @@ def _core_schema(architectures: tuple[str, ...]) -> dict[str, str]:  # one per s
         **{s.name: _KINDS[s.kind] for s in registry.strength_settings()},
         # what ran: the schedule's steps of each denoising loop (img2img's: int(steps × strength))
         **{f"steps_{stage}": INT for stage in registry.denoising_stages()},
-        # where it ran
+        # how it was made: what making it again needs to give the same pixels (comparisons.records.MADE_HOW)
+        "batch_size": INT,
+        "batch_pos": INT,
+        "batch_id": STRING,
         "dtype": STRING,
         "device": STRING,
         "device_name": STRING,
-        "versions": STRING,
+        "threads": INT,
+        "cpu_kernels": STRING,
+        "cpu_speed": STRING,
         # what it cost
         **{f"seconds_{s}": FLOAT for s in stages},
         "seconds_total": FLOAT,

@@ -73,20 +73,21 @@ class Settings:
         """The architecture's settings as the keyword arguments of its pipeline's call (or of `mode`'s method)."""
         return {s.argument: getattr(self, s.name) for s in registry.get(architecture).settings_of(mode)}
 
-    def checked(self) -> Settings:
-        """These settings, or a ValueError naming the first one no pipeline can run (the pipelines' own checks)."""
+    def checked(self, by_label: bool = False) -> Settings:
+        """These settings, or a ValueError naming the first one no pipeline can run (the pipelines' own checks): by
+        its name (a flag's, an argument's), or `by_label` by its widget's label, for the app."""
         for architecture in registry.ARCHITECTURES.values():
             for s in architecture.settings:
-                value = getattr(self, s.name)
+                value, name = getattr(self, s.name), s.label if by_label else s.name
                 if s.role == STEPS:
-                    check_steps(value, s.name, s.minimum, f"{architecture.short}'s {s.stage} stage")
+                    check_steps(value, name, s.minimum, f"{architecture.short}'s {s.stage} stage")
                 elif s.role == GUIDANCE:
-                    check_guidance(value, s.name)
+                    check_guidance(value, name)
                 elif s.role == TEXT and value is not None:
                     if not isinstance(value, str):
-                        raise ValueError(f"`{s.name}` must be text, got {type(value).__name__}")
+                        raise ValueError(f"{name} must be text, got {type(value).__name__}")
                     if len(value) > MAX_PROMPT_CHARS:
-                        raise ValueError(f"`{s.name}` is {len(value):,} characters; at most {MAX_PROMPT_CHARS:,}")
+                        raise ValueError(f"{name} is {len(value):,} characters; at most {MAX_PROMPT_CHARS:,}")
         return self
 
     def with_sweep_values(self, architecture: str, steps: int, guidance: float) -> Settings:

@@ -6,7 +6,7 @@ The canonical form is 8-bit RGB, upright (its EXIF orientation applied), transpa
 row by row from the top (PIL's `tobytes()`). Pixels rather than file bytes: the same picture hashes alike
 whichever file it came in, and however a PNG encoder compresses it. The folder keeps it as
 `images/sources/<source_hash>.png`; an image-in row names it (`source_image`), its PNG's infotext says its
-hash, mode and strength (`image_in_from_png`), and `regenerate` makes any row's image again from its PNG.
+hash, mode and strength (`image_in_from_png`), and comparisons.regeneration makes any row's image again.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from comparisons.files import atomic_write
-from comparisons.records import parse_infotext, settings_from_png
+from comparisons.records import parse_infotext
 from comparisons.settings import Settings
 from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
@@ -182,17 +182,3 @@ def image_in_from_png(path: str | Path) -> ImageInPng | None:
     strength = next((float(p[s.infotext]) for s in registry.strength_settings() if s.infotext in p), None)
     folder = Path(path).resolve().parent.parent  # images/<architecture>/<name>.png -> images/
     return ImageInPng(p["Mode"], p["Source hash"], folder / SOURCES / f"{p['Source hash']}.png", strength)
-
-
-def regenerate(pipe: Pipeline, path: str | Path, seed: int | None = None) -> Image.Image:
-    """The image of a PNG this tool wrote, made again alone from its infotext (and, image in, its kept source);
-    with `seed`, its settings from another seed."""
-    architecture, prompt, own_seed, settings = settings_from_png(path)
-    seed = own_seed if seed is None else seed
-    image_in = image_in_from_png(path)
-    if image_in is None:
-        return pipe([prompt], seed=[seed], **settings.pipeline_kwargs(architecture)).pil_images()[0]
-    source = read_source(image_in.source_image)
-    if source.sha256 != image_in.source_hash:
-        raise ValueError(f"{image_in.source_image} does not hold the source its name says (hash {source.sha256})")
-    return call_image_in(pipe, architecture, source.image, prompt, [seed], settings, image_in.strength).pil_images()[0]

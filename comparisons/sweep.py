@@ -100,14 +100,25 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def parse_values(text: str, kind: type, name: str) -> list:
+def parse_values(text: str, kind: type, field: str) -> list:
+    """Comma-separated whole numbers (`kind` int) or numbers (float), each once; `field` names where they were typed
+    for the errors: a flag ("--steps") or a widget ("Steps")."""
+    what = "whole numbers" if kind is int else "numbers"
     try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
+        values = [_whole(v) if kind is int else float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--{name} {excerpt(text)}: expected comma-separated {kind.__name__} values") from None
+        raise ValueError(f"{field} {excerpt(text)}: expected {what} separated by commas") from None
     if not values:
-        raise ValueError(f"--{name} is empty")
+        raise ValueError(f"{field} is empty: give one or more {what} separated by commas")
     return list(dict.fromkeys(values))
+
+
+def _whole(text: str) -> int:
+    """A whole number as typed: "25", or "25.0"; never "1.5"."""
+    number = float(text)
+    if not number.is_integer():
+        raise ValueError(text)
+    return int(number)
 
 
 def parse_architectures(text: str) -> list[str]:
@@ -310,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs = grid(
             prompts,
             seeds,
-            parse_values(args.steps, int, "steps"),
-            parse_values(args.guidance, float, "guidance"),
+            parse_values(args.steps, int, "--steps"),
+            parse_values(args.guidance, float, "--guidance"),
             parse_architectures(args.architectures),
             base,
         )

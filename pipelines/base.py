@@ -19,6 +19,7 @@ import torch
 from pipelines import cpu_speed as cpu_speed_lib
 from pipelines import cuda_graphs as cuda_graphs_lib
 from pipelines.checks import Generators, generator_arg, make_generators
+from pipelines.devices import cpu_kernels
 from pipelines.loading import save_pipeline
 from pipelines.measure import StageRecorder, TensorMeter
 from pipelines.outputs import PipelineOutput, postprocess
@@ -172,6 +173,9 @@ class Pipeline:
             total_seconds=time.perf_counter() - run.start,
             device=str(self.device),
             dtype=str(self.dtype).removeprefix("torch."),
+            threads=torch.get_num_threads(),
+            cpu_kernels=cpu_kernels(),
+            cpu_speed=self.cpu_speed.label,
             **extra,
         )
 

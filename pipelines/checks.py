@@ -21,16 +21,22 @@ MAX_PROMPT_CHARS = 5_000  # CLIP reads 77 tokens (about 75 words); beyond this a
 Generators = torch.Generator | list[torch.Generator]
 
 
+def _named(name: str) -> str:
+    """How an error names what was wrong: an argument as code (`num_inference_steps`), a widget's label as its
+    words ("unCLIP prior steps"), so that each reader sees the name they typed into."""
+    return f"`{name}`" if name.isidentifier() else name
+
+
 def check_prompts(prompt: str | Sequence[str], name: str = "prompt") -> list[str]:
     """A prompt or a non-empty list of non-empty prompts -> list of prompts."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
     if not prompts:
-        raise ValueError(f"`{name}` is empty: give a prompt string or a non-empty list of prompts")
+        raise ValueError(f"{_named(name)} is empty: give a prompt string or a non-empty list of prompts")
     for p in prompts:
         if not isinstance(p, str):
-            raise ValueError(f"`{name}` must hold strings, got {type(p).__name__}")
+            raise ValueError(f"{_named(name)} must hold strings, got {type(p).__name__}")
         if not p.strip():
-            raise ValueError(f"`{name}` holds an empty prompt: every prompt needs some text")
+            raise ValueError(f"{_named(name)} holds an empty prompt: every prompt needs some text")
         _check_length(p, name)
     return prompts
 
@@ -38,7 +44,7 @@ def check_prompts(prompt: str | Sequence[str], name: str = "prompt") -> list[str
 def _check_length(text: str, name: str) -> None:
     if len(text) > MAX_PROMPT_CHARS:
         raise ValueError(
-            f"`{name}` is {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} (CLIP reads about 75 words)"
+            f"{_named(name)} is {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} (CLIP reads about 75 words)"
         )
 
 
@@ -64,47 +70,47 @@ def check_negative_prompts(negative_prompt: str | Sequence[str] | None, n: int) 
 def check_steps(steps: int, name: str, minimum: int = 1, stage: str | None = None) -> int:
     """A whole number of denoising steps in [minimum, MAX_STEPS]; `stage` names what needs the minimum."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise ValueError(f"`{name}` must be a whole number, got {steps!r:.40}")
+        raise ValueError(f"{_named(name)} must be a whole number, got {steps!r:.40}")
     if not minimum <= steps <= MAX_STEPS:
         needs = f" ({stage} needs at least {minimum})" if stage and steps < minimum and minimum > 1 else ""
-        raise ValueError(f"`{name}` must be between {minimum} and {MAX_STEPS}, got {steps}{needs}")
+        raise ValueError(f"{_named(name)} must be between {minimum} and {MAX_STEPS}, got {steps}{needs}")
     return int(steps)
 
 
 def check_guidance(scale: float, name: str) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating)):
-        raise ValueError(f"`{name}` must be a number, got {scale!r:.40}")
+        raise ValueError(f"{_named(name)} must be a number, got {scale!r:.40}")
     if not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0 (1.0 turns guidance off), got {scale}")
+        raise ValueError(f"{_named(name)} must be a finite number >= 0 (1.0 turns guidance off), got {scale}")
     return float(scale)
 
 
 def check_strength(strength: float, name: str = "strength") -> float:
     """img2img's strength: the fraction of the schedule that denoises, in (0, 1] (1 starts from pure noise)."""
     if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating)):
-        raise ValueError(f"`{name}` must be a number in (0, 1], got {strength!r:.40}")
+        raise ValueError(f"{_named(name)} must be a number in (0, 1], got {strength!r:.40}")
     if not 0 < strength <= 1:  # NaN fails this too
-        raise ValueError(f"`{name}` must be in (0, 1], got {strength} (1 starts from pure noise)")
+        raise ValueError(f"{_named(name)} must be in (0, 1], got {strength} (1 starts from pure noise)")
     return float(strength)
 
 
 def check_count(n: int, name: str) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"`{name}` must be a whole number >= 1, got {n!r:.40}")
+        raise ValueError(f"{_named(name)} must be a whole number >= 1, got {n!r:.40}")
     return int(n)
 
 
 def check_size(value: int, factor: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < factor or value % factor:
-        raise ValueError(f"`{name}` must be a positive multiple of {factor} for this model, got {value!r:.40}")
+        raise ValueError(f"{_named(name)} must be a positive multiple of {factor} for this model, got {value!r:.40}")
     return int(value)
 
 
 def check_seed(seed: int, name: str = "seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"`{name}` must be a whole number, got {seed!r:.40}")
+        raise ValueError(f"{_named(name)} must be a whole number, got {seed!r:.40}")
     if not 0 <= seed < MAX_SEED:
-        raise ValueError(f"`{name}` must be in [0, 2**63), got {seed}")
+        raise ValueError(f"{_named(name)} must be in [0, 2**63), got {seed}")
     return int(seed)
 
 

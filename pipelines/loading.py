@@ -41,12 +41,14 @@ TOKENIZER = "tokenizer"  # every pipeline reads its repo's tokenizer folder when
 ModelIndex = dict[str, list]  # model_index.json without its "_" keys: component -> [library, class]
 
 # Where model_index.json's classes may come from: these modules only, never a module the file names
-# (importing it would run code a downloaded repo chose). Karlo's index calls diffusers' unCLIP module "unclip".
+# (importing it would run code a downloaded repo chose). Karlo's hub index names unCLIP's text projection
+# ["unclip", "UnCLIPTextProjModel"]; diffusers' own save_pretrained writes ["diffusers", "UnCLIPTextProjModel"], a
+# class its top-level module does not export, so "diffusers" also looks in the unCLIP module.
 _LIBRARIES = {
-    "diffusers": diffusers,
-    "transformers": transformers,
-    "unclip": diffusers.pipelines.deprecated.unclip,
-    schedulers.__name__: schedulers,
+    "diffusers": (diffusers, diffusers.pipelines.deprecated.unclip),
+    "transformers": (transformers,),
+    "unclip": (diffusers.pipelines.deprecated.unclip,),
+    schedulers.__name__: (schedulers,),
 }
 _PROCESSORS = (CLIPTokenizer, CLIPImageProcessor)  # components that are files of settings, no weights
 
@@ -127,9 +129,8 @@ def is_listed(entry: object) -> bool:
 def named_class(entry: list) -> type | None:
     """The class a model_index.json entry names, looked up in the libraries we trust only."""
     library, class_name = entry
-    module = _LIBRARIES.get(str(library))
-    cls = getattr(module, str(class_name), None) if module is not None else None
-    return cls if isinstance(cls, type) else None
+    found = (getattr(module, str(class_name), None) for module in _LIBRARIES.get(str(library), ()))
+    return next((cls for cls in found if isinstance(cls, type)), None)
 
 
 def check_components(index: ModelIndex, kind: PipelineKind, where: str | Path) -> dict[str, type]:

@@ -50,6 +50,10 @@ class PipelineOutput:
     total_seconds: float
     device: str
     dtype: str
+    # how it computed, which a row made again needs to give the same pixels (comparisons.regeneration)
+    threads: int  # torch's intra-op threads in the calling thread
+    cpu_kernels: str  # pipelines.devices.cpu_kernels()
+    cpu_speed: str  # the CPU speed-ups it ran with (pipelines.cpu_speed.CPUSpeed.label): "eager" or which
     # unCLIP only: the CLIP image embedding that conditioned the decoder, (N, D)
     image_embeds: torch.Tensor | None = None
     # the CLIP text embedding (projected) of each image's prompt, (N, D), where the model has one

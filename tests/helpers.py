@@ -22,9 +22,10 @@ from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.deprecated.unclip import UnCLIPImageVariationPipeline, UnCLIPPipeline
 from PIL import Image
 
-from comparisons.audit import audit, compare_png
+from comparisons.audit import audit, compare_png, regenerate_rows
 from comparisons.grid import AXES, PLACEHOLDER, GridSpec, axis_frame, layout_for, read_parameters
-from comparisons.sources import SOURCES, read_source, regenerate
+from comparisons.regeneration import CLOSE, CLOSE_BOUND, EXACT, Regenerated, difference, regenerate, remake
+from comparisons.sources import SOURCES, read_source
 from comparisons.store import RunLog
 from lab.latent_unclip import LatentUnclipConfig
 from lab.models import (
@@ -125,23 +126,11 @@ def random_image(size: int, seed: int) -> Image.Image:
 
 # ----------------------------------------------------------------------------- results folders
 
-# A row made in a batch and regenerated alone differs by float32 rounding of the batch's composition: at most
-# one level in about 1e-5 to 1e-4 of the pixel values (measured on 48 rows each of the tiny and lab presets).
-# Another prompt or seed differs in most of them.
-REGENERATION_LEVELS, REGENERATION_FRACTION = 1, 1e-3
-
-
-def same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
-    """Equal up to float32 rounding of batching (REGENERATION_*)."""
-    diff = np.abs(a.astype(int) - b.astype(int))
-    return a.shape == b.shape and diff.max() <= REGENERATION_LEVELS and (diff > 0).mean() < REGENERATION_FRACTION
-
 
 def check_results_folder(directory: Path, pipes: dict | None = None, expected_rows: int | None = None) -> list[dict]:
     """Every row has its own PNG, each PNG's infotext and size equal its row, every source image taken in is kept
     once under its hash (which its pixels have), the audit finds nothing, and (given `pipes`, architecture ->
-    pipeline) each row regenerated alone from its PNG gives the same pixels (`same_pixels`), which another seed
-    does not."""
+    pipeline) every row keeps the promises of comparisons.regeneration (`check_regeneration`)."""
     rows = RunLog(directory).read_records()
     if expected_rows is not None:
         assert len(rows) == expected_rows, f"{len(rows)} rows, expected {expected_rows}"
@@ -161,15 +150,25 @@ def check_results_folder(directory: Path, pipes: dict | None = None, expected_ro
     report = audit(directory)
     assert report.clean, [f"{p.kind}: {p.detail}" for p in report.problems]
     if pipes is not None:
-        for row, path in zip(rows, paths):
-            again = regenerate(pipes[row["architecture"]], path)
-            assert same_pixels(np.asarray(again), png_pixels(path)), f"{path.name} does not regenerate"
-        row, path = rows[0], paths[0]
-        other = regenerate(pipes[row["architecture"]], path, seed=row["seed"] + 1)
-        assert not same_pixels(np.asarray(other), png_pixels(path)), (
-            "another seed gives the same image: the check is blind"
-        )
+        check_regeneration(directory, pipes)
     return rows
+
+
+def check_regeneration(directory: Path, pipes: dict) -> None:
+    """Every row of the folder made again in its batch, the way it was made, gives its PNG's pixels exactly; made
+    again alone, within the close bound (what regeneration promises, comparisons.regeneration); and another seed's
+    image lies beyond that bound, so the check cannot pass blind."""
+    report = audit(directory)
+    for line, result in regenerate_rows(report, pipes):
+        assert isinstance(result, Regenerated), f"row {line}: {result}"
+        assert result.case == EXACT and result.difference.max_levels == 0, f"row {line} made again: {result}"
+        alone = regenerate(pipes[report.records[line - 1]["architecture"]], result.path)
+        assert alone.case == (EXACT if report.records[line - 1]["batch_size"] == 1 else CLOSE), str(alone)
+        assert alone.holds, f"row {line} made again alone: {alone}"
+    row = report.records[0]
+    other = remake(pipes[row["architecture"]], row["image_path"], seed=row["seed"] + 1)
+    far = difference(np.asarray(other), png_pixels(row["image_path"]))
+    assert not CLOSE_BOUND.admits(far), f"another seed is {far} from the image: the check is blind"
 
 
 def check_grid_png(path: str | Path, rows: pd.DataFrame) -> dict:

@@ -81,6 +81,22 @@ def test_bad_steps_are_refused(steps):
         parse_settings(steps=steps)
 
 
+@pytest.mark.parametrize(
+    "given, error",
+    [
+        ({"prior_steps": 1.5}, "unCLIP prior steps must be a whole number of steps, got 1.5"),
+        ({"steps": "2.5"}, "Latent diffusion steps must be a whole number of steps, got '2.5'"),
+        ({"steps": 0}, "Latent diffusion steps must be between 1 and 1000, got 0"),
+        ({"decoder_guidance": "x"}, "unCLIP decoder guidance must be a number, got 'x'"),
+        ({"super_res_steps": 1}, "unCLIP super-res steps must be between 2 and 1000, got 1 (unCLIP's super_res stage"),
+    ],
+)
+def test_errors_name_the_widget_by_its_label(given, error):
+    with pytest.raises(ValueError) as caught:
+        parse_settings(**given)
+    assert str(caught.value).startswith(error) and "`" not in str(caught.value)
+
+
 def test_settings_from_widgets():
     s = parse_settings(negative_prompt="  blurry ", **FAST)
     assert s == Settings(negative_prompt="blurry", **FAST)
@@ -191,6 +207,15 @@ def test_background_sweep_lands_every_row_once_and_resumes(served):
     )
     with pytest.raises(ValueError, match="9-0"):
         session.start_sweep(prompts, "9-0", "2", "7.5", ["unclip"])
+    for steps, guidance, error in [
+        ("25,1.5", "7.5", "Steps '25,1.5': expected whole numbers separated by commas"),
+        ("abc", "7.5", "Steps 'abc': expected whole numbers"),
+        ("25", "4,x", "Guidance '4,x': expected numbers separated by commas"),
+    ]:  # the widget's name, not a command-line flag
+        with pytest.raises(ValueError) as caught:
+            session.start_sweep(prompts, "0", steps, guidance, ["unclip"])
+        assert str(caught.value) == error or str(caught.value).startswith(error), str(caught.value)
+        assert "--" not in str(caught.value)
 
 
 def test_the_log_persists_across_restarts(served):
@@ -439,6 +464,8 @@ def test_files_are_served_from_the_results_folder_only(served):
         (PROMPT, "", "text", {}, "seed"),
         (PROMPT, "", "0", {"steps": 0}, "steps"),
         (PROMPT, "", "0", {"steps": 10000}, "steps"),
+        (PROMPT, "", "0", {"steps": 1.5}, "Latent diffusion steps must be a whole number of steps, got 1.5"),
+        (PROMPT, "", "0", {"prior_steps": 2.5}, "unCLIP prior steps must be a whole number of steps, got 2.5"),
         (PROMPT, "", "0", {"super_res_steps": 1}, "unCLIP's super_res stage needs at least 2"),
         (PROMPT, "", "0", {"prior_steps": 1}, "unCLIP's prior stage needs at least 2"),
         (PROMPT, "", "0", {"guidance": 1e308}, "the unet stage produced NaN or infinite values"),

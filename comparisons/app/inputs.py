@@ -45,38 +45,38 @@ def random_seed() -> int:
     return secrets.randbelow(2**32)
 
 
-def _number(value: float | int | str | None, name: str) -> float:
+def _number(value: float | int | str | None, label: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number, got {value!r:.40}") from None
+        raise ValueError(f"{label} must be a number, got {value!r:.40}") from None
 
 
-def _whole(value: float | int | str | None, name: str) -> int:
-    number = _number(value, name)
+def _whole(value: float | int | str | None, label: str) -> int:
+    number = _number(value, label)
     if not number.is_integer():
-        raise ValueError(f"`{name}` must be a whole number, got {value!r:.40}")
+        raise ValueError(f"{label} must be a whole number of steps, got {value!r:.40}")
     return int(number)
 
 
 def parse_settings(**values: float | int | str | None) -> Settings:
     """Settings from the Advanced widgets and the negative prompt (any registered settings, by name), checked like
-    the pipelines check them."""
+    the pipelines check them; an error names the widget by its label."""
     known = {s.name: s for s in registry.all_settings()}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown settings: {', '.join(unknown)}")
     parsed = {}
     for name, value in values.items():
-        role = known[name].role
+        s = known[name]
         parsed[name] = (
             parse_text(value, name.replace("_", " ")) or None
-            if role == TEXT
-            else _whole(value, name)
-            if role == STEPS
-            else _number(value, name)
+            if s.role == TEXT
+            else _whole(value, s.label)
+            if s.role == STEPS
+            else _number(value, s.label)
         )
-    return Settings(**parsed).checked()
+    return Settings(**parsed).checked(by_label=True)
 
 
 def vocabulary_notice(prompt: str, preset: str) -> str | None:

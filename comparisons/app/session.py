@@ -329,8 +329,8 @@ class Session:
         jobs = grid(
             prompts,
             parse_seeds(parse_text(seeds_text, "seeds")),
-            parse_values(parse_text(steps_text, "steps"), int, "steps"),
-            parse_values(parse_text(guidance_text, "guidance"), float, "guidance"),
+            parse_values(parse_text(steps_text, "steps"), int, "Steps"),
+            parse_values(parse_text(guidance_text, "guidance"), float, "Guidance"),
             list(architectures),
             base,
             max_jobs=MAX_SWEEP_IMAGES,

@@ -1,6 +1,7 @@
 """Benchmarks: `python -m comparisons.bench [--repeats 7] [--json FILE]` (tiny models on the CPU, then sweep
 throughput), `--full-size --device cuda [--cuda-graphs] [--compile [--compile-mode M]]` (Karlo and SD 1.5 at real
-size), `--soak N` (the served app over N requests), `--preset lab` (the lab's CPU speed-ups, technique by technique).
+size), `--soak N` (the served app over N requests), `--preset lab` (the lab's CPU speed-ups, technique by technique),
+`--regeneration` (how far an image made again is from its PNG, across CPU kernel paths).
 Methods and results: benchmarks/README.md.
 """
 
@@ -89,6 +90,18 @@ def lab_speed(repeats: int, json_file: str | None) -> int:
     return 0
 
 
+def regeneration(json_file: str | None) -> int:
+    from comparisons.bench.regeneration import format_regeneration, run_regeneration
+
+    transformers.logging.disable_progress_bar()
+    report = run_regeneration()
+    print(format_regeneration(report), flush=True)
+    path = Path(json_file or ROOT / "benchmarks" / f"regeneration_{report['date']}.json")
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmarks of our pipelines, sweeps and the served app.")
     parser.add_argument("--repeats", type=int, help="timed runs per measurement (default: 7; 5 with --preset lab)")
@@ -129,7 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: the lab preset's CPU speed-ups, each alone and together, and the whole compare request "
         "(comparisons.bench.lab_speed; --json defaults to benchmarks/lab_cpu_speed_DATE.json, --repeats to 5)",
     )
+    parser.add_argument(
+        "--regeneration",
+        action="store_true",
+        help="instead: how far an image made again is from its PNG, across every CPU kernel path this machine can "
+        "force (comparisons.bench.regeneration; --json defaults to benchmarks/regeneration_DATE.json)",
+    )
     args = parser.parse_args(argv)
+    if args.regeneration:
+        return regeneration(args.json_file)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
     if args.preset == "lab":

@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from comparisons.settings import Settings
 from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
 from pipelines.base import GRAPHING_COMPILE_MODES
+from pipelines.devices import cpu_name
 
 PROMPT = "a red circle above a blue square"
 SETTINGS = {
@@ -262,7 +263,7 @@ def machine() -> dict[str, str]:
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "threads": str(torch.get_num_threads()),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }

@@ -106,6 +106,7 @@ def test_grid_batches_like_settings_together(prompts):
         "grid-not-a-png",
         "grid-axes-alike",
         "grid-is-a-directory",
+        "half-a-step",
     ],
 )
 def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case, capsys):
@@ -120,6 +121,7 @@ def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case, caps
         "grid-not-a-png": ["--grid", str(tmp_path / "grid.jpg")],
         "grid-axes-alike": ["--grid", str(tmp_path / "grid.png"), "--grid-rows", "seed", "--grid-columns", "seed"],
         "grid-is-a-directory": ["--grid", str(tmp_path / "folder.png")],
+        "half-a-step": ["--steps", "2,1.5"],
     }[case]
     if case == "grid-is-a-directory":
         (tmp_path / "folder.png").mkdir()
@@ -129,10 +131,12 @@ def test_bad_input_exit_2_one_line_nothing_written(tmp_path, prompts, case, caps
         out.write_text("not a directory")
     if case == "out-read-only":
         out = Path("/proc/self")  # read-only even for root, who ignores permission bits
-    assert sweep.main(["--prompts", str(prompts), "--out", str(out), *args, *FAST]) == 2
+    assert sweep.main(["--prompts", str(prompts), "--out", str(out), *FAST, *args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:")
     assert not (tmp_path / "out" / "runs.jsonl").exists() and not (tmp_path / "grid.png").exists()
+    if case == "half-a-step":
+        assert lines[0] == "error: --steps '2,1.5': expected whole numbers separated by commas"
 
 
 # ----------------------------------------------------------------------------- running

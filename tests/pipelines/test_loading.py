@@ -20,7 +20,17 @@ from pipelines.components import LATENT_DIFFUSION
 from pipelines.loading import MODEL_INDEX, resolve_pipeline_dir
 from pipelines.tokenizer import MODEL_MAX_LENGTH, offline_clip_tokenizer, tokenize
 
-from helpers import LD_STEPS, UNCLIP_STEPS, assert_images_close, oracle_generators
+from helpers import (
+    LD_STEPS,
+    UNCLIP_STEPS,
+    VARIATION_STEPS,
+    assert_images_close,
+    oracle_generators,
+    random_image,
+    sd_oracle,
+    unclip_oracle,
+    variations_oracle,
+)
 
 PROMPT = "a red square above a blue circle"
 LOADERS = {"unclip": load_unclip, "latent_diffusion": load_latent_diffusion}
@@ -90,6 +100,33 @@ def test_saved_latent_diffusion_loads_in_diffusers(saved, latent_diffusion):
     ours = generate(latent_diffusion, "latent_diffusion")
     reference = oracle(PROMPT, generator=oracle_generators(ours.seeds), output_type="np", **LD_STEPS).images
     assert_images_close(ours.images, reference)
+
+
+# ----------------------------------------------------------------------------- what diffusers writes
+
+
+@pytest.mark.parametrize("kind", ["unclip", "unclip_variations", "latent_diffusion"])
+def test_a_pipeline_saved_by_diffusers_loads_and_makes_diffusers_images(tiny, kind, tmp_path):
+    """diffusers' own save_pretrained (the version in requirements.txt): a fine-tuned model saved with diffusers
+    opens here, and makes the images diffusers makes from the same folder."""
+    pipe = tiny(kind)
+    oracle = {"unclip": unclip_oracle, "unclip_variations": variations_oracle, "latent_diffusion": sd_oracle}[kind]
+    saved = oracle(pipe)
+    saved.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / MODEL_INDEX).read_text())
+    if kind != "latent_diffusion":  # diffusers writes the library of the class, not Karlo's module name
+        assert index["text_proj"] == ["diffusers", "UnCLIPTextProjModel"], index["text_proj"]
+    loaded = LOADERS["latent_diffusion" if kind == "latent_diffusion" else "unclip"](tmp_path)
+    if kind == "unclip_variations":
+        assert loaded.prior is None and loaded.image_encoder is not None
+        image = random_image(32, 3)
+        ours = loaded.variations(image, seed=4, **VARIATION_STEPS)
+        reference = saved(image=image, generator=oracle_generators(ours.seeds), output_type="np", **VARIATION_STEPS)
+    else:
+        steps = STEPS["latent_diffusion" if kind == "latent_diffusion" else "unclip"]
+        ours = loaded(PROMPT, seed=4, **steps)
+        reference = saved(PROMPT, generator=oracle_generators(ours.seeds), output_type="np", **steps)
+    assert_images_close(ours.images, reference.images)
 
 
 # ----------------------------------------------------------------------------- the tokenizer

@@ -102,7 +102,7 @@ def test_a_new_architecture_flows_through_settings_flags_and_infotext(painter):
     assert Settings().coats == 3 and Settings().brightness == 0.5  # the painter's own signature
     assert Settings(coats=5).pipeline_kwargs("painter") == {"num_coats": 5, "brightness": 0.5}
     assert parse_settings(coats="4", brightness="0.25") == Settings(coats=4, brightness=0.25)
-    with pytest.raises(ValueError, match="`coats` must be between 1 and 1000"):
+    with pytest.raises(ValueError, match="Painter coats must be between 1 and 1000"):
         parse_settings(coats=0)
     parser = argparse.ArgumentParser()
     add_setting_flags(parser)

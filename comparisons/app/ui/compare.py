@@ -10,7 +10,6 @@ from comparisons.app.ui.common import DEVICE, GPU, CompareInputs, number_field, 
 from comparisons.app.views import stats_line
 from comparisons.app.work import compare_duration
 from pipelines import registry
-from pipelines.registry import STEPS
 
 
 def build(session: Session, gpu: GPU) -> CompareInputs:
@@ -32,9 +31,8 @@ def build(session: Session, gpu: GPU) -> CompareInputs:
         for a in archs:
             with gr.Row():
                 for s in settings_of((a,), text=False):
-                    numbers[s.name] = number_field(
-                        s.default, label=s.label, precision=0 if s.role == STEPS else None, elem_id=s.name
-                    )
+                    # no precision=0 for steps: gradio would round 1.5 to 2 without a word; parse_settings refuses it
+                    numbers[s.name] = number_field(s.default, label=s.label, elem_id=s.name)
     inputs = CompareInputs(prompt, texts, seed, numbers)
     with gr.Row():
         images, stats = {}, {}
