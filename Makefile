@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 PROMPT ?= a red circle above a blue square
 
-.PHONY: setup browser run compare test kernel-paths lint screenshot bench train study clean
+.PHONY: setup browser run compare test tour kernel-paths lint screenshot bench train study clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ browser:
 
 test: setup browser lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q
+
+# A newcomer's tour of every tab in one chromium session (tests/test_tour.py; `make test` runs it too).
+tour: setup browser
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/test_tour.py -q
 
 # The tests whose figures depend on the CPU's kernels, under each kernel path this machine can force (ATen's
 # capability, oneDNN's and MKL's instruction sets alone and together): what CI's next CPU may run (~25 min).

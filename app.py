@@ -29,7 +29,7 @@ import gradio as gr
 
 from comparisons.app.session import AppConfig, Session
 from comparisons.app.ui import compare, findings, header, image_in, inside, latent, results, sweep
-from comparisons.app.ui.common import CSS, GPU
+from comparisons.app.ui.common import CSS, GPU, KEYS_JS
 from comparisons.presets import DEFAULT_PRESET, JUDGES, PRESETS, add_model_flags, models_from_flags
 
 TITLE = (
@@ -53,12 +53,12 @@ def build_app(session: Session, gpu: GPU = on_gpu) -> gr.Blocks:
     """The page. `gpu` decorates every function that runs the models (spaces.GPU; tests fork, as ZeroGPU does)."""
     with gr.Blocks(title="unCLIP vs latent diffusion", analytics_enabled=False) as demo:
         gr.Markdown(TITLE)
-        header.build(session)
+        switched = header.build(session)
         with gr.Tabs() as tabs:
             with gr.Tab("Compare", id="compare"):
-                inputs = compare.build(session, gpu)
+                inputs = compare.build(session, gpu, switched)
             with gr.Tab("Image in", id="image-in") as image_tab:
-                image_in.build(session, gpu, inputs, image_tab)
+                image_in.build(session, gpu, inputs, image_tab, tabs)
             with gr.Tab("Inside the models", id="inside"):
                 inside.build(session, gpu, inputs)
             with gr.Tab("Latent space", id="latent"):
@@ -97,9 +97,9 @@ def launch_options(host: str | None, port: int, environ: dict[str, str]) -> dict
     """Loopback unless a host is asked for; on Spaces (SPACE_ID set) its own host and port. Never a share link."""
     if "SPACE_ID" in environ and host is None:
         return dict(
-            server_name=None, server_port=None, share=False, css=CSS
+            server_name=None, server_port=None, share=False, css=CSS, js=KEYS_JS
         )  # Gradio reads GRADIO_SERVER_NAME / _PORT
-    return dict(server_name=host or "127.0.0.1", server_port=port, share=False, css=CSS)
+    return dict(server_name=host or "127.0.0.1", server_port=port, share=False, css=CSS, js=KEYS_JS)
 
 
 def config_from(args: argparse.Namespace, environ: dict[str, str]) -> AppConfig:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from comparisons.summary import MODEL_COLUMNS, SHARED_SETTINGS, NoPairsError, default_pair, own_settings
+from comparisons.summary import MODEL_COLUMNS, SHARED_SETTINGS, NoPairsError, default_pair, own_settings, text_to_image
 from pipelines import registry
 from pipelines.registry import GUIDANCE, STEPS, TEXT
 
@@ -51,7 +51,8 @@ class Choice:
         return len(self.configurations) == 2
 
     def rows(self, df: pd.DataFrame) -> pd.DataFrame:
-        """The rows of `df` of its configurations."""
+        """The text-to-image rows of `df` of its configurations (an img2img row may share its settings)."""
+        df = text_to_image(df)
         mask = pd.Series(False, index=df.index)
         for configuration in self.configurations:
             mask |= configuration.matches(df)
@@ -176,7 +177,9 @@ def choices(df: pd.DataFrame) -> list[Choice]:
     newest first; empty only for a frame without rows."""
     if df.empty or "architecture" not in df.columns:
         return []
-    df = df.reset_index(drop=True)
+    df = text_to_image(df.reset_index(drop=True))  # summaries compare these alone: an image-in row chooses nothing
+    if df.empty:
+        return []
     present = [n for n in registry.names() if (df["architecture"] == n).any()]
     configs = pd.concat([configurations(df, a) for a in present])
     newest: dict[Configuration, int] = {}

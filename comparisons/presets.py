@@ -50,6 +50,7 @@ class Preset:
     needs_gpu: bool = False  # too slow and big for a CPU unless the user names the device
     image_encoder: str | None = None  # where unCLIP's variations borrow an image encoder when its model has none
     fast_cpu: bool = False  # on a CPU: the speed-ups that pay for these models (FAST_CPU, comparisons.concurrent)
+    caveat: str = ""  # what a user must know before reading its images and scores
 
 
 def _under(root: Path) -> dict[str, str]:
@@ -58,7 +59,14 @@ def _under(root: Path) -> dict[str, str]:
 
 PRESETS = {
     "lab": Preset("lab", _under(LAB_WEIGHTS), "lab", False, use_checker=True, fast_cpu=True),
-    "tiny": Preset("tiny", _under(CACHE_DIR / "tiny-v2"), "tiny", False),
+    "tiny": Preset(
+        "tiny",
+        _under(CACHE_DIR / "tiny-v2"),
+        "tiny",
+        False,
+        caveat="its models and judge are untrained random weights: every image is noise and CLIP scores mean "
+        "nothing; it tests the machinery in seconds (the lab preset compares trained models)",
+    ),
     "pretrained": Preset(
         "pretrained",
         {"unclip": "kakaobrain/karlo-v1-alpha", "latent_diffusion": "stable-diffusion-v1-5/stable-diffusion-v1-5"},

@@ -14,6 +14,10 @@ from pipelines import registry
 from pipelines.checks import MAX_PROMPT_CHARS, check_guidance, check_steps
 from pipelines.registry import GUIDANCE, STEPS, TEXT, TEXT_TO_IMAGE, Setting
 
+# The most guidance a comparison runs: far beyond the models' own (4 to 8) every image is noise, and a row of noise
+# only muddies a summary (AUTOMATIC1111's slider stops at 30). The pipelines themselves take any finite scale.
+MAX_GUIDANCE = 50.0
+
 
 def _known() -> dict[str, Setting]:
     return {s.name: s for s in registry.all_settings()}
@@ -83,6 +87,11 @@ class Settings:
                     check_steps(value, name, s.minimum, f"{architecture.short}'s {s.stage} stage")
                 elif s.role == GUIDANCE:
                     check_guidance(value, name)
+                    if value > MAX_GUIDANCE:
+                        raise ValueError(
+                            f"{name} must be at most {MAX_GUIDANCE:g}, got {value:g}: guidance that far beyond what "
+                            "the models were trained with only draws noise (1 turns guidance off)"
+                        )
                 elif s.role == TEXT and value is not None:
                     if not isinstance(value, str):
                         raise ValueError(f"{name} must be text, got {type(value).__name__}")

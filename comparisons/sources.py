@@ -27,6 +27,7 @@ from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
 from pipelines.checks import check_strength
 from pipelines.outputs import StepCallback
+from pipelines.tokenizer import excerpt
 
 MIN_SIDE, MAX_SIDE = 16, 4096  # pixels a side: fewer has nothing to see; more is a photo to shrink first
 SOURCES = "sources"  # the folder under images/ that keeps them
@@ -90,14 +91,16 @@ def open_source(image: str | Path | Image.Image | None) -> Source:
     unreadable = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError)
     try:
         opened = Image.open(image)
-    except (*unreadable, ValueError) as err:  # ValueError: a path with a NUL in it
-        raise ValueError(f"{Path(image).name!r:.60} is not an image that can be read ({type(err).__name__})") from None
+    except (*unreadable, ValueError):  # ValueError: a path with a NUL in it
+        raise ValueError(
+            f"{excerpt(Path(image).name)} is not a picture this app can read (PNG, JPEG, WebP, GIF)"
+        ) from None
     with opened:
         _check_size(*opened.size)
         try:
             opened.load()  # every pixel decoded: a truncated file fails here
-        except unreadable as err:
-            raise ValueError(f"{Path(image).name!r:.60} is a damaged image ({type(err).__name__}: {err})") from None
+        except unreadable:
+            raise ValueError(f"{excerpt(Path(image).name)} is a damaged picture: part of it cannot be read") from None
         return _source(canonical(opened))
 
 

@@ -54,6 +54,53 @@ HIGHER_IS_BETTER: dict[tuple[str, str], bool] = {
 }
 BOOT_CHUNK = 4_000_000  # resampled values held in memory at once
 
+# How a reader knows each stage and measure: what tables show in place of column names.
+STAGE_WORDS = {
+    "text_encoder": "the text encoder",
+    "prior": "the prior",
+    "decoder": "the decoder",
+    "super_res": "super-resolution",
+    "image_encoder": "the image encoder",
+    "unet": "the U-Net",
+    "vae_encode": "the VAE encoder",
+    "vae_decode": "the VAE decoder",
+}
+CHECKED = {
+    "all": "the whole caption",
+    "count": "the number of objects",
+    "object1_colour": "the first object's colour",
+    "object1_shape": "the first object's shape",
+    "object1_size": "the first object's size",
+    "object2_colour": "the second object's colour",
+    "object2_shape": "the second object's shape",
+    "object2_size": "the second object's size",
+    "relation": "where the objects are relative to each other",
+    "position": "where the object is",
+}
+MEASURES = {
+    "seconds_total": "seconds per image, all stages",
+    "peak_memory_mb": "peak memory of the busiest stage, MB",
+    "peak_rss_mb": "the process's peak memory (RSS), MB",
+    "clip_score": "CLIP score: the judge's text–image similarity, 0–100",
+    "clip_cosine": "CLIP cosine: the judge's text–image similarity, −1 to 1",
+    "prior_image_cosine": "cosine of the prior's image embedding with the image's",
+    "source_cosine": "cosine of the image with the image taken in (judge's)",
+}
+
+
+def metric_label(metric: str) -> str:
+    """A measure's column in words, with its unit ("seconds_prior" -> "seconds per image in the prior"); the column
+    name itself when it has none."""
+    if metric in MEASURES:
+        return MEASURES[metric]
+    for prefix, words in (("seconds_", "seconds per image in {}"), ("peak_memory_mb_", "peak memory in {}, MB")):
+        if metric.startswith(prefix) and metric.removeprefix(prefix) in STAGE_WORDS:
+            return words.format(STAGE_WORDS[metric.removeprefix(prefix)])
+    checked = metric.removeprefix("check_").removesuffix("_correct")
+    if metric.startswith("check_") and metric.endswith("_correct") and checked in CHECKED:
+        return f"checker: {CHECKED[checked]} right (share of images)"
+    return metric
+
 
 Z_95 = 1.959963984540054  # standard normal quantile at 0.975
 
@@ -168,15 +215,15 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def default_pair(df: pd.DataFrame, a: str | None = None, b: str | None = None) -> tuple[str, str]:
-    """(a, b) of a paired difference a - b: as given, else the last and the first registered architecture that has
-    rows (latent diffusion - unCLIP)."""
+    """(a, b) of a paired difference a - b: as given, else the first and the last registered architecture that has
+    rows, in the order every view shows them (unCLIP - latent diffusion)."""
     if a is not None and b is not None:
         return a, b
     df = text_to_image(df)
     present = [n for n in registry.names() if "architecture" in df.columns and (df["architecture"] == n).any()]
     if len(present) < 2:
         raise NoPairsError(f"a paired summary needs two architectures' rows; the frame has {present or 'none'}")
-    return a or present[-1], b or present[0]
+    return a or present[0], b or present[-1]
 
 
 def _pair_keys(df: pd.DataFrame, pair_on: Sequence[str] | None) -> list[str]:
@@ -342,8 +389,11 @@ def format_summary(
         f"{'metric':<24}{'better':>7}{'n':>6}{a:>18}{b:>18}   {'difference ' + ci:<32}{a + ' wins ' + ci:<36}ties",
     ]
     for metric, r in table.iterrows():
-        difference = _with_interval(r["mean_diff"], r["ci_low"], r["ci_high"])
-        wins = _with_interval(r["win_rate"], r["win_ci_low"], r["win_ci_high"], _percent)
+        if r["n"] > 1:
+            difference = _with_interval(r["mean_diff"], r["ci_low"], r["ci_high"])
+            wins = _with_interval(r["win_rate"], r["win_ci_low"], r["win_ci_high"], _percent)
+        else:  # an interval from one pair would be [x, x]
+            difference, wins = f"{_number(r['mean_diff'])} (one pair)", f"{_percent(r['win_rate'])} (one pair)"
         lines.append(
             f"{metric:<24}{r['better']:>7}{int(r['n']):>6}{_number(r[f'mean_{a}']):>18}"
             f"{_number(r[f'mean_{b}']):>18}   {difference:<32}{wins:<36}{_percent(r['tie_rate'])}"

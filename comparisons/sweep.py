@@ -91,7 +91,7 @@ def parse_seeds(text: str) -> list[int]:
         except ValueError:
             raise ValueError(f"seeds {excerpt(text)}: {excerpt(part)} is not a number or a range like 0-9") from None
         if start < 0 or end >= 2**63:
-            raise ValueError(f"seeds {excerpt(text)}: seeds must be in [0, 2**63)")
+            raise ValueError(f"seeds {excerpt(text)}: seeds are whole numbers from 0 to {2**63 - 1:,}")
         if end < start:
             raise ValueError(f"seeds {excerpt(text)}: range {excerpt(part)} runs backwards; write {end}-{start}")
         if end - start + 1 + len(seeds) > MAX_SEEDS:

@@ -29,8 +29,8 @@ def _parse_object(tokens: list[str], i: int, text: str) -> tuple[ObjectSpec, int
     colour, shape = (tokens[j : j + 2] + ["", ""])[:2]
     if tokens[i : i + 1] not in (["a"], ["an"]) or colour not in COLOURS or shape not in SHAPES:
         raise ValueError(
-            f"{text!r} is not a Shapes caption: expected 'a|an [small|large] <colour> <shape>' "
-            f"at word {i + 1}; colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}"
+            f"“{text}” is not a Shapes caption: at word {i + 1} an object is expected, “a” or “an”, perhaps “small” "
+            f"or “large”, then a colour and a shape; colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}"
         )
     return ObjectSpec(colour, shape, size), j + 2
 
@@ -58,8 +58,8 @@ def parse_caption(text: str) -> SceneSpec:
         position, end = _match(tokens, i, {name: phrase for name, (phrase, _) in POSITIONS.items()})
     if end != len(tokens):
         raise ValueError(
-            f"{text!r} is not a Shapes caption: unexpected {' '.join(tokens[end:])!r} after "
-            f"{' '.join(tokens[:end])!r}; a relation ({_RELATION_WORDS}) and a second object, or a position "
+            f"“{text}” is not a Shapes caption: “{' '.join(tokens[end:])}” was not expected after "
+            f"“{' '.join(tokens[:end])}”; a relation ({_RELATION_WORDS}) and a second object, or a position "
             f"({', '.join(p for p, _ in POSITIONS.values())}) may follow an object"
         )
     return SceneSpec(objects, relation, position)

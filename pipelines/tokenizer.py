@@ -71,11 +71,16 @@ EXCERPT_CHARS = 60  # how much of the dropped text a truncation warning quotes
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    """`text` quoted, or its start and end around a count of what is left out: a log line stays a line."""
+    """`text` in quotation marks, or its start and end around a count of what is left out; its line breaks shown
+    as ⏎, so that a log line stays a line."""
     if len(text) <= limit:
-        return repr(text)
+        return _quoted(text)
     head, tail = text[: 2 * limit // 3], text[-(limit // 3) :]
-    return f"{head!r} … {len(text) - len(head) - len(tail):,} more characters … {tail!r}"
+    return f"{_quoted(head)} … {len(text) - len(head) - len(tail):,} more characters … {_quoted(tail)}"
+
+
+def _quoted(text: str) -> str:
+    return "“" + text.replace("\r\n", "⏎").replace("\n", "⏎") + "”"
 
 
 def truncation_messages(tokenizer: CLIPTokenizer, prompts: list[str]) -> list[str | None]:

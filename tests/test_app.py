@@ -65,14 +65,19 @@ def served(tmp_path_factory):
 # ----------------------------------------------------------------------------- handlers, called directly
 
 
-@pytest.mark.parametrize("seed", ["-1", str(2**64), "text", "", "1.5"])
-def test_bad_seeds_are_refused(seed):
-    with pytest.raises(ValueError, match="seed"):
+@pytest.mark.parametrize("seed", ["-2", str(2**64), "text", "", "1.5", None])
+def test_bad_seeds_are_refused_in_words(seed):
+    with pytest.raises(ValueError) as caught:
         parse_seed(seed)
+    message = str(caught.value)
+    assert message.startswith("Seed: ") and "from 0 to 9,223,372,036,854,775,807, or -1 for a random one" in message
+    assert not any(code in message for code in ("`", "**", "'", "None"))
 
 
 def test_seeds_as_typed():
-    assert parse_seed(" 42 ") == 42 and parse_seed(2**63 - 1) == 2**63 - 1
+    assert parse_seed(" 42 ") == 42 and parse_seed(2**63 - 1) == 2**63 - 1 and parse_seed("1,000") == 1000
+    drawn = {parse_seed("-1") for _ in range(5)}  # -1: a random seed each time, as in AUTOMATIC1111
+    assert len(drawn) > 1 and all(0 <= s < 2**32 for s in drawn)
 
 
 @pytest.mark.parametrize("steps", [0, 10000, 2.5, "many", None])
@@ -84,10 +89,10 @@ def test_bad_steps_are_refused(steps):
 @pytest.mark.parametrize(
     "given, error",
     [
-        ({"prior_steps": 1.5}, "unCLIP prior steps must be a whole number of steps, got 1.5"),
-        ({"steps": "2.5"}, "Latent diffusion steps must be a whole number of steps, got '2.5'"),
+        ({"prior_steps": 1.5}, "unCLIP prior steps must be a whole number of steps, got “1.5”"),
+        ({"steps": "2.5"}, "Latent diffusion steps must be a whole number of steps, got “2.5”"),
         ({"steps": 0}, "Latent diffusion steps must be between 1 and 1000, got 0"),
-        ({"decoder_guidance": "x"}, "unCLIP decoder guidance must be a number, got 'x'"),
+        ({"decoder_guidance": "x"}, "unCLIP decoder guidance must be a number, got “x”"),
         ({"super_res_steps": 1}, "unCLIP super-res steps must be between 2 and 1000, got 1 (unCLIP's super_res stage"),
     ],
 )
@@ -169,7 +174,8 @@ def test_results_summary_plots_and_exports(served):
     assert len(df) >= 2 and set(df["architecture"]) == {"latent_diffusion"}
     assert session.runs("all", "no such prompt").empty
     table, note = summary_frame(session.runs())
-    assert "seconds_total" in set(table["metric"]) and (table["n pairs"] >= 2).all() and "95%" in table.columns[-1]
+    assert "seconds per image, all stages" in set(table["measure"]) and (table["pairs"] >= 2).all()
+    assert "unCLIP − LD [95% interval]" in table.columns
     bars = stage_seconds_long(session.runs())
     assert set(bars["stage"]) >= {"prior", "decoder", "super_res", "unet", "vae_decode"}
     csv, parquet = session.export(df, "csv"), session.export(df, "parquet")
@@ -208,9 +214,9 @@ def test_background_sweep_lands_every_row_once_and_resumes(served):
     with pytest.raises(ValueError, match="9-0"):
         session.start_sweep(prompts, "9-0", "2", "7.5", ["unclip"])
     for steps, guidance, error in [
-        ("25,1.5", "7.5", "Steps '25,1.5': expected whole numbers separated by commas"),
-        ("abc", "7.5", "Steps 'abc': expected whole numbers"),
-        ("25", "4,x", "Guidance '4,x': expected numbers separated by commas"),
+        ("25,1.5", "7.5", "Steps “25,1.5”: expected whole numbers separated by commas"),
+        ("abc", "7.5", "Steps “abc”: expected whole numbers"),
+        ("25", "4,x", "Guidance “4,x”: expected numbers separated by commas"),
     ]:  # the widget's name, not a command-line flag
         with pytest.raises(ValueError) as caught:
             session.start_sweep(prompts, "0", steps, guidance, ["unclip"])
@@ -229,11 +235,11 @@ def test_the_log_persists_across_restarts(served):
 
 def test_serves_loopback_by_default_and_never_shares():
     assert app.launch_options(None, 7860, {}) == dict(
-        server_name="127.0.0.1", server_port=7860, share=False, css=app.CSS
+        server_name="127.0.0.1", server_port=7860, share=False, css=app.CSS, js=app.KEYS_JS
     )
     assert app.launch_options("0.0.0.0", 7860, {})["server_name"] == "0.0.0.0"
     assert app.launch_options(None, 7860, {"SPACE_ID": "me/app"}) == dict(
-        server_name=None, server_port=None, share=False, css=app.CSS
+        server_name=None, server_port=None, share=False, css=app.CSS, js=app.KEYS_JS
     )
     assert app.parse_args([]).preset == "lab" and app.parse_args([]).host is None
 
@@ -294,7 +300,7 @@ def test_a_gallery_image_opens_its_row_and_goes_to_compare_through_gradio_client
     defaults = [25, 25, 7, 4.0, 8.0, 50, 7.5]  # what the Compare tab shows before
     values = client.predict(path, "another prompt", "blurry", "5", *defaults, api_name="/send_to_compare")
     assert list(values) == [PROMPT, "", "321", 25, 25, 7, 4.0, 8.0, 2, 7.5]  # LD's from its row, unCLIP's kept
-    with pytest.raises(Exception, match="no row of the run log has the image"):
+    with pytest.raises(Exception, match="no row of this run log has that image"):
         client.predict(str(Path(app.__file__).resolve()), api_name="/gallery_row")
 
 
@@ -317,7 +323,7 @@ def test_a_configuration_is_chosen_for_the_summary_through_gradio_client(served)
     labels = [label for label, _ in chooser["choices"]]
     newest = "unCLIP 2/3/2 g 4/8 vs LD 3 steps g 7.5"
     assert chooser["value"] == labels[0] == newest and note.startswith(f"{newest}: 2 pairs.")
-    assert {r[summary["headers"].index("n pairs")] for r in summary["data"]} == {2}
+    assert {r[summary["headers"].index("pairs")] for r in summary["data"]} == {2}
     fast = _label_of(session, "unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5")
     summary, note, stages, scatter, memory = client.predict("all", "", fast, api_name="/summary")
     summary = summary["value"]
@@ -327,7 +333,7 @@ def test_a_configuration_is_chosen_for_the_summary_through_gradio_client(served)
     ld = df[(df.architecture == "latent_diffusion") & (df.steps == 2)]
     pairs = set(zip(uc.prompt, uc.seed)) & set(zip(ld.prompt, ld.seed))
     assert note.startswith(f"{fast}: {len(pairs)} pairs.") and len(pairs) >= 2
-    n_pairs = summary["data"][0][summary["headers"].index("n pairs")]
+    n_pairs = summary["data"][0][summary["headers"].index("pairs")]
     assert n_pairs == len(pairs)
     seeds = [int(r[scatter["columns"].index("seed")]) for r in scatter["data"]]
     assert sorted(seeds) == sorted([*uc.seed, *ld.seed]) and 401 not in seeds  # the plots show its rows only
@@ -393,8 +399,8 @@ def test_image_in_through_gradio_client(served, tmp_path):
     for image, strength, error in (
         (None, 0.5, "no image"),
         (handle_file(str(tmp_path / "tiny.png")), 0.5, "too small"),
-        (handle_file(str(source)), 0.0, "less than minimum value 0.05"),
-        (handle_file(str(source)), 1.5, "greater than maximum value 1"),
+        (handle_file(str(source)), 0.0, "img2img strength must be above 0"),
+        (handle_file(str(source)), 1.5, "img2img strength must be a number from 0 to 1; got “1.5”"),
     ):
         count = len(session.runs())
         with pytest.raises(Exception, match=error):
@@ -428,7 +434,7 @@ def test_latent_space_endpoints_through_gradio_client(served):
     assert len(session.runs()) == before  # explorations are not logged
     with pytest.raises(Exception, match="start prompt is empty"):
         client.predict("", "a blue square", 4, "prompts", "", "9", *FAST_ARGS, api_name="/interpolate")
-    with pytest.raises(Exception, match="greater than maximum value 12"):
+    with pytest.raises(Exception, match="Frames must be a number from 2 to 12; got “13”"):
         client.predict("a red circle", "a blue square", 13, "prompts", "", "9", *FAST_ARGS, api_name="/interpolate")
     with pytest.raises(Exception, match="same CLIP text embedding"):
         client.predict("a red circle", "a cat", "a cat", 3, 0.5, "prompts", "", "9", *FAST_ARGS, api_name="/text_diff")
@@ -459,16 +465,17 @@ def test_files_are_served_from_the_results_folder_only(served):
     "prompt, negative, seed, changed, error",
     [
         ("", "", "0", {}, "prompt is empty"),
-        (PROMPT, "", "-1", {}, "seed"),
-        (PROMPT, "", str(2**64), {}, "seed"),
-        (PROMPT, "", "text", {}, "seed"),
+        (PROMPT, "", "-2", {}, "Seed: “-2” is out of range"),
+        (PROMPT, "", str(2**64), {}, "Seed: “18446744073709551616” is out of range"),
+        (PROMPT, "", "text", {}, "Seed: “text” is not a whole number"),
         (PROMPT, "", "0", {"steps": 0}, "steps"),
         (PROMPT, "", "0", {"steps": 10000}, "steps"),
-        (PROMPT, "", "0", {"steps": 1.5}, "Latent diffusion steps must be a whole number of steps, got 1.5"),
-        (PROMPT, "", "0", {"prior_steps": 2.5}, "unCLIP prior steps must be a whole number of steps, got 2.5"),
+        (PROMPT, "", "0", {"steps": 1.5}, "Latent diffusion steps must be a whole number of steps, got “1.5”"),
+        (PROMPT, "", "0", {"prior_steps": 2.5}, "unCLIP prior steps must be a whole number of steps, got “2.5”"),
         (PROMPT, "", "0", {"super_res_steps": 1}, "unCLIP's super_res stage needs at least 2"),
         (PROMPT, "", "0", {"prior_steps": 1}, "unCLIP's prior stage needs at least 2"),
-        (PROMPT, "", "0", {"guidance": 1e308}, "the unet stage produced NaN or infinite values"),
+        (PROMPT, "", "0", {"guidance": 1e308}, "Latent diffusion guidance must be at most 50, got 1e"),
+        (PROMPT, "", "0", {"guidance": 1e9}, "Latent diffusion guidance must be at most 50, got 1e"),
         (PROMPT, "x" * 2**20, "0", {}, "negative prompt is 1,048,576 characters; at most 5,000"),
     ],
 )
@@ -480,6 +487,35 @@ def test_bad_input_errors_then_the_next_request_works(served, prompt, negative, 
         client.predict(prompt, negative, seed, *{**FAST, **changed}.values(), api_name="/compare")
     assert len(session.runs()) == before  # no row, for either architecture
     assert client.predict(PROMPT, "", "0", *FAST_ARGS, api_name="/compare")[1].startswith("seed 0")
+
+
+def test_bad_api_input_is_refused_in_words_and_leaves_no_traceback(served, tmp_path, capfd):
+    """What another client can send that the page never does: each refused in one plain sentence naming the widget,
+    the server log free of tracebacks, the next request served."""
+    session, url = served
+    client = Client(url, verbose=False)
+    fake = tmp_path / "fake.png"
+    fake.write_text("not a picture")
+    cases = [
+        (("a red circle", "0", "2", "7.5", ["dalle3"], "prompt", "seed"), "/sweep", "Architectures: choose among"),
+        ((handle_file(str(fake)), PROMPT, 0.5, "1", "", *FAST_ARGS), "/image_in", "Source image: not a picture"),
+        ((PROMPT, "", "0", "x", *FAST_ARGS[1:]), "/compare", "unCLIP prior steps must be a number, got “x”"),
+        ((PROMPT, "", "0", *FAST_ARGS[:5], None, 7.5), "/compare", "Latent diffusion steps must be a number"),
+        (("all", "", "no such configuration"), "/summary", None),  # an unknown label: the newest, no error
+        (("a red circle", "a blue square", 4, "sideways", "", "9", *FAST_ARGS), "/interpolate", "choose among"),
+    ]
+    for args, endpoint, message in cases:
+        if message is None:
+            client.predict(*args, api_name=endpoint)
+            continue
+        with pytest.raises(Exception) as caught:
+            client.predict(*args, api_name=endpoint)
+        text = str(caught.value)
+        assert message in text, text
+        assert not any(code in text for code in ("`", "**", "None", "Traceback", "<class")), text
+    assert client.predict(PROMPT, "", "0", *FAST_ARGS, api_name="/compare")[1].startswith("seed 0")
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
 
 
 def test_eight_clients_three_requests_each_lose_and_duplicate_nothing(served):
@@ -653,7 +689,9 @@ def test_browser_sweep_grid_gallery_to_compare_and_a_configuration(served, page)
     first.locator(".caption-label", has_text=caption(newest)).wait_for(timeout=60_000)  # the tab has refreshed
     first.click()
     page.locator("#row-details", has_text=f"seed {newest['seed']} · ").wait_for(timeout=60_000)
-    assert page.locator("#selected-image textarea, #selected-image input").first.input_value() == newest["image_path"]
+    shown = page.locator("#selected-image textarea, #selected-image input").first.input_value()
+    assert shown == str(Path(newest["image_path"]).relative_to(session.results_dir))  # never the server's own path
+    assert shown.startswith("images/latent_diffusion/")
     page.screenshot(path=str(ARTIFACTS / "app-results-gallery.png"), full_page=True)
     page.locator("#send-to-compare").click()
     page.get_by_role("tab", name="Compare", selected=True).wait_for(timeout=60_000)
@@ -669,7 +707,7 @@ def test_browser_sweep_grid_gallery_to_compare_and_a_configuration(served, page)
     fast = _label_of(session, "unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5")  # the Compare tab's, chosen over the sweep's
     _choose(page, "configuration", fast)
     page.locator("#summary-note", has_text=f"{fast}: ").wait_for(timeout=60_000)
-    page.locator("#summary", has_text="n pairs").wait_for(timeout=60_000)
+    page.locator("#summary", has_text="pairs").wait_for(timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "app-results-configuration.png"), full_page=True)
     page.get_by_role("tab", name="Compare").click()
 
@@ -682,9 +720,9 @@ def test_browser_sweep_grid_gallery_to_compare_and_a_configuration(served, page)
         (3, "猫 🐱 ネコ", "1", "2", "Shapes"),
         (4, PROMPT, "1", "0", "between 1 and 1000"),
         (5, PROMPT, "1", "10000", "between 1 and 1000"),
-        (6, PROMPT, "-1", "2", "seed"),
-        (7, PROMPT, str(2**64), "2", "seed"),
-        (8, PROMPT, "text", "2", "seed"),
+        (6, PROMPT, "-2", "2", "Seed"),
+        (7, PROMPT, str(2**64), "2", "Seed"),
+        (8, PROMPT, "text", "2", "Seed"),
     ],
 )
 def test_browser_shows_bad_input_and_carries_on(served, page, case, prompt, seed, steps, shown):

@@ -8,12 +8,17 @@ land between showing the gallery and clicking.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 
 from comparisons.app.views import stats_line
+from comparisons.records import MADE_HOW, digest_of, key_digest, made_how_from_png, row_key, settings_from_png
+from comparisons.schema import MODE, SOURCE_HASH
+from comparisons.sources import image_in_from_png
 from pipelines import registry
 from pipelines.registry import TEXT
+from pipelines.tokenizer import excerpt
 
 GALLERY_SIZE = 120  # thumbnails at once: the newest of the filtered rows
 CAPTION_CHARS = 40  # of the prompt under a thumbnail
@@ -51,7 +56,7 @@ def find_row(df: pd.DataFrame, image_path: str | None) -> dict:
         raise ValueError("no image is selected: click one in the gallery")
     found = df[df["image_path"] == image_path] if "image_path" in df.columns else df.iloc[:0]
     if found.empty:
-        raise ValueError(f"no row of the run log has the image {image_path[:200]!r}")
+        raise ValueError("no row of this run log has that image: pick one in the gallery")
     return plain_row(found.iloc[-1])
 
 
@@ -90,3 +95,58 @@ def compare_values(row: dict, settings: dict[str, object]) -> tuple[str, str, di
     own = {s.name: row.get(s.name, "" if s.role == TEXT else s.default) for s in arch.settings}
     own = {name: "" if value is None else value for name, value in own.items()}
     return str(row["prompt"]), str(row["seed"]), {**settings, **own}
+
+
+# ----------------------------------------------------------------------------- a PNG's own settings (PNG info)
+
+
+def png_row(path: str | Path, df: pd.DataFrame) -> tuple[dict, int]:
+    """What a PNG this tool wrote says of itself, as a row (architecture, prompt, seed, its settings, how it was made;
+    made from an image: its mode, source hash and strength), and how many rows of the log `df` were made with exactly
+    those (their images named by the same digest); the newest such row when there is one. A ValueError for a PNG
+    without our infotext."""
+    try:
+        architecture, prompt, seed, settings = settings_from_png(path)
+        image_in = image_in_from_png(path)
+        made = made_how_from_png(path)
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{excerpt(Path(path).name)} carries no settings this app wrote ({err})") from None
+    columns = {}
+    if image_in is not None:
+        columns = {MODE: image_in.mode, SOURCE_HASH: image_in.source_hash}
+        strength = registry.get(architecture).image_in.strength
+        if strength is not None:
+            columns[strength.name] = image_in.strength
+    digest = key_digest(row_key(architecture, prompt, seed, settings, columns or None))
+    mode = columns.get(MODE, registry.TEXT_TO_IMAGE)
+    row = {
+        "architecture": architecture,
+        "prompt": prompt,
+        "seed": seed,
+        **settings.for_architecture(architecture, mode),
+    }
+    row |= columns | made
+    if df.empty or "image_path" not in df.columns:
+        return row, 0
+    same = df[df["image_path"].map(lambda p: digest_of(Path(p).name) == digest)]
+    return (plain_row(same.iloc[-1]) if len(same) else row), len(same)
+
+
+def png_details(row: dict, in_log: int) -> str:
+    """What png_row found, as Markdown: the row's details, or the PNG's own settings when this log lacks it."""
+    arch = registry.get(row["architecture"])
+    where = (
+        f"This log has {in_log} row{'s' * (in_log > 1)} made with exactly these settings; the newest:"
+        if in_log
+        else "No row of this log was made with these settings (another results folder's image?): its own settings:"
+    )
+    lines = [where, f"**{arch.label}** · seed {row['seed']}", f"> {_escaped(str(row['prompt'])) or '(no prompt)'}"]
+    lines.append(settings_line(row))
+    if row.get(MODE, registry.TEXT_TO_IMAGE) != registry.TEXT_TO_IMAGE:
+        lines.append(f"made from an image ({row[MODE]}); Compare draws from the prompt alone")
+    made = [f"{label.lower()} {row[name]}" for name, label in MADE_HOW.items() if row.get(name) is not None]
+    if made:
+        lines.append("made with " + ", ".join(made))
+    if in_log:
+        lines.append(stats_line(row))
+    return "\n\n".join(lines)

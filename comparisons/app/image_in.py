@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from comparisons.app.inputs import parse_seed, parse_text, vocabulary_notice
+from comparisons.app.inputs import parse_seed, parse_text, shown, vocabulary_notice
 from comparisons.app.views import stats_line
 from comparisons.app.work import stage_steps, steps_done, throttled, total_steps
 from comparisons.harness import Harness, Made, new_run_id
@@ -32,7 +32,6 @@ from comparisons.schema import SOURCE_COSINE, SOURCE_IMAGE
 from comparisons.settings import Settings
 from comparisons.sources import Source, open_source
 from pipelines import registry
-from pipelines.checks import check_strength
 from pipelines.components import load_image_encoder
 from pipelines.hub import ProgressCallback
 from pipelines.outputs import StepState
@@ -199,10 +198,22 @@ class ImageIn:
         image_in = registry.get(architecture).image_in
         if image_in.strength is None:
             return None
-        strength = check_strength(strength, image_in.strength.name)
+        label = image_in.strength.label
+        try:
+            strength = float(strength)
+        except (TypeError, ValueError):
+            raise ValueError(f"{label} must be a number above 0, at most 1, got {shown(strength)}") from None
+        if not 0 < strength <= 1:
+            raise ValueError(
+                f"{label} must be above 0 (at 0 nothing is denoised: the image would come back as it went in) "
+                f"and at most 1 (pure noise), got {strength:g}"
+            )
         if stage_steps(architecture, settings, image_in.mode, strength).get(image_in.strength.stage, 1) < 1:
             steps = stage_steps(architecture, settings, image_in.mode)[image_in.strength.stage]
-            raise ValueError(f"strength {strength} of {steps} steps leaves no denoising step: raise one of them")
+            raise ValueError(
+                f"{label} {strength:g} of {steps} steps leaves no step to denoise (steps × strength < 1): "
+                "raise the strength or the steps"
+            )
         return strength
 
     def _notices(self, harness: Harness, prompt: str) -> list[str]:

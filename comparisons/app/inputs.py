@@ -9,13 +9,13 @@ import secrets
 from comparisons.presets import get_preset
 from comparisons.settings import Settings
 from pipelines import registry
-from pipelines.checks import MAX_PROMPT_CHARS, check_seed
+from pipelines.checks import MAX_PROMPT_CHARS, MAX_SEED
 from pipelines.registry import STEPS, TEXT
 
 
 def parse_text(value: str | None, name: str) -> str:
     if value is not None and not isinstance(value, str):
-        raise ValueError(f"the {name} must be text, got {type(value).__name__}")
+        raise ValueError(f"the {name} must be text, got {shown(value)}")
     text = (value or "").strip()
     if len(text) > MAX_PROMPT_CHARS:
         raise ValueError(
@@ -31,14 +31,31 @@ def parse_prompt(text: str | None, name: str = "prompt") -> str:
     return text
 
 
+RANDOM_SEED = -1  # typed as a seed: draw one (AUTOMATIC1111's and ComfyUI's habit); the row logs the one drawn
+SEEDS = f"a whole number from 0 to {MAX_SEED - 1:,}, or {RANDOM_SEED} for a random one"
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A value as an error quotes what the user sent: in quotation marks, cut short; "nothing" for none."""
+    if value is None:
+        return "nothing"
+    text = str(value)
+    return "“" + (text if len(text) <= limit else text[: limit - 1] + "…") + "”"
+
+
 def parse_seed(value: str | float | int | None) -> int:
-    """A seed as typed: a whole number in [0, 2**63). Text, not a float: 2**63 - 1 has no exact float."""
-    text = str(value if value is not None else "").strip()
+    """A seed as typed: a whole number in [0, 2**63), or -1 for a random one. Text, not a float: 2**63 - 1 has no
+    exact float."""
+    text = str(value if value is not None else "").strip().replace(",", "")
     try:
         seed = int(text)
     except ValueError:
-        raise ValueError(f"seed {text!r:.40} is not a whole number (0 to 2**63 - 1)") from None
-    return check_seed(seed)
+        raise ValueError(f"Seed: {shown(value)} is not {SEEDS}") from None
+    if seed == RANDOM_SEED:
+        return random_seed()
+    if not 0 <= seed < MAX_SEED:
+        raise ValueError(f"Seed: {shown(value)} is out of range; use {SEEDS}")
+    return seed
 
 
 def random_seed() -> int:
@@ -49,13 +66,13 @@ def _number(value: float | int | str | None, label: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{label} must be a number, got {value!r:.40}") from None
+        raise ValueError(f"{label} must be a number, got {shown(value)}") from None
 
 
 def _whole(value: float | int | str | None, label: str) -> int:
     number = _number(value, label)
     if not number.is_integer():
-        raise ValueError(f"{label} must be a whole number of steps, got {value!r:.40}")
+        raise ValueError(f"{label} must be a whole number of steps, got {shown(value)}")
     return int(number)
 
 

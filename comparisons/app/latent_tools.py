@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from comparisons.app.inputs import parse_prompt, parse_seed
+from comparisons.app.inputs import parse_prompt, parse_seed, shown
 from comparisons.app.session import Session
 from comparisons.presets import get_preset
 from comparisons.settings import Settings
@@ -74,7 +74,7 @@ def parse_frames(value: float | int | str | None) -> int:
     except (TypeError, ValueError):
         number = float("nan")
     if not number.is_integer() or not MIN_FRAMES <= number <= MAX_FRAMES:
-        raise ValueError(f"frames must be a whole number from {MIN_FRAMES} to {MAX_FRAMES}, got {value!r:.40}")
+        raise ValueError(f"Frames must be a whole number from {MIN_FRAMES} to {MAX_FRAMES}, got {shown(value)}")
     return int(number)
 
 
@@ -85,13 +85,13 @@ def parse_theta(value: float | int | str | None) -> float:
     except (TypeError, ValueError):
         theta = float("nan")
     if not 0 < theta <= 1:
-        raise ValueError(f"the largest θ must be a number in (0, 1], got {value!r:.40}")
+        raise ValueError(f"Largest θ must be a number above 0, at most 1, got {shown(value)}")
     return theta
 
 
 def parse_decoder_text(value: str | None) -> str:
     if value not in DECODER_TEXT:
-        raise ValueError(f"unCLIP's decoder text must be one of {', '.join(DECODER_TEXT)}, got {value!r:.40}")
+        raise ValueError(f"unCLIP's decoder text must be one of {', '.join(DECODER_TEXT)}, got {shown(value)}")
     return value
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from comparisons.app.image_in import ImageIn
-from comparisons.app.inputs import parse_prompt, parse_seed, parse_text, vocabulary_notice
+from comparisons.app.inputs import parse_prompt, parse_seed, parse_text, shown, vocabulary_notice
 from comparisons.app.views import TABLE_COLUMNS
 from comparisons.app.work import steps_done, throttled, total_steps
 from comparisons.concurrent import make_each
@@ -92,17 +92,33 @@ class SweepStatus:
     """Where the background sweep stands; `run_id` tags its rows in the log."""
 
     run_id: str
-    total: int
-    done: int = 0
+    total: int  # images of the whole grid
+    done: int = 0  # of them in the log: made before this run, and by it so far
     running: bool = True
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
     jobs: tuple[Job, ...] = ()  # the whole grid, made or not: what its picture covers
+    before: int = 0  # of them already in the log when it started (a rerun makes only the rest)
+    cancelled: bool = False  # asked to stop: it stops before its next batch
 
     def message(self) -> str:
-        elapsed = time.monotonic() - self.started
-        state = "failed: " + self.error if self.error else ("running" if self.running else "finished")
-        return f"sweep {self.run_id}: {self.done}/{self.total} images, {elapsed:.0f} s, {state}"
+        elapsed, made = time.monotonic() - self.started, self.done - self.before
+        head = f"sweep {self.run_id}: {self.done}/{self.total} images"
+        earlier = f", {self.before} of them already in the log" if self.before else ""
+        if self.before == self.total:
+            return (
+                f"{head}: all were in the log already, so nothing was made "
+                "(other prompts, seeds, steps or guidance would be)"
+            )
+        if self.error:
+            return f"{head} ({made} made by this run{earlier}), {elapsed:.0f} s, failed: {self.error}"
+        if self.cancelled and not self.running:
+            return (
+                f"{head}: cancelled after {made} of its {self.total - self.before} new images{earlier}; "
+                "run the same sweep again to make the rest"
+            )
+        state = "cancelling after this batch" if self.cancelled else "running" if self.running else "finished"
+        return f"{head} ({made} made by this run{earlier}), {elapsed:.0f} s, {state}"
 
 
 # ----------------------------------------------------------------------------- the session
@@ -143,7 +159,9 @@ class Session:
         name = f"**{self.config.preset}**" + (" + custom models" if self.config.models else "")
         if self._harness is not None:
             first = next(iter(self._harness.pipelines.values()))
-            return f"{name} loaded on {first.device} ({first.dtype}): {self.describe_models()}"
+            caveat = get_preset(self.config.preset).caveat
+            caveat = f"  \n*The {self.config.preset} preset: {caveat}.*" if caveat and not self.config.models else ""
+            return f"{name} loaded on {first.device} ({first.dtype}): {self.describe_models()}{caveat}"
         if self._load_error:
             return f"{name} could not load: {self._load_error}. The lab preset needs no download and no GPU."
         if self._load_started is not None:
@@ -212,7 +230,7 @@ class Session:
                 "T2I_LATENT_DIFFUSION or T2I_JUDGE in its settings instead"
             )
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+            raise ValueError(f"Preset: {shown(preset)} is not one; choose {', '.join(sorted(PRESETS))}")
         models = {a: m.strip() for a, m in (models or {}).items() if isinstance(m, str) and m.strip()}
         config = dataclasses.replace(self.config, preset=preset, models=models, judge=check_judge(judge))
         if tuple(config.sources) != self.architectures:
@@ -231,6 +249,18 @@ class Session:
             self._loading.release()
         self.start_loading()
         return self.status()
+
+    def image_name(self, path: str) -> str:
+        """An image's path as pages show it: inside the results folder (images/unclip/...), never the server's."""
+        try:
+            return str(Path(path).resolve().relative_to(self.results_dir))
+        except ValueError:
+            return Path(path).name
+
+    def image_path(self, name: str) -> str:
+        """The path rows hold for an image a page names (image_name's), or a path given whole (an API caller's)."""
+        path = Path(name)
+        return str(path if path.is_absolute() else self.results_dir / path)
 
     def examples(self, n: int = 8) -> list[str]:
         """Example prompts that fit the preset: the Shapes vocabulary in the lab, real prompts otherwise."""
@@ -341,7 +371,8 @@ class Session:
         with self.device_lock:  # no other writer is between an image and its row
             for path in unlogged_images(harness, todo):
                 path.unlink(missing_ok=True)
-        self.sweep = status = SweepStatus(new_run_id(), len(jobs), len(jobs) - len(todo), jobs=tuple(jobs))
+        before = len(jobs) - len(todo)
+        self.sweep = status = SweepStatus(new_run_id(), len(jobs), before, jobs=tuple(jobs), before=before)
         return status, list(batches(todo, batch_size))
 
     def start_sweep(
@@ -371,6 +402,8 @@ class Session:
         make = make or self.make_sweep_batch
         try:
             for batch in todo:
+                if status.cancelled:
+                    break
                 made = make(batch, status.run_id)
                 status.done += len(self.record_sweep_batch(made))
                 yield status
@@ -388,6 +421,13 @@ class Session:
     def record_sweep_batch(self, made: Made) -> list[dict]:
         with self.device_lock:
             return self.harness().save(made)
+
+    def cancel_sweep(self) -> SweepStatus:
+        """Stop the running sweep before its next batch (the batch under way is kept whole, rows and images)."""
+        if self.sweep is None or not self.sweep.running:
+            raise ValueError("no sweep is running")
+        self.sweep.cancelled = True
+        return self.sweep
 
     def wait_for_sweep(self, timeout: float | None = None) -> None:
         if self._sweep_thread is not None:
@@ -414,7 +454,7 @@ class Session:
         """The given (filtered) table as a file in the results folder's exports/, the only place downloads
         come from. Named by content, so the same table is written once however often it is asked for."""
         if fmt not in ("csv", "parquet"):
-            raise ValueError(f"unknown export format {fmt!r}; choose csv or parquet")
+            raise ValueError(f"unknown export format {shown(fmt)}; choose csv or parquet")
         if df.empty:
             raise ValueError("the table is empty: nothing to export")
         digest = hashlib.sha256(pd.util.hash_pandas_object(df.astype(str), index=False).values.tobytes()).hexdigest()[

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from comparisons.configurations import Choice
-from comparisons.summary import NoPairsError, default_pair, summarize, summary_table
+from comparisons.summary import NoPairsError, default_pair, metric_label, proportion, summarize, summary_table
 from pipelines import registry
 
 TABLE_COLUMNS = (
@@ -28,6 +28,17 @@ TABLE_COLUMNS = (
 )
 
 
+# What each figure under an image means (FIGURES_NOTE sits under them, once).
+FIGURES_NOTE = (
+    "**Reading the figures.** *s*: wall-clock seconds for the image, each stage's in brackets (the lab preset runs "
+    "the architectures side by side, a CPU core each). *memory*: the most one stage needed, in MB: on a CPU what its "
+    "tensors and its models' weights take (tensors + weights), on a GPU its peak VRAM. *CLIP … of 100*: how well the "
+    "image matches the prompt according to the judge, a CLIP model that draws nothing: their cosine × 100, higher "
+    "is better; only scores of one judge compare. *checker* (Shapes lab): each thing the caption states, read off the "
+    "image, ✓ right or ✗ wrong (with what was drawn instead); *2nd* is the caption's second object."
+)
+
+
 def stats_line(row: dict) -> str:
     """The compact stats under an image: seed, seconds (total and per stage), peak memory, CLIP, checker."""
     stages = [c.removeprefix("seconds_") for c in row if c.startswith("seconds_") and c != "seconds_total"]
@@ -35,8 +46,8 @@ def stats_line(row: dict) -> str:
     parts = [
         f"seed {row['seed']}",
         f"{row['seconds_total']:.2f} s ({per_stage})",
-        f"{row['memory_kind']} {row['peak_memory_mb']:,.0f} MB",
-        f"CLIP {row['clip_score']:.1f}" if row.get("clip_score") is not None else "CLIP n/a (no prompt)",
+        f"memory {row['peak_memory_mb']:,.0f} MB ({row['memory_kind']})",
+        f"CLIP {row['clip_score']:.1f} of 100" if row.get("clip_score") is not None else "CLIP n/a (no prompt)",
     ]
     verdict = checker_verdict(row)
     if verdict:
@@ -50,8 +61,8 @@ def checker_verdict(row: dict) -> str:
     names = {
         "object1_colour": "colour",
         "object1_shape": "shape",
-        "object2_colour": "colour 2",
-        "object2_shape": "shape 2",
+        "object2_colour": "2nd colour",
+        "object2_shape": "2nd shape",
         "relation": "relation",
         "position": "position",
     }
@@ -83,8 +94,19 @@ def prior_summary(inside) -> str:
     )
 
 
+def shown_architectures(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with each architecture by its short name (unCLIP, LD), as plots label them."""
+    short = {n: registry.get(n).short for n in registry.names()}
+    return df.assign(architecture=df["architecture"].map(lambda a: short.get(a, a)).astype("string"))
+
+
+def plot_order() -> list[str]:
+    """The architectures' short names in the registry's order: every plot's x axis, as every view orders them."""
+    return [registry.get(n).short for n in registry.names()]
+
+
 def stage_seconds_long(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean seconds per stage and architecture, long form for a stacked bar chart."""
+    """Mean seconds per stage and architecture (short names), long form for a stacked bar chart."""
     stages = [c for c in df.columns if c.startswith("seconds_") and c != "seconds_total"]
     if df.empty or not stages:
         return pd.DataFrame(
@@ -94,19 +116,25 @@ def stage_seconds_long(df: pd.DataFrame) -> pd.DataFrame:
                 "seconds": pd.Series(dtype=float),
             }
         )
-    long = df.melt(id_vars=["architecture"], value_vars=stages, var_name="stage", value_name="seconds").dropna()
+    long = (
+        shown_architectures(df)
+        .melt(id_vars=["architecture"], value_vars=stages, var_name="stage", value_name="seconds")
+        .dropna()
+    )
     long["stage"] = long["stage"].str.removeprefix("seconds_")
     long["seconds"] = long["seconds"].astype(float)
     return long.groupby(["architecture", "stage"], as_index=False, observed=True)["seconds"].mean()
 
 
 def memory_bars(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean peak memory (MB) per architecture and memory kind."""
+    """Mean peak memory (MB) per architecture (short names) and memory kind."""
     if df.empty:
-        return pd.DataFrame({"architecture": pd.Series(dtype="string"), "peak_memory_mb": pd.Series(dtype=float)})
-    out = df.groupby(["architecture", "memory_kind"], as_index=False, observed=True)["peak_memory_mb"].mean()
-    out["architecture"] = out["architecture"] + " (" + out["memory_kind"] + ")"
-    return out[["architecture", "peak_memory_mb"]].astype({"peak_memory_mb": float})
+        return pd.DataFrame(
+            {c: pd.Series(dtype="string") for c in ("architecture", "memory_kind")}
+            | {"peak_memory_mb": pd.Series(dtype=float)}
+        )
+    out = shown_architectures(df).groupby(["architecture", "memory_kind"], as_index=False, observed=True)
+    return out["peak_memory_mb"].mean().astype({"peak_memory_mb": float})
 
 
 def score_vs_seconds(df: pd.DataFrame) -> pd.DataFrame:
@@ -115,40 +143,77 @@ def score_vs_seconds(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(
             {c: pd.Series(dtype=float if c in ("seconds_total", "clip_score") else "string") for c in columns}
         )
-    return df[columns].astype({"seconds_total": float, "clip_score": float, "seed": "string"})
+    return shown_architectures(df)[columns].astype({"seconds_total": float, "clip_score": float, "seed": "string"})
+
+
+def figure(value: float) -> str:
+    """A measure as a reader wants it: three significant figures, thousands grouped (0.0412, 4.12, 41.2, 4,120)."""
+    if pd.isna(value):
+        return "–"
+    if value == 0 or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _signed(value: float) -> str:
+    return ("+" if value > 0 else "") + figure(value).replace("-", "−")
+
+
+def _share(k: int, n: int) -> str:
+    """k of n as a percentage with its 95% Wilson interval; no interval from a single pair."""
+    if n < 2:
+        return f"{k} of {n}"
+    p = proportion(k, n)
+    return f"{p.value:.0%} [{p.low:.0%}, {p.high:.0%}]"
 
 
 def summary_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The paired side-by-side summary, every estimate beside n and its 95% interval, and a note."""
+    """The paired side-by-side summary in a reader's words: each measure with its unit and direction, n pairs, each
+    architecture's mean, their difference with its 95% interval (none from one pair), and how often each was better
+    or they tied; and a note."""
     try:
         a, b = default_pair(df)
         table = summary_table(df, a, b)
     except (NoPairsError, ValueError, KeyError) as err:
         return pd.DataFrame(), f"No summary yet: {err}. Generate both architectures for the same prompts and seeds."
     name_a, name_b = registry.get(a).short, registry.get(b).short
-    shown = pd.DataFrame(
-        {
-            "metric": table.index,
-            "better": table["better"],
-            "n pairs": table["n"].astype(int),
-            name_a: table[f"mean_{a}"].round(4),
-            name_b: table[f"mean_{b}"].round(4),
-            f"difference {name_a} − {name_b} [95% CI]": [
-                f"{r.mean_diff:.4g} [{r.ci_low:.4g}, {r.ci_high:.4g}]" for r in table.itertuples()
-            ],
-            f"{name_a} win rate [95% CI]": [
-                f"{r.win_rate:.0%} [{r.win_ci_low:.0%}, {r.win_ci_high:.0%}]" for r in table.itertuples()
-            ],
-        }
+    rows = []
+    for metric, r in table.iterrows():
+        n = int(r["n"])
+        wins, ties = round(r["win_rate"] * n), round(r["tie_rate"] * n)
+        difference = _signed(r["mean_diff"])
+        rows.append(
+            {
+                "measure": metric_label(metric),
+                "better": r["better"],
+                "pairs": n,
+                name_a: figure(r[f"mean_{a}"]),
+                name_b: figure(r[f"mean_{b}"]),
+                f"{name_a} − {name_b} [95% interval]": (
+                    f"{difference} [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
+                    if n > 1
+                    else f"{difference} (one pair: no interval)"
+                ),
+                f"{name_a} better": _share(wins, n),
+                "tie": _share(ties, n),
+                f"{name_b} better": _share(n - wins - ties, n),
+            }
+        )
+    note = (
+        f"{name_a} − {name_b}, paired by prompt and seed: a difference below zero means {name_a} measured less. "
+        "Intervals: 95% percentile bootstrap over pairs (2000 resamples) for differences, Wilson for shares."
     )
-    return shown, "Paired by prompt and seed; percentile-bootstrap intervals over pairs (2000 resamples)."
+    return pd.DataFrame(rows), note
 
 
 def chosen_summary(df: pd.DataFrame, choice: Choice | None) -> tuple[pd.DataFrame | None, str]:
     """The chosen configuration's summary and a note: paired with 95% intervals, or each architecture's statistics
     when nothing pairs. Never an empty table: None, and a note saying what is missing, when no row matches."""
     if choice is None:
-        return None, "No runs match yet: generate in Compare or run a sweep, then the summary shows here."
+        return None, (
+            "No text-to-image runs match yet: generate in Compare or run a sweep, then the summary shows here "
+            "(images made from an image, in Image in, are never summarised beside them)."
+        )
     rows = choice.rows(df)
     if choice.paired:
         table, note = summary_frame(rows)
@@ -163,10 +228,23 @@ def chosen_summary(df: pd.DataFrame, choice: Choice | None) -> tuple[pd.DataFram
     )
 
 
+STATISTICS = {"n": "images", "mean": "mean", "median": "median", "std": "spread (standard deviation)"}
+
+
 def unpaired_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Each architecture's n, mean, median and std of every metric, side by side (comparisons.summary.summarize)."""
-    wide = summarize(df).round(4).reset_index()
-    return wide.rename(columns={n: registry.get(n).short for n in registry.names() if n in wide.columns})
+    """Each architecture's n, mean, median and spread of every measure, in words, side by side
+    (comparisons.summary.summarize)."""
+    wide = summarize(df).reset_index()
+    shown = pd.DataFrame(
+        {
+            "measure": ["images" if m == "rows" else metric_label(m) for m in wide["metric"]],
+            "statistic": [STATISTICS.get(s, s) for s in wide["statistic"]],
+        }
+    )
+    for name in registry.names():
+        if name in wide.columns:
+            shown[registry.get(name).short] = [figure(v) for v in wide[name]]
+    return shown
 
 
 def table_view(df: pd.DataFrame) -> pd.DataFrame:

@@ -208,7 +208,7 @@ def test_the_audit_makes_every_row_again_and_says_which_promise_holds(made, caps
     assert audit.main([str(folder), "--regenerate", "--preset", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "made again: 6 of 6 rows; 6 as promised (6 exact, 0 close), 0 not" in out
-    assert "row 1 [unclip, seed 0, 'a red circle']: exact: identical pixels, as promised" in out
+    assert "row 1 [unclip, seed 0, “a red circle”]: exact: identical pixels, as promised" in out
     assert out.count(": exact: identical pixels, as promised") == 6
 
 

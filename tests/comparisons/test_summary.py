@@ -22,8 +22,9 @@ LD, UC = "latent_diffusion", "unclip"
 
 
 def synthetic_runs(n_pairs: int, effect: float = -1.5, noise: float = 1.0, seed: int = 0) -> pd.DataFrame:
-    """Paired runs where latent diffusion's seconds_total is unCLIP's plus `effect` plus noise, and
-    its clip_score is always higher; prompt-level variation is shared by both, as in real pairs."""
+    """Paired runs where unCLIP's seconds_total is latent diffusion's plus `effect` plus noise, and its clip_score
+    and memory are always higher (default pairs read unCLIP − LD); prompt-level variation is shared by both, as in
+    real pairs."""
     rng = np.random.default_rng(seed)
     base = rng.uniform(5.0, 10.0, n_pairs)
     common = {
@@ -37,9 +38,9 @@ def synthetic_runs(n_pairs: int, effect: float = -1.5, noise: float = 1.0, seed:
             **common,
             "architecture": UC,
             "prior_steps": 25,
-            "seconds_total": base,
-            "peak_memory_mb": 1000.0,
-            "clip_score": 20.0,
+            "seconds_total": base + effect + rng.normal(0, noise, n_pairs),
+            "peak_memory_mb": 2000.0,
+            "clip_score": 25.0,
         }
     )
     ld = pd.DataFrame(
@@ -47,9 +48,9 @@ def synthetic_runs(n_pairs: int, effect: float = -1.5, noise: float = 1.0, seed:
             **common,
             "architecture": LD,
             "steps": 50,
-            "seconds_total": base + effect + rng.normal(0, noise, n_pairs),
-            "peak_memory_mb": 2000.0,
-            "clip_score": 25.0,
+            "seconds_total": base,
+            "peak_memory_mb": 1000.0,
+            "clip_score": 20.0,
         }
     )
     return pd.concat([unclip, ld], ignore_index=True)
@@ -74,7 +75,7 @@ def test_bootstrap_interval_covers_the_true_difference_and_narrows_with_more_pai
     # the percentile bootstrap of a mean agrees with the normal interval, mean +- 1.96 sd / sqrt(n)
     d = synthetic_runs(400).pipe(
         lambda df: (
-            df[df.architecture == LD].seconds_total.to_numpy() - df[df.architecture == UC].seconds_total.to_numpy()
+            df[df.architecture == UC].seconds_total.to_numpy() - df[df.architecture == LD].seconds_total.to_numpy()
         )
     )
     half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
@@ -99,11 +100,11 @@ def test_bootstrap_is_reproducible_by_seed():
 
 
 def test_win_rate_follows_the_metric_direction():
-    df = synthetic_runs(50, effect=-3.0, noise=0.1)  # latent diffusion always faster, always higher clip_score
+    df = synthetic_runs(50, effect=-3.0, noise=0.1)  # unCLIP always faster, always higher clip_score
     faster = paired_differences(df, "seconds_total")
     assert faster["higher_is_better"] is False and faster["mean_diff"] < 0
     assert faster["win_rate"] == 1.0 and faster["win_ci_low"] == 1.0
-    assert paired_differences(df, "seconds_total", a=UC, b=LD)["win_rate"] == 0.0
+    assert paired_differences(df, "seconds_total", a=LD, b=UC)["win_rate"] == 0.0
     assert paired_differences(df, "peak_memory_mb")["win_rate"] == 0.0  # 2000 MB loses to 1000 MB
     assert paired_differences(df, "clip_score")["win_rate"] == 1.0
     assert paired_differences(df, "clip_score", higher_is_better=False)["win_rate"] == 0.0
@@ -122,8 +123,8 @@ def test_win_rate_interval_and_ties():
 
 def test_pairs_are_like_for_like_and_repeats_are_averaged():
     df = synthetic_runs(4, effect=-1.0, noise=0.0)
-    repeat = df[df.architecture == LD].head(1).assign(seconds_total=lambda d: d.seconds_total + 2.0)
-    other_device = df[df.architecture == LD].tail(1).assign(device="cuda", seconds_total=-100.0)
+    repeat = df[df.architecture == UC].head(1).assign(seconds_total=lambda d: d.seconds_total + 2.0)
+    other_device = df[df.architecture == UC].tail(1).assign(device="cuda", seconds_total=-100.0)
     r = paired_differences(pd.concat([df, repeat, other_device]), "seconds_total")
     # the repeat moves pair 0 by +1 (mean of -1 and +1 is 0); the cuda row has no cuda partner
     assert r["n"] == 4 and r["mean_diff"] == pytest.approx((0.0 - 1.0 - 1.0 - 1.0) / 4)
@@ -184,7 +185,7 @@ def test_summary_table_and_its_text_show_n_and_intervals(tmp_path):
     assert table.index.tolist() == ["seconds_total", "peak_memory_mb", "clip_score", "check_colour_correct"]
     assert (table["n"] == [24, 24, 24, 18]).all()
     assert table["better"].tolist() == ["lower", "lower", "higher", "higher"]
-    assert np.allclose(table["mean_diff"], table[f"mean_{LD}"] - table[f"mean_{UC}"])
+    assert np.allclose(table["mean_diff"], table[f"mean_{UC}"] - table[f"mean_{LD}"])  # unCLIP first, as every view
     assert (table["ci_low"] <= table["mean_diff"]).all() and (table["mean_diff"] <= table["ci_high"]).all()
 
     text = format_summary(df)

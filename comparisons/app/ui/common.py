@@ -4,30 +4,65 @@ and the Compare tab's inputs, which other tabs read (Inside the models) or fill 
 from __future__ import annotations
 
 import functools
+import html
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 
+from comparisons.app.inputs import shown
 from pipelines import registry
 from pipelines.base import GPUOutOfMemoryError
 from pipelines.registry import TEXT
 
 GPU = Callable[[Callable, Callable[..., int]], Callable]  # (function, its duration in seconds) -> GPU function
 DEVICE = dict(concurrency_limit=1, concurrency_id="device")  # one model call at a time on the device
-# Lab images are 32 px: show them big, with crisp pixels rather than a blur.
-CSS = ".pixels img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+# Lab images are 32 px: show them big, with crisp pixels rather than a blur. A sweep's grid keeps its cells' size,
+# and scrolls, rather than squashing 20 columns to the page's width.
+CSS = """
+.pixels img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#sweep-grid .image-container { overflow: auto; max-height: 760px; }
+#sweep-grid .image-container > button { display: block; width: max-content; min-width: 100%; height: auto; }
+#sweep-grid .image-frame { width: max-content; height: auto; }
+#sweep-grid img { width: auto !important; height: auto !important; max-width: none !important;
+  max-height: none !important; object-fit: none; }
+.fit table { table-layout: fixed; width: 100% !important; }
+.fit th, .fit td { white-space: normal !important; overflow-wrap: anywhere; }
+"""
+FIT = "fit"  # a table's class: every column within the page's width, long cells wrapped (CSS)
+# Ctrl+Enter (⌘+Enter) runs the visible tab's main button, as in AUTOMATIC1111, ComfyUI and InvokeAI.
+KEYS_JS = """
+() => {
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
+    const main = [...document.querySelectorAll("button.primary")].find((b) => b.offsetParent !== null && !b.disabled);
+    if (main) { event.preventDefault(); main.click(); }
+  });
+}
+"""
+
+
+log = logging.getLogger("t2i.app")
+
+
+def say(text: str) -> str:
+    """Text for a popup or a Markdown box, shown as written: gradio renders both as HTML, where a caption grammar's
+    “<colour> <shape>” (or a prompt's own angle brackets) would vanish with everything after it."""
+    return html.escape(text, quote=False)
 
 
 def user_errors(fn):
-    """Bad input from the user (or a generation too big for the GPU) becomes a visible error; the app carries on."""
+    """Bad input from the user (or a generation too big for the GPU) becomes a visible error, and one line in the
+    server log (never a traceback); the app carries on."""
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (ValueError, GPUOutOfMemoryError) as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            log.warning("refused (%s): %s", fn.__name__, err)
+            raise gr.Error(say(str(err)), print_exception=False) from None
 
     return wrapped
 
@@ -36,27 +71,41 @@ def number_field(value: float, label: str, **kwargs) -> gr.Number:
     """A gr.Number whose unusable API input (text, a list, an infinite step count) is the app's clear error, not
     gradio's generic one; the browser's number box never sends such values. (Wrapped, not subclassed: gradio
     writes a .pyi stub beside the module of every Component subclass.)"""
-    return _clear_errors(gr.Number(value, label=label, **kwargs), label)
+    return guarded(gr.Number(value, label=label, **kwargs), f"{label} must be a number")
 
 
 def slider_field(minimum: float, maximum: float, value: float, label: str, **kwargs) -> gr.Slider:
-    """A gr.Slider with number_field's clear error for API input that is not a number."""
-    return _clear_errors(gr.Slider(minimum, maximum, value=value, label=label, **kwargs), label)
+    """A gr.Slider with number_field's clear error for API input that is not a number or is out of its range."""
+    field = gr.Slider(minimum, maximum, value=value, label=label, **kwargs)
+    return guarded(field, f"{label} must be a number from {minimum:g} to {maximum:g}")
 
 
-def _clear_errors(field, label: str):
+def choice_field(component: gr.components.Component, label: str) -> gr.components.Component:
+    """A dropdown, radio or checkbox group whose API input outside its choices gets a clear error."""
+    choices = ", ".join(str(value) for _, value in component.choices)
+    return guarded(component, f"{label}: choose among {choices}")
+
+
+def guarded(field: gr.components.Component, problem: str) -> gr.components.Component:
+    """`field` whose input gradio cannot take (what an API client, never the browser, sends) is refused with
+    `problem` and what was sent, as a popup and one log line, never a traceback in the server log."""
     parse = field.preprocess
 
     def preprocess(payload):
         try:
             return parse(payload)
-        except gr.Error:  # gradio's own, clear already (a slider's value out of its range)
-            raise
-        except (TypeError, ValueError, OverflowError):
-            raise gr.Error(f"{label} must be a number, got {payload!r:.40}", print_exception=False) from None
+        except Exception:  # noqa: BLE001 - whatever gradio's own check raised, the user reads one sentence
+            sent = shown(payload.get("orig_name") or "a file") if isinstance(payload, dict) else shown(payload)
+            log.warning("refused input: %s, got %s", problem, sent)
+            raise gr.Error(say(f"{problem}; got {sent}"), print_exception=False) from None
 
     field.preprocess = preprocess
     return field
+
+
+def image_field(label: str, **kwargs) -> gr.Image:
+    """An upload whose file is no readable picture gets a clear error (gradio decodes it before any handler)."""
+    return guarded(gr.Image(label=label, **kwargs), f"{label}: not a picture this app can read (PNG, JPEG, WebP, GIF)")
 
 
 def picture(label: str, **kwargs) -> gr.Image:
@@ -71,12 +120,15 @@ def settings_of(architectures: tuple[str, ...], text: bool) -> list[registry.Set
 
 @dataclass
 class CompareInputs:
-    """The Compare tab's prompt, text settings, seed and number settings, in the order handlers receive them."""
+    """The Compare tab's prompt, text settings, seed and number settings, in the order handlers receive them, and
+    what other tabs take from it: its images and the buttons that send one to the Image in tab."""
 
     prompt: gr.Textbox
     texts: dict[str, gr.Textbox]  # setting name -> its box (the negative prompt)
     seed: gr.Textbox
     numbers: dict[str, gr.Number]  # setting name -> its field (steps and guidance per stage)
+    images: dict[str, gr.Image] = field(default_factory=dict)  # architecture -> its image
+    to_image_in: dict[str, gr.Button] = field(default_factory=dict)  # architecture -> "use it as Image in's source"
 
     @property
     def components(self) -> list[gr.components.Component]:

@@ -6,13 +6,14 @@ import gradio as gr
 
 from comparisons.app.inputs import parse_settings, random_seed, vocabulary_notice
 from comparisons.app.session import Session
-from comparisons.app.ui.common import DEVICE, GPU, CompareInputs, number_field, picture, settings_of, user_errors
-from comparisons.app.views import stats_line
+from comparisons.app.ui.common import DEVICE, GPU, CompareInputs, number_field, picture, say, settings_of, user_errors
+from comparisons.app.views import FIGURES_NOTE, stats_line
 from comparisons.app.work import compare_duration
 from pipelines import registry
 
 
-def build(session: Session, gpu: GPU) -> CompareInputs:
+def build(session: Session, gpu: GPU, switched: list) -> CompareInputs:
+    """The tab; `switched`: the header's model-switch events, after which the example prompts follow the preset."""
     archs = session.architectures
     # GPU work may run in a forked worker: it returns what it made, and this process records it.
     make_compare = gpu(user_errors(session.make_compare), lambda p, s, settings, *_: compare_duration(archs, settings))
@@ -23,9 +24,9 @@ def build(session: Session, gpu: GPU) -> CompareInputs:
             notice = gr.Markdown(elem_id="notice")
             texts = {s.name: gr.Textbox(label=s.label, elem_id=s.name) for s in settings_of(archs, text=True)}
         with gr.Column(scale=1):
-            seed = gr.Textbox(label="Seed", value="0", elem_id="seed")
+            seed = gr.Textbox(label="Seed (-1: a random one)", value="0", elem_id="seed")
             dice = gr.Button("🎲 Random seed", size="sm")
-            go = gr.Button("Generate", variant="primary", elem_id="generate")
+            go = gr.Button("Generate (Ctrl+Enter)", variant="primary", elem_id="generate")
     with gr.Accordion("Advanced: steps and guidance per stage", open=False):
         numbers = {}
         for a in archs:
@@ -35,12 +36,23 @@ def build(session: Session, gpu: GPU) -> CompareInputs:
                     numbers[s.name] = number_field(s.default, label=s.label, elem_id=s.name)
     inputs = CompareInputs(prompt, texts, seed, numbers)
     with gr.Row():
-        images, stats = {}, {}
+        images, stats = inputs.images, {}
         for arch in archs:
             with gr.Column():
                 images[arch] = picture(registry.get(arch).label, type="filepath", elem_id=f"image-{arch}", height=320)
                 stats[arch] = gr.Markdown(elem_id=f"stats-{arch}")
-    gr.Examples([[p] for p in session.examples()], inputs=[prompt], label=f"Example prompts ({session.config.preset})")
+                inputs.to_image_in[arch] = gr.Button(
+                    "Use as the Image in source", size="sm", elem_id=f"to-image-in-{arch}"
+                )
+    gr.Markdown(FIGURES_NOTE, elem_id="figures-note")
+    examples = gr.Examples([[p] for p in session.examples()], inputs=[prompt], label=_examples_label(session))
+    for event in switched:
+        event.then(
+            lambda: gr.Dataset(samples=[[p] for p in session.examples()], label=_examples_label(session)),
+            outputs=examples.dataset,
+            api_name=False,
+            show_progress="hidden",
+        )
 
     @user_errors
     def generate(prompt, *values, progress=gr.Progress()):
@@ -48,11 +60,11 @@ def build(session: Session, gpu: GPU) -> CompareInputs:
         made, notices = make_compare(prompt, seed, parse_settings(**settings), progress)
         rows = session.record(made)
         for notice in notices:
-            gr.Warning(notice)
+            gr.Warning(say(notice))
         return tuple(x for a in archs for x in (rows[a]["image_path"], stats_line(rows[a])))
 
     prompt.change(
-        lambda p: vocabulary_notice(p or "", session.config.preset) or "",
+        lambda p: say(vocabulary_notice(p or "", session.config.preset) or ""),
         prompt,
         notice,
         queue=False,
@@ -61,6 +73,15 @@ def build(session: Session, gpu: GPU) -> CompareInputs:
     )
     dice.click(lambda: str(random_seed()), outputs=seed, queue=False, api_name=False)
     go.click(
-        generate, inputs.components, [x for a in archs for x in (images[a], stats[a])], api_name="compare", **DEVICE
+        generate,
+        inputs.components,
+        [x for a in archs for x in (images[a], stats[a])],
+        api_name="compare",
+        show_progress_on=list(images.values()),  # progress, or an error's pill, over the pictures, never the words
+        **DEVICE,
     )
     return inputs
+
+
+def _examples_label(session: Session) -> str:
+    return f"Example prompts ({session.config.preset} preset)"

@@ -5,15 +5,19 @@ from __future__ import annotations
 import gradio as gr
 
 from comparisons.app.findings import Findings, read_findings
-from comparisons.app.ui.common import user_errors
+from comparisons.app.ui.common import FIT, choice_field, user_errors
 
 
 def build(findings_dir=None) -> None:
     found: Findings = read_findings() if findings_dir is None else read_findings(findings_dir)
     first = next(iter(found.sections), None)
     gr.Markdown(found.note, elem_id="findings-note")
-    gr.Dataframe(found.verdicts, label="Verdicts", wrap=True, elem_id="findings-verdicts", interactive=False)
-    claim = gr.Dropdown(list(found.sections), value=first, label="Claim", elem_id="findings-claim")
+    gr.Dataframe(
+        found.verdicts, label="Verdicts", wrap=True, elem_id="findings-verdicts", interactive=False, elem_classes=FIT
+    )
+    claim = choice_field(
+        gr.Dropdown(list(found.sections), value=first, label="Claim", elem_id="findings-claim"), "Claim"
+    )
     with gr.Row():
         section = gr.Markdown(found.sections.get(first, ""), elem_id="findings-section")
         plot = gr.Image(
@@ -30,4 +34,4 @@ def build(findings_dir=None) -> None:
         path = again.plots.get(label)
         return again.sections.get(label, ""), str(path) if path else None
 
-    claim.change(show, claim, [section, plot], api_name="findings")
+    claim.change(show, claim, [section, plot], api_name="findings", show_progress_on=[plot])

@@ -12,7 +12,8 @@ from pipelines import registry
 LOCKED = " (fixed on ZeroGPU: set T2I_PRESET, T2I_UNCLIP, ... in the Space's settings)"
 
 
-def build(session: Session) -> None:
+def build(session: Session) -> list:
+    """The status line and the picker; returns the switch events, for screens that follow the models (`.then`)."""
     archs = session.architectures
 
     def status_now():
@@ -64,11 +65,20 @@ def build(session: Session) -> None:
                 interactive=not fixed,
             )
         load_button = gr.Button("Load these models", elem_id="load-models", interactive=not fixed)
-    load_button.click(
+    switched = load_button.click(
         switch_models,
         [preset_box, judge_box, *source_boxes],
         [*status_outputs, preset_box],
         api_name="switch_models",
+        show_progress="hidden",  # the status line says what is loading; a refusal's pill would hide the picker
         **DEVICE,
     )
-    lab_button.click(use_lab, None, [*status_outputs, preset_box, *source_boxes], api_name="use_lab", **DEVICE)
+    to_lab = lab_button.click(
+        use_lab,
+        None,
+        [*status_outputs, preset_box, *source_boxes],
+        api_name="use_lab",
+        show_progress="hidden",
+        **DEVICE,
+    )
+    return [switched, to_lab]

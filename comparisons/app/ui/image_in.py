@@ -8,7 +8,17 @@ import gradio as gr
 from comparisons.app.image_in import image_in_stats, prepare_progress, source_line
 from comparisons.app.inputs import parse_settings
 from comparisons.app.session import Session
-from comparisons.app.ui.common import DEVICE, GPU, CompareInputs, picture, slider_field, user_errors
+from comparisons.app.ui.common import (
+    DEVICE,
+    GPU,
+    CompareInputs,
+    image_field,
+    picture,
+    say,
+    slider_field,
+    user_errors,
+)
+from comparisons.app.views import FIGURES_NOTE
 from comparisons.app.work import image_in_duration
 from comparisons.sources import open_source
 from pipelines import registry
@@ -23,7 +33,7 @@ INTRO = (
 )
 
 
-def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab) -> None:
+def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab, tabs: gr.Tabs) -> None:
     archs, backend = session.architectures, session.image_in
     # GPU work may run in a forked worker: it returns what it made, and this process records it.
     make = gpu(
@@ -36,8 +46,8 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab) -> Non
     abilities = gr.Markdown(backend.describe(), elem_id="image-in-abilities")
     with gr.Row():
         with gr.Column(scale=2):
-            image = gr.Image(
-                label="Source image",
+            image = image_field(
+                "Source image",
                 type="filepath",  # read here: its size is checked before its pixels are decoded
                 image_mode=None,  # made RGB here (transparency onto white), not by gradio
                 sources=["upload", "clipboard"],
@@ -51,8 +61,8 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab) -> Non
                 lines=2,
                 elem_id="image-in-prompt",
             )
-            strength = slider_field(
-                0.05,
+            strength = slider_field(  # from 0, not a minimum the browser would clamp to without a word
+                0.0,
                 1.0,
                 strength_setting.default if strength_setting else 0.8,
                 strength_setting.label if strength_setting else "strength",
@@ -60,7 +70,7 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab) -> Non
                 info="how far the image is noised: 1 starts from pure noise; steps × strength of them denoise",
                 elem_id="strength",
             )
-            seed = gr.Textbox(label="Seed", value="0", elem_id="image-in-seed")
+            seed = gr.Textbox(label="Seed (-1: a random one)", value="0", elem_id="image-in-seed")
             go = gr.Button("Generate from the image", variant="primary", elem_id="image-in-generate")
     source_info = gr.Markdown(elem_id="source-info")
     with gr.Row():
@@ -71,6 +81,7 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab) -> Non
             with gr.Column():
                 images[arch] = picture(label, type="filepath", elem_id=f"image-in-{arch}", height=320)
                 stats[arch] = gr.Markdown(elem_id=f"image-in-stats-{arch}")
+    gr.Markdown(FIGURES_NOTE)
 
     @user_errors
     def generate(image, prompt, strength, seed, *values, progress=gr.Progress()):
@@ -80,7 +91,7 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab) -> Non
         made, skipped, notices = make(source, prompt, seed, strength, settings, progress)
         rows = backend.record(made)
         for notice in notices:
-            gr.Warning(notice)
+            gr.Warning(say(notice))
         shown = [
             x
             for a in archs
@@ -91,5 +102,22 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab) -> Non
         return (source_line(rows, source), *shown, backend.describe())
 
     outputs = [source_info, *(x for a in archs for x in (images[a], stats[a])), abilities]
-    go.click(generate, [image, prompt, strength, seed, *inputs.settings], outputs, api_name="image_in", **DEVICE)
+    go.click(
+        generate,
+        [image, prompt, strength, seed, *inputs.settings],
+        outputs,
+        api_name="image_in",
+        show_progress_on=list(images.values()),  # not over the words above them
+        **DEVICE,
+    )
     tab.select(backend.describe, outputs=abilities, queue=False, show_progress="hidden", api_name=False)
+
+    @user_errors
+    def take(made: str | None):
+        """A Compare image as this tab's source, the tab shown."""
+        if not made:
+            raise ValueError("Compare has no image there yet: generate one first")
+        return made, gr.Tabs(selected="image-in")
+
+    for arch, button in inputs.to_image_in.items():
+        button.click(take, inputs.images[arch], [image, tabs], api_name=False, show_progress="hidden")

@@ -6,7 +6,7 @@ import gradio as gr
 
 from comparisons.app.inputs import parse_settings
 from comparisons.app.session import Session
-from comparisons.app.ui.common import DEVICE, GPU, CompareInputs, picture, user_errors
+from comparisons.app.ui.common import DEVICE, FIT, GPU, CompareInputs, picture, user_errors
 from comparisons.app.views import prior_summary
 from comparisons.app.work import compare_duration
 
@@ -49,8 +49,10 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
         elem_id="attention",
         elem_classes="pixels",
     )
-    with gr.Row():
-        components = gr.Dataframe(label="Components (parameters read from the loaded models)")
-        shapes = gr.Dataframe(label="Tensor shapes at each stage of this run")
+    components = gr.Dataframe(
+        label="Components (parameters read from the loaded models)", wrap=True, elem_classes=FIT, elem_id="components"
+    )
+    shapes = gr.Dataframe(label="Tensor shapes at each stage of this run", wrap=True, elem_classes=FIT)
     outputs = [decoder_strip, super_res_strip, unet_strip, prior_info, latent_channels, attention, components, shapes]
-    look.click(explain, inputs.components, outputs, api_name="explain", **DEVICE)
+    pictures = [decoder_strip, super_res_strip, unet_strip, latent_channels]
+    look.click(explain, inputs.components, outputs, api_name="explain", show_progress_on=pictures, **DEVICE)

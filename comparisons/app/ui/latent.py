@@ -9,7 +9,16 @@ import pandas as pd
 from comparisons.app import latent_tools as tools
 from comparisons.app.inputs import parse_settings
 from comparisons.app.session import Session
-from comparisons.app.ui.common import DEVICE, GPU, CompareInputs, picture, slider_field, user_errors
+from comparisons.app.ui.common import (
+    DEVICE,
+    FIT,
+    GPU,
+    CompareInputs,
+    choice_field,
+    picture,
+    slider_field,
+    user_errors,
+)
 from comparisons.app.work import walk_duration
 from pipelines import registry
 
@@ -37,7 +46,9 @@ def _strip_and_table(label: str, arch: str, prefix: str) -> list:
     """A strip under its title, and the checker's table under it: a column per frame, aligned with the strip."""
     gr.Markdown(f"**{label}**")
     strip = picture(label, show_label=False, elem_id=f"{prefix}-{arch}", height=200)
-    table = gr.Dataframe(NO_TABLE, label="What the Shapes checker read", elem_id=f"{prefix}-table-{arch}", wrap=True)
+    table = gr.Dataframe(
+        NO_TABLE, label="What the Shapes checker read", elem_id=f"{prefix}-table-{arch}", wrap=True, elem_classes=FIT
+    )
     return [strip, table]
 
 
@@ -80,7 +91,7 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
         end = gr.Textbox(label="End prompt (t = 1)", value=end_0, elem_id="walk-end")
     with gr.Row():
         frames = slider_field(**frame_slider, step=1, elem_id="walk-frames")
-        text = gr.Radio(**decoder_text, elem_id="walk-decoder-text")
+        text = choice_field(gr.Radio(**decoder_text, elem_id="walk-decoder-text"), decoder_text["label"])
         go = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
     walk_note = gr.Markdown(elem_id="walk-note")
     outputs = [x for a in archs for x in _strip_and_table(f"{registry.get(a).label}: t = 0 … 1", a, "walk")]
@@ -89,6 +100,7 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
         [start, end, frames, text, *inputs.components[1:]],
         [*outputs, walk_note],
         api_name="interpolate",
+        show_progress_on=outputs[::2],  # the strips, not the tables or the note
         **DEVICE,
     )
 
@@ -100,7 +112,7 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
     with gr.Row():
         diff_frames = slider_field(**frame_slider, step=1, elem_id="diff-frames")
         theta = slider_field(0.05, 1.0, tools.DEFAULT_MAX_THETA, "Largest θ", step=0.05, elem_id="diff-theta")
-        diff_text = gr.Radio(**decoder_text, elem_id="diff-decoder-text")
+        diff_text = choice_field(gr.Radio(**decoder_text, elem_id="diff-decoder-text"), decoder_text["label"])
         diff_go = gr.Button("Text diff", variant="primary", elem_id="text-diff")
     diff_note = gr.Markdown(elem_id="diff-note")
     diff_strip, diff_table = _strip_and_table("unCLIP: θ = 0 … the largest θ", "unclip", "diff")
@@ -109,5 +121,6 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
         [caption, source, target, diff_frames, theta, diff_text, *inputs.components[1:]],
         [diff_strip, diff_table, diff_note],
         api_name="text_diff",
+        show_progress_on=[diff_strip],
         **DEVICE,
     )

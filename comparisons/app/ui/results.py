@@ -6,10 +6,17 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from comparisons.app.gallery import compare_values, find_row, gallery_items, row_details
+from comparisons.app.gallery import compare_values, find_row, gallery_items, png_details, png_row, row_details
 from comparisons.app.session import Session
-from comparisons.app.ui.common import CompareInputs, user_errors
-from comparisons.app.views import chosen_summary, memory_bars, score_vs_seconds, stage_seconds_long, table_view
+from comparisons.app.ui.common import FIT, CompareInputs, choice_field, user_errors
+from comparisons.app.views import (
+    chosen_summary,
+    memory_bars,
+    plot_order,
+    score_vs_seconds,
+    stage_seconds_long,
+    table_view,
+)
 from comparisons.configurations import Choice, choices, choose
 
 
@@ -38,22 +45,38 @@ def build(session: Session, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
         return (*summary_outputs(df, choose(choices(df), configuration)), configuration)
 
     def pick(paths: list[str], evt: gr.SelectData) -> str:
-        return paths[evt.index] if paths and 0 <= evt.index < len(paths) else ""
+        return session.image_name(paths[evt.index]) if paths and 0 <= evt.index < len(paths) else ""
 
     @user_errors
-    def show_row(image_path):
-        if not image_path:  # nothing selected yet
+    def show_row(image):
+        if not image:  # nothing selected yet
             return "", gr.Button(interactive=False)
-        return row_details(find_row(session.runs(), image_path)), gr.Button(interactive=True)
+        return row_details(find_row(session.runs(), session.image_path(image))), gr.Button(interactive=True)
 
     @user_errors
-    def send_to_compare(image_path, prompt, *values):
+    def read_png(path):
+        if not path:
+            return "", gr.Button(interactive=False), None
+        row, in_log = png_row(path, session.runs())
+        return png_details(row, in_log), gr.Button(interactive=True), row
+
+    @user_errors
+    def send_png(row, prompt, *values):
+        if row is None:
+            raise ValueError("PNG info: drop a PNG first")
         seed, settings = inputs.read(values)
-        prompt, seed, settings = compare_values(find_row(session.runs(), image_path), settings)
+        return (*inputs.values(*compare_values(row, settings)), gr.Tabs(selected="compare"))
+
+    @user_errors
+    def send_to_compare(image, prompt, *values):
+        seed, settings = inputs.read(values)
+        prompt, seed, settings = compare_values(find_row(session.runs(), session.image_path(image)), settings)
         return (*inputs.values(prompt, seed, settings), gr.Tabs(selected="compare"))
 
     with gr.Row():
-        arch_filter = gr.Dropdown(["all", *session.architectures], value="all", label="Architecture")
+        arch_filter = choice_field(
+            gr.Dropdown(["all", *session.architectures], value="all", label="Architecture"), "Architecture"
+        )
         prompt_filter = gr.Textbox(label="Prompt contains (Enter to filter)", elem_id="prompt-filter")
         refresh = gr.Button("Refresh")
     table = gr.Dataframe(label="Run log (one row per image; downloads carry every column)", elem_id="runs")
@@ -64,13 +87,37 @@ def build(session: Session, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
         elem_id="configuration",
     )
     summary_note = gr.Markdown(elem_id="summary-note")
-    summary_table = gr.Dataframe(label="Side by side, paired by prompt and seed", elem_id="summary")
+    summary_table = gr.Dataframe(
+        label="Side by side, paired by prompt and seed", elem_id="summary", wrap=True, elem_classes=FIT
+    )
     with gr.Row():
-        stage_plot = gr.BarPlot(x="architecture", y="seconds", color="stage", title="Seconds per stage (mean)")
-        scatter = gr.ScatterPlot(
-            x="seconds_total", y="clip_score", color="architecture", title="CLIP similarity against seconds"
+        order = plot_order()
+        stage_plot = gr.BarPlot(
+            x="architecture",
+            y="seconds",
+            color="stage",
+            title="Seconds per image, by stage (mean)",
+            y_title="seconds (lower is faster)",
+            sort=order,
         )
-        memory = gr.BarPlot(x="architecture", y="peak_memory_mb", title="Peak memory (MB, mean)", y_lim=[0, None])
+        scatter = gr.ScatterPlot(
+            x="seconds_total",
+            y="clip_score",
+            color="architecture",
+            title="CLIP score against seconds, one point per image",
+            x_title="seconds per image",
+            y_title="CLIP score, 0–100 (higher is better)",
+        )
+        memory = gr.BarPlot(
+            x="architecture",
+            y="peak_memory_mb",
+            color="memory_kind",
+            title="Peak memory of the busiest stage (mean)",
+            y_title="MB (lower is better)",
+            color_title="measured as",
+            y_lim=[0, None],
+            sort=order,
+        )
     gallery = gr.Gallery(
         label="Images, newest first: click one for its row",
         columns=8,
@@ -80,20 +127,45 @@ def build(session: Session, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
     )
     shown_paths = gr.State([])  # the gallery's items' image paths, in its order
     with gr.Row(equal_height=True):
-        selected = gr.Textbox(label="Selected image", interactive=False, elem_id="selected-image", scale=3)
+        selected = gr.Textbox(
+            label="Selected image (in the results folder)", interactive=False, elem_id="selected-image", scale=3
+        )
         send = gr.Button("Send to Compare", interactive=False, elem_id="send-to-compare", scale=1)
     details = gr.Markdown(elem_id="row-details")
     with gr.Row():
         csv = gr.DownloadButton("Download CSV", elem_id="download-csv")
         parquet = gr.DownloadButton("Download Parquet", elem_id="download-parquet")
+    with gr.Accordion("PNG info: read the settings of a PNG this app wrote", open=False):
+        with gr.Row():
+            png = gr.File(label="Drop one of the app's PNGs", file_types=[".png"], elem_id="png-info-file", scale=1)
+            with gr.Column(scale=2):
+                png_info = gr.Markdown(elem_id="png-info")
+                png_send = gr.Button("Send its settings to Compare", interactive=False, elem_id="png-to-compare")
+    png_row_state = gr.State(None)  # the row the PNG describes (the log's own when it has it)
     picked = gr.State(None)  # the configuration the user chose (not the newest the page chose for them)
     filters = [arch_filter, prompt_filter]
     plots = [summary_table, summary_note, stage_plot, scatter, memory]
     outputs = [table, configuration, *plots, gallery, shown_paths, csv, parquet]
     for trigger in (refresh.click, arch_filter.change, prompt_filter.submit, tab.select):
-        trigger(results, [*filters, picked], outputs, api_name=False)
-    demo.load(results, [*filters, picked], outputs, api_name="results")
-    configuration.input(summary, [*filters, configuration], [*plots, picked], api_name="summary")
+        trigger(results, [*filters, picked], outputs, api_name=False, show_progress_on=[table])
+    demo.load(results, [*filters, picked], outputs, api_name="results", show_progress_on=[table])
+    configuration.input(
+        summary, [*filters, configuration], [*plots, picked], api_name="summary", show_progress_on=[summary_table]
+    )
     gallery.select(pick, shown_paths, selected, queue=False, show_progress="hidden", api_name=False)
-    selected.change(show_row, selected, [details, send], api_name="gallery_row")
-    send.click(send_to_compare, [selected, *inputs.components], [*inputs.components, tabs], api_name="send_to_compare")
+    selected.change(show_row, selected, [details, send], api_name="gallery_row", show_progress="hidden")
+    png.change(read_png, png, [png_info, png_send, png_row_state], api_name="png_info", show_progress="hidden")
+    png_send.click(
+        send_png,
+        [png_row_state, *inputs.components],
+        [*inputs.components, tabs],
+        api_name=False,
+        show_progress="hidden",
+    )
+    send.click(
+        send_to_compare,
+        [selected, *inputs.components],
+        [*inputs.components, tabs],
+        api_name="send_to_compare",
+        show_progress="hidden",  # a refusal's pill would cover every Compare input
+    )

@@ -8,7 +8,7 @@ import gradio as gr
 
 from comparisons.app.session import Session
 from comparisons.app.sweep_grid import sweep_grid
-from comparisons.app.ui.common import GPU, picture, user_errors
+from comparisons.app.ui.common import GPU, choice_field, picture, user_errors
 from comparisons.app.views import table_view
 from comparisons.app.work import batch_duration
 from comparisons.grid import AXES
@@ -45,6 +45,11 @@ def build(session: Session, gpu: GPU) -> None:
             return shown("no sweep yet", rows_axis, columns_axis, running=False)
         return shown(status.message(), rows_axis, columns_axis, running=status.running)
 
+    @user_errors
+    def cancel(rows_axis="prompt", columns_axis="seed"):
+        status = session.cancel_sweep()
+        return shown(status.message(), rows_axis, columns_axis, running=status.running)
+
     def grid_only(rows_axis="prompt", columns_axis="seed"):
         path, note = sweep_grid(session, rows_axis, columns_axis)
         return path, path, note
@@ -57,15 +62,22 @@ def build(session: Session, gpu: GPU) -> None:
             seeds = gr.Textbox(label="Seeds (e.g. 0-9 or 1,5,7)", value="0-3", elem_id="sweep-seeds")
             steps = gr.Textbox(label="Steps (comma-separated)", value="25", elem_id="sweep-steps")
             guidance = gr.Textbox(label="Guidance (comma-separated)", value="7.5")
-            chosen = gr.CheckboxGroup(list(archs), value=list(archs), label="Architectures")
+            chosen = choice_field(
+                gr.CheckboxGroup(list(archs), value=list(archs), label="Architectures"), "Architectures"
+            )
             zero = session.config.zero_gpu
             run = gr.Button(
                 "Run sweep" if zero else "Run sweep in the background", variant="primary", elem_id="run-sweep"
             )
+            stop = gr.Button("Cancel the sweep (after its current batch)", size="sm", elem_id="cancel-sweep")
     status = gr.Markdown(elem_id="sweep-status")
     with gr.Row():
-        rows_axis = gr.Dropdown(list(AXES), value="prompt", label="Grid rows", elem_id="grid-rows")
-        columns_axis = gr.Dropdown(list(AXES), value="seed", label="Grid columns", elem_id="grid-columns")
+        rows_axis = choice_field(
+            gr.Dropdown(list(AXES), value="prompt", label="Grid rows", elem_id="grid-rows"), "Grid rows"
+        )
+        columns_axis = choice_field(
+            gr.Dropdown(list(AXES), value="seed", label="Grid columns", elem_id="grid-columns"), "Grid columns"
+        )
         download = gr.DownloadButton("Download grid PNG", elem_id="download-grid")
     grid_note = gr.Markdown(elem_id="grid-note")
     # the note above says what it is: a label would float over the picture's title
@@ -75,7 +87,9 @@ def build(session: Session, gpu: GPU) -> None:
     axes = [rows_axis, columns_axis]
     outputs = [status, table, grid, download, grid_note, timer]
     sweep_inputs = [prompts, seeds, steps, guidance, chosen, *axes]
-    run.click(sweep_here if zero else start_sweep, sweep_inputs, outputs, api_name="sweep")
+    run.click(sweep_here if zero else start_sweep, sweep_inputs, outputs, api_name="sweep", show_progress_on=[grid])
+    # both the background sweep and ZeroGPU's (run in its handler) check, before each batch, whether they are told
+    stop.click(cancel, axes, outputs, api_name="cancel_sweep", show_progress="hidden")
     timer.tick(sweep_progress, axes, outputs, show_progress="hidden", api_name="sweep_progress")
     for axis in axes:
         axis.input(grid_only, axes, [grid, download, grid_note], api_name="sweep_grid" if axis is rows_axis else False)

@@ -185,12 +185,12 @@ def test_a_report_is_portable(walked):
     [
         ("", END, 0, 3, "prompts", "start prompt is empty"),
         (START, "  ", 0, 3, "prompts", "end prompt is empty"),
-        (START, END, "-1", 3, "prompts", "seed"),
-        (START, END, 0, 1, "prompts", "frames must be a whole number from 2 to 12"),
-        (START, END, 0, 13, "prompts", "frames must be a whole number from 2 to 12"),
-        (START, END, 0, 2.5, "prompts", "frames"),
-        (START, END, 0, "many", "prompts", "frames"),
-        (START, END, 0, None, "prompts", "frames"),
+        (START, END, "-2", 3, "prompts", "Seed: “-2” is out of range"),
+        (START, END, 0, 1, "prompts", "Frames must be a whole number from 2 to 12, got “1”"),
+        (START, END, 0, 13, "prompts", "Frames must be a whole number from 2 to 12, got “13”"),
+        (START, END, 0, 2.5, "prompts", "Frames must be a whole number from 2 to 12, got “2.5”"),
+        (START, END, 0, "many", "prompts", "Frames must be a whole number from 2 to 12, got “many”"),
+        (START, END, 0, None, "prompts", "Frames must be a whole number from 2 to 12, got nothing"),
         (START, END, 0, 3, "nothing", "decoder text must be one of prompts, empty"),
     ],
 )
@@ -201,7 +201,7 @@ def test_bad_interpolations_are_refused(latent, start, end, seed, frames, text, 
 
 @pytest.mark.parametrize("theta", [0, -0.5, 1.5, float("nan"), "far", None])
 def test_bad_thetas_are_refused(latent, theta):
-    with pytest.raises(ValueError, match="largest θ"):
+    with pytest.raises(ValueError, match="Largest θ must be a number above 0, at most 1, got "):
         latent.text_diff(START, START, END, 0, 3, theta, "prompts", FAST)
 
 

@@ -83,7 +83,9 @@ def test_a_row_sent_to_compare_sets_its_architectures_settings_and_keeps_the_oth
     assert settings["steps"] == 9 and settings["negative_prompt"] == "blurry" and settings["prior_steps"] == 25
 
 
-@pytest.mark.parametrize("path, message", [("", "no image is selected"), ("/etc/passwd", "no row of the run log")])
+@pytest.mark.parametrize(
+    "path, message", [("", "no image is selected"), ("/etc/passwd", "no row of this run log has that image")]
+)
 def test_an_image_no_row_has_is_refused(df, path, message):
     with pytest.raises(ValueError, match=message):
         find_row(df, path)
@@ -92,13 +94,51 @@ def test_an_image_no_row_has_is_refused(df, path, message):
 def test_the_chosen_summary_is_paired_or_unpaired_never_an_empty_table(df):
     both = frame_from_records([row(a, s, **FAST) for s in range(3) for a in ("unclip", "latent_diffusion")])
     table, note = chosen_summary(both, choose(choices(both), None))
-    assert set(table["metric"]) >= {"seconds_total", "clip_score"} and (table["n pairs"] == 3).all()
-    assert note.startswith("unCLIP 2/3/2 g 4/6 vs LD 50 steps g 7.5: 3 pairs. Paired by prompt and seed")
+    measures = set(table["measure"])
+    assert {"seconds per image, all stages", "CLIP score: the judge's text–image similarity, 0–100"} <= measures
+    assert "checker: the first object's colour right (share of images)" in measures  # not check_object1_colour_…
+    assert (table["pairs"] == 3).all() and list(table.columns[3:5]) == ["unCLIP", "LD"]  # unCLIP first, as everywhere
+    assert note.startswith("unCLIP 2/3/2 g 4/6 vs LD 50 steps g 7.5: 3 pairs. unCLIP − LD, paired by prompt and seed")
 
     unclip = both[both["architecture"] == "unclip"]
     table, note = chosen_summary(unclip, choose(choices(unclip), None))
-    assert not table.empty and "unCLIP" in table.columns and set(table["statistic"]) >= {"n", "mean"}
+    assert not table.empty and "unCLIP" in table.columns and set(table["statistic"]) >= {"images", "mean"}
+    assert "seconds per image, all stages" in set(table["measure"])
     assert note.startswith("unCLIP 2/3/2 g 4/6: no pairs (no LD rows for the same prompts and seeds)")
 
     table, note = chosen_summary(both.iloc[:0], choose(choices(both.iloc[:0]), None))
-    assert table is None and note.startswith("No runs match yet")
+    assert table is None and note.startswith("No text-to-image runs match yet")
+
+
+def test_a_summary_reads_in_words_ties_as_ties_and_no_interval_from_one_pair():
+    one = frame_from_records([row(a, 0, **FAST) for a in ("unclip", "latent_diffusion")])
+    table, _ = chosen_summary(one, choose(choices(one), None))
+    by = table.set_index("measure")
+    clip = by.loc["CLIP score: the judge's text–image similarity, 0–100"]
+    assert clip["unCLIP − LD [95% interval]"] == "0 (one pair: no interval)"  # never "[x, x]"
+    verdict = by.loc["checker: the first object's colour right (share of images)"]
+    assert (verdict["unCLIP better"], verdict["tie"], verdict["LD better"]) == ("0 of 1", "1 of 1", "0 of 1")
+    many = frame_from_records(
+        [
+            row(a, s, **FAST) | {"clip_score": 20.0 + (a == "unclip") * (s % 2)}
+            for s in range(8)
+            for a in ("unclip", "latent_diffusion")
+        ]
+    )
+    clip = chosen_summary(many, choose(choices(many), None))[0].set_index("measure").loc[clip.name]
+    assert clip["unCLIP better"].startswith("50% [") and clip["tie"].startswith("50% [")  # a tie is not a loss
+    assert clip["LD better"].startswith("0% [0%, ") and clip["unCLIP − LD [95% interval]"].startswith("+0.5 [")
+    assert "`" not in chosen_summary(many, choose(choices(many), None))[1]
+
+
+def test_image_in_rows_newest_leave_the_results_and_summary_working(df):
+    """An Image in row made last once broke every Results panel for every visitor: it chooses no configuration."""
+    both = [row(a, s, **FAST) for s in range(2) for a in ("unclip", "latent_diffusion")]
+    image_in = row("latent_diffusion", 5, steps=50) | {"mode": "img2img", "strength": 0.8, "source_hash": "f" * 64}
+    variations = row("unclip", 5, **FAST) | {"mode": "variations", "source_hash": "f" * 64, "prior_steps": None}
+    log = frame_from_records([*both, image_in, variations])
+    options = choices(log)
+    assert [o.label for o in options] == ["unCLIP 2/3/2 g 4/6 vs LD 50 steps g 7.5"]
+    table, note = chosen_summary(log, options[0])
+    assert (table["pairs"] == 2).all() and "2 pairs" in note
+    assert len(options[0].rows(log)) == 4  # the img2img row shares LD's settings but is never among them
