@@ -1,4 +1,4 @@
-"""unCLIP vs latent diffusion, side by side: the Gradio app (Hugging Face Spaces runs this file).
+"""unCLIP, Stable unCLIP and latent diffusion, side by side: the Gradio app (Hugging Face Spaces runs this file).
 
     python app.py                      # the Shapes lab on CPU, http://127.0.0.1:7860
     python app.py --preset pretrained  # Karlo + Stable Diffusion 1.5 + a ViT-L-14 judge, fp16 on a GPU
@@ -33,9 +33,10 @@ from comparisons.app.ui.common import CSS, GPU, KEYS_JS
 from comparisons.presets import DEFAULT_PRESET, JUDGES, PRESETS, add_model_flags, models_from_flags
 
 TITLE = (
-    "# unCLIP vs latent diffusion\nOne prompt, both architectures: DALL·E 2's prior → decoder → "
-    "super-resolution against Stable Diffusion's U-Net in a VAE latent. Every image is logged with its "
-    "seed, the time of every stage, peak memory and CLIP similarity."
+    "# unCLIP, latent diffusion and Stable unCLIP\nOne prompt, every architecture: DALL·E 2's prior → decoder → "
+    "super-resolution against Stable Diffusion's U-Net in a VAE latent, and between them Stable unCLIP, the same "
+    "prior feeding a latent U-Net, which tells whether a difference comes from the prior or from the space. Every "
+    "image is logged with its seed, the time of every stage, peak memory and CLIP similarity."
 )
 
 
@@ -51,7 +52,7 @@ def zero_gpu(environ: dict[str, str]) -> bool:
 
 def build_app(session: Session, gpu: GPU = on_gpu) -> gr.Blocks:
     """The page. `gpu` decorates every function that runs the models (spaces.GPU; tests fork, as ZeroGPU does)."""
-    with gr.Blocks(title="unCLIP vs latent diffusion", analytics_enabled=False) as demo:
+    with gr.Blocks(title="unCLIP, latent diffusion, Stable unCLIP", analytics_enabled=False) as demo:
         gr.Markdown(TITLE)
         switched = header.build(session)
         with gr.Tabs() as tabs:
@@ -75,7 +76,7 @@ def build_app(session: Session, gpu: GPU = on_gpu) -> gr.Blocks:
 def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> argparse.Namespace:
     """The flags; each defaults to its environment variable (T2I_PRESET, T2I_UNCLIP, ...), as a Space sets them."""
     environ = dict(os.environ) if environ is None else environ
-    parser = argparse.ArgumentParser(description="unCLIP vs latent diffusion, side by side")
+    parser = argparse.ArgumentParser(description="unCLIP, latent diffusion and Stable unCLIP, side by side")
     parser.add_argument("--preset", default=environ.get("T2I_PRESET", DEFAULT_PRESET), choices=sorted(PRESETS))
     parser.add_argument("--device", default=environ.get("T2I_DEVICE", "auto"))
     parser.add_argument("--results", type=Path, default=Path(environ.get("T2I_RESULTS", "results")))

@@ -1,4 +1,4 @@
-"""One prompt, both architectures: generate with each and print a side-by-side cost table.
+"""One prompt, every architecture: generate with each and print a side-by-side cost table.
 
 python -m comparisons.compare "a red circle above a blue square" --seed 0
 """
@@ -23,7 +23,7 @@ from pipelines.hub import download_bars
 def generate(
     harness: Harness, prompt: str, seed: int, settings: Settings = Settings()
 ) -> dict[str, tuple[PipelineOutput, dict]]:
-    """The same prompt and seed through both architectures: each one's output and logged row (both or neither)."""
+    """The same prompt and seed through every architecture: each one's output and logged row (all or none)."""
     made = [harness.make(arch, [prompt], [seed], settings) for arch in harness.architectures]
     harness.save(*made)
     return {m.architecture: (m.output, m.rows[0]) for m in made}

@@ -33,8 +33,14 @@ def cores() -> int:
 
 
 def pays(architectures: int) -> bool:
-    """Whether running `architectures` side by side can gain: a core for each."""
-    return architectures > 1 and cores() >= architectures
+    """Whether running `architectures` side by side can gain: more than one, and more than one core."""
+    return architectures > 1 and cores() > 1
+
+
+def workers(architectures: int) -> int:
+    """Threads for `architectures` side by side: one per core at most (a third architecture on two cores waits for
+    the first free core, rather than slowing both by sharing one)."""
+    return max(1, min(architectures, cores()))
 
 
 def _one_thread(fn: Callable[[], Made]) -> Made:
@@ -66,7 +72,7 @@ def make_each(
 
     if not concurrent:
         return [job(arch, ISOLATED)() for arch in harness.architectures]
-    with ThreadPoolExecutor(len(harness.architectures), thread_name_prefix="architecture") as pool:
+    with ThreadPoolExecutor(workers(len(harness.architectures)), thread_name_prefix="architecture") as pool:
         # Each in a copy of the caller's context: what it keeps in context variables (gradio's progress bar)
         # reaches the callbacks; one copy each, as a context runs in one thread at a time.
         futures = [

@@ -9,14 +9,15 @@ vs LD 50 steps g 7.5"); with no pairs at all, each configuration alone, for an u
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from comparisons.summary import MODEL_COLUMNS, SHARED_SETTINGS, NoPairsError, default_pair, own_settings, text_to_image
+from comparisons.summary import MODEL_COLUMNS, SHARED_SETTINGS, joint_rows, own_settings, text_to_image
 from pipelines import registry
-from pipelines.registry import GUIDANCE, STEPS, TEXT
+from pipelines.registry import GUIDANCE, LEVEL, STEPS, TEXT
 
 PAIR_KEYS = ("prompt", "seed")  # besides SHARED_SETTINGS: what makes two rows a pair (summary._pair_keys)
 TEXT_CHARS = 24  # of a text setting (the negative prompt) in a label
@@ -39,7 +40,8 @@ class Configuration:
 
 @dataclass(frozen=True)
 class Choice:
-    """What a summary compares: two configurations that pair (a − b, as `default_pair` orders them), or one."""
+    """What a summary compares: configurations of two or more architectures that pair on (prompt, seed, ...), or
+    one alone."""
 
     label: str
     configurations: tuple[Configuration, ...]
@@ -48,15 +50,22 @@ class Choice:
 
     @property
     def paired(self) -> bool:
-        return len(self.configurations) == 2
+        return len(self.configurations) >= 2
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        return tuple(c.architecture for c in self.configurations)
 
     def rows(self, df: pd.DataFrame) -> pd.DataFrame:
-        """The text-to-image rows of `df` of its configurations (an img2img row may share its settings)."""
+        """The text-to-image rows of `df` of its configurations (an img2img row may share its settings); paired, only
+        those of the (prompt, seed, ...) keys all of them have: a configuration in two choices (Stable unCLIP's,
+        beside two settings of the others) shows each choice its own rows."""
         df = text_to_image(df)
         mask = pd.Series(False, index=df.index)
         for configuration in self.configurations:
             mask |= configuration.matches(df)
-        return df[mask]
+        mine = df[mask]
+        return joint_rows(mine, self.architectures) if self.paired else mine
 
 
 def configuration_columns(df: pd.DataFrame, architecture: str) -> list[str]:
@@ -106,6 +115,7 @@ def settings_label(configuration: Configuration) -> str:
         parts.append(f"{steps[0]} steps" if len(steps) == 1 else "/".join(steps))
     if guidance:
         parts.append("g " + "/".join(guidance))
+    parts += [f"{s.infotext.lower()} {_number(values.get(s.name))}" for s in arch.settings if s.role == LEVEL]
     for s in arch.settings:
         text = values.get(s.name)
         if s.role == TEXT and text:
@@ -159,22 +169,23 @@ def _text_columns() -> set[str]:
 # ----------------------------------------------------------------------------- choices
 
 
-def _pairs(df: pd.DataFrame, a: str, b: str, configs: pd.Series) -> pd.DataFrame:
-    """Distinct pairs per (configuration of a, configuration of b): columns a, b, n."""
+def _joint(df: pd.DataFrame, archs: tuple[str, ...], configs: pd.Series) -> pd.DataFrame:
+    """Distinct (prompt, seed, ...) keys per joint configuration of `archs`, one column each, and n."""
     keys = [k for k in (*PAIR_KEYS, *SHARED_SETTINGS) if k in df.columns]
-    sides = []
-    for arch in (a, b):
+    merged = None
+    for arch in archs:
         side = df.loc[df["architecture"] == arch, keys].astype(object).where(lambda d: d.notna(), None)
-        sides.append(side.assign(**{arch: configs[side.index]}).drop_duplicates())
-    merged = sides[0].merge(sides[1], on=keys)
-    if merged.empty:
-        return pd.DataFrame(columns=[a, b, "n"])
-    return merged.groupby([a, b], sort=False).size().rename("n").reset_index()
+        side = side.assign(**{arch: configs[side.index]}).drop_duplicates()
+        merged = side if merged is None else merged.merge(side, on=keys)
+    if merged is None or merged.empty:
+        return pd.DataFrame(columns=[*archs, "n"])
+    return merged.groupby(list(archs), sort=False).size().rename("n").reset_index()
 
 
 def choices(df: pd.DataFrame) -> list[Choice]:
-    """Every pair of configurations with (prompt, seed) pairs, newest first; with none, every configuration alone,
-    newest first; empty only for a frame without rows."""
+    """What a summary can compare, newest first: every joint configuration of all the architectures present that
+    shares (prompt, seed) pairs, then of fewer of them (each pair of architectures) where the rows pair no further;
+    with no pairs at all, every configuration alone. Empty only for a frame without text-to-image rows."""
     if df.empty or "architecture" not in df.columns:
         return []
     df = text_to_image(df.reset_index(drop=True))  # summaries compare these alone: an image-in row chooses nothing
@@ -186,18 +197,20 @@ def choices(df: pd.DataFrame) -> list[Choice]:
     for position, configuration in configs.items():
         newest[configuration] = max(newest.get(configuration, -1), int(position))
     found: list[tuple[tuple[Configuration, ...], int]] = []
-    try:
-        a, b = default_pair(df)
-        found = [((r[a], r[b]), int(r["n"])) for _, r in _pairs(df, a, b, configs).iterrows()]
-    except NoPairsError:
-        pass
+    for k in range(len(present), 1, -1):
+        for archs in itertools.combinations(present, k):
+            for _, r in _joint(df, archs, configs).iterrows():
+                joint = tuple(r[a] for a in archs)
+                # a pair whose rows all pair further (inside a larger choice with as many pairs) adds nothing
+                if not any(set(joint) < set(bigger) and n >= int(r["n"]) for bigger, n in found):
+                    found.append((joint, int(r["n"])))
     if not found:
         found = [((c,), 0) for c in newest]
-    names = labels(list(dict.fromkeys(c for pair, _ in found for c in pair)))
-    order = sorted(found, key=lambda item: sorted((-newest[c] for c in item[0])))  # the newest, then its partner
+    names = labels(list(dict.fromkeys(c for joint, _ in found for c in joint)))
+    order = sorted(found, key=lambda item: (sorted(-newest[c] for c in item[0]), -len(item[0])))
     return [
-        Choice(" vs ".join(names[c] for c in sorted(pair, key=_registered)), pair, n, max(newest[c] for c in pair))
-        for pair, n in order
+        Choice(" vs ".join(names[c] for c in sorted(joint, key=_registered)), joint, n, max(newest[c] for c in joint))
+        for joint, n in order
     ]
 
 

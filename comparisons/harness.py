@@ -152,12 +152,14 @@ class Harness:
             columns[image_in.strength.name] = float(strength)
         key = row_key(architecture, prompt, seed, settings, columns)
         columns[SOURCE_IMAGE] = str(source_path(self.out_dir, source.sha256))
-        borrowed = "".join(f" + {name} of {repo}" for name, repo in getattr(pipe, "borrowed", {}).items())
+        model = self.models.get(architecture, architecture)
+        lent = {name: repo for name, repo in getattr(pipe, "borrowed", {}).items() if repo != model}  # not its own
+        borrowed = "".join(f" + {name} of {repo}" for name, repo in lent.items())
         judge = self.judge
         rows = build_rows(
             output,
             architecture=architecture,
-            model=self.models.get(architecture, architecture) + borrowed,
+            model=model + borrowed,
             model_hash=weights_hash(pipe, with_borrowed=True),
             settings=settings,
             run_id=run_id,

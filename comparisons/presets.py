@@ -17,7 +17,7 @@ Any architecture's model can be swapped for another hub id or directory (`models
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,20 +48,23 @@ class Preset:
     fp16_on_cuda: bool  # real models run in half precision on a GPU; tiny ones gain nothing from it
     use_checker: bool = False  # the Shapes lab's checker can read the images
     needs_gpu: bool = False  # too slow and big for a CPU unless the user names the device
-    image_encoder: str | None = None  # where unCLIP's variations borrow an image encoder when its model has none
+    # architecture -> where its variations borrow an image encoder when its model loads none (fetched on first use)
+    image_encoders: dict[str, str] = field(default_factory=dict)
     fast_cpu: bool = False  # on a CPU: the speed-ups that pay for these models (FAST_CPU, comparisons.concurrent)
     caveat: str = ""  # what a user must know before reading its images and scores
 
 
-def _under(root: Path) -> dict[str, str]:
-    return {"unclip": str(root / "unclip"), "latent_diffusion": str(root / "latent_diffusion")}
+def _under(
+    root: Path, architectures: tuple[str, ...] = ("unclip", "latent_diffusion", "stable_unclip")
+) -> dict[str, str]:
+    return {a: str(root / a) for a in architectures}
 
 
 PRESETS = {
     "lab": Preset("lab", _under(LAB_WEIGHTS), "lab", False, use_checker=True, fast_cpu=True),
     "tiny": Preset(
         "tiny",
-        _under(CACHE_DIR / "tiny-v2"),
+        _under(CACHE_DIR / "tiny-v3"),
         "tiny",
         False,
         caveat="its models and judge are untrained random weights: every image is noise and CLIP scores mean "
@@ -69,11 +72,18 @@ PRESETS = {
     ),
     "pretrained": Preset(
         "pretrained",
-        {"unclip": "kakaobrain/karlo-v1-alpha", "latent_diffusion": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
+        {
+            "unclip": "kakaobrain/karlo-v1-alpha",
+            "latent_diffusion": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "stable_unclip": "stabilityai/stable-diffusion-2-1-unclip-small",  # with Karlo's prior, shared
+        },
         "ViT-L-14",
         True,
         needs_gpu=True,
-        image_encoder="kakaobrain/karlo-v1-alpha-image-variations",
+        image_encoders={
+            "unclip": "kakaobrain/karlo-v1-alpha-image-variations",  # Karlo's text-to-image repo has none
+            "stable_unclip": "stabilityai/stable-diffusion-2-1-unclip-small",  # its own, read for variations alone
+        },
     ),
 }
 DEFAULT_PRESET = "lab"
@@ -101,13 +111,21 @@ def get_preset(name: str) -> Preset:
     return preset
 
 
+LEAVE_OUT = "none"  # as an architecture's model: leave the architecture out (Stable unCLIP's 5 GB, say)
+
+
 def model_sources(preset: str, models: dict[str, str] | None = None) -> dict[str, str]:
-    """The preset's architecture -> path or hub id, with `models` overriding some (none may be unknown)."""
+    """The preset's architecture -> path or hub id, with `models` overriding some (none may be unknown) and
+    LEAVE_OUT dropping one."""
     chosen = dict(get_preset(preset).models)
     for architecture, source in (models or {}).items():
         registry.get(architecture)
-        if source:
+        if source == LEAVE_OUT:
+            chosen.pop(architecture, None)
+        elif source:
             chosen[architecture] = str(source)
+    if not chosen:
+        raise ValueError("every architecture is left out: keep at least one")
     return chosen
 
 
@@ -137,10 +155,8 @@ def load_models(
     if cuda_graphs and dev.type != "cuda":  # optimize() would say so too, but only after loading the weights
         raise ValueError(f"CUDA graphs need a CUDA device, not {dev}")
     dtype = torch.float16 if (dev.type == "cuda" and p.fp16_on_cuda) else torch.float32
-    pipes = {
-        architecture: registry.get(architecture).load(source, device=dev, dtype=dtype, progress=progress)
-        for architecture, source in model_sources(preset, models).items()
-    }
+    # Karlo's prior for Stable unCLIP: shared with unCLIP's pipeline, not loaded twice (registry.load_all)
+    pipes = registry.load_all(model_sources(preset, models), device=dev, dtype=dtype, progress=progress)
     if dev.type == "cuda":
         for pipe in pipes.values():
             pipe.optimize(channels_last=True, cuda_graphs=cuda_graphs)
@@ -207,7 +223,8 @@ def add_model_flags(parser, environ: dict[str, str] | None = None) -> None:
             dest=f"model_{a.name}",
             default=default,
             metavar="ID_OR_DIR",
-            help=f"{a.label}: a hub id or a directory in diffusers' layout (overrides the preset)",
+            help=f"{a.label}: a hub id or a directory in diffusers' layout (overrides the preset); "
+            f"{LEAVE_OUT} leaves it out",
         )
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines import registry
-from pipelines.registry import GUIDANCE, STEPS, TEXT
+from pipelines.registry import GUIDANCE, LEVEL, STEPS, TEXT
 
 STRING, INT, FLOAT, BOOL, DATETIME = "string", "int", "float", "bool", "datetime"
 DTYPES = {
@@ -54,7 +54,8 @@ def core_schema() -> dict[str, str]:
 @functools.cache
 def _core_schema(architectures: tuple[str, ...]) -> dict[str, str]:  # one per set of registered architectures
     settings, stages = registry.all_settings(), registry.all_stages()
-    by_role = {role: {s.name: _KINDS[s.kind] for s in settings if s.role == role} for role in (TEXT, STEPS, GUIDANCE)}
+    roles = (TEXT, STEPS, GUIDANCE, LEVEL)
+    by_role = {role: {s.name: _KINDS[s.kind] for s in settings if s.role == role} for role in roles}
     return {
         # identity
         "run_id": STRING,
@@ -70,6 +71,7 @@ def _core_schema(architectures: tuple[str, ...]) -> dict[str, str]:  # one per s
         "width": INT,
         **by_role[STEPS],
         **by_role[GUIDANCE],
+        **by_role[LEVEL],
         SOURCE_HASH: STRING,
         SOURCE_IMAGE: STRING,
         **{s.name: _KINDS[s.kind] for s in registry.strength_settings()},

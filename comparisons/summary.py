@@ -215,15 +215,49 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def default_pair(df: pd.DataFrame, a: str | None = None, b: str | None = None) -> tuple[str, str]:
-    """(a, b) of a paired difference a - b: as given, else the first and the last registered architecture that has
-    rows, in the order every view shows them (unCLIP - latent diffusion)."""
+    """(a, b) of a paired difference a - b: as given, else the first two registered architectures that have rows, in
+    the order every view shows them (unCLIP - latent diffusion: the gap between the two ends)."""
     if a is not None and b is not None:
         return a, b
     df = text_to_image(df)
     present = [n for n in registry.names() if "architecture" in df.columns and (df["architecture"] == n).any()]
     if len(present) < 2:
         raise NoPairsError(f"a paired summary needs two architectures' rows; the frame has {present or 'none'}")
-    return a or present[0], b or present[-1]
+    return a or present[0], b or present[1]
+
+
+# Claim 6 of the lab's study, for a summary of the three: unCLIP and latent diffusion differ in the prior and in the
+# space; Stable unCLIP has unCLIP's prior in latent diffusion's space, so on the same (prompt, seed) pairs the gap
+# unCLIP − LD is exactly the prior's part (Stable unCLIP − LD) plus the space's part (unCLIP − Stable unCLIP).
+SPLIT = {
+    ("unclip", "latent_diffusion"): "the gap",
+    ("stable_unclip", "latent_diffusion"): "the prior's part",
+    ("unclip", "stable_unclip"): "the space's part",
+}
+
+
+def comparisons_of(architectures: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(a, b, what a − b is) for every pair of `architectures`: claim 6's split first where all three are there,
+    then every other pair in the registry's order."""
+    present = set(architectures)
+    split = [(a, b, what) for (a, b), what in SPLIT.items()] if {a for pair in SPLIT for a in pair} <= present else []
+    done = {frozenset((a, b)) for a, b, _ in split}
+    ordered = [n for n in registry.names() if n in present]
+    rest = [(a, b, "") for i, a in enumerate(ordered) for b in ordered[i + 1 :] if frozenset((a, b)) not in done]
+    return split + rest
+
+
+def joint_rows(df: pd.DataFrame, architectures: Sequence[str]) -> pd.DataFrame:
+    """The text-to-image rows of `architectures` whose pair keys (prompt, seed, ...) every one of them has: where
+    pairwise differences add up (the split above)."""
+    df = text_to_image(df)
+    keys = _pair_keys(df, None)
+    shared = None
+    for arch in architectures:
+        own = set(map(tuple, df.loc[df["architecture"] == arch, keys].astype(str).to_numpy()))
+        shared = own if shared is None else shared & own
+    mask = df[keys].astype(str).apply(tuple, axis=1).isin(shared or set())
+    return df[mask & df["architecture"].isin(architectures)]
 
 
 def _pair_keys(df: pd.DataFrame, pair_on: Sequence[str] | None) -> list[str]:

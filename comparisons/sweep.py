@@ -215,8 +215,8 @@ def grid_spec(jobs: list[Job], rows: str = "prompt", columns: str = "seed", run_
     return GridSpec(
         prompts=tuple(dict.fromkeys(j.prompt for j in jobs)),
         seeds=tuple(dict.fromkeys(j.seed for j in jobs)),
-        steps=tuple(dict.fromkeys(getattr(s, a.sweep_steps[0]) for a, s in main)),
-        guidance=tuple(dict.fromkeys(getattr(s, a.sweep_guidance[0]) for a, s in main)),
+        steps=tuple(dict.fromkeys(s.value(a.sweep_steps[0]) for a, s in main)),
+        guidance=tuple(dict.fromkeys(s.value(a.sweep_guidance[0]) for a, s in main)),
         architectures=tuple(dict.fromkeys(j.architecture for j in jobs)),
         rows=rows,
         columns=columns,

@@ -208,9 +208,9 @@ def architectures_in(weights: Path) -> tuple[str, ...]:
 
 def lab_harness(weights: Path, device: torch.device) -> Harness:
     """The package's pipelines and judge in a harness that scores with the checker and writes nothing."""
-    pipes = {
-        a: registry.get(a).load(weights / a, device=device, dtype=torch.float32) for a in architectures_in(weights)
-    }
+    pipes = registry.load_all(
+        {a: str(weights / a) for a in architectures_in(weights)}, device=device, dtype=torch.float32
+    )
     return Harness(
         pipes,
         judge=lab_judge(weights / "judge", device),

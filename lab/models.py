@@ -38,7 +38,7 @@ from transformers import (
 )
 
 from lab.data import IMAGE_SIZE
-from lab.latent_unclip import LatentUnclipConfig
+from lab.stable_unclip import StableUnclipConfig
 from lab.trainer import TrainConfig, seeded
 from pipelines.schedulers import KARLO_PREDICTION_TYPES, SD_BETAS, UnCLIPVScheduler, check_prediction_type
 from pipelines.tokenizer import MODEL_MAX_LENGTH
@@ -417,4 +417,4 @@ class LabConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     super_res: SuperResConfig = field(default_factory=SuperResConfig)
-    latent_unclip: LatentUnclipConfig = field(default_factory=LatentUnclipConfig)
+    stable_unclip: StableUnclipConfig = field(default_factory=StableUnclipConfig)

@@ -11,8 +11,6 @@ from diffusers import AutoencoderKL, PriorTransformer, UNet2DConditionModel, UNe
 from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
 from transformers import CLIPModel
 
-from lab.latent_unclip import NAME as LATENT_UNCLIP
-from lab.latent_unclip import save_package
 from lab.models import (
     LabConfig,
     decoder_scheduler,
@@ -23,13 +21,15 @@ from lab.models import (
     super_res_scheduler,
     text_encoder_of,
 )
+from lab.stable_unclip import NAME as STABLE_UNCLIP
+from lab.stable_unclip import save_package
 from lab.trainer import BUDGET, LOSS_LOG
 from lab.training import RunOptions, load_part
 from pipelines.latent_diffusion import LatentDiffusion
 from pipelines.tokenizer import offline_clip_tokenizer
 from pipelines.unclip import UnCLIP
 
-# 40 MB for the two pipelines and the judge, 8 more for the third model's U-Net (lab.latent_unclip)
+# 40 MB for the two pipelines and the judge, 8 more for the third model's U-Net (lab.stable_unclip)
 SHIP_LIMIT_MB = 48
 # which part trained each component of the packaged pipelines
 UNCLIP_PARTS = {
@@ -42,15 +42,18 @@ UNCLIP_PARTS = {
     "super_res_last": "super_res",
 }
 LD_PARTS = {"text_encoder": "clip", "vae": "vae", "unet": "ld_unet"}
-LATENT_UNCLIP_PARTS = {"prior": "prior", "vae": "vae", "unet": "latent_unclip"}
+STABLE_UNCLIP_PARTS = {"unet": "stable_unclip"}  # its own: its prior, CLIP and VAE are the other packages'
 
 
-def _attach_budgets(directory: Path, parts: dict[str, str], opts: RunOptions) -> None:
-    """Each component gets its part's budget and loss log; the pipeline a summary over its parts."""
+def _attach_budgets(directory: Path, parts: dict[str, str], opts: RunOptions, counted: tuple[str, ...] = ()) -> None:
+    """Each component gets its part's budget and loss log; the pipeline a summary over its parts (and the `counted`
+    parts it was trained with but ships elsewhere)."""
     budgets = {}
     for component, part in parts.items():
         for name in (BUDGET, LOSS_LOG):
             shutil.copy(opts.part_dir(part) / name, directory / component / name)
+        budgets[part] = json.loads((opts.part_dir(part) / BUDGET).read_text())
+    for part in counted:
         budgets[part] = json.loads((opts.part_dir(part) / BUDGET).read_text())
     total = {key: sum(b[key] for b in budgets.values()) for key in ("wall_seconds", "training_flops", "parameters")}
     (directory / BUDGET).write_text(json.dumps({"parts": budgets, "total": total}, indent=2) + "\n")
@@ -60,25 +63,19 @@ def _megabytes(directory: Path, pattern: str = "*") -> float:
     return sum(f.stat().st_size for f in directory.rglob(pattern) if f.is_file()) / 1e6
 
 
-def package_latent_unclip(lab: LabConfig, opts: RunOptions) -> Path:
-    """<out>/latent_unclip: the third model's U-Net with the VAE and prior it was trained with."""
-    directory = opts.out / LATENT_UNCLIP
-    if directory.exists():
-        shutil.rmtree(directory)
-    save_package(
-        directory,
-        unet=load_part(opts, "latent_unclip", "unet", UNet2DConditionModel),
-        vae=load_part(opts, "vae", "vae", AutoencoderKL),
-        prior=load_part(opts, "prior", "prior", PriorTransformer),
-        scheduler=ld_scheduler(lab.latent_unclip.prediction_type),
-        prior_scheduler=prior_scheduler(),
+def package_stable_unclip(lab: LabConfig, opts: RunOptions, embed_dim: int) -> Path:
+    """<out>/stable_unclip: the third model's own parts, in stabilityai's unCLIP layout (lab.stable_unclip); its
+    training budget counts the prior and VAE it was trained with, which the other packages ship."""
+    unet = load_part(opts, STABLE_UNCLIP, "unet", UNet2DConditionModel)
+    directory = save_package(
+        opts.out / STABLE_UNCLIP, unet, ld_scheduler(lab.stable_unclip.prediction_type), embed_dim
     )
-    _attach_budgets(directory, LATENT_UNCLIP_PARTS, opts)
+    _attach_budgets(directory, STABLE_UNCLIP_PARTS, opts, counted=("prior", "vae"))
     return directory
 
 
 def package(lab: LabConfig, opts: RunOptions) -> tuple[Path, Path]:
-    """Assemble <out>/unclip, <out>/latent_diffusion and <out>/latent_unclip from the trained parts."""
+    """Assemble <out>/unclip, <out>/latent_diffusion and <out>/stable_unclip from the trained parts."""
     clip = load_part(opts, "clip", "clip", CLIPModel)
     super_res = load_part(opts, "super_res", "super_res", UNet2DModel)
     unclip = UnCLIP(
@@ -116,7 +113,7 @@ def package(lab: LabConfig, opts: RunOptions) -> tuple[Path, Path]:
         shutil.rmtree(directory / "tokenizer")
         _attach_budgets(directory, parts, opts)
         paths.append(directory)
-    third = package_latent_unclip(lab, opts)
+    third = package_stable_unclip(lab, opts, unclip.prior.config.embedding_dim)
     shipped = [d for d in (*paths, third, opts.out / "judge") if d.is_dir()]
     weights = sum(_megabytes(d, "*.safetensors") for d in shipped)
     print(

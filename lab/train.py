@@ -2,8 +2,8 @@
 [--device auto] [--out lab/weights] [--checkpoints lab/checkpoints] [--resume]`.
 
 Parts, in dependency order: clip -> judge; clip -> prior, decoder, super_res (unCLIP);
-vae -> ld_unet (latent diffusion, whose text encoder is also clip's); clip, vae, prior -> latent_unclip
-(the third model: unCLIP's prior feeding a latent U-Net, lab.latent_unclip). `all` trains every part,
+vae -> ld_unet (latent diffusion, whose text encoder is also clip's); clip, vae, prior -> stable_unclip
+(the third model: unCLIP's prior feeding a latent U-Net, lab.stable_unclip). `all` trains every part,
 then `package` assembles both pipelines in diffusers' hub layout, loadable by
 `pipelines.load_unclip` / `pipelines.load_latent_diffusion` like Karlo and Stable Diffusion.
 
@@ -11,7 +11,7 @@ Where things go:
   <checkpoints>/<part>/    last.pt (resumable), loss_log.jsonl, training_budget.json, and the
                            final weights (fp32, EMA for the diffusion models), one folder per model
   <out>/judge/             the judge CLIP (open_clip local-dir layout), its budget and loss log
-  <out>/unclip/, <out>/latent_diffusion/, <out>/latent_unclip/
+  <out>/unclip/, <out>/latent_diffusion/, <out>/stable_unclip/
                            the pipelines (fp16); each component folder holds the budget and loss
                            log of the part that trained it, the pipeline folder a summary of all
 """
@@ -45,7 +45,6 @@ from lab.data import (
     upsample_like_pipeline,
 )
 from lab.judge import save_judge
-from lab.latent_unclip import build_unet as build_latent_unclip_unet
 from lab.losses import (
     contrastive_loss,
     denoising_loss,
@@ -72,6 +71,8 @@ from lab.models import (
     super_res_scheduler,
 )
 from lab.package import package
+from lab.stable_unclip import build_unet as build_stable_unclip_unet
+from lab.stable_unclip import class_labels
 from lab.trainer import BUDGET, LOSS_LOG
 from lab.training import (
     STATS_SEED,
@@ -87,7 +88,7 @@ from lab.training import (
 from pipelines.devices import pick_device
 from pipelines.tokenizer import offline_clip_tokenizer
 
-ORDER = ("clip", "judge", "vae", "ld_unet", "prior", "decoder", "super_res", "latent_unclip")
+ORDER = ("clip", "judge", "vae", "ld_unet", "prior", "decoder", "super_res", "stable_unclip")
 # ----------------------------------------------------------------------------- the CLIPs
 
 
@@ -298,14 +299,14 @@ def train_super_res(lab: LabConfig, opts: RunOptions) -> None:
 # ----------------------------------------------------------------------------- the third model
 
 
-def train_latent_unclip(lab: LabConfig, opts: RunOptions) -> None:
-    """Latent diffusion's U-Net conditioned on the CLIP image embedding as well (lab.latent_unclip); at sampling
+def train_stable_unclip(lab: LabConfig, opts: RunOptions) -> None:
+    """Latent diffusion's U-Net conditioned on the CLIP image embedding as well (lab.stable_unclip); at sampling
     the embedding comes from unCLIP's prior, in training from the image itself, as unCLIP's decoder trains."""
-    config, tc = lab.latent_unclip, opts.train_config(lab.latent_unclip.train)
+    config, tc = lab.stable_unclip, opts.train_config(lab.stable_unclip.train)
     encoder = load_encoder(opts)
     vae = load_part(opts, "vae", "vae", AutoencoderKL).to(opts.device).eval().requires_grad_(False)
     latent_size = IMAGE_SIZE // 2 ** (len(vae.config.block_out_channels) - 1)
-    unet = build_latent_unclip_unet(
+    unet = build_stable_unclip_unet(
         config, latent_size, encoder.clip.config.text_config.hidden_size, encoder.embed_dim
     )
     alphas = ld_scheduler(config.prediction_type).alphas_cumprod
@@ -316,17 +317,17 @@ def train_latent_unclip(lab: LabConfig, opts: RunOptions) -> None:
         # u < p_uncond drops both (the unconditional branch), the next p_drop_text the caption alone
         drop_image, drop_text = (u < config.p_uncond).to(opts.device), u < config.p_uncond + config.p_drop_text
         _, hidden, _ = encoder.text(drop_captions(batch.captions, drop_text))
-        image_embeds = encoder.image(batch.images)  # (B, D)
-        image_embeds = torch.where(drop_image[:, None], torch.zeros_like(image_embeds), image_embeds)
+        labels = class_labels(encoder.image(batch.images))  # (B, 2D): as the pipeline hands them at level 0
+        labels = torch.where(drop_image[:, None], torch.zeros_like(labels), labels)
         with torch.no_grad():
             z0 = vae.encode(batch.images.to(opts.device)).latent_dist.sample(g) * vae.config.scaling_factor
         t, noise = timesteps_and_noise(z0, g)
         z_t = q_sample(z0, noise, t, alphas)
-        pred = unet(z_t, t, encoder_hidden_states=hidden, class_labels=image_embeds).sample
+        pred = unet(z_t, t, encoder_hidden_states=hidden, class_labels=labels).sample
         return {"loss": denoising_loss(pred, z0, noise, z_t, t, alphas, config.prediction_type)[0]}
 
-    final = fit("latent_unclip", unet, loss_fn, DataConfig(tc.batch_size, tc.seed), tc, opts)
-    save_models(opts, "latent_unclip", unet=final)
+    final = fit("stable_unclip", unet, loss_fn, DataConfig(tc.batch_size, tc.seed), tc, opts)
+    save_models(opts, "stable_unclip", unet=final)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -339,7 +340,7 @@ PARTS: dict[str, Callable[[LabConfig, RunOptions], None]] = {
     "prior": train_prior,
     "decoder": train_decoder,
     "super_res": train_super_res,
-    "latent_unclip": train_latent_unclip,
+    "stable_unclip": train_stable_unclip,
 }
 
 

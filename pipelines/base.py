@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from pipelines import cpu_speed as cpu_speed_lib
 from pipelines import cuda_graphs as cuda_graphs_lib
@@ -26,6 +27,14 @@ from pipelines.outputs import PipelineOutput, postprocess
 
 # torch.compile modes that already capture CUDA graphs (cudagraph trees)
 GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+
+
+def prepare_latents(
+    shape: tuple[int, ...], scheduler, generator: Generators, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """A denoising loop's starting noise at its scheduler's initial scale (diffusers' prepare_latents): the one draw
+    every loop of every pipeline starts from, from the call's generators."""
+    return randn_tensor(shape, generator=generator, device=device, dtype=dtype) * scheduler.init_noise_sigma
 
 
 def guide(pred: torch.Tensor, scale: float) -> torch.Tensor:
@@ -145,8 +154,9 @@ class Pipeline:
             self.optimize_cpu(cpu_speed_lib.CPUSpeed())
         self._traces = None
         for module in self.modules().values():
-            # diffusers warns on any dtype argument, even an unchanged one
-            module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
+            # torch's own `to`: diffusers' warns on any dtype argument, even an unchanged one, and Stable unCLIP's
+            # image normaliser's takes other argument names
+            torch.nn.Module.to(module, device) if dtype is None else torch.nn.Module.to(module, device, dtype)
         return self
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -279,3 +289,39 @@ class Pipeline:
     def cuda_graph_count(self) -> int:
         """Graphs captured so far across the denoisers: one per model and input signature."""
         return sum(len(g.graphs) for m in self.modules().values() if (g := cuda_graphs_lib.installed(m)))
+
+
+class TakesImageEmbeddings:
+    """What a pipeline conditioned on CLIP image embeddings (unCLIP's decoder, Stable unCLIP's U-Net) needs to make
+    variations: an image encoder, perhaps attached after loading (`borrowed` says from where), and the embeddings it
+    gives. The pipeline names the width it reads (`clip_embedding_dim`) and what reads it (`embedding_reader`)."""
+
+    image_encoder: torch.nn.Module | None
+    feature_extractor: object | None
+    borrowed: dict[str, str]
+    clip_embedding_dim: int
+    embedding_reader: str = "this model"
+
+    def attach_image_encoder(self, image_encoder: torch.nn.Module, feature_extractor: object, source: str) -> None:
+        """Give it the image encoder of another repo (`pipelines.components.load_image_encoder`) or its own, read on
+        first use, so that it makes variations; refused when it embeds in another width (another CLIP)."""
+        if image_encoder.config.projection_dim != self.clip_embedding_dim:
+            raise ValueError(
+                f"{source}'s image encoder embeds in {image_encoder.config.projection_dim} dimensions, "
+                f"{self.embedding_reader} reads {self.clip_embedding_dim}: they are not from the same CLIP"
+            )
+        self.image_encoder, self.feature_extractor = image_encoder.eval(), feature_extractor
+        self.borrowed = {**self.borrowed, "image_encoder": source}
+
+    @torch.inference_mode()
+    @uses("image_encoder")
+    def encode_image(self, images: Sequence[object] | torch.Tensor) -> torch.Tensor:
+        """CLIP image embeddings (B, D) of given images (PIL, or pixels the feature extractor made), for variations
+        (needs `image_encoder`)."""
+        if self.image_encoder is None or self.feature_extractor is None:
+            raise ValueError(
+                f"this {type(self).__name__} model has no image_encoder/feature_extractor: it makes no variations"
+            )
+        if not isinstance(images, torch.Tensor):
+            images = self.feature_extractor(images=list(images), return_tensors="pt").pixel_values
+        return self.image_encoder(images.to(self.device, self.image_encoder.dtype)).image_embeds

@@ -32,7 +32,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from pipelines.base import Pipeline, Run, guide, oom_guard, uses
+from pipelines.base import Pipeline, Run, guide, oom_guard, prepare_latents, uses
 from pipelines.checks import (
     Generators,
     check_count,
@@ -48,15 +48,47 @@ from pipelines.checks import (
 from pipelines.loading import save_pipeline
 from pipelines.outputs import PipelineOutput, StepCallback, StepState
 from pipelines.schedulers import clean_image_from_v, min_inference_steps
+from pipelines.settings import PipelineSettings, guidance, steps, text
 from pipelines.tokenizer import tokenize
 
 
 @dataclass(frozen=True)
+class LatentDiffusionSettings(PipelineSettings):
+    """Latent diffusion's knobs, Stable Diffusion's defaults (50 steps, guidance 7.5)."""
+
+    steps: int = steps(50, "num_inference_steps", "Latent diffusion steps", "Steps", "unet")  # the U-Net's steps
+    guidance: float = guidance(7.5, "guidance_scale", "Latent diffusion guidance", "CFG scale")
+    # what guidance steers away from (the empty prompt when none)
+    negative_prompt: str | None = text(
+        None, "negative_prompt", "Negative prompt (latent diffusion only)", "Negative prompt"
+    )
+
+
+DEFAULTS = LatentDiffusionSettings()
+STRENGTH = 0.8  # img2img's default: the fraction of the schedule that denoises (1 starts from pure noise)
+
+
+@dataclass(frozen=True)
 class PromptEmbeds:
-    """Text conditioning, one row per image."""
+    """Text conditioning, one row per image; unCLIP's TextConditioning's convention (`uncond` present: guided,
+    `guided` batches it first)."""
 
     cond: torch.Tensor  # (B, 77, C) the prompts' hidden states
     uncond: torch.Tensor | None  # (B, 77, C) the negative prompts'; its presence turns guidance on
+
+    def guided(self, cfg: bool) -> torch.Tensor:
+        """The hidden states a U-Net reads, batched as [uncond, cond] when guiding: (B or 2B, 77, C)."""
+        return torch.cat([self.uncond, self.cond]) if cfg else self.cond
+
+
+def encode_hidden_states(
+    text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, prompts: list[str], device: torch.device
+) -> torch.Tensor:
+    """A CLIP text encoder's last hidden states (B, 77, C) of `prompts`: what a latent U-Net attends to."""
+    ids, mask = tokenize(tokenizer, prompts)
+    # SD 1.x/2.x text encoders were trained without a padding mask; only some configs ask for one.
+    use_mask = getattr(text_encoder.config, "use_attention_mask", False)
+    return text_encoder(ids.to(device), attention_mask=mask.to(device) if use_mask else None)[0]
 
 
 def predicted_original(
@@ -141,11 +173,7 @@ class LatentDiffusion(Pipeline):
         return PromptEmbeds(cond, uncond)
 
     def _encode_text(self, prompts: list[str]) -> torch.Tensor:
-        ids, mask = tokenize(self.tokenizer, prompts)
-        # SD 1.x/2.x text encoders were trained without a padding mask; only some configs ask for one.
-        use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
-        mask = mask.to(self.device) if use_mask else None
-        return self.text_encoder(ids.to(self.device), attention_mask=mask)[0]  # (B, 77, C)
+        return encode_hidden_states(self.text_encoder, self.tokenizer, prompts, self.device)
 
     @torch.inference_mode()
     @uses("vae")
@@ -169,8 +197,8 @@ class LatentDiffusion(Pipeline):
         self,
         text: PromptEmbeds,
         generator: Generators,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int = DEFAULTS.steps,
+        guidance_scale: float = DEFAULTS.guidance,
         callback: StepCallback | None = None,
         *,
         height: int | None = None,
@@ -194,7 +222,7 @@ class LatentDiffusion(Pipeline):
             latents = self._noise_to(image_latents, timesteps[:1], generator)
         # The loop: predict the noise, perform guidance, compute the previous sample
         cfg = text.uncond is not None
-        hidden = torch.cat([text.uncond, text.cond]) if cfg else text.cond  # (B', 77, C)
+        hidden = text.guided(cfg)  # (B', 77, C)
         step_kwargs = {}
         if self._step_takes_generator:
             step_kwargs["generator"] = generator
@@ -231,8 +259,7 @@ class LatentDiffusion(Pipeline):
         width = self.image_size if width is None else width
         f = self.vae_scale_factor
         shape = (text.cond.shape[0], self.unet.config.in_channels, height // f, width // f)
-        noise = randn_tensor(shape, generator=generator, device=self.device, dtype=text.cond.dtype)
-        return noise * self.scheduler.init_noise_sigma
+        return prepare_latents(shape, self.scheduler, generator, self.device, text.cond.dtype)
 
     def _noise_to(self, latents: torch.Tensor, timestep: torch.Tensor, generator: Generators) -> torch.Tensor:
         """img2img's starting latent: the clean latents noised to `timestep` (1,) by the forward process."""
@@ -265,8 +292,8 @@ class LatentDiffusion(Pipeline):
         *,
         negative_prompt: str | Sequence[str] | None = None,
         num_images_per_prompt: int = 1,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int = DEFAULTS.steps,
+        guidance_scale: float = DEFAULTS.guidance,
         height: int | None = None,
         width: int | None = None,
         seed: int | Sequence[int] | None = None,
@@ -293,8 +320,8 @@ class LatentDiffusion(Pipeline):
         self,
         text: PromptEmbeds,
         *,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int = DEFAULTS.steps,
+        guidance_scale: float = DEFAULTS.guidance,
         height: int | None = None,
         width: int | None = None,
         seed: int | Sequence[int] | None = None,
@@ -348,9 +375,9 @@ class LatentDiffusion(Pipeline):
         *,
         negative_prompt: str | Sequence[str] | None = None,
         num_images_per_prompt: int = 1,
-        num_inference_steps: int = 50,
-        strength: float = 0.8,  # the fraction of num_inference_steps that denoise: strength 1 starts from noise
-        guidance_scale: float = 7.5,
+        num_inference_steps: int = DEFAULTS.steps,
+        strength: float = STRENGTH,
+        guidance_scale: float = DEFAULTS.guidance,
         seed: int | Sequence[int] | None = None,
         generator: Generators | None = None,
         callback: StepCallback | None = None,

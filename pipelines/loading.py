@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import diffusers
 import diffusers.pipelines.deprecated.unclip
+import diffusers.pipelines.stable_diffusion
 import torch
 import transformers
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -48,6 +49,7 @@ _LIBRARIES = {
     "diffusers": (diffusers, diffusers.pipelines.deprecated.unclip),
     "transformers": (transformers,),
     "unclip": (diffusers.pipelines.deprecated.unclip,),
+    "stable_diffusion": (diffusers.pipelines.stable_diffusion,),  # stabilityai's unCLIP repos' image_normalizer
     schedulers.__name__: (schedulers,),
 }
 _PROCESSORS = (CLIPTokenizer, CLIPImageProcessor)  # components that are files of settings, no weights
@@ -380,6 +382,8 @@ def library_of(obj: object) -> str:
         return "transformers"
     if ".unclip." in module:
         return "unclip"  # Karlo's model_index.json names text_proj this way
+    if ".stable_diffusion." in module:
+        return "stable_diffusion"  # as stabilityai's unCLIP repos name the image normalizer
     if module == schedulers.__name__:
         return module  # the full module path: diffusers finds a library outside its own by it in sys.modules
     return "diffusers"

@@ -1,10 +1,11 @@
-"""Each architecture's facts in one place: its name and labels, the stages it records, the settings it takes.
+"""The architectures the tool knows, as a plain table: name -> pipeline class, settings dataclass, loader, labels,
+the stages its calls record and how it takes an image in.
 
 Everything else derives from here: the comparison settings (`comparisons.settings.Settings`), the app's widgets,
 the sweep grid, the PNG infotext, the run log's column types, the summaries' configurations and the lab's
-evaluation. A setting's default is read from its pipeline's own signature, so the pipeline stays the one
-place a default is written (as diffusers keeps them in `__call__`). Adding an architecture is one `register`
-call; a test adds a dummy one and follows it through the whole tool.
+evaluation. A setting's facts (default, label, infotext key, range) are its dataclass field's, written once beside
+its pipeline (pipelines.settings). Adding an architecture is one pipeline file and one `register` call; a test adds
+a dummy one and follows it through the whole tool.
 """
 
 from __future__ import annotations
@@ -13,31 +14,15 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipelines.components import load_latent_diffusion, load_unclip
-from pipelines.latent_diffusion import LatentDiffusion, kept_steps
-from pipelines.schedulers import UNCLIP_MIN_STEPS
-from pipelines.unclip import UnCLIP
+from pipelines.components import load_latent_diffusion, load_stable_unclip, load_unclip
+from pipelines.latent_diffusion import STRENGTH as IMG2IMG_STRENGTH
+from pipelines.latent_diffusion import LatentDiffusion, LatentDiffusionSettings, kept_steps
+from pipelines.settings import GUIDANCE, LEVEL, STEPS, STRENGTH, TEXT, PipelineSettings, Setting
+from pipelines.stable_unclip import StableUnCLIP, StableUnCLIPSettings
+from pipelines.unclip import UnCLIP, UnCLIPSettings
 
-STEPS, GUIDANCE, TEXT, STRENGTH = "steps", "guidance", "text", "strength"  # what a setting is
+__all__ = ["GUIDANCE", "LEVEL", "STEPS", "STRENGTH", "TEXT", "Architecture", "ImageIn", "Setting"]
 TEXT_TO_IMAGE = "text_to_image"  # the run log's `mode` of a pipeline's __call__; an ImageIn names its own
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One knob of an architecture and the pipeline argument it sets."""
-
-    name: str  # the Settings field, run-log column and widget: "prior_steps"
-    argument: str  # the pipeline's keyword argument: "prior_num_inference_steps"
-    role: str  # STEPS (a whole number of denoising steps), GUIDANCE (a scale), TEXT or STRENGTH (in (0, 1])
-    default: int | float | str | None  # read from the pipeline's signature
-    label: str  # the app's widget label: "unCLIP prior steps"
-    infotext: str  # AUTOMATIC1111's infotext key: "Prior steps"
-    stage: str | None = None  # STEPS: the denoising loop it sets; STRENGTH: the loop it shortens
-    minimum: int = 1  # STEPS: the fewest its stage's scheduler takes
-
-    @property
-    def kind(self) -> type:
-        return {STEPS: int, GUIDANCE: float, TEXT: str, STRENGTH: float}[self.role]
 
 
 @dataclass(frozen=True)
@@ -49,27 +34,40 @@ class ImageIn:
     method: str  # the pipeline method: method(image, ...) or, when it takes a prompt, method(prompt, image, ...)
     settings: tuple[str, ...]  # the architecture's settings it takes; the others do not apply (absent from its rows)
     stages: tuple[str, ...]  # the stages it records, in order
-    takes_prompt: bool  # img2img is conditioned on a prompt; variations on the image alone
+    takes_prompt: bool  # img2img is conditioned on a prompt; unCLIP's variations on the image alone
     strength: Setting | None = None  # img2img: how far the image is noised, which shortens `strength.stage`
+    needs_prompt: bool | None = None  # None: as takes_prompt (Stable unCLIP's variations take one, or none)
+
+    @property
+    def prompt_required(self) -> bool:
+        return self.takes_prompt if self.needs_prompt is None else self.needs_prompt
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """An architecture as the tool knows it."""
+    """An architecture as the tool knows it: one row of the table."""
 
     name: str  # "unclip": the run log's `architecture` value
     label: str  # "unCLIP (Karlo / DALL·E 2)": above its image
     short: str  # "unCLIP": in tables and configuration labels
     pipeline: type  # the pipeline class
+    settings_class: type[PipelineSettings]  # its settings dataclass, beside the pipeline
     load: Callable[..., object]  # load(path_or_hub_id, *, device, dtype, progress) -> pipeline
     stages: tuple[str, ...]  # the stages its text-to-image call records, in order
-    settings: tuple[Setting, ...]
     sweep_steps: tuple[str, ...]  # the settings a sweep's --steps sets (its main denoising loops)
     sweep_guidance: tuple[str, ...]  # the settings a sweep's --guidance sets
     # stage -> seconds per denoising step of the full-size model, one image, fp16 on an H100
     # (benchmarks/full_size_h100_2026-11-27.json): what a ZeroGPU call asks for is computed from these
     gpu_seconds_per_step: dict[str, float] = field(default_factory=dict)
     image_in: ImageIn | None = None  # how it takes an image in, if it does
+    # component -> (architecture, its component): what it takes from the pipelines loaded before it, in memory,
+    # rather than loading again (Stable unCLIP: Karlo's prior and its CLIP, from unCLIP's pipeline)
+    shares: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> tuple[Setting, ...]:
+        """Its settings' facts, in its dataclass's order."""
+        return self.settings_class.fields()
 
     def setting(self, name: str) -> Setting:
         for s in self.settings:
@@ -104,30 +102,8 @@ class Architecture:
         return {stage: loops[stage] for stage in stages if stage in loops}
 
 
-def signature_default(pipeline: type, argument: str, method: str = "__call__") -> object:
-    """The default of `argument` in `pipeline.method`'s signature."""
-    parameter = inspect.signature(getattr(pipeline, method)).parameters.get(argument)
-    if parameter is None or parameter.default is inspect.Parameter.empty:
-        raise ValueError(f"{pipeline.__name__}.{method} has no argument {argument!r} with a default")
-    return parameter.default
-
-
-def steps(
-    pipeline: type, name: str, argument: str, label: str, infotext: str, stage: str, minimum: int = 1
-) -> Setting:
-    return Setting(name, argument, STEPS, signature_default(pipeline, argument), label, infotext, stage, minimum)
-
-
-def guidance(pipeline: type, name: str, argument: str, label: str, infotext: str) -> Setting:
-    return Setting(name, argument, GUIDANCE, signature_default(pipeline, argument), label, infotext)
-
-
-def text(pipeline: type, name: str, argument: str, label: str, infotext: str) -> Setting:
-    return Setting(name, argument, TEXT, signature_default(pipeline, argument), label, infotext)
-
-
-def strength(pipeline: type, method: str, name: str, label: str, infotext: str, stage: str) -> Setting:
-    return Setting(name, name, STRENGTH, signature_default(pipeline, name, method), label, infotext, stage)
+def _takes(pipeline: type, method: str, argument: str) -> bool:
+    return argument in inspect.signature(getattr(pipeline, method)).parameters
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -147,8 +123,13 @@ def register(architecture: Architecture) -> Architecture:
             raise ValueError(
                 f"{architecture.name}'s {image_in.mode} calls {image_in.method!r}, which its pipeline lacks"
             )
-        for s in architecture.settings_of(image_in.mode):  # each one an argument of the method, as of __call__
-            signature_default(architecture.pipeline, s.argument, image_in.method)
+        missing = [
+            s.argument
+            for s in architecture.settings_of(image_in.mode)
+            if not _takes(architecture.pipeline, image_in.method, s.argument)
+        ]
+        if missing:  # each one an argument of the method, as of __call__
+            raise ValueError(f"{architecture.name}'s {image_in.method} takes no {', '.join(missing)}")
         unknown = sorted(set(image_in.settings) - {s.name for s in architecture.settings})
         if unknown or image_in.mode == TEXT_TO_IMAGE:
             raise ValueError(f"{architecture.name}'s {image_in.mode} names a mode or settings it lacks: {unknown}")
@@ -162,41 +143,9 @@ register(
         label="unCLIP (Karlo / DALL·E 2)",
         short="unCLIP",
         pipeline=UnCLIP,
+        settings_class=UnCLIPSettings,
         load=load_unclip,
         stages=("text_encoder", "prior", "decoder", "super_res"),
-        settings=(
-            steps(
-                UnCLIP,
-                "prior_steps",
-                "prior_num_inference_steps",
-                "unCLIP prior steps",
-                "Prior steps",
-                "prior",
-                UNCLIP_MIN_STEPS,
-            ),
-            steps(
-                UnCLIP,
-                "decoder_steps",
-                "decoder_num_inference_steps",
-                "unCLIP decoder steps",
-                "Decoder steps",
-                "decoder",
-                UNCLIP_MIN_STEPS,
-            ),
-            steps(
-                UnCLIP,
-                "super_res_steps",
-                "super_res_num_inference_steps",
-                "unCLIP super-res steps",
-                "Super-res steps",
-                "super_res",
-                UNCLIP_MIN_STEPS,
-            ),
-            guidance(UnCLIP, "prior_guidance", "prior_guidance_scale", "unCLIP prior guidance", "Prior CFG scale"),
-            guidance(
-                UnCLIP, "decoder_guidance", "decoder_guidance_scale", "unCLIP decoder guidance", "Decoder CFG scale"
-            ),
-        ),
         sweep_steps=("prior_steps", "decoder_steps"),
         sweep_guidance=("decoder_guidance",),
         gpu_seconds_per_step={"prior": 0.015, "decoder": 0.044, "super_res": 0.069},
@@ -217,19 +166,9 @@ register(
         label="Latent diffusion (Stable Diffusion)",
         short="LD",
         pipeline=LatentDiffusion,
+        settings_class=LatentDiffusionSettings,
         load=load_latent_diffusion,
         stages=("text_encoder", "unet", "vae_decode"),
-        settings=(
-            steps(LatentDiffusion, "steps", "num_inference_steps", "Latent diffusion steps", "Steps", "unet"),
-            guidance(LatentDiffusion, "guidance", "guidance_scale", "Latent diffusion guidance", "CFG scale"),
-            text(
-                LatentDiffusion,
-                "negative_prompt",
-                "negative_prompt",
-                "Negative prompt (latent diffusion only)",
-                "Negative prompt",
-            ),
-        ),
         sweep_steps=("steps",),
         sweep_guidance=("guidance",),
         gpu_seconds_per_step={"unet": 0.032},
@@ -240,12 +179,63 @@ register(
             stages=("text_encoder", "vae_encode", "unet", "vae_decode"),
             takes_prompt=True,
             # "Denoising strength": AUTOMATIC1111's infotext key for it
-            strength=strength(
-                LatentDiffusion, "img2img", "strength", "img2img strength", "Denoising strength", "unet"
+            strength=Setting(
+                "strength", "strength", STRENGTH, IMG2IMG_STRENGTH, "img2img strength", "Denoising strength", "unet"
             ),
         ),
     )
 )
+
+
+register(
+    Architecture(
+        name="stable_unclip",
+        label="Stable unCLIP (unCLIP's prior, a latent U-Net)",
+        short="Stable unCLIP",
+        pipeline=StableUnCLIP,
+        settings_class=StableUnCLIPSettings,
+        load=load_stable_unclip,
+        stages=("text_encoder", "prior", "unet", "vae_decode"),
+        sweep_steps=("stable_unclip_prior_steps", "stable_unclip_steps"),
+        sweep_guidance=("stable_unclip_guidance",),
+        # the prior is Karlo's (measured with unCLIP); the U-Net's is SD 1.5's scaled by latent area (96² / 64²),
+        # stable-diffusion-2-1-unclip-small drawing 768 px: an estimate until a GPU measures it
+        gpu_seconds_per_step={"prior": 0.015, "unet": 0.072},
+        image_in=ImageIn(
+            mode="variations",
+            method="variations",
+            # the image's embedding replaces the prior's: no prior settings
+            settings=("noise_level", "stable_unclip_steps", "stable_unclip_guidance", "stable_unclip_negative_prompt"),
+            stages=("text_encoder", "image_encoder", "unet", "vae_decode"),
+            takes_prompt=True,
+            needs_prompt=False,
+        ),
+        shares={
+            "prior": ("unclip", "prior"),
+            "prior_text_encoder": ("unclip", "text_encoder"),
+            "prior_tokenizer": ("unclip", "tokenizer"),
+            "prior_scheduler": ("unclip", "prior_scheduler"),
+            "text_encoder": ("latent_diffusion", "text_encoder"),  # where its package has none (the lab's)
+            "tokenizer": ("latent_diffusion", "tokenizer"),
+            "vae": ("latent_diffusion", "vae"),
+            # the lab's (and tiny's) unCLIP embed images with the CLIP its prior was trained on; a model loaded
+            # without one (Karlo) lends none, and variations read the package's own on first use
+            "image_encoder": ("unclip", "image_encoder"),
+            "feature_extractor": ("unclip", "feature_extractor"),
+        },
+    )
+)
+
+
+def load_all(sources: dict[str, str], **options) -> dict[str, object]:
+    """Each architecture's pipeline (architecture -> a directory or hub id; `options` the loaders' LoadOptions), in
+    `sources`' order, each taking what it `shares` from those loaded before it, in memory."""
+    pipes: dict[str, object] = {}
+    for name, source in sources.items():
+        a = get(name)
+        shared = {part: getattr(pipes[owner], theirs) for part, (owner, theirs) in a.shares.items() if owner in pipes}
+        pipes[name] = a.load(source, **options, **({"shared": shared} if a.shares else {}))
+    return pipes
 
 
 def unregister(name: str) -> None:
@@ -274,8 +264,8 @@ def image_ins() -> tuple[ImageIn, ...]:
 
 
 def modes() -> tuple[str, ...]:
-    """Every value the run log's `mode` takes: text to image, then each ImageIn's."""
-    return (TEXT_TO_IMAGE, *(i.mode for i in image_ins()))
+    """Every value the run log's `mode` takes: text to image, then each ImageIn's (two may share one)."""
+    return tuple(dict.fromkeys((TEXT_TO_IMAGE, *(i.mode for i in image_ins()))))
 
 
 def strength_settings() -> tuple[Setting, ...]:

@@ -13,6 +13,7 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
+    DDPMScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     PNDMScheduler,
@@ -22,6 +23,7 @@ from diffusers import (
     UNet2DModel,
 )
 from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
+from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
 from transformers import (
     CLIPImageProcessor,
     CLIPTextConfig,
@@ -33,6 +35,7 @@ from transformers import (
 
 from pipelines.latent_diffusion import LatentDiffusion
 from pipelines.schedulers import SD_BETAS
+from pipelines.stable_unclip import StableUnCLIP
 from pipelines.tokenizer import offline_clip_tokenizer
 from pipelines.unclip import UnCLIP
 
@@ -172,10 +175,70 @@ def build_tiny_latent_diffusion(seed: int = 0, scheduler: str = "pndm") -> Laten
     )
 
 
-def save_tiny(directory: str | Path, seed: int = 0) -> tuple[Path, Path]:
-    """Save a tiny unCLIP and a tiny latent diffusion in hub layout under `directory`."""
+# The U-Net's own text encoder is another CLIP than the prior's, as in Stable unCLIP (OpenCLIP-H beside Karlo's
+# CLIP-L): a width of its own, so that a pipeline mixing the two up fails.
+UNET_TEXT_DIM = 48
+
+
+def build_tiny_stable_unclip(seed: int = 0, scheduler: str = "ddim", prior_scheduler: str = "ddpm") -> StableUnCLIP:
+    """A tiny Stable unCLIP: a tiny Karlo prior (and its CLIP) into a 64 px latent U-Net conditioned on the image
+    embedding. `prior_scheduler`: "ddpm" (what diffusers' docs make of Karlo's) or "unclip" (Karlo's own)."""
+    if prior_scheduler not in ("ddpm", "unclip"):
+        raise ValueError(f"unknown prior scheduler {prior_scheduler!r}; choose ddpm or unclip")
+    karlo = build_tiny_unclip(seed, image_variations=True)
+    torch.manual_seed(seed + 1)
+    gen = torch.Generator().manual_seed(seed + 1)
+    normalizer = StableUnCLIPImageNormalizer(embedding_dim=EMBED_DIM)
+    _perturb_(normalizer, ("mean", "std"), gen)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=BLOCK_CHANNELS,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=UNET_TEXT_DIM,
+        attention_head_dim=8,
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=2 * EMBED_DIM,  # the noised embedding and its noise level's embedding
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=BLOCK_CHANNELS,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+    )
+    text = _text_config()
+    text.hidden_size = UNET_TEXT_DIM
+    karlo_prior_scheduler = karlo.prior_scheduler
+    if prior_scheduler == "ddpm":
+        karlo_prior_scheduler = DDPMScheduler.from_config(karlo.prior_scheduler.config)
+    return StableUnCLIP(
+        prior_tokenizer=karlo.tokenizer,
+        prior_text_encoder=karlo.text_encoder,
+        prior=karlo.prior,
+        prior_scheduler=karlo_prior_scheduler,
+        image_normalizer=normalizer,
+        image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+        tokenizer=offline_clip_tokenizer(),
+        text_encoder=CLIPTextModel(text),
+        unet=unet,
+        scheduler=_SD_SCHEDULERS[scheduler](),
+        vae=vae,
+        image_encoder=karlo.image_encoder,
+        feature_extractor=karlo.feature_extractor,
+    )
+
+
+def save_tiny(directory: str | Path, seed: int = 0) -> tuple[Path, Path, Path]:
+    """Save a tiny unCLIP, a tiny latent diffusion and a tiny Stable unCLIP (the unCLIP's prior its own, shared, as
+    stabilityai's repos leave Karlo's to Karlo's) in hub layout under `directory`."""
     directory = Path(directory)
     return (
         build_tiny_unclip(seed, image_variations=True).save_pretrained(directory / "unclip"),
         build_tiny_latent_diffusion(seed).save_pretrained(directory / "latent_diffusion"),
+        build_tiny_stable_unclip(seed, prior_scheduler="unclip").save_pretrained(directory / "stable_unclip"),
     )

@@ -15,6 +15,7 @@ Stages, each a public method:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from diffusers import PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
 from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from pipelines.base import Pipeline, Run, guide, oom_guard, uses
+from pipelines.base import Pipeline, Run, TakesImageEmbeddings, guide, oom_guard, prepare_latents, uses
 from pipelines.checks import (
     Generators,
     check_count,
@@ -37,8 +38,31 @@ from pipelines.checks import (
     repeat_prompts,
 )
 from pipelines.outputs import PipelineOutput, StepCallback, StepState
-from pipelines.schedulers import min_inference_steps
+from pipelines.schedulers import UNCLIP_MIN_STEPS, min_inference_steps
+from pipelines.settings import PipelineSettings, guidance, steps
 from pipelines.tokenizer import tokenize
+
+
+@dataclass(frozen=True)
+class UnCLIPSettings(PipelineSettings):
+    """unCLIP's knobs, Karlo's defaults (kakaobrain/karlo-v1-alpha's 25/25/7 steps, guidance 4 and 8)."""
+
+    # denoising steps of the prior (text -> image embedding), the decoder (-> 64 px) and super-resolution (-> 256 px)
+    prior_steps: int = steps(
+        25, "prior_num_inference_steps", "unCLIP prior steps", "Prior steps", "prior", UNCLIP_MIN_STEPS
+    )
+    decoder_steps: int = steps(
+        25, "decoder_num_inference_steps", "unCLIP decoder steps", "Decoder steps", "decoder", UNCLIP_MIN_STEPS
+    )
+    super_res_steps: int = steps(
+        7, "super_res_num_inference_steps", "unCLIP super-res steps", "Super-res steps", "super_res", UNCLIP_MIN_STEPS
+    )
+    # classifier-free guidance of the prior and of the decoder (super-resolution takes none)
+    prior_guidance: float = guidance(4.0, "prior_guidance_scale", "unCLIP prior guidance", "Prior CFG scale")
+    decoder_guidance: float = guidance(8.0, "decoder_guidance_scale", "unCLIP decoder guidance", "Decoder CFG scale")
+
+
+DEFAULTS = UnCLIPSettings()
 
 
 @dataclass(frozen=True)
@@ -70,7 +94,64 @@ def guided(prior_guidance_scale: float, decoder_guidance_scale: float) -> bool:
     return prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
 
 
-class UnCLIP(Pipeline):
+def encode_clip_text(
+    text_encoder: CLIPTextModelWithProjection,
+    tokenizer: CLIPTokenizer,
+    prompts: list[str],
+    num_images_per_prompt: int,
+    device: torch.device,
+) -> TextConditioning:
+    """A CLIP text encoder's conditioning of `prompts`, one row per image: what priors and unCLIP's decoder read."""
+    ids, mask = tokenize(tokenizer, prompts)
+    out = text_encoder(ids.to(device))
+    n = num_images_per_prompt
+    return TextConditioning(
+        out.text_embeds.repeat_interleave(n, dim=0),  # (B*n, D)
+        out.last_hidden_state.repeat_interleave(n, dim=0),  # (B*n, 77, C)
+        mask.to(device).repeat_interleave(n, dim=0),  # (B*n, 77)
+    )
+
+
+def denoise_prior(
+    prior: PriorTransformer,
+    scheduler: SchedulerMixin,
+    text: TextConditioning,
+    generator: Generators,
+    num_inference_steps: int,
+    guidance_scale: float,
+    callback: StepCallback | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """DALL·E 2's prior: a CLIP image embedding (B, D) denoised from noise, conditioned on the text's. unCLIP's and
+    Stable unCLIP's one loop: Karlo's UnCLIPScheduler is told each step's next timestep (as diffusers' unCLIP
+    pipeline tells it); a scheduler that takes no such argument (the DDPMScheduler diffusers' Stable unCLIP docs
+    make of Karlo's config) is stepped as diffusers' Stable unCLIP steps it."""
+    cfg = text.uncond is not None  # see TextConditioning.uncond
+    embeds, hidden, mask = text.guided(cfg)
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    timesteps = scheduler.timesteps
+    latents = prepare_latents(
+        (text.embeds.shape[0], prior.config.embedding_dim), scheduler, generator, device, embeds.dtype
+    )
+    step_takes = set(inspect.signature(scheduler.step).parameters)
+    for i, t in enumerate(timesteps):
+        model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
+        pred = prior(
+            model_input, timestep=t, proj_embedding=embeds, encoder_hidden_states=hidden, attention_mask=mask
+        ).predicted_image_embedding
+        if cfg:
+            pred = guide(pred, guidance_scale)
+        kwargs = {"generator": generator} if "generator" in step_takes else {}
+        if "prev_timestep" in step_takes:
+            kwargs["prev_timestep"] = timesteps[i + 1] if i + 1 < len(timesteps) else None
+        step = scheduler.step(pred, timestep=t, sample=latents, **kwargs)
+        latents = step.prev_sample
+        if callback is not None:
+            callback(StepState("prior", i, len(timesteps), int(t), latents, step.pred_original_sample))
+    return prior.post_process_latents(latents)  # (B, D) un-normalised by CLIP's mean and std
+
+
+class UnCLIP(TakesImageEmbeddings, Pipeline):
     """The unCLIP pipeline: prior, decoder and super-resolution, each usable alone."""
 
     component_names = (
@@ -122,18 +203,12 @@ class UnCLIP(Pipeline):
     def image_size(self) -> int:
         return self.super_res_first.config.sample_size
 
-    def attach_image_encoder(
-        self, image_encoder: CLIPVisionModelWithProjection, feature_extractor: CLIPImageProcessor, source: str
-    ) -> None:
-        """Give a model without one (Karlo's text-to-image repo) the image encoder of another (`load_image_encoder`),
-        so that it makes variations; `borrowed` remembers where it came from."""
-        if image_encoder.config.projection_dim != self.text_proj.config.clip_embeddings_dim:
-            raise ValueError(
-                f"{source}'s image encoder embeds in {image_encoder.config.projection_dim} dimensions, this decoder "
-                f"reads {self.text_proj.config.clip_embeddings_dim}: they are not from the same CLIP"
-            )
-        self.image_encoder, self.feature_extractor = image_encoder.eval(), feature_extractor
-        self.borrowed = {**self.borrowed, "image_encoder": source}
+    embedding_reader = "this decoder"
+
+    @property
+    def clip_embedding_dim(self) -> int:
+        """The CLIP image embedding width its decoder reads (TakesImageEmbeddings: variations)."""
+        return self.text_proj.config.clip_embeddings_dim
 
     def _check_stage_steps(self, steps: int, stage: str) -> int:
         """A stage's step count, at least what its scheduler can take (UnCLIPScheduler: 2)."""
@@ -157,24 +232,7 @@ class UnCLIP(Pipeline):
         return TextConditioning(cond.embeds, cond.hidden_states, cond.mask, uncond)
 
     def _encode_text(self, prompts: list[str], num_images_per_prompt: int) -> TextConditioning:
-        ids, mask = tokenize(self.tokenizer, prompts)
-        out = self.text_encoder(ids.to(self.device))
-        n = num_images_per_prompt
-        return TextConditioning(
-            out.text_embeds.repeat_interleave(n, dim=0),  # (B*n, D)
-            out.last_hidden_state.repeat_interleave(n, dim=0),  # (B*n, 77, C)
-            mask.to(self.device).repeat_interleave(n, dim=0),  # (B*n, 77)
-        )
-
-    @torch.inference_mode()
-    @uses("image_encoder")
-    def encode_image(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
-        """CLIP image embeddings (B, D) of given images, for variations (needs `image_encoder`)."""
-        if self.image_encoder is None or self.feature_extractor is None:
-            raise ValueError("this unCLIP model has no image_encoder/feature_extractor, so it cannot make variations")
-        if not isinstance(images, torch.Tensor):
-            images = self.feature_extractor(images=list(images), return_tensors="pt").pixel_values
-        return self.image_encoder(images.to(self.device, self.image_encoder.dtype)).image_embeds
+        return encode_clip_text(self.text_encoder, self.tokenizer, prompts, num_images_per_prompt, self.device)
 
     @torch.inference_mode()
     @uses("prior")
@@ -182,36 +240,23 @@ class UnCLIP(Pipeline):
         self,
         text: TextConditioning,
         generator: Generators,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 4.0,
+        num_inference_steps: int = DEFAULTS.prior_steps,
+        guidance_scale: float = DEFAULTS.prior_guidance,
         callback: StepCallback | None = None,
     ) -> torch.Tensor:
         """Denoise a CLIP image embedding (B, D) conditioned on the text embedding."""
         if self.prior is None:
             raise ValueError("this unCLIP model has no prior (an image-variations checkpoint): use `variations`")
-        cfg = text.uncond is not None  # see TextConditioning.uncond
-        embeds, hidden, mask = text.guided(cfg)
-        scheduler = self.prior_scheduler
-        scheduler.set_timesteps(num_inference_steps, device=self.device)
-        timesteps = scheduler.timesteps
-        shape = (text.embeds.shape[0], self.prior.config.embedding_dim)
-        latents = (
-            randn_tensor(shape, generator=generator, device=self.device, dtype=embeds.dtype)
-            * scheduler.init_noise_sigma
+        return denoise_prior(
+            self.prior,
+            self.prior_scheduler,
+            text,
+            generator,
+            num_inference_steps,
+            guidance_scale,
+            callback,
+            self.device,
         )
-        for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if cfg else latents
-            pred = self.prior(
-                model_input, timestep=t, proj_embedding=embeds, encoder_hidden_states=hidden, attention_mask=mask
-            ).predicted_image_embedding
-            if cfg:
-                pred = guide(pred, guidance_scale)
-            prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
-            step = scheduler.step(pred, timestep=t, sample=latents, generator=generator, prev_timestep=prev_t)
-            latents = step.prev_sample
-            if callback is not None:
-                callback(StepState("prior", i, len(timesteps), int(t), latents, step.pred_original_sample))
-        return self.prior.post_process_latents(latents)  # (B, D) un-normalised by CLIP's mean and std
 
     @torch.inference_mode()
     @uses("text_proj", "decoder")
@@ -220,8 +265,8 @@ class UnCLIP(Pipeline):
         image_embeds: torch.Tensor,
         text: TextConditioning,
         generator: Generators,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 8.0,
+        num_inference_steps: int = DEFAULTS.decoder_steps,
+        guidance_scale: float = DEFAULTS.decoder_guidance,
         callback: StepCallback | None = None,
     ) -> torch.Tensor:
         """Denoise a small image (B, 3, h, w) in [-1, 1] from the image embedding (GLIDE-style decoder)."""
@@ -240,10 +285,7 @@ class UnCLIP(Pipeline):
         timesteps = scheduler.timesteps
         size = self.decoder.config.sample_size
         shape = (image_embeds.shape[0], self.decoder.config.in_channels, size, size)
-        latents = (
-            randn_tensor(shape, generator=generator, device=self.device, dtype=hidden.dtype)
-            * scheduler.init_noise_sigma
-        )
+        latents = prepare_latents(shape, scheduler, generator, self.device, hidden.dtype)
         channels = shape[1]
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if cfg else latents
@@ -272,7 +314,7 @@ class UnCLIP(Pipeline):
         self,
         image_small: torch.Tensor,
         generator: Generators,
-        num_inference_steps: int = 7,
+        num_inference_steps: int = DEFAULTS.super_res_steps,
         callback: StepCallback | None = None,
     ) -> torch.Tensor:
         """Upsample (B, 3, h, w) -> (B, 3, H, W) in [-1, 1], conditioned on a bicubic upscale."""
@@ -281,10 +323,7 @@ class UnCLIP(Pipeline):
         timesteps = scheduler.timesteps
         size = self.super_res_first.config.sample_size
         shape = (image_small.shape[0], self.super_res_first.config.in_channels // 2, size, size)
-        latents = (
-            randn_tensor(shape, generator=generator, device=self.device, dtype=image_small.dtype)
-            * scheduler.init_noise_sigma
-        )
+        latents = prepare_latents(shape, scheduler, generator, self.device, image_small.dtype)
         upscaled = F.interpolate(image_small, size=[size, size], mode="bicubic", align_corners=False, antialias=True)
         for i, t in enumerate(timesteps):
             # Karlo trains a separate model for the last, least noisy step.
@@ -305,11 +344,11 @@ class UnCLIP(Pipeline):
         prompt: str | Sequence[str],
         *,
         num_images_per_prompt: int = 1,
-        prior_num_inference_steps: int = 25,
-        decoder_num_inference_steps: int = 25,
-        super_res_num_inference_steps: int = 7,
-        prior_guidance_scale: float = 4.0,
-        decoder_guidance_scale: float = 8.0,
+        prior_num_inference_steps: int = DEFAULTS.prior_steps,
+        decoder_num_inference_steps: int = DEFAULTS.decoder_steps,
+        super_res_num_inference_steps: int = DEFAULTS.super_res_steps,
+        prior_guidance_scale: float = DEFAULTS.prior_guidance,
+        decoder_guidance_scale: float = DEFAULTS.decoder_guidance,
         seed: int | Sequence[int] | None = None,
         generator: Generators | None = None,
         callback: StepCallback | None = None,
@@ -352,9 +391,9 @@ class UnCLIP(Pipeline):
         image: Image.Image | Sequence[Image.Image],
         *,
         num_images_per_prompt: int = 1,
-        decoder_num_inference_steps: int = 25,
-        super_res_num_inference_steps: int = 7,
-        decoder_guidance_scale: float = 8.0,
+        decoder_num_inference_steps: int = DEFAULTS.decoder_steps,
+        super_res_num_inference_steps: int = DEFAULTS.super_res_steps,
+        decoder_guidance_scale: float = DEFAULTS.decoder_guidance,
         seed: int | Sequence[int] | None = None,
         generator: Generators | None = None,
         callback: StepCallback | None = None,
@@ -387,9 +426,9 @@ class UnCLIP(Pipeline):
         image_embeds: torch.Tensor,
         text: TextConditioning,
         *,
-        decoder_num_inference_steps: int = 25,
-        super_res_num_inference_steps: int = 7,
-        decoder_guidance_scale: float = 8.0,
+        decoder_num_inference_steps: int = DEFAULTS.decoder_steps,
+        super_res_num_inference_steps: int = DEFAULTS.super_res_steps,
+        decoder_guidance_scale: float = DEFAULTS.decoder_guidance,
         seed: int | Sequence[int] | None = None,
         generator: Generators | None = None,
         callback: StepCallback | None = None,

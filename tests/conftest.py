@@ -16,7 +16,8 @@ computed. Parity with diffusers batches the same way on both sides and holds in 
 import pytest
 import torch
 
-from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
+from pipelines.stable_unclip import StableUnCLIP
+from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_stable_unclip, build_tiny_unclip
 
 from helpers import SEED, random_image
 
@@ -27,7 +28,8 @@ from helpers import SEED, random_image
 def tiny():
     """`tiny(kind, dtype=torch.float32, scheduler="pndm")`: a tiny pipeline, built once per session.
 
-    kind is "unclip", "unclip_variations" (unCLIP with an image encoder) or "latent_diffusion".
+    kind is "unclip", "unclip_variations" (unCLIP with an image encoder), "latent_diffusion" or "stable_unclip"
+    (its package's parts: the prior shared with "unclip" and no image encoder, as a load gives it).
     """
     built = {}
 
@@ -36,6 +38,14 @@ def tiny():
         if key not in built:
             if kind == "latent_diffusion":
                 pipe = build_tiny_latent_diffusion(SEED, scheduler=scheduler)
+            elif kind == "stable_unclip":
+                parts = build_tiny_stable_unclip(SEED, prior_scheduler="unclip").components()
+                unclip = get("unclip", dtype)
+                shared = dict(
+                    prior=unclip.prior, prior_text_encoder=unclip.text_encoder, prior_tokenizer=unclip.tokenizer
+                )
+                parts = {k: v for k, v in parts.items() if k not in ("image_encoder", "feature_extractor")} | shared
+                pipe = StableUnCLIP(**parts | {"prior_scheduler": unclip.prior_scheduler})
             else:
                 pipe = build_tiny_unclip(SEED, image_variations=kind == "unclip_variations")
             built[key] = pipe if dtype == torch.float32 else pipe.to(dtype=dtype)

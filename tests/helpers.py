@@ -27,7 +27,6 @@ from comparisons.grid import AXES, PLACEHOLDER, GridSpec, axis_frame, layout_for
 from comparisons.regeneration import CLOSE, CLOSE_BOUND, EXACT, Regenerated, difference, regenerate, remake
 from comparisons.sources import SOURCES, read_source
 from comparisons.store import RunLog
-from lab.latent_unclip import LatentUnclipConfig
 from lab.models import (
     ClipConfig,
     DecoderConfig,
@@ -38,11 +37,13 @@ from lab.models import (
     SuperResConfig,
     VaeConfig,
 )
+from lab.stable_unclip import StableUnclipConfig
 from lab.trainer import TrainConfig
 from pipelines.base import Pipeline
 from pipelines.checks import check_prompts, check_steps
 from pipelines.outputs import StepState
-from pipelines.registry import Architecture, guidance, steps
+from pipelines.registry import Architecture
+from pipelines.settings import PipelineSettings, guidance, steps
 from pipelines.tokenizer import offline_clip_tokenizer
 
 
@@ -302,6 +303,14 @@ def _gpu_child(fn: Callable, payload: bytes, send) -> None:
 # ----------------------------------------------------------------------------- a dummy architecture
 
 
+@dataclass(frozen=True)
+class PainterSettings(PipelineSettings):
+    """The painter's knobs: the dummy's own settings dataclass, as a real architecture's beside its pipeline."""
+
+    coats: int = steps(3, "num_coats", "Painter coats", "Coats", "paint")  # how often it paints (a loop's steps)
+    brightness: float = guidance(0.5, "brightness", "Painter brightness", "Brightness")  # how bright the colour is
+
+
 class Painter(Pipeline):
     """An architecture that paints each image one flat colour drawn from its seed, brighter with `brightness`."""
 
@@ -314,7 +323,14 @@ class Painter(Pipeline):
 
     @torch.inference_mode()
     def __call__(
-        self, prompt, *, num_coats: int = 3, brightness: float = 0.5, seed=None, generator=None, callback=None
+        self,
+        prompt,
+        *,
+        num_coats: int = PainterSettings.coats,
+        brightness: float = PainterSettings.brightness,
+        seed=None,
+        generator=None,
+        callback=None,
     ):
         prompts = check_prompts(prompt)
         coats = check_steps(num_coats, "num_coats")
@@ -333,17 +349,15 @@ def load_painter(path_or_hub_id, *, device="cpu", dtype=torch.float32, progress=
     return Painter()
 
 
+# one pipeline file's worth (above) and one registry row: all a new architecture takes
 PAINTER = Architecture(
     name="painter",
     label="Painter (a dummy)",
     short="Painter",
     pipeline=Painter,
+    settings_class=PainterSettings,
     load=load_painter,
     stages=("paint",),
-    settings=(
-        steps(Painter, "coats", "num_coats", "Painter coats", "Coats", "paint"),
-        guidance(Painter, "brightness", "brightness", "Painter brightness", "Brightness"),
-    ),
     sweep_steps=("coats",),
     sweep_guidance=("brightness",),
 )
@@ -392,5 +406,5 @@ TINY = LabConfig(
     prior=PriorConfig(layers=1, heads=2, head_dim=8, stats_samples=8, train=tiny_train()),
     decoder=DecoderConfig(block_out_channels=(32, 32), head_dim=16, cross_attention_dim=32, train=tiny_train()),
     super_res=SuperResConfig(block_out_channels=(32, 32), train=tiny_train()),
-    latent_unclip=LatentUnclipConfig(block_out_channels=(32, 32), heads=2, train=tiny_train()),
+    stable_unclip=StableUnclipConfig(block_out_channels=(32, 32), heads=2, train=tiny_train()),
 )

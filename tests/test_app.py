@@ -4,6 +4,7 @@ real browser (Debian's chromium through playwright), bad input, and 8 concurrent
 import concurrent.futures
 import importlib
 import os
+import re
 import sys
 import time
 import types
@@ -37,10 +38,24 @@ from lab.checker import check
 from helpers import browser_page, check_grid_png, free_port, png_pixels
 
 PRESET = "lab"  # the default the app ships with
-FAST = dict(
-    prior_steps=2, decoder_steps=2, super_res_steps=2, prior_guidance=4.0, decoder_guidance=8.0, steps=2, guidance=7.5
+FAST = dict(  # in the order of the Advanced widgets (the registry's)
+    prior_steps=2,
+    decoder_steps=2,
+    super_res_steps=2,
+    prior_guidance=4.0,
+    decoder_guidance=8.0,
+    steps=2,
+    guidance=7.5,
+    stable_unclip_prior_steps=2,
+    stable_unclip_prior_guidance=4.0,
+    noise_level=0,
+    stable_unclip_steps=2,
+    stable_unclip_guidance=10.0,
 )
-FAST_ARGS = list(FAST.values())  # in the order of the Advanced widgets (the registry's)
+FAST_ARGS = list(FAST.values())
+TEXTS = ["", ""]  # the negative prompts' boxes, latent diffusion's and Stable unCLIP's (the registry's order)
+ARCHS = ("unclip", "latent_diffusion", "stable_unclip")  # the lab preset's, in the page's order
+STABLE_FAST = "Stable unCLIP 2/2 g 4/10 noise level 0"  # FAST's Stable unCLIP, as configuration labels name it
 PROMPT = "a red circle above a blue square"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -94,9 +109,15 @@ def test_bad_steps_are_refused(steps):
         ({"steps": 0}, "Latent diffusion steps must be between 1 and 1000, got 0"),
         ({"decoder_guidance": "x"}, "unCLIP decoder guidance must be a number, got “x”"),
         ({"super_res_steps": 1}, "unCLIP super-res steps must be between 2 and 1000, got 1 (unCLIP's super_res stage"),
+        ({"noise_level": 0.0}, None),  # a Number widget sends floats: a whole one is a level
+        ({"noise_level": "7.5"}, "Stable unCLIP noise level must be a whole number, got “7.5”"),
+        ({"noise_level": -1}, "Stable unCLIP noise level must be a whole number from 0 to 999, got -1"),
     ],
 )
 def test_errors_name_the_widget_by_its_label(given, error):
+    if error is None:
+        assert parse_settings(**given).value("noise_level") == 0
+        return
     with pytest.raises(ValueError) as caught:
         parse_settings(**given)
     assert str(caught.value).startswith(error) and "`" not in str(caught.value)
@@ -109,12 +130,12 @@ def test_settings_from_widgets():
         parse_settings(guidance=-1)
 
 
-def test_compare_logs_both_architectures_with_progress(served, monkeypatch):
+def test_compare_logs_every_architecture_with_progress(served, monkeypatch):
     session, _ = served
     seen = []
     monkeypatch.setattr(work, "PROGRESS_EVERY_S", 0.0)  # every step reported, to check them all
     rows, notices = session.compare(PROMPT, "7", Settings(**FAST), lambda f, what: seen.append((f, what)))
-    assert set(rows) == {"unclip", "latent_diffusion"} and notices == []
+    assert tuple(rows) == ARCHS and notices == []
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and len(seen) >= 2 + 2 + 2 + 2
     assert any("super_res" in what for _, what in seen) and any("unet" in what for _, what in seen)
@@ -173,9 +194,14 @@ def test_results_summary_plots_and_exports(served):
     df = session.runs("latent_diffusion", "BLUE square")
     assert len(df) >= 2 and set(df["architecture"]) == {"latent_diffusion"}
     assert session.runs("all", "no such prompt").empty
-    table, note = summary_frame(session.runs())
+    table, note = summary_frame(session.runs())  # the three: a row per measure and pair, claim 6's split first
     assert "seconds per image, all stages" in set(table["measure"]) and (table["pairs"] >= 2).all()
-    assert "unCLIP − LD [95% interval]" in table.columns
+    assert list(dict.fromkeys(table["comparison"])) == [
+        "unCLIP − LD (the gap)",
+        "Stable unCLIP − LD (the prior's part)",
+        "unCLIP − Stable unCLIP (the space's part)",
+    ]
+    assert "difference [95% interval]" in table.columns and "the prior's part plus the space's part" in note
     bars = stage_seconds_long(session.runs())
     assert set(bars["stage"]) >= {"prior", "decoder", "super_res", "unet", "vae_decode"}
     csv, parquet = session.export(df, "csv"), session.export(df, "parquet")
@@ -275,31 +301,36 @@ def test_gpu_functions_use_spaces_gpu_asking_for_the_seconds_their_steps_need(mo
 def test_named_endpoints_through_gradio_client(served):
     _, url = served
     client = Client(url, verbose=False)
-    unclip_png, unclip_stats, ld_png, ld_stats = client.predict(PROMPT, "", "11", *FAST_ARGS, api_name="/compare")
-    for png, stats in ((unclip_png, unclip_stats), (ld_png, ld_stats)):
+    made = client.predict(PROMPT, *TEXTS, "11", *FAST_ARGS, api_name="/compare")
+    assert len(made) == 2 * len(ARCHS)  # an image and its stats per architecture
+    for png, stats in zip(made[::2], made[1::2]):
         assert Image.open(png).size[0] > 0 and "parameters" in Image.open(png).info and stats.startswith("seed 11")
     table, *_, csv, parquet = client.predict("all", "", api_name="/results")
     df = read_csv(csv, neutralised=True)
-    assert ((df["seed"] == 11) & (df["prompt"] == PROMPT)).sum() == 2 and len(read_parquet(parquet)) == len(df)
+    mine = df[(df["seed"] == 11) & (df["prompt"] == PROMPT)]
+    assert tuple(mine["architecture"]) == ARCHS and len(read_parquet(parquet)) == len(df)
 
 
 def test_a_gallery_image_opens_its_row_and_goes_to_compare_through_gradio_client(served):
     session, url = served
     client = Client(url, verbose=False)
-    client.predict(PROMPT, "", "321", *FAST_ARGS, api_name="/compare")
+    client.predict(PROMPT, *TEXTS, "321", *FAST_ARGS, api_name="/compare")
     table, *_, gallery, _csv, _parquet = client.predict("all", "", api_name="/results")
-    newest = session.runs().iloc[-1]  # latent diffusion's, made after unCLIP's
-    assert gallery[0]["caption"] == caption(plain_row(newest)) == f"LD · seed 321 · {PROMPT}"
+    newest = session.runs().iloc[-1]  # Stable unCLIP's, logged after the others
+    assert gallery[0]["caption"] == caption(plain_row(newest)) == f"Stable unCLIP · seed 321 · {PROMPT}"
     assert Image.open(gallery[0]["image"]).tobytes() == Image.open(newest["image_path"]).tobytes()
-    assert gallery[1]["caption"] == f"unCLIP · seed 321 · {PROMPT}"
-    path = table["data"][0][table["headers"].index("image_path")]  # the same row, newest first
-    assert path == newest["image_path"]
+    assert [g["caption"] for g in gallery[1:3]] == [f"LD · seed 321 · {PROMPT}", f"unCLIP · seed 321 · {PROMPT}"]
+    assert table["data"][0][table["headers"].index("image_path")] == newest["image_path"]  # the same row
+    ld = session.runs().iloc[-2]
+    path = table["data"][1][table["headers"].index("image_path")]  # newest first
+    assert path == ld["image_path"] and ld["architecture"] == "latent_diffusion"
     details = client.predict(path, api_name="/gallery_row")
     assert "**Latent diffusion (Stable Diffusion)**" in details and "Latent diffusion steps 2" in details
     assert "seed 321 · " in details and "checker: " in details
-    defaults = [25, 25, 7, 4.0, 8.0, 50, 7.5]  # what the Compare tab shows before
-    values = client.predict(path, "another prompt", "blurry", "5", *defaults, api_name="/send_to_compare")
-    assert list(values) == [PROMPT, "", "321", 25, 25, 7, 4.0, 8.0, 2, 7.5]  # LD's from its row, unCLIP's kept
+    defaults = [25, 25, 7, 4.0, 8.0, 50, 7.5, 25, 4.0, 0, 20, 10.0]  # what the Compare tab shows before
+    values = client.predict(path, "another prompt", "blurry", "grey", "5", *defaults, api_name="/send_to_compare")
+    # LD's from its row, the others' kept
+    assert list(values) == [PROMPT, "", "grey", "321", 25, 25, 7, 4.0, 8.0, 2, 7.5, 25, 4.0, 0, 20, 10.0]
     with pytest.raises(Exception, match="no row of this run log has that image"):
         client.predict(str(Path(app.__file__).resolve()), api_name="/gallery_row")
 
@@ -308,8 +339,8 @@ def _label_of(session, settings_label: str) -> str:
     """The chooser's label of the Compare tab's (side-by-side) configuration whose settings read `settings_label`:
     where sweeps (timed alone) share its settings, the label also says the timing."""
     options = [c.label for c in choices(session.runs()) if "isolated" not in c.label]
-    unclip, ld = settings_label.split(" vs ")
-    return next(o for o in options if o.startswith(unclip) and f" vs {ld}" in o)
+    first, *others = settings_label.split(" vs ")
+    return next(o for o in options if o.startswith(first) and all(f" vs {other}" in o for other in others))
 
 
 def test_a_configuration_is_chosen_for_the_summary_through_gradio_client(served):
@@ -317,26 +348,30 @@ def test_a_configuration_is_chosen_for_the_summary_through_gradio_client(served)
     client = Client(url, verbose=False)
     other = dict(FAST, decoder_steps=3, steps=3)
     for seed, settings in ((403, FAST), (404, FAST), (401, other), (402, other)):  # the other one newest
-        client.predict(PROMPT, "", str(seed), *settings.values(), api_name="/compare")
+        client.predict(PROMPT, *TEXTS, str(seed), *settings.values(), api_name="/compare")
     _, chooser, summary, note, *_ = client.predict("all", "", api_name="/results")
     summary = summary["value"]  # an update: the table shows (it is hidden when nothing matches)
     labels = [label for label, _ in chooser["choices"]]
-    newest = "unCLIP 2/3/2 g 4/8 vs LD 3 steps g 7.5"
+    newest = f"unCLIP 2/3/2 g 4/8 vs LD 3 steps g 7.5 vs {STABLE_FAST}"  # all three on the same pairs
     assert chooser["value"] == labels[0] == newest and note.startswith(f"{newest}: 2 pairs.")
     assert {r[summary["headers"].index("pairs")] for r in summary["data"]} == {2}
-    fast = _label_of(session, "unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5")
+    fast = _label_of(session, f"unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5 vs {STABLE_FAST}")
     summary, note, stages, scatter, memory = client.predict("all", "", fast, api_name="/summary")
     summary = summary["value"]
     df = session.runs()
     df = df[df.timing == "concurrent"]  # compared side by side; sweeps' rows, timed alone, are another configuration
     uc = df[(df.architecture == "unclip") & (df.decoder_steps == 2) & (df.decoder_guidance == 8.0)]
     ld = df[(df.architecture == "latent_diffusion") & (df.steps == 2)]
-    pairs = set(zip(uc.prompt, uc.seed)) & set(zip(ld.prompt, ld.seed))
+    su = df[(df.architecture == "stable_unclip") & (df.stable_unclip_steps == 2)]
+    pairs = set(zip(uc.prompt, uc.seed)) & set(zip(ld.prompt, ld.seed)) & set(zip(su.prompt, su.seed))
     assert note.startswith(f"{fast}: {len(pairs)} pairs.") and len(pairs) >= 2
     n_pairs = summary["data"][0][summary["headers"].index("pairs")]
     assert n_pairs == len(pairs)
     seeds = [int(r[scatter["columns"].index("seed")]) for r in scatter["data"]]
-    assert sorted(seeds) == sorted([*uc.seed, *ld.seed]) and 401 not in seeds  # the plots show its rows only
+    # its rows only: each architecture's on the pairs they all have (Stable unCLIP's settings are the same in both
+    # configurations, so its rows of seeds 401 and 402 belong to the other one)
+    expected = [seed for d in (uc, ld, su) for key, seed in zip(zip(d.prompt, d.seed), d.seed) if key in pairs]
+    assert sorted(seeds) == sorted(expected) and 401 not in seeds
     _, chooser, _, note, *_ = client.predict("all", "", api_name="/results")  # a refresh keeps the one chosen
     assert chooser["value"] == fast and note.startswith(f"{fast}: ")
     unknown = client.predict("all", "", "no such configuration", api_name="/summary")[1]
@@ -347,7 +382,7 @@ def test_inside_the_models_through_gradio_client(served):
     session, url = served
     before = len(session.runs())
     *strips, prior, latent, gallery, components, shapes = Client(url, verbose=False).predict(
-        PROMPT, "", "5", *FAST_ARGS, api_name="/explain"
+        PROMPT, *TEXTS, "5", *FAST_ARGS, api_name="/explain"
     )
     for path in strips:
         assert Image.open(path).width > 1.5 * Image.open(path).height  # frames side by side
@@ -377,24 +412,27 @@ def test_image_in_through_gradio_client(served, tmp_path):
     client = Client(url, verbose=False)
     before = len(session.runs())
     source = shapes_picture(tmp_path / "source.png")
-    info, unclip_png, unclip_stats, ld_png, ld_stats, abilities = client.predict(
-        handle_file(str(source)), PROMPT, 0.5, "12", "", *FAST_ARGS, api_name="/image_in"
+    info, unclip_png, unclip_stats, ld_png, ld_stats, stable_png, stable_stats, abilities = client.predict(
+        handle_file(str(source)), PROMPT, 0.5, "12", *TEXTS, *FAST_ARGS, api_name="/image_in"
     )
     new = session.runs().iloc[before:]
-    assert sorted(new["mode"]) == ["img2img", "variations"] and set(new["seed"]) == {12}
+    assert list(new["mode"]) == ["variations", "img2img", "variations"] and set(new["seed"]) == {12}
     (sha,) = set(new["source_hash"])
     assert sha[:16] in info and "its own image encoder" in abilities
     assert read_source(session.results_dir / "images" / "sources" / f"{sha}.png").sha256 == sha
     assert unclip_stats.startswith("variations · ") and ld_stats.startswith("img2img at strength 0.5: unet ran 1 of 2")
-    for png, mode in ((unclip_png, "variations"), (ld_png, "img2img")):
+    assert stable_stats.startswith("variations · ")
+    for png, mode in ((unclip_png, "variations"), (ld_png, "img2img"), (stable_png, "variations")):
         parsed = parse_infotext(Image.open(png).info["parameters"])
         assert (parsed["Mode"], parsed["Source hash"], parsed["Seed"]) == (mode, sha, "12")
     assert parse_infotext(Image.open(ld_png).info["parameters"])["Denoising strength"] == "0.5"
     # no prompt: variations alone, and img2img says why not
-    _, unclip_png, _, ld_png, ld_stats, _ = client.predict(
-        handle_file(str(source)), "", 0.5, "13", "", *FAST_ARGS, api_name="/image_in"
+    _, unclip_png, _, ld_png, ld_stats, stable_png, _, _ = client.predict(
+        handle_file(str(source)), "", 0.5, "13", *TEXTS, *FAST_ARGS, api_name="/image_in"
     )
-    assert unclip_png is not None and ld_png is None and "img2img needs a prompt" in ld_stats
+    assert (
+        unclip_png is not None and stable_png is not None and ld_png is None and "img2img needs a prompt" in ld_stats
+    )
     Image.new("RGB", (8, 8)).save(tmp_path / "tiny.png")
     for image, strength, error in (
         (None, 0.5, "no image"),
@@ -404,7 +442,7 @@ def test_image_in_through_gradio_client(served, tmp_path):
     ):
         count = len(session.runs())
         with pytest.raises(Exception, match=error):
-            client.predict(image, PROMPT, strength, "1", "", *FAST_ARGS, api_name="/image_in")
+            client.predict(image, PROMPT, strength, "1", *TEXTS, *FAST_ARGS, api_name="/image_in")
         assert len(session.runs()) == count
 
 
@@ -412,10 +450,11 @@ def test_latent_space_endpoints_through_gradio_client(served):
     session, url = served
     client = Client(url, verbose=False)
     before = len(session.runs())
-    unclip, unclip_table, ld, ld_table, note = client.predict(
-        "a red circle", "a blue square", 4, "prompts", "", "9", *FAST_ARGS, api_name="/interpolate"
+    *strips, note = client.predict(
+        "a red circle", "a blue square", 4, "prompts", *TEXTS, "9", *FAST_ARGS, api_name="/interpolate"
     )
-    for strip, table in ((unclip, unclip_table), (ld, ld_table)):
+    assert len(strips) == 2 * len(ARCHS)  # a strip and its table per architecture
+    for strip, table in zip(strips[::2], strips[1::2], strict=True):
         pixels = png_pixels(strip)
         size = 32 * 4  # the lab's 32 px frames, upscaled 4x
         assert pixels.shape == (size + LABEL_PX, 4 * size + 3 * GAP, 3)
@@ -428,17 +467,30 @@ def test_latent_space_endpoints_through_gradio_client(served):
             assert rows["start: a red circle"][i] == verdict(read)
     assert "checker read every frame" in note
     strip, table, note = client.predict(
-        "a red circle", "a red circle", "a red square", 3, 0.5, "prompts", "", "9", *FAST_ARGS, api_name="/text_diff"
+        "a red circle",
+        "a red circle",
+        "a red square",
+        3,
+        0.5,
+        "prompts",
+        *TEXTS,
+        "9",
+        *FAST_ARGS,
+        api_name="/text_diff",
     )
     assert png_pixels(strip).shape[1] == 3 * 128 + 2 * GAP and table["headers"][-1] == "θ = 0.50"
     assert len(session.runs()) == before  # explorations are not logged
     with pytest.raises(Exception, match="start prompt is empty"):
-        client.predict("", "a blue square", 4, "prompts", "", "9", *FAST_ARGS, api_name="/interpolate")
+        client.predict("", "a blue square", 4, "prompts", *TEXTS, "9", *FAST_ARGS, api_name="/interpolate")
     with pytest.raises(Exception, match="Frames must be a number from 2 to 12; got “13”"):
-        client.predict("a red circle", "a blue square", 13, "prompts", "", "9", *FAST_ARGS, api_name="/interpolate")
+        client.predict(
+            "a red circle", "a blue square", 13, "prompts", *TEXTS, "9", *FAST_ARGS, api_name="/interpolate"
+        )
     with pytest.raises(Exception, match="same CLIP text embedding"):
-        client.predict("a red circle", "a cat", "a cat", 3, 0.5, "prompts", "", "9", *FAST_ARGS, api_name="/text_diff")
-    _, _, _, _, note = client.predict("a cat", "a dog", 2, "empty", "", "9", *FAST_ARGS, api_name="/interpolate")
+        client.predict(
+            "a red circle", "a cat", "a cat", 3, 0.5, "prompts", *TEXTS, "9", *FAST_ARGS, api_name="/text_diff"
+        )
+    *_, note = client.predict("a cat", "a dog", 2, "empty", *TEXTS, "9", *FAST_ARGS, api_name="/interpolate")
     assert "cannot read" in note and "cat" in note
 
 
@@ -476,7 +528,15 @@ def test_files_are_served_from_the_results_folder_only(served):
         (PROMPT, "", "0", {"prior_steps": 1}, "unCLIP's prior stage needs at least 2"),
         (PROMPT, "", "0", {"guidance": 1e308}, "Latent diffusion guidance must be at most 50, got 1e"),
         (PROMPT, "", "0", {"guidance": 1e9}, "Latent diffusion guidance must be at most 50, got 1e"),
-        (PROMPT, "x" * 2**20, "0", {}, "negative prompt is 1,048,576 characters; at most 5,000"),
+        (
+            PROMPT,
+            "x" * 2**20,
+            "0",
+            {},
+            r"Negative prompt \(latent diffusion only\) is 1,048,576 characters; at most 5,000",
+        ),
+        (PROMPT, "", "0", {"noise_level": 2.5}, "Stable unCLIP noise level must be a whole number, got “2.5”"),
+        (PROMPT, "", "0", {"noise_level": 1000}, "Stable unCLIP noise level must be a whole number from 0 to 999"),
     ],
 )
 def test_bad_input_errors_then_the_next_request_works(served, prompt, negative, seed, changed, error):
@@ -484,9 +544,9 @@ def test_bad_input_errors_then_the_next_request_works(served, prompt, negative, 
     client = Client(url, verbose=False)
     before = len(session.runs())
     with pytest.raises(Exception, match=error):
-        client.predict(prompt, negative, seed, *{**FAST, **changed}.values(), api_name="/compare")
+        client.predict(prompt, negative, "", seed, *{**FAST, **changed}.values(), api_name="/compare")
     assert len(session.runs()) == before  # no row, for either architecture
-    assert client.predict(PROMPT, "", "0", *FAST_ARGS, api_name="/compare")[1].startswith("seed 0")
+    assert client.predict(PROMPT, *TEXTS, "0", *FAST_ARGS, api_name="/compare")[1].startswith("seed 0")
 
 
 def test_bad_api_input_is_refused_in_words_and_leaves_no_traceback(served, tmp_path, capfd):
@@ -498,11 +558,15 @@ def test_bad_api_input_is_refused_in_words_and_leaves_no_traceback(served, tmp_p
     fake.write_text("not a picture")
     cases = [
         (("a red circle", "0", "2", "7.5", ["dalle3"], "prompt", "seed"), "/sweep", "Architectures: choose among"),
-        ((handle_file(str(fake)), PROMPT, 0.5, "1", "", *FAST_ARGS), "/image_in", "Source image: not a picture"),
-        ((PROMPT, "", "0", "x", *FAST_ARGS[1:]), "/compare", "unCLIP prior steps must be a number, got “x”"),
-        ((PROMPT, "", "0", *FAST_ARGS[:5], None, 7.5), "/compare", "Latent diffusion steps must be a number"),
+        ((handle_file(str(fake)), PROMPT, 0.5, "1", *TEXTS, *FAST_ARGS), "/image_in", "Source image: not a picture"),
+        ((PROMPT, *TEXTS, "0", "x", *FAST_ARGS[1:]), "/compare", "unCLIP prior steps must be a number, got “x”"),
+        (
+            (PROMPT, *TEXTS, "0", *FAST_ARGS[:5], None, *FAST_ARGS[6:]),
+            "/compare",
+            "Latent diffusion steps must be a number",
+        ),
         (("all", "", "no such configuration"), "/summary", None),  # an unknown label: the newest, no error
-        (("a red circle", "a blue square", 4, "sideways", "", "9", *FAST_ARGS), "/interpolate", "choose among"),
+        (("a red circle", "a blue square", 4, "sideways", *TEXTS, "9", *FAST_ARGS), "/interpolate", "choose among"),
     ]
     for args, endpoint, message in cases:
         if message is None:
@@ -513,7 +577,7 @@ def test_bad_api_input_is_refused_in_words_and_leaves_no_traceback(served, tmp_p
         text = str(caught.value)
         assert message in text, text
         assert not any(code in text for code in ("`", "**", "None", "Traceback", "<class")), text
-    assert client.predict(PROMPT, "", "0", *FAST_ARGS, api_name="/compare")[1].startswith("seed 0")
+    assert client.predict(PROMPT, *TEXTS, "0", *FAST_ARGS, api_name="/compare")[1].startswith("seed 0")
     out, err = capfd.readouterr()
     assert "Traceback" not in out + err
 
@@ -525,7 +589,8 @@ def test_eight_clients_three_requests_each_lose_and_duplicate_nothing(served):
     def client_run(i: int) -> list[str]:
         client = Client(url, verbose=False)
         return [
-            client.predict(PROMPT, "", str(1000 + 10 * i + j), *FAST_ARGS, api_name="/compare")[1] for j in range(3)
+            client.predict(PROMPT, *TEXTS, str(1000 + 10 * i + j), *FAST_ARGS, api_name="/compare")[1]
+            for j in range(3)
         ]
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -533,9 +598,9 @@ def test_eight_clients_three_requests_each_lose_and_duplicate_nothing(served):
     assert len(stats) == 24
     df = session.runs()
     new = df.iloc[before:]
-    assert len(df) == before + 48 and new["image_path"].is_unique
+    assert len(df) == before + 24 * len(ARCHS) and new["image_path"].is_unique
     counts = new.groupby(["seed", "architecture"]).size()
-    assert len(counts) == 48 and (counts == 1).all()
+    assert len(counts) == 24 * len(ARCHS) and (counts == 1).all()
     assert sorted(set(new["seed"])) == [1000 + 10 * i + j for i in range(8) for j in range(3)]
 
 
@@ -553,17 +618,24 @@ def _fill_fast_settings(page) -> None:
     page.get_by_role("tab", name="Compare").click()
     if not page.locator("#steps input").is_visible():
         page.get_by_text("Advanced: steps and guidance per stage").click()
-    for label in ("unCLIP prior steps", "unCLIP decoder steps", "unCLIP super-res steps", "Latent diffusion steps"):
-        page.get_by_label(label).fill("2")
+    for label in (
+        "unCLIP prior steps",
+        "unCLIP decoder steps",
+        "unCLIP super-res steps",
+        "Latent diffusion steps",
+        "Stable unCLIP prior steps",
+        "Stable unCLIP steps",
+    ):
+        page.get_by_label(label, exact=True).fill("2")
 
 
-def test_browser_generates_both_and_downloads_the_csv(served, page):
+def test_browser_generates_every_image_and_downloads_the_csv(served, page):
     session, _ = served
     _fill_fast_settings(page)
     page.locator("#prompt textarea").fill("a green triangle below a red cross")
     page.locator("#seed textarea, #seed input").first.fill("4242")
     page.locator("#generate").click()
-    for arch in ("unclip", "latent_diffusion"):
+    for arch in ARCHS:
         page.locator(f"#image-{arch} img").wait_for(timeout=120_000)
         page.locator(f"#stats-{arch}", has_text="seed 4242").wait_for(timeout=120_000)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -579,12 +651,12 @@ def test_browser_generates_both_and_downloads_the_csv(served, page):
         page.locator("#download-csv").click()
     df = read_csv(download.value.path(), neutralised=True)  # the filtered table
     assert set(df["prompt"]) == {"a green triangle below a red cross"}
-    assert sorted(df[df["seed"] == 4242]["architecture"]) == ["latent_diffusion", "unclip"]
+    assert sorted(df[df["seed"] == 4242]["architecture"]) == sorted(ARCHS)
     page.screenshot(path=str(ARTIFACTS / "app-results.png"), full_page=True)
     page.get_by_role("tab", name="Compare").click()
 
 
-def test_browser_shows_both_images_made_from_an_uploaded_one(served, page, tmp_path):
+def test_browser_shows_every_image_made_from_an_uploaded_one(served, page, tmp_path):
     session, _ = served
     _fill_fast_settings(page)  # the Image in tab reads the Compare tab's steps
     page.get_by_role("tab", name="Image in").click()
@@ -594,13 +666,13 @@ def test_browser_shows_both_images_made_from_an_uploaded_one(served, page, tmp_p
     page.locator("#image-in-prompt textarea").fill(PROMPT)
     page.locator("#image-in-seed textarea, #image-in-seed input").first.fill("31")
     page.locator("#image-in-generate").click()
-    for arch, mode in (("unclip", "variations"), ("latent_diffusion", "img2img")):
+    for arch, mode in (("unclip", "variations"), ("latent_diffusion", "img2img"), ("stable_unclip", "variations")):
         page.locator(f"#image-in-{arch} img").wait_for(timeout=120_000)
         page.locator(f"#image-in-stats-{arch}", has_text="seed 31").wait_for(timeout=120_000)
         assert page.locator(f"#image-in-stats-{arch}").inner_text().startswith(mode)
     page.locator("#source-info", has_text="sha256").wait_for(timeout=60_000)
     rows = session.runs()
-    assert sorted(rows[rows["seed"] == 31]["mode"]) == ["img2img", "variations"]
+    assert sorted(rows[rows["seed"] == 31]["mode"]) == ["img2img", "variations", "variations"]
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-image-in.png"), full_page=True)
 
@@ -662,15 +734,16 @@ def test_browser_sweep_grid_gallery_to_compare_and_a_configuration(served, page)
     page.locator("#sweep-seeds textarea, #sweep-seeds input").first.fill("31-32")
     page.locator("#sweep-steps textarea, #sweep-steps input").first.fill("2")
     page.locator("#run-sweep").click()
-    page.locator("#sweep-status", has_text="8/8 images").filter(has_text="finished").wait_for(timeout=120_000)
-    page.locator("#grid-note", has_text="8/8 images made").wait_for(timeout=60_000)
+    # 2 prompts × 2 seeds × 3 architectures
+    page.locator("#sweep-status", has_text="12/12 images").filter(has_text="finished").wait_for(timeout=120_000)
+    page.locator("#grid-note", has_text="12/12 images made").wait_for(timeout=60_000)
     page.locator("#sweep-grid img").wait_for(timeout=60_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-sweep-grid.png"), full_page=True)
     rows = rows_of(session.runs(), list(session.sweep.jobs))
     with page.expect_download(timeout=60_000) as download:
         page.locator("#download-grid").click()
-    parameters = check_grid_png(download.value.path(), rows)  # the 8 images in their cells
+    parameters = check_grid_png(download.value.path(), rows)  # the 12 images in their cells
     assert parameters["prompts"] == ["a green square", "a yellow cross"] and parameters["seeds"] == [31, 32]
     assert (parameters["rows"], parameters["columns"]) == ("prompt", "seed")
     _choose(page, "grid-rows", "seed")
@@ -684,14 +757,14 @@ def test_browser_sweep_grid_gallery_to_compare_and_a_configuration(served, page)
     prompt_filter = page.locator("#prompt-filter textarea, #prompt-filter input").first
     prompt_filter.fill("")  # the CSV test left a filter on
     prompt_filter.press("Enter")
-    newest = plain_row(session.runs().iloc[-1])  # the sweep's last image: latent diffusion, a yellow cross, 32
+    newest = plain_row(session.runs().iloc[-1])  # the sweep's last image: Stable unCLIP, a yellow cross, 32
     first = page.locator("#gallery .thumbnail-item").first
     first.locator(".caption-label", has_text=caption(newest)).wait_for(timeout=60_000)  # the tab has refreshed
     first.click()
     page.locator("#row-details", has_text=f"seed {newest['seed']} · ").wait_for(timeout=60_000)
     shown = page.locator("#selected-image textarea, #selected-image input").first.input_value()
     assert shown == str(Path(newest["image_path"]).relative_to(session.results_dir))  # never the server's own path
-    assert shown.startswith("images/latent_diffusion/")
+    assert shown.startswith("images/stable_unclip/")
     page.screenshot(path=str(ARTIFACTS / "app-results-gallery.png"), full_page=True)
     page.locator("#send-to-compare").click()
     page.get_by_role("tab", name="Compare", selected=True).wait_for(timeout=60_000)
@@ -701,10 +774,14 @@ def test_browser_sweep_grid_gallery_to_compare_and_a_configuration(served, page)
     page.screenshot(path=str(ARTIFACTS / "app-sent-to-compare.png"), full_page=True)
 
     page.get_by_role("tab", name="Results").click()
-    newest = "unCLIP 2/2/7 g 4/7.5 vs LD 2 steps g 7.5"  # the sweep's (its --steps 2, its guidance 7.5)
-    # LD's side reads as the Compare tab's fast settings but was timed alone (a sweep): its label says so
-    page.locator("#summary-note", has_text=f"{newest} · timing isolated: 4 pairs.").wait_for(timeout=60_000)
-    fast = _label_of(session, "unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5")  # the Compare tab's, chosen over the sweep's
+    # the sweep's (its --steps 2, its guidance 7.5), newest; where LD's side reads as a configuration of the Compare
+    # tab's, timed side by side, its label also says it was timed alone (a sweep)
+    newest = re.compile(
+        r"unCLIP 2/2/7 g 4/7\.5 vs LD 2 steps g 7\.5( · timing isolated)? "
+        r"vs Stable unCLIP 2/2 g 4/7\.5 noise level 0: 4 pairs\."
+    )
+    page.locator("#summary-note", has_text=newest).wait_for(timeout=60_000)
+    fast = _label_of(session, f"unCLIP 2/2/2 g 4/8 vs LD 2 steps g 7.5 vs {STABLE_FAST}")  # the Compare tab's
     _choose(page, "configuration", fast)
     page.locator("#summary-note", has_text=f"{fast}: ").wait_for(timeout=60_000)
     page.locator("#summary", has_text="pairs").wait_for(timeout=60_000)
@@ -738,7 +815,7 @@ def test_browser_shows_bad_input_and_carries_on(served, page, case, prompt, seed
     page.locator("#seed textarea, #seed input").first.fill(str(700 + case))
     page.locator("#steps input").fill("2")
     page.locator("#generate").click()
-    for arch in ("unclip", "latent_diffusion"):
+    for arch in ARCHS:
         page.locator(f"#stats-{arch}", has_text=f"seed {700 + case} ").wait_for(timeout=120_000)
 
 

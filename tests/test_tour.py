@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 FAST = {"unCLIP prior steps": "2", "unCLIP decoder steps": "2", "unCLIP super-res steps": "2"}
 FAST_LD = {"Latent diffusion steps": "2"}
+FAST_STABLE = {"Stable unCLIP prior steps": "2", "Stable unCLIP steps": "2"}
+ARCHS = ("unclip", "latent_diffusion", "stable_unclip")  # the lab preset's three columns
 
 
 @pytest.fixture(scope="module")
@@ -101,15 +103,18 @@ def test_a_newcomers_tour(server):
 
         # Compare: a few steps each, a random seed (-1), Ctrl+Enter
         page.get_by_text("Advanced: steps and guidance per stage").click()
-        for label, value in {**FAST, **FAST_LD}.items():
-            page.get_by_label(label).fill(value)
+        for label, value in {**FAST, **FAST_LD, **FAST_STABLE}.items():
+            page.get_by_label(label, exact=True).fill(value)
         tour.fill("prompt", "a red circle above a blue square")
         tour.fill("seed", "-1")
         page.locator("#prompt textarea").press("Control+Enter")
-        for arch in ("unclip", "latent_diffusion"):
+        for arch in ARCHS:
             tour.wait(f"#stats-{arch}", "CLIP")
         seed = re.search(r"seed (\d+)", page.locator("#stats-unclip").inner_text()).group(1)
-        assert f"seed {seed}" in page.locator("#stats-latent_diffusion").inner_text()  # one random seed for both
+        for arch in ARCHS[1:]:  # one random seed for all three
+            assert f"seed {seed}" in page.locator(f"#stats-{arch}").inner_text()
+        boxes = [page.locator(f"#image-{arch}").bounding_box() for arch in ARCHS]
+        assert boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"] and len({round(b["y"]) for b in boxes}) == 1  # a row
         tour.wait("#figures-note", "Reading the figures")
         tour.check("compare")
 
@@ -119,13 +124,14 @@ def test_a_newcomers_tour(server):
         page.locator("#source-image img").first.wait_for(timeout=30_000)
         tour.fill("image-in-prompt", "a red circle")
         page.locator("#image-in-generate").click()
-        for arch in ("unclip", "latent_diffusion"):
+        for arch in ARCHS:  # unCLIP's and Stable unCLIP's variations, latent diffusion's img2img
             tour.wait(f"#image-in-stats-{arch}", "seed 0")
         tour.check("image-in")
 
         tour.tab("Inside the models")
         page.locator("#look-inside").click()
         tour.wait("#components", "text_encoder")
+        tour.wait("#components", "image_normalizer")  # Stable unCLIP's parts too
         tour.check("inside")
 
         tour.tab("Latent space")
@@ -134,7 +140,7 @@ def test_a_newcomers_tour(server):
         frames.press("Enter")
         page.locator("#interpolate").click()
         tour.wait("#walk-note", "checker read every frame")
-        for arch in ("unclip", "latent_diffusion"):  # all 8 frames' columns within the table's width
+        for arch in ARCHS:  # all 8 frames' columns within the table's width
             table = page.locator(f"#walk-table-{arch}")
             tour.wait(f"#walk-table-{arch}", "t = 1.00")
             right = table.bounding_box()["x"] + table.bounding_box()["width"]
@@ -148,7 +154,7 @@ def test_a_newcomers_tour(server):
         tour.fill("sweep-steps", "2")
         page.locator("#run-sweep").click()
         tour.wait("#sweep-status", "finished")
-        tour.wait("#grid-note", "20/20 images made")
+        tour.wait("#grid-note", "30/30 images made")
         tour.check("sweep")
         page.locator("#run-sweep").click()  # the same sweep again: nothing to make, and it says so
         tour.wait("#sweep-status", "nothing was made")

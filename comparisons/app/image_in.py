@@ -3,7 +3,7 @@ latent diffusion's img2img at a strength), side by side, each image a row of the
 
 What the judge scores against is the prompt box, which is optional. img2img needs a prompt (it is conditioned on
 it); variations take none (the image's CLIP embedding replaces the prior's). So without a prompt only variations
-run, and their rows have no CLIP score. With one, both images are scored against it, and logged under it. Every
+run, and their rows have no CLIP score. With one, every image is scored against it, and logged under it. Every
 image-in row also has the judge's cosine between the image made and the source (`source_cosine`).
 
 GPU work and bookkeeping apart, as ZeroGPU needs (see comparisons.app.session): `make` generates and scores, and
@@ -36,12 +36,20 @@ from pipelines.components import load_image_encoder
 from pipelines.hub import ProgressCallback
 from pipelines.outputs import StepState
 from pipelines.tokenizer import truncation_messages
-from pipelines.unclip import UnCLIP
 
 if TYPE_CHECKING:
     from comparisons.app.session import Progress, Session
 
 log = logging.getLogger(__name__)
+
+
+def _encoder(harness: Harness, architecture: str) -> object | None:
+    return getattr(harness.pipeline(architecture), "image_encoder", None)
+
+
+def _image_ins(harness: Harness) -> list:
+    """The ways the loaded architectures take an image in."""
+    return [registry.get(a).image_in for a in harness.architectures if registry.get(a).image_in is not None]
 
 
 class ImageIn:
@@ -59,16 +67,18 @@ class ImageIn:
         a, pipe = registry.get(architecture), harness.pipeline(architecture)
         if a.image_in is None:
             return f"{a.short} takes no image in"
-        if isinstance(pipe, UnCLIP) and pipe.image_encoder is None:
+        if hasattr(pipe, "attach_image_encoder") and pipe.image_encoder is None:
+            # what still runs, said once: img2img needs no image encoder
+            still = " (img2img still works)" if any(i.mode == "img2img" for i in _image_ins(harness)) else ""
             problem = self._problems.get(pipe)
             if problem:
-                return f"{a.short} cannot make variations: {problem} (img2img still works)"
-            if self._lender() is None:
+                return f"{a.short} cannot make variations: {problem}{still}"
+            if self._lender(architecture) is None:
                 return (
                     f"{a.short} cannot make variations: this model has no image encoder and the preset names none "
-                    "to borrow (img2img still works)"
+                    f"to borrow{still}"
                 )
-        if a.image_in.takes_prompt and prompt is not None and not prompt:
+        if a.image_in.prompt_required and prompt is not None and not prompt:
             return f"{a.image_in.mode} needs a prompt: type what the image should become (variations take none)"
         return None
 
@@ -88,11 +98,22 @@ class ImageIn:
             elif a.image_in.mode == "variations":
                 borrowed = getattr(pipe, "borrowed", {})
                 own = pipe.image_encoder is not None and "image_encoder" not in borrowed
-                lender = borrowed.get("image_encoder") or self._lender()
+                lender = borrowed.get("image_encoder") or self._lender(arch)
                 encoder = "its own image encoder" if own else f"the image encoder of `{lender}` (only that component)"
+                owner, _ = a.shares.get("image_encoder", (None, None))
+                if own and owner in harness.architectures and _encoder(harness, owner) is pipe.image_encoder:
+                    # lent in memory by the pipeline beside it (the lab's unCLIP's: the CLIP its prior knows)
+                    encoder = f"{registry.get(owner).short}'s image encoder, the same in memory,"
+                if a.image_in.prompt_required or a.image_in.takes_prompt:
+                    use = (
+                        "noised to the noise level, conditions its U-Net where the prior's would; the prompt too, "
+                        "if there is one"
+                    )
+                else:
+                    use = "its decoder and super-resolution draw from it. No prompt"
                 lines.append(
                     f"- **{a.short}** makes variations: {encoder} embeds the image, in place of the prior's "
-                    "embedding; its decoder and super-resolution draw from it. No prompt."
+                    f"embedding; {use}."
                 )
             elif a.image_in.mode == "img2img":
                 lines.append(
@@ -103,16 +124,19 @@ class ImageIn:
                 lines.append(f"- **{a.short}** takes the image in as {a.image_in.mode}.")
         return "\n".join(lines)
 
-    def _lender(self) -> str | None:
-        return get_preset(self.session.config.preset).image_encoder
+    def _lender(self, architecture: str) -> str | None:
+        """Where the architecture's variations borrow an image encoder: the preset's choice for it."""
+        return get_preset(self.session.config.preset).image_encoders.get(architecture)
 
     # ---- serving process, before the GPU
     def prepare(self, progress: ProgressCallback | None = None) -> None:
-        """Attach the preset's image encoder to an unCLIP model that has none (that component alone, downloaded
-        if need be), in the serving process; a failure is kept as the reason variations cannot run."""
-        harness, lender = self.session.harness(), self._lender()
-        for pipe in harness.pipelines.values():
-            if lender is None or not isinstance(pipe, UnCLIP) or pipe.image_encoder is not None:
+        """Attach the preset's image encoder to a model whose variations need one and that loaded none (that
+        component alone, downloaded if need be), in the serving process; a failure is kept as the reason variations
+        cannot run."""
+        harness = self.session.harness()
+        for arch, pipe in harness.pipelines.items():
+            lender = self._lender(arch)
+            if lender is None or not hasattr(pipe, "attach_image_encoder") or pipe.image_encoder is not None:
                 continue
             with self._attaching:
                 if pipe.image_encoder is not None or (self.session.config.zero_gpu and pipe in self._problems):

@@ -10,16 +10,18 @@ from comparisons.presets import get_preset
 from comparisons.settings import Settings
 from pipelines import registry
 from pipelines.checks import MAX_PROMPT_CHARS, MAX_SEED
-from pipelines.registry import STEPS, TEXT
+from pipelines.registry import LEVEL, STEPS, TEXT
 
 
-def parse_text(value: str | None, name: str) -> str:
+def parse_text(value: str | None, name: str, label: str | None = None) -> str:
+    """Text as typed, stripped; an error names it as "the `name`", or by its widget's `label`."""
+    subject = label or f"the {name}"
     if value is not None and not isinstance(value, str):
-        raise ValueError(f"the {name} must be text, got {shown(value)}")
+        raise ValueError(f"{subject} must be text, got {shown(value)}")
     text = (value or "").strip()
     if len(text) > MAX_PROMPT_CHARS:
         raise ValueError(
-            f"the {name} is {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} (CLIP reads about 75 words)"
+            f"{subject} is {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} (CLIP reads about 75 words)"
         )
     return text
 
@@ -69,10 +71,10 @@ def _number(value: float | int | str | None, label: str) -> float:
         raise ValueError(f"{label} must be a number, got {shown(value)}") from None
 
 
-def _whole(value: float | int | str | None, label: str) -> int:
+def _whole(value: float | int | str | None, label: str, of: str = " of steps") -> int:
     number = _number(value, label)
     if not number.is_integer():
-        raise ValueError(f"{label} must be a whole number of steps, got {shown(value)}")
+        raise ValueError(f"{label} must be a whole number{of}, got {shown(value)}")
     return int(number)
 
 
@@ -87,10 +89,12 @@ def parse_settings(**values: float | int | str | None) -> Settings:
     for name, value in values.items():
         s = known[name]
         parsed[name] = (
-            parse_text(value, name.replace("_", " ")) or None
+            parse_text(value, name, s.label) or None
             if s.role == TEXT
             else _whole(value, s.label)
             if s.role == STEPS
+            else _whole(value, s.label, "")
+            if s.role == LEVEL
             else _number(value, s.label)
         )
     return Settings(**parsed).checked(by_label=True)

@@ -1,6 +1,6 @@
 """Inside the models: what each architecture computes on the way to its image (the app's backend).
 
-For one prompt and seed, `explain` runs both pipelines once, instrumented, and collects:
+For one prompt and seed, `explain` runs every pipeline once, instrumented, and collects:
   - the denoising trajectory: the predicted clean image x_0 at ~8 evenly spaced steps of every
     image-making stage (unCLIP: decoder and super-res in pixel space; latent diffusion: the U-Net's
     x_0 latent, decoded through the VAE), k-diffusion's `denoised` view of sampling;
@@ -34,6 +34,7 @@ from pipelines import LatentDiffusion, UnCLIP
 from pipelines.base import Pipeline
 from pipelines.checks import check_count, check_prompts, check_seed
 from pipelines.outputs import StepState, postprocess, to_uint8
+from pipelines.stable_unclip import StableUnCLIP
 from pipelines.tokenizer import tokenize
 
 GAP = 2  # px of white between frames and tiles
@@ -310,7 +311,7 @@ class UnCLIPInside:
 
 @dataclass(frozen=True)
 class LatentDiffusionInside:
-    """What one latent-diffusion run shows from inside."""
+    """What one run of a latent U-Net (latent diffusion's, Stable unCLIP's) shows from inside."""
 
     image: Image.Image
     unet_strip: Image.Image  # the U-Net's x_0 latents, VAE-decoded
@@ -319,6 +320,8 @@ class LatentDiffusionInside:
     token_maps: list[tuple[str, np.ndarray]]  # (token, (h, w) mean cross-attention in [0, 1]) per prompt token
     token_overlays: list[tuple[str, Image.Image]]  # (token, heatmap over the image)
     shapes: pd.DataFrame
+    prior_text_cosine: float | None = None  # Stable unCLIP: its prior's embedding vs the text one, as unCLIP's
+    prior_image_cosine: float | None = None  # ... vs the final image's, where it has an image encoder
 
 
 def explain_unclip(
@@ -353,23 +356,36 @@ def explain_unclip(
 
 
 def explain_latent_diffusion(
-    pipe: LatentDiffusion, prompt: str, seed: int, settings: Settings = Settings(), num_frames: int = 8
+    pipe: LatentDiffusion | StableUnCLIP,
+    prompt: str,
+    seed: int,
+    settings: Settings = Settings(),
+    num_frames: int = 8,
+    architecture: str = "latent_diffusion",
 ) -> LatentDiffusionInside:
-    """One instrumented latent-diffusion run: U-Net trajectory, final latent, cross-attention per token, shapes."""
+    """One instrumented run of a latent U-Net's architecture: U-Net trajectory, final latent, cross-attention per
+    token, shapes; with a prior (Stable unCLIP), the prior's cosines as unCLIP's."""
     trajectory = TrajectoryRecorder(("unet",), check_count(num_frames, "num_frames"))
     latent_size = (pipe.image_size // pipe.vae_scale_factor,) * 2  # the pipeline's default height and width
     attention = AttentionRecorder(latent_size)
     with first_output_shapes(pipe.text_encoder) as text_shapes, recording_cross_attention(pipe.unet, attention):
-        out = pipe(prompt, seed=seed, callback=trajectory, **settings.pipeline_kwargs("latent_diffusion"))
+        out = pipe(prompt, seed=seed, callback=trajectory, **settings.pipeline_kwargs(architecture))
     image = out.pil_images()[0]
     # One frame at a time: a batch of full-size VAE decodes is the largest activation of the pipeline.
     decoded = torch.cat([pipe.decode(x0[None].to(pipe.device, pipe.dtype)).cpu() for x0 in trajectory.stacked("unet")])
     maps = token_maps(attention.mean(), prompt_tokens(pipe.tokenizer, prompt))
     latent = trajectory.final["unet"]
+    prior = [("prior", "image_embeds", out.image_embeds.shape)] if out.image_embeds is not None else []
     shapes = [("text_encoder", k, s) for k, s in text_shapes.items()] + [
+        *prior,
         ("unet", "latent", latent.shape),
         ("vae_decode", "images", out.images.shape),
     ]
+    text_cosine = image_cosine = None
+    if out.image_embeds is not None:
+        text_cosine = float(embedding_cosine(out.image_embeds, out.text_embeds)[0])
+        if pipe.image_encoder is not None:
+            image_cosine = float(embedding_cosine(pipe.encode_image([image]).cpu(), out.image_embeds)[0])
     return LatentDiffusionInside(
         image,
         strip(decoded),
@@ -377,7 +393,9 @@ def explain_latent_diffusion(
         latent_channels_image(latent[0]),
         maps,
         [(t, overlay(image, m)) for t, m in maps],
-        shape_table("latent_diffusion", shapes),
+        shape_table(architecture, shapes),
+        text_cosine,
+        image_cosine,
     )
 
 
@@ -386,41 +404,40 @@ def explain_latent_diffusion(
 
 @dataclass(frozen=True)
 class InsideReport:
-    """Both architectures from inside, for one prompt and seed."""
+    """Every architecture from inside, for one prompt and seed."""
 
     prompt: str
     seed: int
     unclip: UnCLIPInside
     latent_diffusion: LatentDiffusionInside
     components: pd.DataFrame  # architecture, component, class, parameters
+    stable_unclip: LatentDiffusionInside | None = None  # where the models hold one
 
     @property
     def shapes(self) -> pd.DataFrame:
-        """architecture, stage, tensor, shape: both pipelines' tensors between stages, from this run."""
-        return pd.concat([self.unclip.shapes, self.latent_diffusion.shapes], ignore_index=True)
+        """architecture, stage, tensor, shape: every pipeline's tensors between stages, from this run."""
+        shown = [self.unclip, self.latent_diffusion, *([self.stable_unclip] if self.stable_unclip else [])]
+        return pd.concat([r.shapes for r in shown], ignore_index=True)
 
 
 def explain(
-    unclip: UnCLIP,
-    latent_diffusion: LatentDiffusion,
-    prompt: str,
-    seed: int,
-    settings: Settings = Settings(),
-    *,
-    num_frames: int = 8,
+    pipes: Mapping[str, Pipeline], prompt: str, seed: int, settings: Settings = Settings(), *, num_frames: int = 8
 ) -> InsideReport:
-    """One instrumented, unlogged run of each architecture with the Compare screen's settings."""
+    """One instrumented, unlogged run of each architecture (architecture -> pipeline: unCLIP, latent diffusion and,
+    where there is one, Stable unCLIP) with the Compare screen's settings."""
     if not isinstance(prompt, str):
         raise ValueError(f"`prompt` must be one prompt string, got {type(prompt).__name__}")
     prompt = check_prompts(prompt)[0]
     seed = check_seed(seed)
-    components = pd.concat(
-        [component_table("unclip", unclip), component_table("latent_diffusion", latent_diffusion)], ignore_index=True
-    )
+    components = pd.concat([component_table(a, pipe) for a, pipe in pipes.items()], ignore_index=True)
+    stable = pipes.get("stable_unclip")
     return InsideReport(
         prompt,
         seed,
-        explain_unclip(unclip, prompt, seed, settings, num_frames),
-        explain_latent_diffusion(latent_diffusion, prompt, seed, settings, num_frames),
+        explain_unclip(pipes["unclip"], prompt, seed, settings, num_frames),
+        explain_latent_diffusion(pipes["latent_diffusion"], prompt, seed, settings, num_frames),
         components,
+        None
+        if stable is None
+        else explain_latent_diffusion(stable, prompt, seed, settings, num_frames, architecture="stable_unclip"),
     )

@@ -6,6 +6,8 @@
     along (the CLIP text embedding by slerp, the hidden states linearly, the tokens of either prompt attended to),
     "empty" gives it the empty prompt, as image variations do and as Fig. 4 (two images' embeddings) decodes.
   - latent diffusion: lerp between the two prompts' text-encoder hidden states, which is all its U-Net reads.
+  - Stable unCLIP: unCLIP's walk (the same prior, the same slerp) decoded by its latent U-Net, which also reads
+    text: with "prompts" the two prompts' hidden states lerped, with "empty" the empty prompt's.
 - **Text diffs** (unCLIP, §3.3, Fig. 5): a caption's image embedding moved along the normalised difference of
   two captions' text embeddings (target minus source), frames at θ = 0 … max, z_θ = slerp(z_i, z_d, θ). The paper
   starts from a real image (DDIM inversion gives its noise); here the caption's own sample, whose noise is known.
@@ -42,12 +44,13 @@ from pipelines import LatentDiffusion, UnCLIP, interpolation
 from pipelines.checks import check_finite, check_negative_prompts
 from pipelines.latent_diffusion import PromptEmbeds
 from pipelines.outputs import to_uint8
+from pipelines.stable_unclip import StableUnCLIP
 from pipelines.unclip import TextConditioning, guided
 
 if TYPE_CHECKING:
     from lab.checker import CheckResult  # the lab loads only where the checker reads
 
-WALKED = ("unclip", "latent_diffusion")  # the architectures a walk knows how to move through
+WALKED = ("unclip", "latent_diffusion", "stable_unclip")  # the architectures a walk knows how to move through
 MIN_FRAMES, MAX_FRAMES, DEFAULT_FRAMES = 2, 12, 8
 DECODER_TEXT = ("prompts", "empty")  # what unCLIP's decoder reads besides the embedding; see the module docstring
 DEFAULT_MAX_THETA = 0.5  # §3.3: θ grows linearly to a maximum "typically in [0.25, 0.50]"
@@ -362,6 +365,59 @@ def interpolate_latent_diffusion(
     return Walk("latent_diffusion", "t", tuple(ts), np.stack(frames))
 
 
+# ----------------------------------------------------------------------------- Stable unCLIP
+
+
+def interpolate_stable_unclip(
+    pipe: StableUnCLIP,
+    start: str,
+    end: str,
+    seed: int,
+    settings: Settings,
+    num_frames: int = DEFAULT_FRAMES,
+    decoder_text: str = "prompts",
+    progress: Progress | None = None,
+) -> Walk:
+    """Stable unCLIP's frames between two prompts: the prior's image embeddings slerped (unCLIP's walk, the same
+    prior) through the latent U-Net, every frame from the noise text to image draws after the prior; the U-Net reads
+    the prompts' hidden states lerped ("prompts": its ends are text to image's images) or the empty prompt's."""
+    ts = interpolation.positions(num_frames)
+    kwargs = settings.pipeline_kwargs("stable_unclip")
+    prior_scale, scale = kwargs["prior_guidance_scale"], kwargs["guidance_scale"]
+    negatives = check_negative_prompts(kwargs["negative_prompt"], 1) if scale > 1.0 else None
+    runs = []
+    for prompt in (start, end):  # steps 2 and 3 of StableUnCLIP.__call__, with the seed's generator
+        generator = torch.Generator("cpu").manual_seed(seed)
+        prior_text, text = pipe.encode_prompt([prompt], negatives, 1, prior_scale > 1.0)
+        embeds = pipe.run_prior(prior_text, generator, kwargs["prior_num_inference_steps"], prior_scale)
+        runs.append(
+            (check_finite(embeds, "prior", {"prior_guidance_scale": prior_scale}), text, generator.get_state())
+        )
+    (a, text_a, state), (b, text_b, _) = runs
+    empty = pipe.encode_unet_prompt([""], negatives) if decoder_text == "empty" else None
+    frames = []
+    for i, t in enumerate(ts):
+        if progress is not None:
+            progress(i / len(ts), f"Stable unCLIP frame {i + 1}/{len(ts)}")
+        generator = torch.Generator("cpu")
+        generator.set_state(state)
+        text = (
+            empty
+            if empty is not None
+            else PromptEmbeds(interpolation.lerp(text_a.cond, text_b.cond, t), text_a.uncond)
+        )
+        out = pipe.decode_embeddings(
+            interpolation.slerp(a, b, t),
+            text,
+            noise_level=kwargs["noise_level"],
+            num_inference_steps=kwargs["num_inference_steps"],
+            guidance_scale=scale,
+            generator=generator,
+        )
+        frames.append(out.images[0])
+    return Walk("stable_unclip", "t", tuple(ts), np.stack(frames))
+
+
 # ----------------------------------------------------------------------------- the tab's requests
 
 
@@ -386,7 +442,7 @@ class LatentSpace:
         settings: Settings,
         progress: Progress | None = None,
     ) -> WalkReport:
-        """Both architectures between two prompts, `num_frames` frames each."""
+        """Every architecture a walk knows (WALKED) between two prompts, `num_frames` frames each."""
         start, end = parse_prompt(start, "start prompt"), parse_prompt(end, "end prompt")
         seed, n, decoder_text = parse_seed(seed), parse_frames(num_frames), parse_decoder_text(decoder_text)
         settings = settings.checked()
@@ -398,6 +454,8 @@ class LatentSpace:
                 pipe, part = harness.pipeline(arch), _share(progress, k, len(archs))
                 if arch == "unclip":
                     walks[arch] = interpolate_unclip(pipe, start, end, seed, settings, n, decoder_text, part)
+                elif arch == "stable_unclip":
+                    walks[arch] = interpolate_stable_unclip(pipe, start, end, seed, settings, n, decoder_text, part)
                 else:
                     walks[arch] = interpolate_latent_diffusion(pipe, start, end, seed, settings, n, part)
         return _report(self.session.config.preset, start, end, walks)

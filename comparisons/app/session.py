@@ -227,14 +227,22 @@ class Session:
         if self.config.zero_gpu:
             raise ValueError(
                 "on ZeroGPU the models are fixed when the Space starts: set T2I_PRESET, T2I_UNCLIP, "
-                "T2I_LATENT_DIFFUSION or T2I_JUDGE in its settings instead"
+                "T2I_LATENT_DIFFUSION, T2I_STABLE_UNCLIP or T2I_JUDGE in its settings instead"
             )
         if preset not in PRESETS:
             raise ValueError(f"Preset: {shown(preset)} is not one; choose {', '.join(sorted(PRESETS))}")
         models = {a: m.strip() for a, m in (models or {}).items() if isinstance(m, str) and m.strip()}
         config = dataclasses.replace(self.config, preset=preset, models=models, judge=check_judge(judge))
         if tuple(config.sources) != self.architectures:
-            raise ValueError(f"the app shows {', '.join(self.architectures)}: pick models for those")
+            shown_now = ", ".join(registry.get(a).short for a in self.architectures)
+            gone = [a for a in self.architectures if a not in config.sources]
+            how = (
+                f"; leaving one out takes a restart (--{gone[0].replace('_', '-')} none, or "
+                f"T2I_{gone[0].upper()}=none)"
+                if gone
+                else ""
+            )
+            raise ValueError(f"the page shows {shown_now}: pick models for those{how}")
         if self.sweep is not None and self.sweep.running:
             raise ValueError("a sweep is running on these models: switch when it has finished")
         if not self._loading.acquire(blocking=False):
@@ -328,13 +336,13 @@ class Session:
 
     # ---- inside the models
     def explain(self, prompt: str | None, seed: str | float | int | None, settings: Settings):
-        """GPU work: an instrumented, unlogged run of both architectures (comparisons.app.inside.InsideReport)."""
+        """GPU work: an instrumented, unlogged run of every architecture (comparisons.app.inside.InsideReport)."""
         from comparisons.app.inside import explain
 
         prompt, seed = parse_prompt(prompt), parse_seed(seed)
         harness = self.harness()
         with self.gpu_turn():
-            return explain(harness.pipeline("unclip"), harness.pipeline("latent_diffusion"), prompt, seed, settings)
+            return explain(harness.pipelines, prompt, seed, settings)
 
     # ---- sweeps
     def plan_sweep(

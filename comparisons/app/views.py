@@ -8,7 +8,16 @@ from __future__ import annotations
 import pandas as pd
 
 from comparisons.configurations import Choice
-from comparisons.summary import NoPairsError, default_pair, metric_label, proportion, summarize, summary_table
+from comparisons.summary import (
+    NoPairsError,
+    comparisons_of,
+    default_pair,
+    joint_rows,
+    metric_label,
+    proportion,
+    summarize,
+    summary_table,
+)
 from pipelines import registry
 
 TABLE_COLUMNS = (
@@ -31,7 +40,8 @@ TABLE_COLUMNS = (
 # What each figure under an image means (FIGURES_NOTE sits under them, once).
 FIGURES_NOTE = (
     "**Reading the figures.** *s*: wall-clock seconds for the image, each stage's in brackets (the lab preset runs "
-    "the architectures side by side, a CPU core each). *memory*: the most one stage needed, in MB: on a CPU what its "
+    "the architectures side by side, one per CPU core, a third waiting for the first core free: each one's seconds "
+    "are those of sharing the machine). *memory*: the most one stage needed, in MB: on a CPU what its "
     "tensors and its models' weights take (tensors + weights), on a GPU its peak VRAM. *CLIP … of 100*: how well the "
     "image matches the prompt according to the judge, a CLIP model that draws nothing: their cosine × 100, higher "
     "is better; only scores of one judge compare. *checker* (Shapes lab): each thing the caption states, read off the "
@@ -79,18 +89,21 @@ def checker_verdict(row: dict) -> str:
     return "checker: " + " ".join(marks) if marks else ""
 
 
-def prior_summary(inside) -> str:
-    """What unCLIP's prior did, from comparisons.inside.UnCLIPInside: where its image embedding sits."""
-    image = (
-        "n/a (this model has no image encoder)"
-        if inside.prior_image_cosine is None
-        else f"{inside.prior_image_cosine:.3f}"
-    )
+def prior_summary(unclip, stable_unclip=None) -> str:
+    """What the prior did (comparisons.app.inside's reports): where its image embedding sits, for unCLIP and, where
+    there is one, Stable unCLIP (the same prior: the same seed gives it the same embedding)."""
+
+    def cell(value: float | None) -> str:
+        return "n/a (this model has no image encoder)" if value is None else f"{value:.3f}"
+
+    rows = [("unCLIP", unclip)] + ([("Stable unCLIP", stable_unclip)] if stable_unclip is not None else [])
+    header = " | ".join(["cosine of the prior's image embedding with", *(name for name, _ in rows)])
+    text = " | ".join(["the text embedding it was conditioned on", *(cell(r.prior_text_cosine) for _, r in rows)])
+    image = " | ".join(["the final image's embedding (same CLIP)", *(cell(r.prior_image_cosine) for _, r in rows)])
     return (
-        "**unCLIP's prior** turns the CLIP text embedding into a CLIP *image* embedding, which the decoder draws.\n\n"
-        f"| cosine of the prior's image embedding with | value |\n|---|---|\n"
-        f"| the text embedding it was conditioned on | {inside.prior_text_cosine:.3f} |\n"
-        f"| the final image's embedding (same CLIP) | {image} |"
+        "**The prior** turns the CLIP text embedding into a CLIP *image* embedding, which unCLIP's decoder draws "
+        "(and Stable unCLIP's latent U-Net reads).\n\n"
+        f"| {header} |\n|{'---|' * (len(rows) + 1)}\n| {text} |\n| {image} |"
     )
 
 
@@ -167,15 +180,12 @@ def _share(k: int, n: int) -> str:
     return f"{p.value:.0%} [{p.low:.0%}, {p.high:.0%}]"
 
 
-def summary_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The paired side-by-side summary in a reader's words: each measure with its unit and direction, n pairs, each
-    architecture's mean, their difference with its 95% interval (none from one pair), and how often each was better
-    or they tied; and a note."""
-    try:
-        a, b = default_pair(df)
-        table = summary_table(df, a, b)
-    except (NoPairsError, ValueError, KeyError) as err:
-        return pd.DataFrame(), f"No summary yet: {err}. Generate both architectures for the same prompts and seeds."
+INTERVALS = "Intervals: 95% percentile bootstrap over pairs (2000 resamples) for differences, Wilson for shares."
+PAIR_COLUMNS = ("first", "second", "difference [95% interval]", "first better", "tie", "second better")
+
+
+def _pair_rows(table: pd.DataFrame, a: str, b: str) -> list[dict]:
+    """A summary_table of a − b as rows in words, its columns named after the two architectures."""
     name_a, name_b = registry.get(a).short, registry.get(b).short
     rows = []
     for metric, r in table.iterrows():
@@ -199,10 +209,44 @@ def summary_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
                 f"{name_b} better": _share(n - wins - ties, n),
             }
         )
-    note = (
-        f"{name_a} − {name_b}, paired by prompt and seed: a difference below zero means {name_a} measured less. "
-        "Intervals: 95% percentile bootstrap over pairs (2000 resamples) for differences, Wilson for shares."
-    )
+    return rows
+
+
+def _generic(row: dict, a: str, b: str, what: str) -> dict:
+    """A pair's row with its architectures' columns as first and second, and which comparison it is."""
+    name_a, name_b = registry.get(a).short, registry.get(b).short
+    values = [row[name_a], row[name_b], row[f"{name_a} − {name_b} [95% interval]"], row[f"{name_a} better"]]
+    values += [row["tie"], row[f"{name_b} better"]]
+    comparison = f"{name_a} − {name_b}" + (f" ({what})" if what else "")
+    return {
+        "comparison": comparison,
+        **{k: row[k] for k in ("measure", "better", "pairs")},
+        **dict(zip(PAIR_COLUMNS, values)),
+    }
+
+
+def summary_frame(df: pd.DataFrame, architectures: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, str]:
+    """The paired side-by-side summary in a reader's words: each measure with its unit and direction, n pairs, each
+    architecture's mean, their difference with its 95% interval (none from one pair), and how often each was better
+    or they tied; and a note. Three or more architectures: a row per measure and pair of them, on the (prompt, seed)
+    pairs they all have, claim 6's split (the gap, the prior's part, the space's part) first where it applies."""
+    if architectures is None:  # every architecture the rows hold
+        architectures = tuple(n for n in registry.names() if "architecture" in df and (df["architecture"] == n).any())
+    try:
+        if len(architectures) <= 2:
+            a, b = default_pair(df, *architectures)
+            name_a = registry.get(a).short
+            note = f"{name_a} − {registry.get(b).short}, paired by prompt and seed: a difference below zero means "
+            note += f"{name_a} measured less. {INTERVALS}"
+            return pd.DataFrame(_pair_rows(summary_table(df, a, b), a, b)), note
+        joint, comparisons = joint_rows(df, architectures), comparisons_of(architectures)
+        rows = [
+            _generic(r, a, b, what) for a, b, what in comparisons for r in _pair_rows(summary_table(joint, a, b), a, b)
+        ]
+    except (NoPairsError, ValueError, KeyError) as err:
+        return pd.DataFrame(), f"No summary yet: {err}. Generate the architectures for the same prompts and seeds."
+    split = " The gap unCLIP − LD is the prior's part plus the space's part." if comparisons[0][2] else ""
+    note = f"Each comparison is first − second, on the (prompt, seed) pairs all of them have.{split} {INTERVALS}"
     return pd.DataFrame(rows), note
 
 
@@ -216,7 +260,7 @@ def chosen_summary(df: pd.DataFrame, choice: Choice | None) -> tuple[pd.DataFram
         )
     rows = choice.rows(df)
     if choice.paired:
-        table, note = summary_frame(rows)
+        table, note = summary_frame(rows, choice.architectures)
         if not table.empty:
             pairs = f"{choice.n_pairs} pair" + ("s" if choice.n_pairs != 1 else "")
             return table, f"{choice.label}: {pairs}. {note}"
@@ -224,7 +268,7 @@ def chosen_summary(df: pd.DataFrame, choice: Choice | None) -> tuple[pd.DataFram
     others = [registry.get(n).short for n in registry.names() if n != choice.configurations[0].architecture]
     return unpaired_frame(rows), (
         f"{choice.label}: no pairs (no {' or '.join(others)} rows for the same prompts and seeds), so its "
-        "statistics, unpaired. Generate both architectures for the same prompts and seeds to pair them."
+        "statistics, unpaired. Generate the others for the same prompts and seeds to pair them."
     )
 
 

@@ -1,11 +1,13 @@
 """The lab preset's speed on the CPU, technique by technique (`python -m comparisons.bench --preset lab`).
 
-One comparison is what the Compare tab runs: both architectures, one prompt, seed 0, their default steps (unCLIP
-25/25/7, latent diffusion 50). Every mode below is timed in the same process, after a warm-up call of each (which
-traces, when a mode traces), in interleaved rounds (the order of the modes reverses every round), so drift in the
-machine's speed falls on all alike; medians. Each mode's images are compared with eager's.
+One comparison is what the Compare tab runs: every architecture of the preset, one prompt, seed 0, their default
+steps (unCLIP 25/25/7, latent diffusion 50, Stable unCLIP 25/20); the two-architecture rows time unCLIP and latent
+diffusion alone, as the app compared before Stable unCLIP joined. Every mode below is timed in the same process,
+after a warm-up call of each (which traces, when a mode traces), in interleaved rounds (the order of the modes
+reverses every round), so drift in the machine's speed falls on all alike; medians. Each mode's images are compared
+with eager's.
 
-Then the whole compare request through the app's backend (`Session.compare`: both pipelines, the judge, the checker,
+Then the whole compare request through the app's backend (`Session.compare`: every pipeline, the judge, the checker,
 the PNGs, the run log), the default against eager, and a fresh process's start to its first image (importing the
 app, loading the models, the first compare with its traces and memory pass).
 """
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from comparisons.bench.pipelines import PROMPT, machine
-from comparisons.concurrent import CONCURRENT, ISOLATED, cores
+from comparisons.concurrent import CONCURRENT, ISOLATED, cores, workers
 from comparisons.presets import FAST_CPU, load_models
 from comparisons.settings import Settings
 from pipelines import registry
@@ -37,15 +39,24 @@ from pipelines.registry import TEXT
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EAGER = CPUSpeed()
+TWO = ("unclip", "latent_diffusion")  # the comparison as it was before Stable unCLIP joined
 
 
 @dataclass(frozen=True)
 class Mode:
-    """A way of running one comparison: the CPU speed-ups of each architecture, and whether side by side."""
+    """A way of running one comparison: the CPU speed-ups of each architecture, whether side by side, and of which
+    architectures (None: all of the preset's)."""
 
     label: str
-    speed: dict[str, CPUSpeed]  # architecture -> its speed-ups
+    speed: dict[str, CPUSpeed] | CPUSpeed  # architecture -> its speed-ups, or one for all
     concurrent: bool = False
+    architectures: tuple[str, ...] | None = None
+
+    def speed_of(self, architecture: str) -> CPUSpeed:
+        return self.speed if isinstance(self.speed, CPUSpeed) else self.speed.get(architecture, EAGER)
+
+    def of(self, pipes: dict) -> dict:
+        return {a: p for a, p in pipes.items() if self.architectures is None or a in self.architectures}
 
     @property
     def measured(self) -> str:
@@ -54,22 +65,32 @@ class Mode:
 
 
 def modes() -> list[Mode]:
-    """Eager, each technique alone, the default (what the lab preset runs with), and everything."""
-    both = lambda s: {"unclip": s, "latent_diffusion": s}  # noqa: E731
-    onednn = CPUSpeed(onednn_off=("unet",))
+    """Eager, each technique alone, the default (what the lab preset runs with), and everything; then eager and the
+    default on the two architectures alone."""
     return [
-        Mode("eager", both(EAGER)),
-        Mode("traced denoisers", both(CPUSpeed(trace=True))),
-        Mode("attention without inspect", both(CPUSpeed(fast_attention=True))),
-        Mode("oneDNN off in LD's U-Net", {"unclip": EAGER, "latent_diffusion": onednn}),
-        Mode("side by side, a core each", both(EAGER), concurrent=True),
-        Mode("default (kept: traced + attention + side by side)", both(FAST_CPU), concurrent=True),
+        Mode("eager", EAGER),
+        Mode("traced denoisers", CPUSpeed(trace=True)),
+        Mode("attention without inspect", CPUSpeed(fast_attention=True)),
+        Mode("oneDNN off in LD's U-Net", {"latent_diffusion": CPUSpeed(onednn_off=("unet",))}),
+        Mode("side by side, a core each", EAGER, concurrent=True),
+        Mode("default (kept: traced + attention + side by side)", FAST_CPU, concurrent=True),
         Mode(
             "all, oneDNN off too",
-            {"unclip": FAST_CPU, "latent_diffusion": replace(FAST_CPU, onednn_off=("unet",))},
+            {
+                "unclip": FAST_CPU,
+                "latent_diffusion": replace(FAST_CPU, onednn_off=("unet",)),
+                "stable_unclip": FAST_CPU,
+            },
             concurrent=True,
         ),
+        Mode("eager, two architectures", EAGER, architectures=TWO),
+        Mode("default, two architectures", FAST_CPU, concurrent=True, architectures=TWO),
     ]
+
+
+def baseline(mode: Mode) -> str:
+    """The eager mode a mode's ratios are taken against: eager on the same architectures."""
+    return "eager, two architectures" if mode.architectures == TWO else "eager"
 
 
 # Why each technique is or is not in the default (FAST_CPU and comparisons.concurrent); the figures are this run's.
@@ -85,8 +106,9 @@ NOTES = {
     "it matters in eager models (the VAE, first calls), little once the denoisers are traced",
     "oneDNN off in LD's U-Net": "not kept: it helped the eager U-Net, not the traced one, and the switch is "
     "process-wide, so side by side it would change unCLIP's kernels while LD runs",
-    "side by side, a core each": "kept where there is a core per architecture: one intra-op thread runs these "
-    "models about as fast as two, so the second core was idle; rows say timing=concurrent",
+    "side by side, a core each": "kept where there are two cores or more: one intra-op thread runs these models about "
+    "as fast as two, so the second core was idle; a third architecture on two cores takes the first core free "
+    "(comparisons.concurrent.workers); rows say timing=concurrent",
 }
 
 
@@ -104,10 +126,11 @@ def _one_thread_call(pipe, kwargs: dict):
 
 
 def comparison(pipes: dict, mode: Mode, pool: ThreadPoolExecutor, settings: Settings) -> tuple[float, dict]:
-    """One comparison in `mode`: its wall seconds and each architecture's output."""
+    """One comparison in `mode`: its wall seconds and each of its architectures' output."""
+    pipes = mode.of(pipes)
     kwargs = {a: settings.pipeline_kwargs(a) for a in pipes}
     for a, pipe in pipes.items():
-        pipe.optimize_cpu(mode.speed[a])
+        pipe.optimize_cpu(mode.speed_of(a))
     start = time.perf_counter()
     if mode.concurrent:
         futures = {a: pool.submit(_one_thread_call, pipe, kwargs[a]) for a, pipe in pipes.items()}
@@ -118,36 +141,37 @@ def comparison(pipes: dict, mode: Mode, pool: ThreadPoolExecutor, settings: Sett
 
 
 def bench_modes(pipes: dict, repeats: int, settings: Settings = Settings()) -> list[dict]:
-    """Each mode's medians (seconds per comparison, per architecture and both), ratios to eager, first call, images'
-    largest difference to eager's."""
+    """Each mode's medians (seconds per comparison, `all_s`, and per architecture), ratios to eager on the same
+    architectures, first call, images' largest difference to eager's."""
     all_modes = modes()
-    pool = ThreadPoolExecutor(len(pipes))
-    first, reference = {}, None
+    pool = ThreadPoolExecutor(workers(len(pipes)))  # as comparisons.concurrent runs them
+    first, reference = {}, {}
     for mode in all_modes:  # warm-up, and the first call's cost (tracing)
         first[mode.label], outputs = comparison(pipes, mode, pool, settings)
-        reference = reference or {a: o.images for a, o in outputs.items()}
-    times = {m.label: {"both": [], **{a: [] for a in pipes}} for m in all_modes}
+        reference = {a: o.images for a, o in outputs.items()} | reference
+    times = {m.label: {"all": [], **{a: [] for a in m.of(pipes)}} for m in all_modes}
     diffs = dict.fromkeys(first, 0.0)
     for r in range(repeats):
         for mode in all_modes if r % 2 == 0 else all_modes[::-1]:
             seconds, outputs = comparison(pipes, mode, pool, settings)
-            times[mode.label]["both"].append(seconds)
+            times[mode.label]["all"].append(seconds)
             for a, o in outputs.items():
                 times[mode.label][a].append(o.total_seconds)
                 diffs[mode.label] = max(diffs[mode.label], float(np.abs(o.images - reference[a]).max()))
     pool.shutdown()
     for pipe in pipes.values():
         pipe.optimize_cpu(EAGER)
-    eager = {k: statistics.median(v) for k, v in times["eager"].items()}
+    medians = {label: {k: statistics.median(v) for k, v in t.items()} for label, t in times.items()}
     rows = []
     for mode in all_modes:
-        medians = {k: statistics.median(v) for k, v in times[mode.label].items()}
+        eager = medians[baseline(mode)]
         rows.append(
             {
                 "technique": mode.label,
                 "measured": mode.measured,
-                **{f"{k}_s": v for k, v in medians.items()},
-                **{f"{k}_ratio": v / eager[k] for k, v in medians.items()},
+                "architectures": list(mode.of(pipes)),
+                **{f"{k}_s": v for k, v in medians[mode.label].items()},
+                **{f"{k}_ratio": v / eager[k] for k, v in medians[mode.label].items()},
                 "first_comparison_s": first[mode.label],
                 "max_abs_diff": diffs[mode.label],
                 "note": NOTES.get(mode.label, ""),
@@ -216,12 +240,13 @@ def bench_api(repeats: int, timeout: float = 300) -> dict:
                     if time.monotonic() > deadline or server.poll() is not None:
                         raise RuntimeError("the app did not start") from None
                     time.sleep(0.5)
-            # the negative prompt (empty), the seed, then the Advanced widgets in the registry's order
+            # the negative prompts (empty), the seed, then the Advanced widgets, each in the registry's order
+            texts = ["" for s in registry.all_settings() if s.role == TEXT]
             values = [s.default for s in registry.all_settings() if s.role != TEXT]
             times = []
             for seed in range(repeats + 2):
                 start = time.perf_counter()
-                client.predict(PROMPT, "", str(seed), *values, api_name="/compare")
+                client.predict(PROMPT, *texts, str(seed), *values, api_name="/compare")
                 times.append(time.perf_counter() - start)
         finally:
             server.terminate()
@@ -320,18 +345,21 @@ def _seconds(value: float | None) -> str:
 def format_lab_speed(report: dict) -> str:
     """The report as the markdown table benchmarks/README.md shows, and the notes."""
     m = report["machine"]
+    archs = [a for a in registry.names() if any(f"{a}_s" in r for r in report["modes"])]
     lines = [
         f"Lab preset, one prompt, default steps; {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}; "
         f"medians of {report['repeats']} interleaved rounds; `python -m comparisons.bench --preset lab`",
         "",
-        "| technique | measured | unCLIP s | LD s | both s | both / eager | first comparison s | max abs diff |",
-        "|---|---|---|---|---|---|---|---|",
+        "| technique | measured | "
+        + " | ".join(f"{registry.get(a).short} s" for a in archs)
+        + " | one comparison s | / eager | first comparison s | max abs diff |",
+        "|---|---|" + "---|" * len(archs) + "---|---|---|---|",
     ]
     for r in report["modes"]:
+        each = " | ".join(f"{r[f'{a}_s']:.3f} ({r[f'{a}_ratio']:.2f})" if f"{a}_s" in r else "-" for a in archs)
         lines.append(
-            f"| {r['technique']} | {r['measured']} | {r['unclip_s']:.3f} ({r['unclip_ratio']:.2f}) "
-            f"| {r['latent_diffusion_s']:.3f} ({r['latent_diffusion_ratio']:.2f}) | {r['both_s']:.3f} "
-            f"| {r['both_ratio']:.2f} | {r['first_comparison_s']:.1f} | {r['max_abs_diff']:.1e} |"
+            f"| {r['technique']} | {r['measured']} | {each} | {r['all_s']:.3f} | {r['all_ratio']:.2f} "
+            f"| {r['first_comparison_s']:.1f} | {r['max_abs_diff']:.1e} |"
         )
     q, start = report["request"], {k: _seconds(v) for k, v in report["start_to_first_image_s"].items()}
     a = report.get("api_request")
@@ -344,7 +372,7 @@ def format_lab_speed(report: dict) -> str:
     )
     lines += [
         "",
-        f"Whole compare request (Session.compare: both pipelines, judge, checker, PNGs, run log): default "
+        f"Whole compare request (Session.compare: every pipeline, judge, checker, PNGs, run log): default "
         f"{q['default_s']:.3f} s, eager {q['eager_s']:.3f} s ({q['ratio']:.2f}){api}. A fresh process to its first "
         f"image (imports, UI, models and their warm-up, first compare; medians of 3): default {start['default']}"
         f"{within}; "

@@ -1,6 +1,6 @@
 """Our pipelines against diffusers' on identical components and settings (`python -m comparisons.bench`).
 
-Tiny: the seeded tiny components of `pipelines.tiny`. Full size: Karlo and SD 1.5 built from
+Tiny: the seeded tiny components of `pipelines.tiny`, the three architectures. Full size: Karlo and SD 1.5 built from
 their configs with random weights (`pipelines.full_size`), fp16 on CUDA, both co-resident on the
 device; SD at 512², 50 steps, batch 1; Karlo at 25/25/7 steps. Runs are interleaved (ours,
 theirs, theirs, ours, ...) after a warm-up of each, so drift in the machine's speed falls on both
@@ -21,13 +21,13 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline, StableUnCLIPPipeline
 from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
 from torch.utils.flop_counter import FlopCounterMode
 
 from comparisons.settings import Settings
-from pipelines import LatentDiffusion, PipelineOutput, UnCLIP
-from pipelines.base import GRAPHING_COMPILE_MODES
+from pipelines import PipelineOutput
+from pipelines.base import GRAPHING_COMPILE_MODES, Pipeline
 from pipelines.devices import cpu_name
 
 PROMPT = "a red circle above a blue square"
@@ -35,8 +35,10 @@ SETTINGS = {
     "tiny": {
         "unclip": dict(prior_num_inference_steps=10, decoder_num_inference_steps=10, super_res_num_inference_steps=4),
         "latent_diffusion": dict(num_inference_steps=20, guidance_scale=7.5),
+        "stable_unclip": dict(prior_num_inference_steps=10, num_inference_steps=20),
     },
-    # the pipelines' own defaults (Karlo's 25/25/7, SD's 50 steps), SD at its 512 px
+    # the pipelines' own defaults (Karlo's 25/25/7, SD's 50 steps), SD at its 512 px; Stable unCLIP has no full-size
+    # build yet: tiny only
     "full": {
         "unclip": Settings().pipeline_kwargs("unclip"),
         "latent_diffusion": Settings().pipeline_kwargs("latent_diffusion") | dict(height=512, width=512),
@@ -113,9 +115,7 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def runners(
-    ours: UnCLIP | LatentDiffusion, theirs, settings: dict
-) -> tuple[Callable[[], PipelineOutput], Callable[[], np.ndarray]]:
+def runners(ours: Pipeline, theirs, settings: dict) -> tuple[Callable[[], PipelineOutput], Callable[[], np.ndarray]]:
     """One image from each pipeline, same prompt, seed and settings."""
     run_ours = lambda: ours(PROMPT, generator=_gen(), **settings)  # noqa: E731
     run_theirs = lambda: theirs(PROMPT, generator=_gen(), output_type="np", **settings).images  # noqa: E731
@@ -139,7 +139,7 @@ def timings(run_ours: Callable[[], PipelineOutput], run_theirs: Callable[[], np.
     )
 
 
-def bench_one(name: str, ours: UnCLIP | LatentDiffusion, theirs, settings: dict, repeats: int) -> BenchResult:
+def bench_one(name: str, ours: Pipeline, theirs, settings: dict, repeats: int) -> BenchResult:
     run_ours, run_theirs = runners(ours, theirs, settings)
     measured = timings(run_ours, run_theirs, repeats)
     flops = count_flops(run_ours)
@@ -157,18 +157,37 @@ def bench_one(name: str, ours: UnCLIP | LatentDiffusion, theirs, settings: dict,
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def build(full_size: bool, device: torch.device, dtype: torch.dtype | None = None) -> tuple[UnCLIP, LatentDiffusion]:
-    """Full size: random weights in `dtype` (fp16 on CUDA, fp32 on CPU by default); tiny: fp32."""
+def build(full_size: bool, device: torch.device, dtype: torch.dtype | None = None) -> dict[str, Pipeline]:
+    """Full size: random weights in `dtype` (fp16 on CUDA, fp32 on CPU by default), Karlo and SD 1.5; tiny: fp32,
+    and Stable unCLIP beside them."""
     if full_size:
         from pipelines.full_size import build_full_size_latent_diffusion, build_full_size_unclip
 
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-        return build_full_size_unclip(device=device, dtype=dtype), build_full_size_latent_diffusion(
-            device=device, dtype=dtype
-        )
-    from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
+        return {
+            "unclip": build_full_size_unclip(device=device, dtype=dtype),
+            "latent_diffusion": build_full_size_latent_diffusion(device=device, dtype=dtype),
+        }
+    from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_stable_unclip, build_tiny_unclip
 
-    return build_tiny_unclip(0).to(device), build_tiny_latent_diffusion(0).to(device)
+    return {
+        "unclip": build_tiny_unclip(0).to(device),
+        "latent_diffusion": build_tiny_latent_diffusion(0).to(device),
+        "stable_unclip": build_tiny_stable_unclip(0).to(device),
+    }
+
+
+def reference(name: str, pipe: Pipeline):
+    """diffusers' pipeline of an architecture on the very modules of ours."""
+    parts = pipe.components()
+    if name == "unclip":
+        return UnCLIPPipeline(**parts)
+    if name == "latent_diffusion":
+        return StableDiffusionPipeline(
+            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+    # text to image takes no image encoder
+    return StableUnCLIPPipeline(**{k: v for k, v in parts.items() if k not in ("image_encoder", "feature_extractor")})
 
 
 def run_bench(
@@ -179,16 +198,10 @@ def run_bench(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
         torch.cuda.reset_peak_memory_stats(device)
-    unclip, ld = build(full_size, device, dtype)
-    pipes = {"unclip": unclip, "latent_diffusion": ld}
+    pipes = build(full_size, device, dtype)
     for pipe in pipes.values():
         pipe.optimize(channels_last=device.type == "cuda")
-    refs = {
-        "unclip": UnCLIPPipeline(**unclip.components()),
-        "latent_diffusion": StableDiffusionPipeline(
-            **ld.components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
-        ),
-    }
+    refs = {name: reference(name, pipe) for name, pipe in pipes.items()}
     for ref in refs.values():
         ref.set_progress_bar_config(disable=True)  # a progress bar is not what we compare
     settings = SETTINGS["full" if full_size else "tiny"]
@@ -196,7 +209,7 @@ def run_bench(
     report = {
         "size": "full" if full_size else "tiny",
         "device": str(device),
-        "dtype": str(unclip.dtype).removeprefix("torch."),
+        "dtype": str(pipes["unclip"].dtype).removeprefix("torch."),
         "machine": machine(),
         "parameters": {name: pipe.parameter_counts() for name, pipe in pipes.items()},
         "results": [asdict(r) for r in results],

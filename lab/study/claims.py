@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from lab.captions import parse_caption
-from lab.latent_unclip import NAME as LATENT_UNCLIP
 from lab.prompt_files import read_prompts
+from lab.stable_unclip import NAME as STABLE_UNCLIP
 from lab.study.generators import LATENT_DIFFUSION, MODELS, UNCLIP, Generators, Knobs
 from lab.study.measures import (
     ATTRIBUTES,
@@ -98,12 +98,13 @@ def diversity_frame(gen: Generators, prompts: list[str], seeds: int, knobs: Knob
 
 
 def decompose(frame: pd.DataFrame, metric: str, pair_on: Sequence[str], higher: bool = True) -> dict:
-    """unCLIP - latent diffusion (the gap), split into the prior's part (third model - latent diffusion: the same
-    space, a prior added) and the space's (unCLIP - third model: the same prior, pixels for the latent); paired."""
+    """unCLIP - latent diffusion (the gap), split into the prior's part (Stable unCLIP - latent diffusion: the
+    same space, a prior added) and the space's (unCLIP - Stable unCLIP: the same prior, pixels for the latent);
+    paired."""
     return {
         "gap": paired(frame, metric, UNCLIP, LATENT_DIFFUSION, pair_on, higher),
-        "prior_part": paired(frame, metric, LATENT_UNCLIP, LATENT_DIFFUSION, pair_on, higher),
-        "space_part": paired(frame, metric, UNCLIP, LATENT_UNCLIP, pair_on, higher),
+        "prior_part": paired(frame, metric, STABLE_UNCLIP, LATENT_DIFFUSION, pair_on, higher),
+        "space_part": paired(frame, metric, UNCLIP, STABLE_UNCLIP, pair_on, higher),
     }
 
 
@@ -165,7 +166,7 @@ def claim_prior(gen: Generators, sizes: Sizes, seed: int) -> dict:
     prompts = read_prompts("seen_single")[: sizes.prior_prompts]
     seeds = [seed + i for i in range(len(prompts))]
     frames = []
-    for model in (UNCLIP, LATENT_UNCLIP):
+    for model in (UNCLIP, STABLE_UNCLIP):
         for embedding in ("prior", "text", "oracle"):
             rows, _ = gen.rows(model, prompts, seeds, Knobs(embedding=embedding))
             frames.append(pd.DataFrame(rows))
@@ -177,7 +178,7 @@ def claim_prior(gen: Generators, sizes: Sizes, seed: int) -> dict:
             "prior_minus_text": paired(frame, column, model, f"{model}/text", ["prompt", "seed"]),
             "oracle_minus_prior": paired(frame, column, f"{model}/oracle", model, ["prompt", "seed"]),
         }
-        for model in (UNCLIP, LATENT_UNCLIP)
+        for model in (UNCLIP, STABLE_UNCLIP)
     }
     return {
         "n": {"prompts": len(prompts), "images_per_variant": len(prompts)},
@@ -194,9 +195,9 @@ def claim_binding(gen: Generators, sizes: Sizes, seed: int) -> dict:
     prompts = two_colour_prompts(sizes.binding_prompts)
     seeds = [seed + i for i in range(len(prompts))]
     frames = []
-    for model, embedding in ((UNCLIP, "prior"), (LATENT_DIFFUSION, "prior"), (LATENT_UNCLIP, "prior")) + (
+    for model, embedding in ((UNCLIP, "prior"), (LATENT_DIFFUSION, "prior"), (STABLE_UNCLIP, "prior")) + (
         (UNCLIP, "oracle"),
-        (LATENT_UNCLIP, "oracle"),
+        (STABLE_UNCLIP, "oracle"),
     ):
         rows, _ = gen.rows(model, prompts, seeds, Knobs(embedding=embedding))
         frames.append(pd.DataFrame(rows))
@@ -208,7 +209,7 @@ def claim_binding(gen: Generators, sizes: Sizes, seed: int) -> dict:
     pairs = ["prompt", "seed"]
     parts = decompose(frame, "binding_error", pairs, higher=False)
     oracle = {
-        m: paired(frame, "binding_error", m, f"{m}/oracle", pairs, higher=False) for m in (UNCLIP, LATENT_UNCLIP)
+        m: paired(frame, "binding_error", m, f"{m}/oracle", pairs, higher=False) for m in (UNCLIP, STABLE_UNCLIP)
     }
     return {
         "n": {"prompts": len(prompts), "images_per_variant": len(prompts)},
@@ -228,7 +229,7 @@ def claim_cost(gen: Generators, sizes: Sizes, seed: int, budgets: dict[str, floa
     seeds = [seed + i for i in range(len(prompts))]
     points: dict[str, list[dict]] = {}
     for model, steps in ((UNCLIP, sizes.unclip_steps), (LATENT_DIFFUSION, sizes.latent_steps)) + (
-        (LATENT_UNCLIP, sizes.latent_steps),
+        (STABLE_UNCLIP, sizes.latent_steps),
     ):
         for n in steps:
             knobs = Knobs(steps=n)
@@ -299,7 +300,7 @@ def attribute(parts: dict) -> str:
 
 
 def claim_cause(results: dict) -> dict:
-    """Claims 1, 2 and 4's gaps between unCLIP and latent diffusion traced through the third model."""
+    """Claims 1, 2 and 4's gaps between unCLIP and latent diffusion traced through Stable unCLIP."""
     table = [
         {
             "claim": claim,
@@ -313,7 +314,7 @@ def claim_cause(results: dict) -> dict:
     ]
     carried = [row["carried_by"] for row in table if row["carried_by"] != "no gap"]
     prior_effect = (
-        {m: results["3"]["paired_all_correct"][m]["prior_minus_text"] for m in (UNCLIP, LATENT_UNCLIP)}
+        {m: results["3"]["paired_all_correct"][m]["prior_minus_text"] for m in (UNCLIP, STABLE_UNCLIP)}
         if "3" in results
         else {}
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from lab.evaluate import weights_hash
-from lab.latent_unclip import NAME as LATENT_UNCLIP
+from lab.stable_unclip import NAME as STABLE_UNCLIP
 from lab.study import claims
 from lab.study.claims import Sizes
 from lab.study.generators import LATENT_DIFFUSION, UNCLIP, Generators, Steps
@@ -44,7 +44,7 @@ QUICK_STEPS = Steps(prior=5, decoder=5, super_res=2, unet=10)
 
 @dataclass(frozen=True)
 class StudyConfig:
-    weights: Path = Path("lab/weights")  # unclip/, latent_diffusion/, latent_unclip/, judge/
+    weights: Path = Path("lab/weights")  # unclip/, latent_diffusion/, stable_unclip/, judge/
     out: Path = Path("lab/findings")
     seed: int = 0
     device: str = "auto"
@@ -58,7 +58,7 @@ class StudyConfig:
         unknown = sorted(set(self.only) - set(tuple(CLAIMS)))
         if unknown:
             raise ValueError(f"unknown claims {unknown}; the study has {tuple(CLAIMS)}")
-        missing = [p for p in (UNCLIP, LATENT_DIFFUSION, LATENT_UNCLIP, "judge") if not (self.weights / p).is_dir()]
+        missing = [p for p in (UNCLIP, LATENT_DIFFUSION, STABLE_UNCLIP, "judge") if not (self.weights / p).is_dir()]
         if missing:
             raise ValueError(f"no weights for {', '.join(missing)} under {self.weights}: run `make train` first")
         pick_device(self.device)
@@ -67,7 +67,7 @@ class StudyConfig:
 def training_tflop(weights: Path) -> dict[str, float]:
     """Each model's training compute from its packaged budgets, the shared generator CLIP apart."""
     out = {}
-    for model in (UNCLIP, LATENT_DIFFUSION, LATENT_UNCLIP):
+    for model in (UNCLIP, LATENT_DIFFUSION, STABLE_UNCLIP):
         parts = json.loads((weights / model / "training_budget.json").read_text())["parts"]
         out[model] = sum(b["training_flops"] for part, b in parts.items() if part != "clip") / 1e12
     return out
@@ -104,7 +104,7 @@ def run(config: StudyConfig) -> dict:
         "steps": asdict(gen.steps),
         "wall_minutes": (time.perf_counter() - start) / 60,
         "claim_minutes": {c: s / 60 for c, s in seconds.items()},
-        "weights_sha256": {m: weights_hash(config.weights / m) for m in (UNCLIP, LATENT_DIFFUSION, LATENT_UNCLIP)},
+        "weights_sha256": {m: weights_hash(config.weights / m) for m in (UNCLIP, LATENT_DIFFUSION, STABLE_UNCLIP)},
     }
     return {"meta": meta, "claims": results}
 

@@ -1,8 +1,10 @@
 """The study's three models behind one call: images for prompts and seeds, with what a claim varies.
 
-unCLIP and latent diffusion are the shipped pipelines (loaded as the app loads them); the third model is
-`lab.latent_unclip`. Every image is read back by the checker and embedded by the judge, so a claim gets rows
-of verdicts and readings plus the judge's embeddings.
+The three architectures are the shipped packages, loaded as the app loads them (Stable unCLIP, `lab.stable_unclip`,
+with unCLIP's prior shared): images drawn from a prompt are made by the harness (`Harness.make`, the path every
+row of the tool takes), images from an embedding that stands in for the prior's by the pipelines' own
+decode_embeddings. Every image is read back by the checker and embedded by the judge, so a claim gets rows of
+verdicts and readings plus the judge's embeddings.
 """
 
 from __future__ import annotations
@@ -18,20 +20,23 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from comparisons.metrics import Judge
+from comparisons.settings import Settings
 from lab.captions import parse_caption
 from lab.checker import check
 from lab.evaluate import lab_harness
-from lab.latent_unclip import NAME as LATENT_UNCLIP
-from lab.latent_unclip import LatentUnCLIP, LatentUnclipSettings
+from lab.stable_unclip import NAME as STABLE_UNCLIP
 from lab.world import region_of, scene_for
-from pipelines.latent_diffusion import LatentDiffusion
+from pipelines.latent_diffusion import LatentDiffusionSettings
 from pipelines.outputs import to_uint8
-from pipelines.registry import signature_default
-from pipelines.unclip import UnCLIP
+from pipelines.unclip import UnCLIPSettings
 
 UNCLIP, LATENT_DIFFUSION = "unclip", "latent_diffusion"
-MODELS = (UNCLIP, LATENT_DIFFUSION, LATENT_UNCLIP)
-LABELS = {UNCLIP: "unCLIP", LATENT_DIFFUSION: "latent diffusion", LATENT_UNCLIP: "prior + latent U-Net"}
+MODELS = (UNCLIP, LATENT_DIFFUSION, STABLE_UNCLIP)
+LABELS = {
+    UNCLIP: "unCLIP",
+    LATENT_DIFFUSION: "latent diffusion",
+    STABLE_UNCLIP: "Stable unCLIP (prior + latent U-Net)",
+}
 EMBEDDINGS = ("prior", "text", "oracle")  # where the image embedding comes from (models with one)
 
 
@@ -39,10 +44,10 @@ EMBEDDINGS = ("prior", "text", "oracle")  # where the image embedding comes from
 class Steps:
     """Each model's sampling steps: the pipelines' defaults, or fewer for a quick run."""
 
-    prior: int = signature_default(UnCLIP, "prior_num_inference_steps")
-    decoder: int = signature_default(UnCLIP, "decoder_num_inference_steps")
-    super_res: int = signature_default(UnCLIP, "super_res_num_inference_steps")
-    unet: int = signature_default(LatentDiffusion, "num_inference_steps")
+    prior: int = UnCLIPSettings.prior_steps
+    decoder: int = UnCLIPSettings.decoder_steps
+    super_res: int = UnCLIPSettings.super_res_steps
+    unet: int = LatentDiffusionSettings.steps
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,11 @@ class Knobs:
 
 
 DEFAULT_GUIDANCE = {
-    UNCLIP: signature_default(UnCLIP, "decoder_guidance_scale"),
-    LATENT_DIFFUSION: signature_default(LatentDiffusion, "guidance_scale"),
-    LATENT_UNCLIP: LatentUnclipSettings.guidance_scale,
+    UNCLIP: UnCLIPSettings.decoder_guidance,
+    LATENT_DIFFUSION: LatentDiffusionSettings.guidance,
+    STABLE_UNCLIP: LatentDiffusionSettings.guidance,  # its U-Net is latent diffusion's, trained as it was
 }
-PRIOR_GUIDANCE = signature_default(UnCLIP, "prior_guidance_scale")
+PRIOR_GUIDANCE = UnCLIPSettings.prior_guidance
 
 
 def oracle_render(prompt: str, seed: int) -> np.ndarray:
@@ -89,42 +94,47 @@ class Generators:
     """The three lab models, their judge, and images made and read for a claim."""
 
     def __init__(self, weights: Path, device: torch.device, steps: Steps = Steps(), batch_size: int = 32):
-        harness = lab_harness(Path(weights), device)
-        self.unclip, self.latent_diffusion = harness.pipeline(UNCLIP), harness.pipeline(LATENT_DIFFUSION)
-        self.judge: Judge = harness.judge
-        self.third = LatentUnCLIP.load(Path(weights) / LATENT_UNCLIP, self.unclip)
+        self.harness = lab_harness(Path(weights), device)
+        self.unclip, self.stable = self.harness.pipeline(UNCLIP), self.harness.pipeline(STABLE_UNCLIP)
+        self.judge: Judge = self.harness.judge
         self.steps, self.batch_size = steps, batch_size
+
+    def settings(self, model: str, knobs: Knobs = Knobs()) -> Settings:
+        """The model's settings for `knobs`: the image denoiser's guidance and steps, the prior's defaults."""
+        guidance = DEFAULT_GUIDANCE[model] if knobs.guidance is None else knobs.guidance
+        s = self.steps
+        return {
+            UNCLIP: lambda: Settings(
+                prior_steps=s.prior,
+                prior_guidance=PRIOR_GUIDANCE,
+                decoder_steps=knobs.steps or s.decoder,
+                super_res_steps=s.super_res,
+                decoder_guidance=guidance,
+            ),
+            LATENT_DIFFUSION: lambda: Settings(steps=knobs.steps or s.unet, guidance=guidance),
+            STABLE_UNCLIP: lambda: Settings(
+                stable_unclip_prior_steps=s.prior,
+                stable_unclip_prior_guidance=PRIOR_GUIDANCE,
+                stable_unclip_steps=knobs.steps or s.unet,
+                stable_unclip_guidance=guidance,
+            ),
+        }[model]()
 
     def generate(self, model: str, prompts: Sequence[str], seeds: Sequence[int], knobs: Knobs = Knobs()) -> np.ndarray:
         """Images (N, H, W, 3) in [0, 1] for one batch."""
-        prompts, seeds = list(prompts), [int(s) for s in seeds]
-        guidance = DEFAULT_GUIDANCE[model] if knobs.guidance is None else knobs.guidance
-        s = self.steps
-        if model == LATENT_DIFFUSION:
-            if knobs.embedding != "prior":
-                raise ValueError("latent diffusion has no image embedding to replace")
-            steps = knobs.steps or s.unet
-            return self.latent_diffusion(
-                prompts, seed=seeds, num_inference_steps=steps, guidance_scale=guidance
-            ).images
-        embeds = None if knobs.embedding == "prior" else self.embeddings(prompts, seeds, knobs.embedding)
-        if model == LATENT_UNCLIP:
-            settings = LatentUnclipSettings(s.prior, PRIOR_GUIDANCE, knobs.steps or s.unet, guidance)
-            return self.third(prompts, seeds, settings, image_embeds=embeds).permute(0, 2, 3, 1).cpu().numpy()
-        if model != UNCLIP:
+        if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; the study has {MODELS}")
-        decoder = dict(
-            decoder_num_inference_steps=knobs.steps or s.decoder,
-            super_res_num_inference_steps=s.super_res,
-            decoder_guidance_scale=guidance,
-            seed=seeds,
-        )
-        if embeds is None:
-            return self.unclip(
-                prompts, prior_num_inference_steps=s.prior, prior_guidance_scale=PRIOR_GUIDANCE, **decoder
-            ).images
+        prompts, seeds, settings = list(prompts), [int(s) for s in seeds], self.settings(model, knobs)
+        if knobs.embedding == "prior":  # as every row of the tool is made
+            return self.harness.make(model, prompts, seeds, settings).output.images
+        if model == LATENT_DIFFUSION:
+            raise ValueError("latent diffusion has no image embedding to replace")
+        embeds = self.embeddings(prompts, seeds, knobs.embedding)
+        kwargs = settings.pipeline_kwargs(model, "variations")  # the settings that follow the embedding
+        if model == STABLE_UNCLIP:
+            return self.stable.decode_embeddings(embeds, prompts, seed=seeds, **kwargs).images
         text = self.unclip.encode_prompt(prompts, with_uncond=True)
-        return self.unclip.decode_embeddings(embeds, text, **decoder).images
+        return self.unclip.decode_embeddings(embeds, text, seed=seeds, **kwargs).images
 
     @torch.inference_mode()
     def embeddings(self, prompts: list[str], seeds: list[int], kind: str) -> torch.Tensor:

@@ -14,12 +14,12 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lab.latent_unclip import NAME as LATENT_UNCLIP  # noqa: E402
+from lab.stable_unclip import NAME as STABLE_UNCLIP  # noqa: E402
 from lab.study.generators import LABELS, LATENT_DIFFUSION, MODELS, UNCLIP  # noqa: E402
 from lab.study.texts import CLAIMS  # noqa: E402
 
 REPORT, FINDINGS = "REPORT.md", "findings.json"
-COLOURS = {UNCLIP: "tab:blue", LATENT_DIFFUSION: "tab:orange", LATENT_UNCLIP: "tab:green"}
+COLOURS = {UNCLIP: "tab:blue", LATENT_DIFFUSION: "tab:orange", STABLE_UNCLIP: "tab:green"}
 
 
 def _missing(x: float | None) -> bool:
@@ -66,7 +66,12 @@ def _parts_rows(name: str, parts: dict, fmt=num) -> list[str]:
     return [name, diff(parts["gap"], fmt), diff(parts["prior_part"], fmt), diff(parts["space_part"], fmt)]
 
 
-PARTS_HEADER = ["measure", "unCLIP - latent diffusion", "prior's part (third - LD)", "space's part (unCLIP - third)"]
+PARTS_HEADER = [
+    "measure",
+    "unCLIP - latent diffusion",
+    "prior's part (Stable unCLIP - LD)",
+    "space's part (unCLIP - Stable unCLIP)",
+]
 
 
 def lines_1(r: dict) -> list[str]:

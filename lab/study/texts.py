@@ -25,8 +25,8 @@ CLAIMS = {
         "source": "DALL·E 2, Figs. 9-11 (§5.1)",
         "statement": "as guidance rises GLIDE's samples converge while unCLIP's keep varying, and unCLIP's quality "
         "degrades less.",
-        "test": "the decoder's guidance (unCLIP; its prior's stays 4) and the U-Net's (latent diffusion and the third "
-        "model) over {1, 2, 4, 8, 16}, K seeds per open prompt; both diversity measures and the accuracy of colour, "
+        "test": "the decoder's guidance (unCLIP; its prior's stays 4) and the U-Net's (latent diffusion and Stable "
+        "unCLIP) over {1, 2, 4, 8, 16}, K seeds per open prompt; both diversity measures and the accuracy of colour, "
         "shape and all attributes against guidance, one curve per model with 95% bands; the verdict reads the "
         "diversity lost from the lowest guidance to the highest, paired by prompt.",
         "limits": "the lab's models are small and trained briefly, so guidance 16 is far outside what they were "
@@ -40,7 +40,7 @@ CLAIMS = {
         "in place of an image embedding (zero-shot).",
         "test": "single-object prompts; the image embedding from the prior, the caption's CLIP text embedding in its "
         "place, and the oracle: the CLIP image embedding of a true render of the caption (an upper bound of what an "
-        "embedding can carry); accuracy per attribute read by the checker, for unCLIP and for the third model.",
+        "embedding can carry); accuracy per attribute read by the checker, for unCLIP and for Stable unCLIP.",
         "limits": "accuracy per attribute is not FID; the lab's CLIP is small, so its text and image embeddings may "
         "sit closer or farther apart than OpenAI's; one image per prompt.",
     },
@@ -50,8 +50,8 @@ CLAIMS = {
         "statement": 'unCLIP confuses which attribute belongs to which object ("a red cube on top of a blue cube"), '
         "and reconstructions from the CLIP image embedding swap colours, so the embedding itself loses the binding.",
         "test": "two-object prompts with two colours (the training distribution); of the images where both colours "
-        "are drawn, the share where a colour sits on the wrong object, for the three models and for unCLIP and the "
-        "third model decoding the CLIP image embedding of a true render (does the embedding lose the binding?), "
+        "are drawn, the share where a colour sits on the wrong object, for the three models and for unCLIP and "
+        "Stable unCLIP decoding the CLIP image embedding of a true render (does the embedding lose the binding?), "
         "paired by prompt and seed.",
         "limits": "the checker matches caption objects to drawn ones by shape and place, so a wrong shape can read as "
         "a wrong colour; benchmarks of the released models found the opposite (T2I-CompBench++, Huang et al., scores "
@@ -77,13 +77,14 @@ CLAIMS = {
         "source": "DALL·E 2, §3 and §5 (the CLIP latent as the source of diversity); Stable unCLIP, Kandinsky 2",
         "statement": "the two architectures differ twice, a prior over CLIP image embeddings and pixel against latent "
         "space; DALL·E 2 credits the prior's CLIP latent with unCLIP's diversity (and its binding errors).",
-        "test": "a third model, the lab's prior feeding a latent-diffusion U-Net conditioned on the image embedding "
-        "(lab/latent_unclip.py: latent diffusion's U-Net, VAE, data and objective; unCLIP's prior; the same "
-        "training FLOPs), runs claims 1-4 beside the others; each gap between unCLIP and latent diffusion is split "
-        "into the prior's part (third model - latent diffusion) and the space's part (unCLIP - third model), each a "
-        "paired difference with its 95% interval. Supported when every gap that is there is carried by the prior "
-        "alone, contradicted when every one is carried by the space alone.",
-        "limits": "the third model conditions as Stable unCLIP does (embedding added to the time embedding), not as "
+        "test": "the third architecture, Stable unCLIP: the lab's prior feeding a latent-diffusion U-Net conditioned "
+        "on the image embedding (lab/stable_unclip.py, run by pipelines/stable_unclip.py: latent diffusion's U-Net, "
+        "VAE, data and objective; unCLIP's prior; the same training FLOPs), runs claims 1-4 beside the others; each "
+        "gap between unCLIP and latent diffusion is split into the prior's part (Stable unCLIP - latent diffusion) "
+        "and the space's part (unCLIP - Stable unCLIP), each a paired difference with its 95% interval. Supported "
+        "when every gap that is there is carried by the prior alone, contradicted when every one is carried by the "
+        "space alone.",
+        "limits": "Stable unCLIP conditions on the embedding through the time embedding (as Stability AI's), not as "
         "unCLIP's decoder does (extra context tokens), so the space's part also holds that difference; its U-Net "
         "got the training FLOPs left after the shared prior and VAE (72 of 96 TFLOP), fewer steps than latent "
         "diffusion's U-Net.",

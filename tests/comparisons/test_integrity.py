@@ -58,8 +58,11 @@ def prompt_file(tmp_path):
     return path
 
 
+ARCHS = ("unclip", "latent_diffusion", "stable_unclip")  # the tiny preset's
+
+
 def grid_size(seeds: int) -> int:
-    return len(PROMPTS) * seeds * 2 * 2  # prompts × seeds × guidance × architectures
+    return len(PROMPTS) * seeds * 2 * 3  # prompts × seeds × guidance × architectures (the tiny preset's three)
 
 
 # ----------------------------------------------------------------------------- sweeps of many batches
@@ -143,9 +146,7 @@ def test_sweep_killed_mid_write_and_rerun_leaves_no_torn_image_and_no_row_withou
 def test_the_apps_background_sweep_of_many_batches_keeps_one_image_per_row(tmp_path, tiny_pipes):
     session = Session(AppConfig("tiny", "cpu", tmp_path))
     fast = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)
-    status = session.start_sweep(
-        "\n".join(PROMPTS), "0-3", "2", "1,4", ["unclip", "latent_diffusion"], fast
-    )  # batches of 8
+    status = session.start_sweep("\n".join(PROMPTS), "0-3", "2", "1,4", list(ARCHS), fast)  # batches of 8
     session.wait_for_sweep(300)
     assert status.error is None and status.done == status.total == grid_size(4)
     check_results_folder(tmp_path, tiny_pipes, expected_rows=grid_size(4))
@@ -190,9 +191,7 @@ def test_two_accelerate_processes_keep_one_image_per_row(prompt_file, tmp_path, 
     assert len({r["run_id"] for r in rows}) == 2  # one per process
     keys = [json.loads(r["sweep_key"]) for r in rows]  # the processes' shares merge, nothing twice
     assert len({r["sweep_key"] for r in rows}) == len(rows)
-    assert {(k[0], k[1], k[2]) for k in keys} == {
-        (a, p, s) for a in ("unclip", "latent_diffusion") for p in PROMPTS for s in (0, 1)
-    }
+    assert {(k[0], k[1], k[2]) for k in keys} == {(a, p, s) for a in ARCHS for p in PROMPTS for s in (0, 1)}
 
 
 # ----------------------------------------------------------------------------- files written once

@@ -36,7 +36,17 @@ from pipelines.tiny import build_tiny_latent_diffusion
 from helpers import png_pixels
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2, decoder_guidance=4.0, guidance=4.0)
+FAST = Settings(
+    prior_steps=2,
+    decoder_steps=2,
+    super_res_steps=2,
+    steps=2,
+    decoder_guidance=4.0,
+    guidance=4.0,
+    stable_unclip_prior_steps=2,
+    stable_unclip_steps=2,
+    stable_unclip_guidance=4.0,
+)
 PROMPTS = ["a red circle", "a blue square above a green cross", "a small yellow triangle"]
 
 
@@ -163,7 +173,7 @@ from comparisons.settings import Settings
 from comparisons.store import RunLog
 out = Path(sys.argv[1])
 harness = Harness(load_models("tiny", device="cpu"), tiny_judge(), out, log=RunLog(out))
-for architecture in ("unclip", "latent_diffusion"):
+for architecture in harness.architectures:
     harness.generate(architecture, {PROMPTS!r}, [0, 1, 2], {FAST!r})
 """
 
@@ -207,17 +217,18 @@ def test_the_audit_makes_every_row_again_and_says_which_promise_holds(made, caps
     folder, _ = made
     assert audit.main([str(folder), "--regenerate", "--preset", "tiny"]) == 0
     out = capsys.readouterr().out
-    assert "made again: 6 of 6 rows; 6 as promised (6 exact, 0 close), 0 not" in out
+    assert "made again: 9 of 9 rows; 9 as promised (9 exact, 0 close), 0 not" in out
     assert "row 1 [unclip, seed 0, “a red circle”]: exact: identical pixels, as promised" in out
-    assert out.count(": exact: identical pixels, as promised") == 6
+    assert "row 7 [stable_unclip, seed 0, “a red circle”]: exact: identical pixels, as promised" in out
+    assert out.count(": exact: identical pixels, as promised") == 9
 
 
 def test_the_audit_says_when_the_loaded_weights_are_not_the_rows(made, pipes):
     folder, _ = made
     report = audit.audit(folder)
     results = audit.regenerate_rows(report, {**pipes, "latent_diffusion": build_tiny_latent_diffusion(1)})
-    assert [type(r) for _, r in results[:3]] == [audit.Regenerated] * 3
-    assert {r for _, r in results[3:]} == {
+    assert [type(r) for _, r in results[:3] + results[6:]] == [audit.Regenerated] * 6
+    assert {r for _, r in results[3:6]} == {
         "the loaded latent_diffusion weights are not this row's (latent_diffusion): name its model"
     }
     assert "0 not" not in audit.format_regenerated(report, results).splitlines()[0]

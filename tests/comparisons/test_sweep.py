@@ -17,6 +17,7 @@ from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_unclip
 from helpers import png_pixels
 
 FAST = ["--steps", "2", "--guidance", "1,4", "--super-res-steps", "2", "--batch-size", "4", "--no-progress"]
+ARCHS = ("unclip", "latent_diffusion", "stable_unclip")  # the tiny preset's
 
 
 @pytest.fixture()
@@ -86,8 +87,9 @@ def test_grid_batches_like_settings_together(prompts):
     groups = list(sweep.batches(jobs, 3))
     assert all(len({(j.architecture, j.settings) for j in g}) == 1 for g in groups)
     assert sorted(len(g) for g in groups) == [1, 1, 1, 1, 3, 3, 3, 3]
-    unclip = next(j for j in jobs if j.architecture == "unclip" and j.settings.decoder_guidance == 4.0)
-    assert (unclip.settings.prior_steps, unclip.settings.decoder_steps, unclip.settings.prior_guidance) == (2, 2, 4.0)
+    unclip = next(j for j in jobs if j.architecture == "unclip" and j.settings.value("decoder_guidance") == 4.0)
+    own = unclip.settings.of("unclip")
+    assert (own.prior_steps, own.decoder_steps, own.prior_guidance) == (2, 2, 4.0)
     assert len({j.key for j in jobs}) == len(jobs)
 
 
@@ -174,7 +176,7 @@ def test_summary_cli_reads_a_sweep_log(pipes, prompts, tmp_path, capsys):
     harness = harness_for(pipes, tmp_path)
     sweep.run_sweep(
         harness,
-        [j for j in jobs_for(prompts) if j.settings.guidance == 4.0 or j.settings.decoder_guidance == 4.0],
+        [j for j in jobs_for(prompts) if 4.0 in (j.settings.value("guidance"), j.settings.value("decoder_guidance"))],
         batch_size=4,
         progress=False,
     )
@@ -200,18 +202,16 @@ def test_grid_flag_draws_the_whole_sweep_from_the_log_an_earlier_run_included(pr
     first_run = set(load_runs(out)["run_id"])
     argv = ["--prompts", str(prompts), "--seeds", "0-1", "--out", str(out), "--grid", str(picture), *tiny, *FAST]
     assert sweep.main(argv) == 0  # seed 0 is in the log already: this run makes seed 1 only
-    assert "grid: 16 of 16 images" in capsys.readouterr().out
+    assert "grid: 24 of 24 images" in capsys.readouterr().out  # 2 prompts × 2 seeds × 2 guidance × 3
     df = load_runs(out)
-    assert len(df) == 16 and len(set(df["run_id"]) - first_run) == 1
+    assert len(df) == 24 and len(set(df["run_id"]) - first_run) == 1
     parameters = read_parameters(picture)
     assert parameters["prompts"] == sweep.read_prompts(prompts) and parameters["seeds"] == [0, 1]
     assert (parameters["steps"], parameters["guidance"]) == ([2], [1.0, 4.0])
-    assert parameters["architectures"] == ["unclip", "latent_diffusion"]
+    assert parameters["architectures"] == list(ARCHS)
     assert (parameters["rows"], parameters["columns"]) == ("prompt", "seed")
     assert parameters["run_id"] in set(df["run_id"]) - first_run and parameters["settings"]["super_res_steps"] == 2
-    jobs = sweep.grid(
-        parameters["prompts"], [0, 1], [2], [1.0, 4.0], ["unclip", "latent_diffusion"], Settings(super_res_steps=2)
-    )
+    jobs = sweep.grid(parameters["prompts"], [0, 1], [2], [1.0, 4.0], list(ARCHS), Settings(super_res_steps=2))
     spec = sweep.grid_spec(jobs)
     assert spec.shape == (2, 4) and spec.column_axes == ("seed", "guidance")  # guidance nests in the columns
     images = {row.sweep_key: png_pixels(row.image_path) for row in df.itertuples()}
@@ -219,7 +219,7 @@ def test_grid_flag_draws_the_whole_sweep_from_the_log_an_earlier_run_included(pr
     pixels = png_pixels(picture)
     assert pixels.shape[:2] == layout.size[::-1]
     for job in jobs:
-        guidance = getattr(job.settings, registry.get(job.architecture).sweep_guidance[0])
+        guidance = job.settings.value(registry.get(job.architecture).sweep_guidance[0])
         r, c = spec.prompts.index(job.prompt), 2 * job.seed + (1.0, 4.0).index(guidance)
         left, top, right, bottom = layout.box(r, c, spec.architectures.index(job.architecture))
         made = images[job.key]

@@ -119,6 +119,11 @@ def test_config_rejects_bad_arguments(tmp_path):
 
 # ----------------------------------------------------------------------------- end to end
 
+ARCHS = ("unclip", "latent_diffusion", "stable_unclip")  # the package's, in the registry's order
+FAST = Settings(
+    prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2, stable_unclip_prior_steps=2, stable_unclip_steps=2
+)
+
 
 def test_tiny_run_reports_every_measure_with_valid_json(weights, tmp_path, capsys):
     out = tmp_path / "eval.json"
@@ -136,7 +141,7 @@ def test_tiny_run_reports_every_measure_with_valid_json(weights, tmp_path, capsy
         "--json",
         str(out),
     ]
-    main(argv, Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2))
+    main(argv, FAST)
     record = json.loads(out.read_text())
     names = [m["name"] for m in record["measures"]]
     expected = (
@@ -149,9 +154,7 @@ def test_tiny_run_reports_every_measure_with_valid_json(weights, tmp_path, capsy
     for m in record["measures"]:
         if m["name"].startswith("retrieval"):
             assert m["n"] == 100
-        assert set(m["values"]) == (
-            {"shared"} if m["name"].startswith("retrieval") else {"unclip", "latent_diffusion"}
-        )
+        assert set(m["values"]) == ({"shared"} if m["name"].startswith("retrieval") else set(ARCHS))
         for value in m["values"].values():
             if value is not None:
                 assert value["n"] == m["n"] and 0 <= value["k"] <= value["n"]
@@ -160,7 +163,7 @@ def test_tiny_run_reports_every_measure_with_valid_json(weights, tmp_path, capsy
     by_name = {m["name"]: m for m in record["measures"]}
     assert by_name["single/colour"]["n"] == by_name["seen/colour"]["n"] == by_name["two/count"]["n"] == 4
     assert set(record) == {"date", "device", "settings", "weights_sha256", "measures", "shapes_drawn"}
-    for arch in ("unclip", "latent_diffusion"):  # 4 images each, every one counted once under the shape it asked
+    for arch in ARCHS:  # 4 images each, every one counted once under the shape it asked
         for group in ("single", "seen"):
             table = record["shapes_drawn"][arch][group]
             assert set(table) <= set(SHAPES) and sum(sum(row.values()) for row in table.values()) == 4
@@ -172,6 +175,7 @@ def test_tiny_run_reports_every_measure_with_valid_json(weights, tmp_path, capsy
     table = table.splitlines()
     assert len(table) == 1 + len(expected) and all(any(line.startswith(n) for line in table) for n in expected)
     assert drawn.startswith("shapes drawn") and "unclip, seen" in drawn and "latent_diffusion, single" in drawn
+    assert "stable_unclip, single" in drawn and "stable_unclip" in table[0]
     assert not math.isnan(by_name["retrieval/judge"]["values"]["shared"]["value"])
 
 
@@ -198,10 +202,10 @@ def test_the_evaluation_covers_every_registered_architecture_the_package_holds(w
     try:
         evaluation = main(
             ["--weights", str(package), "--n-single", "2", "--n-two", "2", "--device", "cpu"],
-            Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2, coats=1),
+            FAST.replace(coats=1),
         )
     finally:
         registry.unregister("painter")
     single = next(m for m in evaluation.measures if m.name == "single/colour")
-    assert set(single.values) == {"unclip", "latent_diffusion", "painter"} and single.values["painter"].n == 2
-    assert set(evaluation.shapes_drawn) == {"unclip", "latent_diffusion", "painter"}
+    assert set(single.values) == {*ARCHS, "painter"} and single.values["painter"].n == 2
+    assert set(evaluation.shapes_drawn) == {*ARCHS, "painter"}

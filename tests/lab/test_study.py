@@ -80,7 +80,7 @@ def test_decomposition_splits_the_gap_into_the_prior_and_the_space():
     base = rng.normal(size=30)
     frame = pd.concat(
         pd.DataFrame({"architecture": a, "prompt": [f"p{i}" for i in range(30)], "m": base + shift})
-        for a, shift in (("unclip", 2.0), ("latent_diffusion", 0.0), ("latent_unclip", 2.0))
+        for a, shift in (("unclip", 2.0), ("latent_diffusion", 0.0), ("stable_unclip", 2.0))
     )
     parts = decompose(frame, "m", ["prompt"])
     assert parts["gap"]["mean_diff"] == pytest.approx(2.0) and parts["prior_part"]["mean_diff"] == pytest.approx(2.0)

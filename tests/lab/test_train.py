@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 from lab.captions import parse_caption
 from lab.data import DataConfig, sample_batch, swapped
 from lab.judge import load_judge
-from lab.latent_unclip import LatentUnCLIP, LatentUnclipSettings
 from lab.losses import (
     denoising_loss,
     foreground_weights,
@@ -36,7 +35,7 @@ from lab.train import ORDER, main, run
 from lab.trainer import BUDGET, CHECKPOINT, LOSS_LOG, Budget
 from lab.training import RunOptions
 from lab.world import split_of
-from pipelines import load_latent_diffusion, load_unclip
+from pipelines import load_latent_diffusion, load_unclip, registry
 from pipelines.tokenizer import offline_clip_tokenizer
 
 from helpers import LD_STEPS, TINY, UNCLIP_STEPS, tiny_train
@@ -157,29 +156,26 @@ def test_package_puts_each_budget_beside_its_component(trained):
     assert json.loads((trained.out / "unclip" / "prior" / BUDGET).read_text())["part"] == "prior"
 
 
-def test_package_writes_the_third_model_which_runs_on_unclips_text_encoder_and_prior(trained):
-    unclip = load_unclip(trained.out / "unclip")
-    third = LatentUnCLIP.load(trained.out / "latent_unclip", unclip)
-    settings = LatentUnclipSettings(prior_num_inference_steps=2, num_inference_steps=2)
-    images = third([PROMPT, "a blue square"], [0, 1], settings)
-    assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
-    assert images.min() >= 0 and images.max() <= 1
-    assert torch.equal(images, third([PROMPT, "a blue square"], [0, 1], settings)), "the same seeds, other images"
-    text = unclip.encode_prompt([PROMPT, "a blue square"], with_uncond=False).embeds
-    given = third([PROMPT, "a blue square"], [0, 1], settings, image_embeds=text)
-    assert given.shape == images.shape and not torch.equal(given, images)  # the embedding steers the U-Net
-    with pytest.raises(ValueError, match="one seed per prompt"):
-        third([PROMPT], [0, 1], settings)
-    with pytest.raises(ValueError, match="one row per prompt"):
-        third([PROMPT], [0], settings, image_embeds=text)
-    index = json.loads((trained.out / "latent_unclip" / "model_index.json").read_text())
-    assert {"unet", "vae", "prior", "scheduler", "prior_scheduler"} <= set(index)
-    packaged = load_file(str(trained.out / "latent_unclip" / "prior" / "diffusion_pytorch_model.safetensors"))
-    shipped = load_file(str(trained.out / "unclip" / "prior" / "diffusion_pytorch_model.safetensors"))
-    assert packaged.keys() == shipped.keys() and all(torch.equal(packaged[k], shipped[k]) for k in packaged)
-    budget = json.loads((trained.out / "latent_unclip" / BUDGET).read_text())
-    assert set(budget["parts"]) == {"prior", "vae", "latent_unclip"}
+def test_package_writes_the_third_model_which_runs_on_unclips_prior_and_latent_diffusions_clip_and_vae(trained):
+    pipes = registry.load_all({a: str(trained.out / a) for a in ("unclip", "latent_diffusion", "stable_unclip")})
+    third, unclip, ld = pipes["stable_unclip"], pipes["unclip"], pipes["latent_diffusion"]
+    assert third.prior is unclip.prior and third.prior_text_encoder is unclip.text_encoder  # shared, not loaded twice
+    assert third.vae is ld.vae and third.text_encoder is ld.text_encoder
+    out = third([PROMPT, "a blue square"], seed=[0, 1], prior_num_inference_steps=2, num_inference_steps=2)
+    assert out.images.shape == (2, 32, 32, 3) and np.isfinite(out.images).all()
+    again = third([PROMPT, "a blue square"], seed=[0, 1], prior_num_inference_steps=2, num_inference_steps=2)
+    assert np.array_equal(out.images, again.images), "the same seeds, other images"
+    index = json.loads((trained.out / "stable_unclip" / "model_index.json").read_text())
+    assert (
+        index["_class_name"] == "StableUnCLIPImg2ImgPipeline" and index["vae"] == [None, None] and "prior" not in index
+    )
+    assert (
+        not (trained.out / "stable_unclip" / "prior").exists() and not (trained.out / "stable_unclip" / "vae").exists()
+    )
+    budget = json.loads((trained.out / "stable_unclip" / BUDGET).read_text())
+    assert set(budget["parts"]) == {"prior", "vae", "stable_unclip"}  # the compute it took, its shared parts too
     assert third.unet.config.class_embed_type == "projection"
+    assert third.unet.config.projection_class_embeddings_input_dim == 2 * unclip.prior.config.embedding_dim
     assert tuple(third.unet.config.block_out_channels) == TINY.ld_unet.block_out_channels  # latent diffusion's widths
 
 

@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from comparisons.presets import LAB_WEIGHTS, get_preset, load_harness
+from comparisons.regeneration import CLOSE_BOUND, difference
 from comparisons.settings import Settings
 from lab.checker import check
 from lab.data import DataConfig, downsample, sample_batch, to_tensor
@@ -20,13 +21,18 @@ from lab.world import sample_scenes
 from pipelines import load_unclip
 from pipelines.outputs import postprocess, to_uint8
 
+# unCLIP's and latent diffusion's images at their defaults, one call each, as drawn by commit 4ab2f8c: the last code
+# before Stable unCLIP joined them (made by that commit's load_models("lab") and Settings(), eager)
+BEFORE_THE_THIRD = Path(__file__).parents[1] / "data" / "lab_two_architectures_4ab2f8c.npz"
+BEFORE_PROMPTS = [("a red circle", 0), ("a blue square above a green triangle", 7), ("a yellow cross", 3)]
+
 PROMPT = "a red circle"
 
 
 def test_shipped_weights_fit_the_budget_and_carry_their_training_records():
     files = [f for f in LAB_WEIGHTS.rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) / 1e6 <= SHIP_LIMIT_MB
-    for pipe in ("unclip", "latent_diffusion"):
+    for pipe in ("unclip", "latent_diffusion", "stable_unclip"):
         total = json.loads((LAB_WEIGHTS / pipe / "training_budget.json").read_text())["total"]
         assert total["training_flops"] > 1e12 and total["wall_seconds"] > 0
     assert (LAB_WEIGHTS / "judge" / "open_clip_config.json").is_file()
@@ -43,13 +49,26 @@ def test_the_default_preset_is_the_lab_with_its_own_judge_and_the_checker(lab_ha
     assert {Path(p).parent for p in preset.models.values()} == {LAB_WEIGHTS}
 
 
-@pytest.mark.parametrize("arch", ["unclip", "latent_diffusion"])
+@pytest.mark.parametrize("arch", ["unclip", "latent_diffusion", "stable_unclip"])
 def test_each_architecture_draws_the_prompts_colour(lab_harness, arch):
     output, rows = lab_harness.generate(arch, [PROMPT], [0], Settings())
     verdict = check(to_uint8(output.images)[0], PROMPT)
     assert verdict.n_detected >= 1, f"{arch}: the checker found no object"
     assert verdict.objects[0].colour_correct, f"{arch}: {[d.colour for d in verdict.detected]} instead of red"
     assert rows[0]["check_object1_colour_correct"] == 1.0 and rows[0]["clip_score"] > 0
+
+
+@pytest.mark.parametrize("arch", ["unclip", "latent_diffusion"])
+def test_the_two_architectures_draw_what_they_drew_before_the_third_joined(lab_harness, arch):
+    """Same weights, same pixels: the settings dataclasses, the shared prior loop and prepare_latents changed no
+    image. Compared within the bound a regenerated image keeps across CPU kernel paths (these were drawn on one)."""
+    before = np.load(BEFORE_THE_THIRD)[arch]
+    kwargs = Settings().pipeline_kwargs(arch)
+    pipe = lab_harness.pipeline(arch)
+    for (prompt, seed), old in zip(BEFORE_PROMPTS, before, strict=True):
+        now = to_uint8(pipe([prompt], seed=[seed], **kwargs).images)[0]
+        d = difference(now, old)
+        assert CLOSE_BOUND.admits(d), f"{arch}, {prompt!r} seed {seed}: {d}"
 
 
 def test_the_shipped_vae_gives_back_what_it_encodes():
@@ -88,7 +107,7 @@ def test_the_shipped_super_res_keeps_what_it_is_given():
 
 # the evaluation's bars, which both architectures meet (all 200 prompts: latent diffusion colour 98.5%,
 # shape 91.5%; unCLIP colour 100%, shape 85%)
-HELD_OUT_BARS = {"latent_diffusion": {"colour": 0.9, "shape": 0.8}, "unclip": {"colour": 0.9, "shape": 0.8}}
+HELD_OUT_BARS = {a: {"colour": 0.9, "shape": 0.8} for a in ("unclip", "latent_diffusion", "stable_unclip")}
 
 
 @pytest.mark.parametrize("arch", list(HELD_OUT_BARS))

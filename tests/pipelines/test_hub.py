@@ -32,10 +32,17 @@ from comparisons.app.session import AppConfig, Session
 from comparisons.presets import load_models, load_problem
 from comparisons.settings import Settings
 from pipelines import UnCLIP, load_latent_diffusion, load_unclip
-from pipelines.components import IMAGE_ENCODER, LATENT_DIFFUSION, UNCLIP, load_image_encoder
+from pipelines.components import (
+    IMAGE_ENCODER,
+    LATENT_DIFFUSION,
+    STABLE_UNCLIP,
+    UNCLIP,
+    load_image_encoder,
+    load_stable_unclip,
+)
 from pipelines.hub import download_bars, fetch_pipeline, plan_download
 from pipelines.loading import MODEL_INDEX, choose_weights, parse_model_index
-from pipelines.tiny import build_tiny_latent_diffusion
+from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_stable_unclip
 from pipelines.tokenizer import clip_vocab
 
 from helpers import LD_STEPS, SEED, UNCLIP_STEPS, VARIATION_STEPS, random_image
@@ -45,11 +52,18 @@ ROOT = Path(__file__).resolve().parents[2]
 LISTINGS = json.loads((Path(__file__).parents[1] / "data" / "hub_listings.json").read_text())["repos"]
 KARLO, VARIATIONS = "kakaobrain/karlo-v1-alpha", "kakaobrain/karlo-v1-alpha-image-variations"
 SD15, SD21 = "stable-diffusion-v1-5/stable-diffusion-v1-5", "stabilityai/stable-diffusion-2-1-base"
+SU = "stabilityai/stable-diffusion-2-1-unclip-small"  # Stable unCLIP: no prior of its own (Karlo's, shared)
 JUDGES = {"ViT-L-14": "timm/vit_large_patch14_clip_224.openai", "ViT-H-14": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"}
 TINY_JUDGE = "stand-in/tiny-judge"  # not a real repo: a tiny open_clip model's, to load a judge end to end
-KINDS = {KARLO: UNCLIP, VARIATIONS: UNCLIP, SD15: LATENT_DIFFUSION, SD21: LATENT_DIFFUSION}
+KINDS = {KARLO: UNCLIP, VARIATIONS: UNCLIP, SD15: LATENT_DIFFUSION, SD21: LATENT_DIFFUSION, SU: STABLE_UNCLIP}
 LOADERS = {UNCLIP.name: load_unclip, LATENT_DIFFUSION.name: load_latent_diffusion}
-TINY = {KARLO: "unclip", VARIATIONS: "unclip_variations", SD15: "latent_diffusion", SD21: "latent_diffusion"}
+TINY = {
+    KARLO: "unclip",
+    VARIATIONS: "unclip_variations",
+    SD15: "latent_diffusion",
+    SD21: "latent_diffusion",
+    SU: "stable_unclip",
+}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 TOKENIZER_FILES = {
     f"tokenizer/{n}" for n in ("merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json")
@@ -65,6 +79,18 @@ def expected_files(repo_id: str, dtype: str) -> set[str]:
     """What a load reads, written out from the repos' layouts (not by the planner): no safety checker, no root
     checkpoint, no .bin, no non-EMA U-Net, one precision; fp16 files where a repo has them (Karlo's have none)."""
     diffusers_weights = "diffusion_pytorch_model.safetensors"
+    if repo_id == SU:  # never a prior (Karlo's is shared), nor the image encoder (read for variations alone)
+        v = ".fp16" if dtype == "fp16" else ""
+        return {
+            MODEL_INDEX,
+            "scheduler/scheduler_config.json",
+            "image_noising_scheduler/scheduler_config.json",
+            *TOKENIZER_FILES,
+            *_model("image_normalizer", f"diffusion_pytorch_model{v}.safetensors"),
+            *_model("text_encoder", f"model{v}.safetensors"),
+            *_model("unet", f"diffusion_pytorch_model{v}.safetensors"),
+            *_model("vae", f"diffusion_pytorch_model{v}.safetensors"),
+        }
     if repo_id in (SD15, SD21):
         v = ".fp16" if dtype == "fp16" else ""
         return {
@@ -102,6 +128,8 @@ EXPECTED_BYTES = {
     (SD15, "fp16"): 2_134_193_413,
     (SD21, "fp32"): 5_161_551_542,
     (SD21, "fp16"): 2_581_645_928,
+    (SU, "fp32"): 5_177_762_586,
+    (SU, "fp16"): 2_589_731_148,
 }
 
 
@@ -162,6 +190,12 @@ def stand_in(tmp_path_factory, tiny):
         getattr(half, name).save_pretrained(root / "ld16" / name, variant="fp16")
         content[SD15] |= {f"{name}/{n}": b for n, b in _files_in(root / "ld16" / name).items() if ".fp16." in n}
     content[SD21] = content[SD15]
+    stable = build_tiny_stable_unclip(SEED, prior_scheduler="unclip")
+    content[SU] = _files_in(stable.save_pretrained(root / "su"))
+    half = stable.to(dtype=torch.float16)
+    for name in ("text_encoder", "unet", "vae", "image_normalizer", "image_encoder"):
+        getattr(half, name).save_pretrained(root / "su16" / name, variant="fp16")
+        content[SU] |= {f"{name}/{n}": b for n, b in _files_in(root / "su16" / name).items() if ".fp16." in n}
     repos = []
     for repo_id, listing in LISTINGS.items():
         files = {**content.get(repo_id, {}), **tokenizer_files()}
@@ -214,6 +248,15 @@ def same_weights(a, b) -> bool:
     return a_modules.keys() == b_modules.keys() and all(same_tensors(m, b_modules[n]) for n, m in a_modules.items())
 
 
+def load(repo_id: str, tiny, **options):
+    """A repo loaded as the app loads it: Stable unCLIP with the tiny Karlo's prior shared, in the same dtype."""
+    if repo_id != SU:
+        return LOADERS[KINDS[repo_id].name](repo_id, **options)
+    karlo = tiny("unclip", options.get("dtype", torch.float32))
+    shared = {"prior": karlo.prior, "prior_text_encoder": karlo.text_encoder, "prior_tokenizer": karlo.tokenizer}
+    return load_stable_unclip(repo_id, shared=shared | {"prior_scheduler": karlo.prior_scheduler}, **options)
+
+
 def reference(tiny, repo_id: str, dtype: torch.dtype):
     """The tiny pipeline a repo's stand-in serves, in `dtype` (image variations: without a prior)."""
     pipe = tiny(TINY[repo_id], dtype)
@@ -225,6 +268,8 @@ def reference(tiny, repo_id: str, dtype: torch.dtype):
 def generate(pipe, repo_id: str):
     if repo_id == VARIATIONS:
         return pipe.variations(random_image(48, seed=5), seed=4, **VARIATION_STEPS).images
+    if repo_id == SU:
+        return pipe(PROMPT, seed=4, prior_num_inference_steps=2, num_inference_steps=2).images
     return pipe(PROMPT, seed=4, **(LD_STEPS if repo_id in (SD15, SD21) else UNCLIP_STEPS)).images
 
 
@@ -274,7 +319,7 @@ def test_readme_states_what_each_repo_and_preset_downloads():
         assert stated[repo_id] == [round(n / 1e9, 2) for n in (weights, weights, whole_repo_bytes(repo_id))], repo_id
     judge = LISTINGS[JUDGES["ViT-L-14"]]["files"]["open_clip_model.safetensors"]
     for dtype, device in (("fp16", "CUDA"), ("fp32", "CPU")):
-        total = EXPECTED_BYTES[KARLO, dtype] + EXPECTED_BYTES[SD15, dtype] + judge
+        total = EXPECTED_BYTES[KARLO, dtype] + EXPECTED_BYTES[SD15, dtype] + EXPECTED_BYTES[SU, dtype] + judge
         assert f"| `pretrained` on {device} ({dtype}) | {total / 1e9:.2f} GB |" in readme
 
 
@@ -284,7 +329,7 @@ def test_readme_states_what_each_repo_and_preset_downloads():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("repo_id", KINDS)
 def test_a_load_fetches_only_what_it_reads(hub, tiny, repo_id, dtype):
-    pipe = LOADERS[KINDS[repo_id].name](repo_id, dtype=DTYPES[dtype])
+    pipe = load(repo_id, tiny, dtype=DTYPES[dtype])
 
     expected = expected_files(repo_id, dtype)
     # each file the plan names asked for once, and no other file's bytes sent (a file whose ETag the cache holds,
@@ -370,11 +415,11 @@ def test_progress_reports_bytes_done_of_what_each_repo_downloads(hub, capsys):
     calls = []
     load_models(
         "lab",
-        models={"unclip": KARLO, "latent_diffusion": SD15},
+        models={"unclip": KARLO, "latent_diffusion": SD15, "stable_unclip": SU},
         device="cpu",
         progress=lambda *call: calls.append(call),
     )
-    for repo_id in (KARLO, SD15):
+    for repo_id in (KARLO, SD15, SU):
         done = [d for r, d, total in calls if r == repo_id]
         assert {total for r, _, total in calls if r == repo_id} == {EXPECTED_BYTES[repo_id, "fp32"]}
         assert done[0] == 0 and done[-1] == EXPECTED_BYTES[repo_id, "fp32"] and done == sorted(done)
@@ -386,14 +431,15 @@ def test_progress_reports_bytes_done_of_what_each_repo_downloads(hub, capsys):
 
 
 def test_the_app_status_line_follows_each_repos_download_and_then_names_the_models(hub, monkeypatch, tmp_path):
-    session = Session(AppConfig("lab", "cpu", tmp_path, models={"unclip": KARLO, "latent_diffusion": SD15}))
+    models = {"unclip": KARLO, "latent_diffusion": SD15, "stable_unclip": SU}
+    session = Session(AppConfig("lab", "cpu", tmp_path, models=models))
     lines = []
     original = session._downloaded
     monkeypatch.setattr(session, "_downloaded", lambda *call: (original(*call), lines.append(session.status())))
     session.harness()
-    karlo, sd = (f"{EXPECTED_BYTES[r, 'fp32'] / 1e9:.2f}" for r in (KARLO, SD15))
+    karlo, sd, su = (f"{EXPECTED_BYTES[r, 'fp32'] / 1e9:.2f}" for r in (KARLO, SD15, SU))
     assert lines[0].startswith("loading **lab** + custom models… ") and f"{KARLO} 0.00 / {karlo} GB" in lines[0]
-    assert f"{KARLO} {karlo} / {karlo} GB · {SD15} {sd} / {sd} GB" in lines[-1]
+    assert f"{KARLO} {karlo} / {karlo} GB · {SD15} {sd} / {sd} GB · {SU} {su} / {su} GB" in lines[-1]
     assert session.status().startswith("**lab** + custom models loaded on cpu") and f"`{KARLO}`" in session.status()
 
 
@@ -451,20 +497,48 @@ def test_variations_borrow_only_the_image_encoder_of_the_variations_repo(hub, ti
 
 def test_the_pretrained_preset_attaches_the_borrowed_encoder_on_first_use(hub, tmp_path):
     session = Session(AppConfig("pretrained", "cpu", tmp_path, judge="tiny"))
-    fast = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=4)
+    fast = Settings(
+        prior_steps=2, decoder_steps=2, super_res_steps=2, steps=4, stable_unclip_prior_steps=2, stable_unclip_steps=2
+    )
     before, _ = session.compare(PROMPT, 3, fast)
     assert session.harness().pipeline("unclip").image_encoder is None and hub.downloads(VARIATIONS) == []
+    assert session.harness().pipeline("stable_unclip").image_encoder is None  # read for variations alone
+    assert not [f for f in hub.downloads(SU) if f.startswith(("image_encoder/", "feature_extractor/"))]
     assert f"the image encoder of `{VARIATIONS}` (only that component)" in session.image_in.describe()
+    assert f"the image encoder of `{SU}` (only that component)" in session.image_in.describe()
     seen = []
     session.image_in.prepare(lambda *call: seen.append(call))
     rows, skipped, _ = session.image_in.run(random_image(48, seed=5), PROMPT, "3", 0.5, fast)
-    assert skipped == {} and sorted(r["mode"] for r in rows.values()) == ["img2img", "variations"]
-    assert files_on_disk(VARIATIONS) == ENCODER_FILES and seen[-1][1] == seen[-1][2] > 10**9  # 1.2 GB as listed
+    assert skipped == {} and [r["mode"] for r in rows.values()] == ["variations", "img2img", "variations"]
+    assert files_on_disk(VARIATIONS) == ENCODER_FILES
+    assert ENCODER_FILES - {MODEL_INDEX} <= files_on_disk(SU)  # its own repo's encoder, fetched now
+    for repo in (VARIATIONS, SU):  # each download followed to its end, 1.2 GB as listed
+        done = [call for call in seen if call[0] == repo]
+        assert done and done[-1][1] == done[-1][2] > 10**9, repo
+    assert rows["stable_unclip"]["model"] == SU  # its own repo's encoder: nothing borrowed
     unclip = rows["unclip"]
     assert unclip["model"] == f"{KARLO} + image_encoder of {VARIATIONS}"
     after, _ = session.compare(PROMPT, 4, fast)  # text to image keeps its hash: the borrowed encoder is not Karlo's
     assert after["unclip"]["model_hash"] == before["unclip"]["model_hash"] != unclip["model_hash"]
     assert after["unclip"]["model"] == KARLO and after["unclip"]["prior_image_cosine"] is not None
+
+
+def test_the_pretrained_preset_fetches_karlos_prior_once_and_stable_unclip_shares_it(hub):
+    pipes = load_models("pretrained", device="cpu")
+    assert list(pipes) == ["unclip", "latent_diffusion", "stable_unclip"]
+    unclip, stable = pipes["unclip"], pipes["stable_unclip"]
+    # the very objects, not copies: Karlo's prior and its CLIP are held once
+    assert stable.prior is unclip.prior and stable.prior_text_encoder is unclip.text_encoder
+    assert stable.prior_tokenizer is unclip.tokenizer and stable.prior_scheduler is unclip.prior_scheduler
+    assert hub.downloads(KARLO).count("prior/diffusion_pytorch_model.safetensors") == 1
+    assert files_on_disk(SU) == expected_files(SU, "fp32") and not any("prior" in f for f in files_on_disk(SU))
+    assert stable.image_encoder is None and stable.unet is not pipes["latent_diffusion"].unet
+
+
+def test_leaving_stable_unclip_out_fetches_nothing_of_its_repo(hub):
+    pipes = load_models("pretrained", device="cpu", models={"stable_unclip": "none"})
+    assert list(pipes) == ["unclip", "latent_diffusion"]
+    assert not [r for r in hub.requests if r.repo_id == SU]
 
 
 def test_offline_without_the_borrowed_encoder_variations_say_why_and_img2img_runs(hub, tmp_path, monkeypatch):

@@ -72,19 +72,22 @@ def test_harness_rows_on_a_cpu_carry_stage_memory_and_keep_peak_rss(lab, tmp_pat
 def test_fewest_steps_puts_each_step_count_of_the_architectures_asked_at_its_minimum():
     settings = Settings(prior_steps=9, steps=30, guidance=3.0)
     unclip = settings.fewest_steps(["unclip"])
-    assert (unclip.prior_steps, unclip.decoder_steps, unclip.super_res_steps) == (2, 2, 2)
-    assert (unclip.steps, unclip.guidance) == (30, 3.0)  # latent diffusion's, as given
+    own = unclip.of("unclip")
+    assert (own.prior_steps, own.decoder_steps, own.super_res_steps) == (2, 2, 2)
+    assert (unclip.of("latent_diffusion").steps, unclip.of("latent_diffusion").guidance) == (30, 3.0)  # as given
     both = settings.fewest_steps(["unclip", "latent_diffusion"], at_least=4)
-    assert (both.prior_steps, both.super_res_steps, both.steps) == (4, 4, 4)
+    assert (both.value("prior_steps"), both.value("super_res_steps"), both.value("steps")) == (4, 4, 4)
 
 
 FEWEST = {
     "unclip": dict(prior_num_inference_steps=2, decoder_num_inference_steps=2, super_res_num_inference_steps=2),
     "latent_diffusion": dict(num_inference_steps=1),
+    "stable_unclip": dict(prior_num_inference_steps=2, num_inference_steps=1),
 }
 STAGES = {
     "unclip": ("text_encoder", "prior", "decoder", "super_res"),
     "latent_diffusion": ("text_encoder", "unet", "vae_decode"),
+    "stable_unclip": ("text_encoder", "prior", "unet", "vae_decode"),
 }
 MODELS = {
     "unclip": {
@@ -94,4 +97,10 @@ MODELS = {
         "super_res": ("super_res_first", "super_res_last"),
     },
     "latent_diffusion": {"text_encoder": ("text_encoder",), "unet": ("unet",), "vae_decode": ("vae",)},
+    "stable_unclip": {
+        "text_encoder": ("prior_text_encoder", "text_encoder"),  # the prior's CLIP and the U-Net's, one stage
+        "prior": ("prior",),
+        "unet": ("unet",),  # the image normalizer's two vectors beside it
+        "vae_decode": ("vae",),
+    },
 }

@@ -31,7 +31,7 @@ from helpers import PAINTER, Painter
 
 @pytest.fixture()
 def painter(monkeypatch, tmp_path):
-    """The painter registered, and a preset that holds it beside the tiny preset's two architectures."""
+    """The painter registered, and a preset that holds it beside the tiny preset's three architectures."""
     registry.register(PAINTER)  # registered here, and nowhere else
     tiny = presets.get_preset("tiny")
     monkeypatch.setitem(
@@ -41,7 +41,9 @@ def painter(monkeypatch, tmp_path):
     registry.unregister("painter")
 
 
-FAST = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)
+FAST = Settings(
+    prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2, stable_unclip_prior_steps=2, stable_unclip_steps=2
+)
 
 
 def test_the_shipped_registry_reads_its_defaults_from_the_pipelines_signatures():
@@ -54,7 +56,8 @@ def test_the_shipped_registry_reads_its_defaults_from_the_pipelines_signatures()
         "prior_guidance": 4.0,
         "decoder_guidance": 8.0,
     }
-    assert Settings().steps == 50 and Settings().guidance == 7.5 and Settings().negative_prompt is None
+    ld = Settings().of("latent_diffusion")
+    assert (ld.steps, ld.guidance, ld.negative_prompt) == (50, 7.5, None)
     with pytest.raises(ValueError, match="unknown architecture 'gan'"):
         registry.get("gan")
     with pytest.raises(ValueError, match="registered already"):
@@ -99,14 +102,14 @@ def test_an_image_in_mode_is_checked_when_registered():
 
 
 def test_a_new_architecture_flows_through_settings_flags_and_infotext(painter):
-    assert Settings().coats == 3 and Settings().brightness == 0.5  # the painter's own signature
+    assert (Settings().of("painter").coats, Settings().of("painter").brightness) == (3, 0.5)  # its dataclass's
     assert Settings(coats=5).pipeline_kwargs("painter") == {"num_coats": 5, "brightness": 0.5}
     assert parse_settings(coats="4", brightness="0.25") == Settings(coats=4, brightness=0.25)
     with pytest.raises(ValueError, match="Painter coats must be between 1 and 1000"):
         parse_settings(coats=0)
     parser = argparse.ArgumentParser()
     add_setting_flags(parser)
-    assert from_flags(parser.parse_args(["--coats", "6"])).coats == 6
+    assert from_flags(parser.parse_args(["--coats", "6"])).of("painter").coats == 6
     assert column_kind("coats") == INT and column_kind("brightness") == FLOAT and "seconds_paint" in core_columns()
     assert "coats" in own_settings() and stage_steps("painter", Settings(coats=4)) == {"paint": 4}
 
@@ -116,7 +119,7 @@ def test_a_new_architecture_flows_through_a_sweep_the_harness_the_log_and_the_su
     jobs = sweep.grid(
         ["a red circle", "a blue square"], [0, 1], [2], [0.5, 1.0], ["unclip", "painter"], Settings(super_res_steps=2)
     )
-    assert {j.settings.coats for j in jobs if j.architecture == "painter"} == {2}
+    assert {j.settings.value("coats") for j in jobs if j.architecture == "painter"} == {2}
     assert sweep.run_sweep(harness, jobs, batch_size=4, progress=False) == len(jobs) == 16
     df = load_runs(tmp_path)
     painted = df[df["architecture"] == "painter"]
@@ -124,20 +127,24 @@ def test_a_new_architecture_flows_through_a_sweep_the_harness_the_log_and_the_su
     assert painted["prior_steps"].isna().all()  # unCLIP's settings stay out of the painter's rows
     row = painted.iloc[0]
     architecture, prompt, seed, settings = settings_from_png(row["image_path"])
-    assert (architecture, settings.coats, settings.brightness) == ("painter", 2, row["brightness"])
+    assert (architecture, settings.of("painter").coats, settings.of("painter").brightness) == (
+        "painter",
+        2,
+        row["brightness"],
+    )
     again = Painter()([prompt], seed=[seed], **settings.pipeline_kwargs("painter")).pil_images()[0]
     assert np.array_equal(np.asarray(again), np.asarray(Image.open(row["image_path"]).convert("RGB")))
     first = df[df["brightness"].isna() | (df["brightness"] == 0.5)]
     first = first[(first["decoder_guidance"].isna()) | (first["decoder_guidance"] == 0.5)]
-    assert default_pair(first) == ("unclip", "painter")  # the first registered minus the last
+    assert default_pair(first) == ("unclip", "painter")  # the first two registered that have rows
     assert summary_table(first).loc["seconds_total", "n"] == 4
 
 
 def test_a_new_architecture_reaches_the_apps_backend_and_widgets(painter, tmp_path):
     session = Session(AppConfig("painted", "cpu", tmp_path))
-    assert session.architectures == ("unclip", "latent_diffusion", "painter")
+    assert session.architectures == ("unclip", "latent_diffusion", "stable_unclip", "painter")
     rows, _ = session.compare("a red circle", "3", FAST.replace(coats=2))
-    assert set(rows) == {"unclip", "latent_diffusion", "painter"} and rows["painter"]["coats"] == 2
+    assert set(rows) == {"unclip", "latent_diffusion", "stable_unclip", "painter"} and rows["painter"]["coats"] == 2
     assert Path(rows["painter"]["image_path"]).is_file()
     config = app.build_app(session).config
     ids = {c["props"].get("elem_id") for c in config["components"]}

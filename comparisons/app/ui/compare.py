@@ -1,4 +1,4 @@
-"""The Compare tab: one prompt and seed, both architectures side by side with their stats."""
+"""The Compare tab: one prompt and seed, every architecture side by side with its stats."""
 
 from __future__ import annotations
 

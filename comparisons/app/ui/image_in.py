@@ -24,10 +24,12 @@ from comparisons.sources import open_source
 from pipelines import registry
 
 INTRO = (
-    "One image in, both architectures out. **unCLIP makes variations**: the image's CLIP embedding takes the place "
+    "One image in, every architecture out. **unCLIP makes variations**: the image's CLIP embedding takes the place "
     "of the prior's, and the decoder and super-resolution draw from it (no prompt). **Latent diffusion runs "
-    "img2img**: the image's latent is noised to the strength and denoised under the prompt. The prompt is optional "
-    "(img2img needs one); the judge scores both images against it, and against the source. Steps, guidance and the "
+    "img2img**: the image's latent is noised to the strength and denoised under the prompt. **Stable unCLIP makes "
+    "variations** too: the image's CLIP embedding, noised to the noise level, conditions its latent U-Net (with the "
+    "prompt, if there is one). The prompt is optional (img2img needs one); the judge scores every image against it, "
+    "and against the source. Steps, guidance and the "
     "negative prompt are the Compare tab's (Advanced). Every image is a row of the run log, with the source's hash; "
     "the source is kept once in the results folder."
 )
@@ -57,7 +59,7 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab, tabs: 
             )
         with gr.Column(scale=3):
             prompt = gr.Textbox(
-                label="Prompt (optional: img2img needs one; the judge scores both images against it)",
+                label="Prompt (optional: img2img needs one; the judge scores every image against it)",
                 lines=2,
                 elem_id="image-in-prompt",
             )

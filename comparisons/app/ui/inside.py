@@ -19,12 +19,13 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
     def explain(prompt, *values):
         seed, settings = inputs.read(values)
         report = look_inside(prompt, seed, parse_settings(**settings))
-        u, ld = report.unclip, report.latent_diffusion
+        u, ld, su = report.unclip, report.latent_diffusion, report.stable_unclip
         return (
             u.decoder_strip,
             u.super_res_strip,
             ld.unet_strip,
-            prior_summary(u),
+            *([su.unet_strip] if stable else []),
+            prior_summary(u, su),
             ld.latent_channels,
             [(image, token) for token, image in ld.token_overlays],
             report.components,
@@ -40,6 +41,8 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
     decoder_strip = picture("unCLIP decoder: x₀ per step (pixels, half size)", height=150)
     super_res_strip = picture("unCLIP super-resolution: x₀ per step", height=150)
     unet_strip = picture("Latent diffusion: x₀ per step, decoded by the VAE", height=150)
+    stable = "stable_unclip" in archs
+    stable_strip = [picture("Stable unCLIP: x₀ per step, decoded by the VAE", height=150)] if stable else []
     with gr.Row():
         prior_info = gr.Markdown(elem_id="prior-info")
         latent_channels = picture("Latent diffusion's final latent, one panel per channel", height=300)
@@ -53,6 +56,16 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
         label="Components (parameters read from the loaded models)", wrap=True, elem_classes=FIT, elem_id="components"
     )
     shapes = gr.Dataframe(label="Tensor shapes at each stage of this run", wrap=True, elem_classes=FIT)
-    outputs = [decoder_strip, super_res_strip, unet_strip, prior_info, latent_channels, attention, components, shapes]
-    pictures = [decoder_strip, super_res_strip, unet_strip, latent_channels]
+    outputs = [
+        decoder_strip,
+        super_res_strip,
+        unet_strip,
+        *stable_strip,
+        prior_info,
+        latent_channels,
+        attention,
+        components,
+        shapes,
+    ]
+    pictures = [decoder_strip, super_res_strip, unet_strip, *stable_strip, latent_channels]
     look.click(explain, inputs.components, outputs, api_name="explain", show_progress_on=pictures, **DEVICE)

@@ -1,4 +1,4 @@
-"""The "Latent space" tab: interpolations between two prompts (both architectures) and unCLIP's text diffs, each a
+"""The "Latent space" tab: interpolations between two prompts (every architecture) and unCLIP's text diffs, each a
 strip of frames over a table of what the Shapes checker read in them. Explorations, not logged rows."""
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from pipelines import registry
 INTRO = (
     "Walks through what each architecture conditions on, frame by frame, every frame from the same noise. "
     "**Interpolation**: unCLIP slerps between the prior's CLIP image embeddings of the two prompts (DALL·E 2, "
-    "Fig. 4), latent diffusion interpolates the text encoder's hidden states; with the decoder reading the "
-    "prompts, t = 0 and t = 1 are the Compare tab's images of the two prompts. **Text diff** (unCLIP, Fig. 5): a "
+    "Fig. 4), latent diffusion interpolates the text encoder's hidden states, Stable unCLIP walks unCLIP's path "
+    "(the same prior) through its latent U-Net; with the decoders reading the prompts, t = 0 and t = 1 are the "
+    "Compare tab's images of the two prompts. **Text diff** (unCLIP, Fig. 5): a "
     "caption's image embedding turned towards *target − source* of two captions' text embeddings, θ from 0 to the "
     "largest θ. Seed, steps, guidance and negative prompt are the Compare tab's. These are explorations: frames "
     "are not logged (a frame is remade only by its whole walk)."
@@ -68,7 +69,7 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
     decoder_text = dict(
         choices=list(tools.DECODER_TEXT),
         value="prompts",
-        label="unCLIP's decoder reads (besides the embedding)",
+        label="unCLIP's decoder and Stable unCLIP's U-Net read (besides the embedding)",
         info="prompts: their text conditioning moves along; empty: the embedding alone, as Fig. 4 and variations",
     )
 
@@ -112,7 +113,8 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
     with gr.Row():
         diff_frames = slider_field(**frame_slider, step=1, elem_id="diff-frames")
         theta = slider_field(0.05, 1.0, tools.DEFAULT_MAX_THETA, "Largest θ", step=0.05, elem_id="diff-theta")
-        diff_text = choice_field(gr.Radio(**decoder_text, elem_id="diff-decoder-text"), decoder_text["label"])
+        diff_decoder = dict(decoder_text, label="unCLIP's decoder reads (besides the embedding)")  # unCLIP's alone
+        diff_text = choice_field(gr.Radio(**diff_decoder, elem_id="diff-decoder-text"), diff_decoder["label"])
         diff_go = gr.Button("Text diff", variant="primary", elem_id="text-diff")
     diff_note = gr.Markdown(elem_id="diff-note")
     diff_strip, diff_table = _strip_and_table("unCLIP: θ = 0 … the largest θ", "unclip", "diff")

@@ -1,6 +1,7 @@
-"""The "Image in" backend (comparisons.app.image_in) on the Shapes lab: an image to unCLIP's variations and to latent
-diffusion's img2img, each a row and a PNG that say what made them, the source kept once under the hash of its
-pixels, the audit and regeneration agreeing, bad input refused, and summaries keeping these rows apart."""
+"""The "Image in" backend (comparisons.app.image_in) on the Shapes lab: an image to unCLIP's and Stable unCLIP's
+variations and to latent diffusion's img2img, each a row and a PNG that say what made them, the source kept once
+under the hash of its pixels, the audit and regeneration agreeing, bad input refused, and summaries keeping these rows
+apart."""
 
 import hashlib
 
@@ -24,7 +25,8 @@ from pipelines.tiny import build_tiny_unclip
 
 from helpers import check_results_folder, random_image
 
-FAST = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=6)
+FAST = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=6, stable_unclip_steps=2)
+MODES = {"unclip": "variations", "latent_diffusion": "img2img", "stable_unclip": "variations"}
 PROMPT = "a red circle above a blue square"
 
 
@@ -51,11 +53,11 @@ def made(lab, tmp_path_factory):
     return upload, rows, skipped, notices, seen
 
 
-def test_both_architectures_make_one_row_and_png_each_that_say_what_made_them(lab, made):
+def test_every_architecture_makes_one_row_and_png_that_say_what_made_them(lab, made):
     upload, rows, skipped, notices, _ = made
-    assert set(rows) == {"unclip", "latent_diffusion"} and skipped == {} and notices == []
+    assert list(rows) == list(MODES) and skipped == {} and notices == []
     sha = source_hash(canonical(Image.open(upload)))
-    for arch, mode in (("unclip", "variations"), ("latent_diffusion", "img2img")):
+    for arch, mode in MODES.items():
         row = rows[arch]
         assert (row["mode"], row["source_hash"], row["prompt"], row["seed"]) == (mode, sha, PROMPT, 9)
         assert row["clip_score"] is not None and -1 <= row["source_cosine"] <= 1
@@ -80,6 +82,11 @@ def test_both_architectures_make_one_row_and_png_each_that_say_what_made_them(la
     vae = module_bytes(lab.harness().pipeline("latent_diffusion").vae) / 2**20
     assert ld["memory_kind"] == unclip["memory_kind"] == "tensors + weights" and ld["peak_memory_mb_vae_encode"] > vae
     assert "peak_memory_mb_prior" not in unclip and unclip["peak_memory_mb_image_encoder"] > 0
+    # Stable unCLIP's variations: the image's embedding at the noise level, its U-Net's steps, no prior's
+    stable = rows["stable_unclip"]
+    assert (stable["noise_level"], stable["steps_unet"]) == (0, 2) and "stable_unclip_prior_steps" not in stable
+    assert "Stable unCLIP prior steps" not in Image.open(stable["image_path"]).text["parameters"]
+    assert stable["peak_memory_mb_image_encoder"] > 0 and "steps_prior" not in stable
 
 
 def test_img2img_at_strength_s_runs_int_steps_times_s_denoising_steps(made):
@@ -175,20 +182,27 @@ def test_bad_input_is_refused_clearly_and_logs_nothing(lab, tmp_path, image, str
 
 def test_without_a_prompt_only_variations_run_and_go_unscored_by_clip(lab):
     rows, skipped, _ = lab.image_in.run(random_image(40, seed=4), "  ", "3", 0.8, FAST)
-    assert list(rows) == ["unclip"] and "img2img needs a prompt" in skipped["latent_diffusion"]
-    row = rows["unclip"]
-    assert row["prompt"] == "" and row["clip_score"] is None and row["clip_cosine"] is None
-    assert row["source_cosine"] is not None and "CLIP n/a (no prompt)" in image_in_stats(row)
+    assert list(rows) == ["unclip", "stable_unclip"] and "img2img needs a prompt" in skipped["latent_diffusion"]
+    for row in rows.values():  # Stable unCLIP's U-Net reads the empty prompt
+        assert row["prompt"] == "" and row["clip_score"] is None and row["clip_cosine"] is None
+        assert row["source_cosine"] is not None and "CLIP n/a (no prompt)" in image_in_stats(row)
 
 
 def test_the_lab_makes_variations_with_its_own_image_encoder(lab):
     assert lab.harness().pipeline("unclip").image_encoder is not None
     assert "its own image encoder" in lab.image_in.describe() and "runs img2img" in lab.image_in.describe()
+    stable = lab.harness().pipeline("stable_unclip")  # the CLIP its prior was trained on, lent by the lab's unCLIP
+    assert stable.image_encoder is lab.harness().pipeline("unclip").image_encoder
+    assert "**Stable unCLIP** makes variations: unCLIP's image encoder, the same in memory, embeds the image" in (
+        lab.image_in.describe()
+    )
 
 
 def test_a_model_without_an_image_encoder_says_so_and_img2img_still_runs(tmp_path):
     directory = build_tiny_unclip(0).save_pretrained(tmp_path / "no-encoder")  # Karlo's layout: no image encoder
-    session = Session(AppConfig("lab", "cpu", tmp_path / "results", models={"unclip": str(directory)}))
+    # the lab's Stable unCLIP cannot run on a tiny unCLIP's prior: it is left out (test_loading checks the refusal)
+    models = {"unclip": str(directory), "stable_unclip": "none"}
+    session = Session(AppConfig("lab", "cpu", tmp_path / "results", models=models))
     session.harness()
     assert "cannot make variations: this model has no image encoder" in session.image_in.describe()
     rows, skipped, _ = session.image_in.run(random_image(40, seed=4), PROMPT, "3", 0.5, FAST)
@@ -217,11 +231,12 @@ def test_the_audit_finds_a_missing_or_altered_source(lab, tmp_path):
     kept = tmp_path / "images" / "sources" / f"{source.sha256}.png"
     Image.new("RGB", (40, 40)).save(kept)
     report = audit(tmp_path)
-    assert [p.kind for p in report.problems] == ["mismatch"] * 2 and all(
+    n = len(harness.architectures)  # a row each, naming the one source
+    assert [p.kind for p in report.problems] == ["mismatch"] * n and all(
         "hash to" in p.detail for p in report.problems
     )
     kept.unlink()
-    assert [p.kind for p in audit(tmp_path).problems] == ["missing"] * 2
+    assert [p.kind for p in audit(tmp_path).problems] == ["missing"] * n
     (tmp_path / "images" / "sources" / "stray.png").write_bytes(b"")
     assert "unreferenced" in {p.kind for p in audit(tmp_path).problems}
 

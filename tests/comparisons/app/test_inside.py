@@ -32,7 +32,8 @@ NUM_FRAMES = 3
 
 @pytest.fixture(scope="module")
 def report(unclip_variations, latent_diffusion):
-    return explain(unclip_variations, latent_diffusion, PROMPT, seed=0, settings=SETTINGS, num_frames=NUM_FRAMES)
+    pipes = {"unclip": unclip_variations, "latent_diffusion": latent_diffusion}
+    return explain(pipes, PROMPT, seed=0, settings=SETTINGS, num_frames=NUM_FRAMES)
 
 
 def strip_size(frames: int, size: int) -> tuple[int, int]:
@@ -185,7 +186,13 @@ def test_grid_size_follows_the_unet_downsampling():
 @pytest.mark.parametrize("prompt, num_frames", [("", 8), (["two", "prompts"], 8), (PROMPT, 0)])
 def test_bad_input_is_refused(unclip, latent_diffusion, prompt, num_frames):
     with pytest.raises(ValueError):
-        explain(unclip, latent_diffusion, prompt, seed=0, settings=SETTINGS, num_frames=num_frames)
+        explain(
+            {"unclip": unclip, "latent_diffusion": latent_diffusion},
+            prompt,
+            seed=0,
+            settings=SETTINGS,
+            num_frames=num_frames,
+        )
 
 
 def test_recorder_averages_the_conditional_half_over_heads_and_calls():

@@ -26,7 +26,9 @@ from pipelines.outputs import to_uint8
 
 from helpers import assert_images_close
 
-FAST = Settings(prior_steps=2, decoder_steps=3, super_res_steps=2, steps=3)
+FAST = Settings(
+    prior_steps=2, decoder_steps=3, super_res_steps=2, steps=3, stable_unclip_prior_steps=2, stable_unclip_steps=3
+)
 START, END = "a red circle", "a blue square"
 SEED, FRAMES = 5, 3
 
@@ -54,7 +56,7 @@ def text_to_image(session, architecture: str, prompt: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- interpolation
 
 
-@pytest.mark.parametrize("architecture", ["unclip", "latent_diffusion"])
+@pytest.mark.parametrize("architecture", ["unclip", "latent_diffusion", "stable_unclip"])
 def test_the_ends_of_an_interpolation_are_the_text_to_image_images_of_its_prompts(session, walked, architecture):
     walk = walked.walks[architecture]
     assert walk.positions == (0.0, 0.5, 1.0) and walk.frames.shape[0] == FRAMES
@@ -78,7 +80,7 @@ def test_a_walk_from_a_prompt_to_itself_stays_put(latent):
         assert all(np.array_equal(frame, walk.frames[0]) for frame in walk.frames)  # one noise for every frame
 
 
-def test_one_progress_bar_follows_both_walks(latent):
+def test_one_progress_bar_follows_every_walk(latent):
     seen = []
     latent.interpolate(START, END, SEED, 2, "prompts", FAST, lambda done, what: seen.append((done, what)))
     fractions = [done for done, _ in seen]
@@ -88,6 +90,8 @@ def test_one_progress_bar_follows_both_walks(latent):
         "unCLIP frame 2/2",
         "latent diffusion frame 1/2",
         "latent diffusion frame 2/2",
+        "Stable unCLIP frame 1/2",
+        "Stable unCLIP frame 2/2",
     ]
 
 
@@ -98,6 +102,10 @@ def test_with_the_empty_decoder_text_unclip_decodes_the_embedding_alone(session,
     # text to image's decoder reads the prompt, this one reads the empty prompt: the ends are not its images
     assert np.abs(walk.frames[0] - text_to_image(session, "unclip", START)).max() > 0.05
     assert np.array_equal(report.walks["latent_diffusion"].frames, walked.walks["latent_diffusion"].frames)
+    # Stable unCLIP's U-Net reads the empty prompt too: the embedding alone, every frame from one text
+    stable = report.walks["stable_unclip"]
+    assert np.abs(stable.frames[0] - text_to_image(session, "stable_unclip", START)).max() > 0.05
+    assert np.abs(stable.frames[0] - stable.frames[-1]).max() > 0.05  # the embedding still moves it
 
 
 # ----------------------------------------------------------------------------- text diffs

@@ -1,4 +1,4 @@
-"""Any two models from the app: flags and environment variables, switching without a restart, every row and the
+"""Any models from the app: flags and environment variables, switching without a restart, every row and the
 status line naming the models, and a preset that cannot load saying why in one sentence with the lab one click away."""
 
 import time
@@ -15,7 +15,9 @@ from comparisons.settings import Settings
 
 from helpers import browser_page, check_results_folder, free_port
 
-FAST = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)
+FAST = Settings(
+    prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2, stable_unclip_prior_steps=2, stable_unclip_steps=2
+)
 PROMPT = "a red circle above a blue square"
 KARLO = "kakaobrain/karlo-v1-alpha"
 ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts"
@@ -36,7 +38,15 @@ def test_flags_and_environment_variables_pick_the_models_and_the_judge(tmp_path)
     args = app.parse_args(["--latent-diffusion", "org/fine-tuned-sd", "--judge", "ViT-H-14"], environ={})
     config = app.config_from(args, {})
     assert config.models == {"latent_diffusion": "org/fine-tuned-sd"} and config.judge == "ViT-H-14"
-    assert config.sources == {"unclip": str(LAB_WEIGHTS / "unclip"), "latent_diffusion": "org/fine-tuned-sd"}
+    assert config.sources == {
+        "unclip": str(LAB_WEIGHTS / "unclip"),
+        "latent_diffusion": "org/fine-tuned-sd",
+        "stable_unclip": str(LAB_WEIGHTS / "stable_unclip"),
+    }
+    args = app.parse_args(["--stable-unclip", "none"], environ={"T2I_LATENT_DIFFUSION": "org/sd"})
+    assert list(app.config_from(args, {}).sources) == ["unclip", "latent_diffusion"]  # left out
+    environ = {"T2I_STABLE_UNCLIP": "none"}
+    assert "stable_unclip" not in app.config_from(app.parse_args([], environ=environ), environ).sources
     environ = {"T2I_PRESET": "pretrained", "T2I_UNCLIP": "/models/karlo", "T2I_JUDGE": "tiny", "SPACES_ZERO_GPU": "1"}
     config = app.config_from(app.parse_args([], environ=environ), environ)
     assert (config.preset, config.models, config.judge, config.zero_gpu) == (
@@ -51,9 +61,11 @@ def test_flags_and_environment_variables_pick_the_models_and_the_judge(tmp_path)
         Session(AppConfig("lab", "cpu", tmp_path, judge="ViT-Q-99"))
 
 
-def test_any_two_models_are_named_by_the_status_line_and_every_row(tmp_path):
+def test_any_models_are_named_by_the_status_line_and_every_row(tmp_path):
     tiny_ld = str(Path(get_preset("tiny").models["latent_diffusion"]))
-    session = Session(AppConfig("lab", "cpu", tmp_path, models={"latent_diffusion": tiny_ld}, judge="tiny"))
+    # the lab's Stable unCLIP reads the lab LD's CLIP and VAE, so it is left out beside the tiny one
+    models = {"latent_diffusion": tiny_ld, "stable_unclip": "none"}
+    session = Session(AppConfig("lab", "cpu", tmp_path, models=models, judge="tiny"))
     rows, _ = session.compare(PROMPT, "3", FAST)
     assert rows["latent_diffusion"]["model"] == tiny_ld and rows["unclip"]["model"] == str(LAB_WEIGHTS / "unclip")
     status = session.status()
@@ -80,13 +92,15 @@ def test_switching_models_needs_no_restart(tmp_path):
         assert {a: r["model"] for a, r in rows.items()} == models
     assert first["unclip"]["model_hash"] == third["unclip"]["model_hash"] != second["unclip"]["model_hash"]
     df = session.runs()
-    assert len(df) == 6 and df.groupby("model").size().to_dict() == {
+    assert len(df) == 9 and df.groupby("model").size().to_dict() == {
         str(LAB_WEIGHTS / "unclip"): 2,
         str(LAB_WEIGHTS / "latent_diffusion"): 2,
+        str(LAB_WEIGHTS / "stable_unclip"): 2,
         tiny["unclip"]: 1,
         tiny["latent_diffusion"]: 1,
+        tiny["stable_unclip"]: 1,
     }
-    check_results_folder(tmp_path, expected_rows=6)
+    check_results_folder(tmp_path, expected_rows=9)
 
 
 def test_a_switch_that_cannot_be_done_is_refused_and_changes_nothing(tmp_path):
@@ -96,6 +110,8 @@ def test_a_switch_that_cannot_be_done_is_refused_and_changes_nothing(tmp_path):
         (("nope",), "Preset: “nope” is not one; choose lab, pretrained, tiny"),
         (("lab", {"dalle3": "org/x"}), "unknown architecture"),
         (("lab", None, "ViT-Q-99"), "unknown judge"),
+        # the page was built with three columns: one left out needs a restart, and the message says how
+        (("lab", {"stable_unclip": "none"}), r"the page shows unCLIP, LD, Stable unCLIP: .* \(--stable-unclip none"),
     ]:
         with pytest.raises(ValueError, match=message):
             session.switch(*args)
@@ -180,10 +196,12 @@ def test_in_the_browser_a_failed_preset_is_one_click_from_the_lab_and_the_picker
                 "unCLIP decoder steps",
                 "unCLIP super-res steps",
                 "Latent diffusion steps",
+                "Stable unCLIP prior steps",
+                "Stable unCLIP steps",
             ):
-                page.get_by_label(label).fill("2")
+                page.get_by_label(label, exact=True).fill("2")
             page.locator("#generate").click()
-            for arch in ("unclip", "latent_diffusion"):
+            for arch in ("unclip", "latent_diffusion", "stable_unclip"):
                 page.locator(f"#stats-{arch}", has_text="seed 0").wait_for(timeout=120_000)
             page.screenshot(path=str(ARTIFACTS / "app-switched-to-tiny.png"), full_page=True)
             rows = session.runs()
@@ -198,7 +216,7 @@ def test_in_the_browser_a_failed_preset_is_one_click_from_the_lab_and_the_picker
             assert page.locator("#status [data-testid='status-tracker']:not(.hide) .error").count() == 0
             session.cancel_sweep()
             session.wait_for_sweep(120)
-        assert len(rows) == 2 and set(rows["model"]) == set(get_preset("tiny").models.values())
+        assert len(rows) == 3 and set(rows["model"]) == set(get_preset("tiny").models.values())
         check_results_folder(tmp_path)
     finally:
         demo.close()

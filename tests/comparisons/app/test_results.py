@@ -104,7 +104,7 @@ def test_the_chosen_summary_is_paired_or_unpaired_never_an_empty_table(df):
     table, note = chosen_summary(unclip, choose(choices(unclip), None))
     assert not table.empty and "unCLIP" in table.columns and set(table["statistic"]) >= {"images", "mean"}
     assert "seconds per image, all stages" in set(table["measure"])
-    assert note.startswith("unCLIP 2/3/2 g 4/6: no pairs (no LD rows for the same prompts and seeds)")
+    assert note.startswith("unCLIP 2/3/2 g 4/6: no pairs (no LD or Stable unCLIP rows for the same prompts and seeds)")
 
     table, note = chosen_summary(both.iloc[:0], choose(choices(both.iloc[:0]), None))
     assert table is None and note.startswith("No text-to-image runs match yet")

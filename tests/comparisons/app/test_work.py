@@ -1,10 +1,21 @@
-"""How a request reports its progress: at most a few updates a second, the first and the last always."""
+"""How a request reports its progress (at most a few updates a second, the first and the last always), and what it
+asks ZeroGPU for."""
 
 from __future__ import annotations
 
+import math
 import threading
 
-from comparisons.app.work import PROGRESS_EVERY_S, throttled
+from comparisons.app.work import (
+    GPU_CALL_OVERHEAD_S,
+    GPU_SAFETY,
+    PROGRESS_EVERY_S,
+    compare_duration,
+    gpu_duration,
+    image_in_duration,
+    throttled,
+)
+from comparisons.settings import Settings
 
 
 def test_progress_is_passed_on_at_most_once_per_interval_with_the_first_and_the_last():
@@ -36,3 +47,17 @@ def test_two_threads_reporting_side_by_side_share_one_budget():
     now[0] = 0.2
     report(1.0, "done")
     assert seen == [0.5, 1.0]
+
+
+def test_stable_unclip_asks_zerogpu_for_its_prior_and_its_u_nets_steps():
+    """Its seconds per step are the registry's (Karlo's prior as measured; the U-Net's scaled from SD 1.5's by latent
+    area, an estimate until a GPU measures it), so a comparison of three asks for its steps on top of the others'."""
+    two, three = ("unclip", "latent_diffusion"), ("unclip", "latent_diffusion", "stable_unclip")
+    defaults = Settings()  # Stable unCLIP: 25 prior steps, 20 U-Net steps
+    alone = 25 * 0.015 + 20 * 0.072
+    assert gpu_duration([("stable_unclip", defaults, 1)]) == math.ceil(GPU_CALL_OVERHEAD_S + GPU_SAFETY * alone)
+    assert compare_duration(three, defaults) > compare_duration(two, defaults)
+    more = defaults.replace(stable_unclip_steps=100)
+    assert compare_duration(three, more) > compare_duration(three, defaults)
+    # its variations skip the prior: only the U-Net's steps count
+    assert image_in_duration(("stable_unclip",), defaults, None) < gpu_duration([("stable_unclip", defaults, 1)])

@@ -15,8 +15,10 @@ from comparisons.records import settings_from_png
 
 from helpers import check_grid_png, check_results_folder, forked_gpu, free_port, random_image
 
-FAST = [2, 2, 2, 4.0, 8.0, 2, 7.5]  # the Advanced widgets, in the registry's order
+FAST = [2, 2, 2, 4.0, 8.0, 2, 7.5, 2, 4.0, 0, 2, 10.0]  # the Advanced widgets, in the registry's order
+TEXTS = ["", ""]  # the negative prompts: latent diffusion's, Stable unCLIP's
 PROMPT = "a red circle above a blue square"
+ARCHS = ("unclip", "latent_diffusion", "stable_unclip")  # the lab preset's, in the page's order
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +42,12 @@ def zero(tmp_path_factory):
 def test_a_comparison_made_in_a_forked_worker_is_written_and_logged_by_the_server(zero):
     session, client, calls = zero
     before = len(session.runs())
-    unclip_png, unclip_stats, ld_png, ld_stats = client.predict(PROMPT, "", "5", *FAST, api_name="/compare")
+    made = client.predict(PROMPT, *TEXTS, "5", *FAST, api_name="/compare")
     call = calls[-1]
     assert call.name == "make_compare" and call.pid != os.getpid() and call.duration >= 30
     new = session.runs().iloc[before:]
-    assert sorted(new["architecture"]) == ["latent_diffusion", "unclip"] and set(new["seed"]) == {5}
-    for png, stats, arch in ((unclip_png, unclip_stats, "unclip"), (ld_png, ld_stats, "latent_diffusion")):
+    assert list(new["architecture"]) == list(ARCHS) and set(new["seed"]) == {5}
+    for png, stats, arch in zip(made[::2], made[1::2], ARCHS, strict=True):
         row = new[new["architecture"] == arch].iloc[0]
         assert Path(row["image_path"]).is_file() and stats.startswith("seed 5")
         assert Image.open(png).tobytes() == Image.open(row["image_path"]).tobytes()  # the page shows the logged PNG
@@ -57,15 +59,15 @@ def test_an_image_taken_in_is_made_in_a_forked_worker_and_kept_and_logged_by_the
     session, client, calls = zero
     before = len(session.runs())
     random_image(40, seed=8).save(tmp_path / "source.png")
-    _, unclip_png, _, ld_png, ld_stats, _ = client.predict(
-        handle_file(str(tmp_path / "source.png")), PROMPT, 0.5, "6", "", *FAST, api_name="/image_in"
+    _, unclip_png, _, ld_png, ld_stats, stable_png, _, _ = client.predict(
+        handle_file(str(tmp_path / "source.png")), PROMPT, 0.5, "6", *TEXTS, *FAST, api_name="/image_in"
     )
     call = calls[-1]
     assert call.name == "make" and call.pid != os.getpid() and call.duration >= 30
     new = session.runs().iloc[before:]
-    assert sorted(new["mode"]) == ["img2img", "variations"] and set(new["seed"]) == {6}
-    for png, mode in ((unclip_png, "variations"), (ld_png, "img2img")):
-        row = new[new["mode"] == mode].iloc[0]
+    assert list(new["architecture"]) == list(ARCHS) and set(new["seed"]) == {6}
+    for png, arch in ((unclip_png, "unclip"), (ld_png, "latent_diffusion"), (stable_png, "stable_unclip")):
+        row = new[new["architecture"] == arch].iloc[0]
         assert Image.open(png).tobytes() == Image.open(row["image_path"]).tobytes()
         assert Path(row["source_image"]).is_file()  # written here, by the server: the worker wrote nothing
     assert ld_stats.startswith("img2img at strength 0.5")
@@ -74,7 +76,7 @@ def test_an_image_taken_in_is_made_in_a_forked_worker_and_kept_and_logged_by_the
 
 def test_looking_inside_runs_in_a_forked_worker(zero):
     _, client, calls = zero
-    decoder_strip, *_ = client.predict(PROMPT, "", "5", *FAST, api_name="/explain")
+    decoder_strip, *_ = client.predict(PROMPT, *TEXTS, "5", *FAST, api_name="/explain")
     assert calls[-1].name == "explain" and calls[-1].pid != os.getpid()
     assert Image.open(decoder_strip).size[0] > 0
 
@@ -83,16 +85,16 @@ def test_latent_space_walks_run_in_forked_workers_and_reach_the_page(zero):
     session, client, calls = zero
     before = len(session.runs())
     *strips, note = client.predict(
-        "a red circle", "a blue square", 3, "prompts", "", "5", *FAST, api_name="/interpolate"
+        "a red circle", "a blue square", 3, "prompts", *TEXTS, "5", *FAST, api_name="/interpolate"
     )
     assert calls[-1].name == "interpolate" and calls[-1].pid != os.getpid() and calls[-1].duration >= 30
-    (unclip, unclip_table), (ld, ld_table) = strips[:2], strips[2:]
-    for strip, table in ((unclip, unclip_table), (ld, ld_table)):
+    assert len(strips) == 2 * len(ARCHS)  # a strip and its table per architecture
+    for strip, table in zip(strips[::2], strips[1::2], strict=True):
         assert Image.open(strip).width > 2.5 * Image.open(strip).height  # three frames side by side
         assert table["headers"] == ["read", "t = 0.00", "t = 0.50", "t = 1.00"]  # the checker's, made in the child
     assert note.startswith("The Shapes checker read every frame")
     strip, table, note = client.predict(
-        "a red circle", "a red circle", "a red square", 3, 0.5, "empty", "", "5", *FAST, api_name="/text_diff"
+        "a red circle", "a red circle", "a red square", 3, 0.5, "empty", *TEXTS, "5", *FAST, api_name="/text_diff"
     )
     assert calls[-1].name == "text_diff" and calls[-1].pid != os.getpid()
     assert table["headers"] == ["read", "θ = 0.00", "θ = 0.25", "θ = 0.50"] and Image.open(strip).width > 0

@@ -18,11 +18,12 @@ def test_bench_compares_ours_with_diffusers(monkeypatch, tmp_path, capsys):
                 prior_num_inference_steps=2, decoder_num_inference_steps=2, super_res_num_inference_steps=2
             ),
             "latent_diffusion": dict(num_inference_steps=2, guidance_scale=7.5),
+            "stable_unclip": dict(prior_num_inference_steps=2, num_inference_steps=2),
         },
     )
     assert bench.main(["--repeats", "1", "--json", str(tmp_path / "b.json")]) == 0
     report = json.loads((tmp_path / "b.json").read_text())
-    assert [r["architecture"] for r in report["results"]] == ["unclip", "latent_diffusion"]
+    assert [r["architecture"] for r in report["results"]] == ["unclip", "latent_diffusion", "stable_unclip"]
     for r in report["results"]:
         assert r["ours_median_s"] > 0 and r["diffusers_median_s"] > 0 and r["flops"] > 0
         assert r["max_abs_diff"] <= 1e-4  # the same images, else the timing compares different work

@@ -12,7 +12,10 @@ from comparisons.bench import lab_speed
 from comparisons.presets import FAST_CPU, load_models
 from comparisons.settings import Settings
 
-FEW = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)
+FEW = Settings(
+    prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2, stable_unclip_prior_steps=2, stable_unclip_steps=2
+)
+THREE = ["unclip", "latent_diffusion", "stable_unclip"]
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +29,20 @@ def rows():
 def test_every_mode_is_timed_against_eager_with_its_images_checked(rows):
     assert [r["technique"] for r in rows] == [m.label for m in lab_speed.modes()]
     eager = rows[0]
-    assert eager["technique"] == "eager" and eager["both_ratio"] == 1.0 and eager["max_abs_diff"] == 0.0
+    assert eager["technique"] == "eager" and eager["all_ratio"] == 1.0 and eager["max_abs_diff"] == 0.0
     for r in rows:
-        assert r["both_s"] > 0 and r["unclip_s"] > 0 and r["latent_diffusion_s"] > 0
+        two = r["technique"].endswith("two architectures")
+        assert r["architectures"] == (THREE[:2] if two else THREE)
+        assert r["all_s"] > 0 and all(r[f"{a}_s"] > 0 for a in r["architectures"])
+        assert ("stable_unclip_s" in r) != two
         assert r["max_abs_diff"] <= 1e-4, r  # no technique changes the images
         assert r["measured"].startswith(
             "concurrent" if "side by side" in r["technique"] else ("isolated", "concurrent")
         )
     kept = next(m for m in lab_speed.modes() if m.label.startswith("default"))
-    assert kept.concurrent and set(kept.speed.values()) == {FAST_CPU}  # the default row is what the app runs
+    assert kept.concurrent and kept.speed == FAST_CPU and kept.architectures is None  # what the app runs
+    two = next(r for r in rows if r["technique"] == "eager, two architectures")
+    assert two["all_ratio"] == 1.0  # the two-architecture rows are taken against eager on the same two
     assert all(r["note"] for r in rows if r["technique"] in lab_speed.NOTES)
 
 
@@ -51,7 +59,8 @@ def test_the_cli_prints_the_table_and_writes_the_json(rows, monkeypatch, tmp_pat
     assert bench.main(["--preset", "lab", "--json", str(tmp_path / "l.json")]) == 0
     assert json.loads((tmp_path / "l.json").read_text())["repeats"] == 5  # the lab bench's own default
     out = capsys.readouterr().out
-    assert "| eager | isolated" in out
+    assert "| eager | isolated" in out and "| unCLIP s | LD s | Stable unCLIP s | one comparison s |" in out
+    assert "| default, two architectures | concurrent, 1 thread each |" in out and " | - | " in out
     assert "default 12.0 s; a first start, empty trace cache: 14.0 s; eager over 300 s." in out
     report |= lab_speed.start_report(
         {"cold": None, "default": {"imports": 8.0, "loaded": 10.5, "first_image": 11.2}, "eager": None}
