@@ -683,6 +683,8 @@ def test_browser_shows_an_interpolation_strip_and_what_the_checker_read(served, 
     page.get_by_role("tab", name="Latent space").click()
     page.locator("#walk-frames input[type=number]").fill("5")
     page.locator("#walk-frames input[type=number]").press("Enter")
+    # the slider takes the typed number when its range input moves: under load that can trail the keystroke
+    page.wait_for_function("document.querySelector('#walk-frames input[type=range]').value === '5'")
     page.locator("#interpolate").click()
     for arch in ("unclip", "latent_diffusion"):
         page.locator(f"#walk-{arch} img").wait_for(timeout=120_000)
