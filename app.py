@@ -5,8 +5,10 @@
     python app.py --preset pretrained --latent-diffusion stabilityai/stable-diffusion-2-1-base --judge ViT-H-14
     python app.py --host 0.0.0.0       # listen on every interface (or T2I_HOST=0.0.0.0)
 
-Layout and wiring only: every handler calls `comparisons.app.session.Session`, which checks the raw
-widget values, runs the models and reads the run log. Its ValueErrors become gr.Error popups.
+Layout and wiring only: the session (comparisons.app.session: the models, loaded and switched) and one backend per
+tab (comparisons.app.backends) are built once, in `main`, and each tab's screen (comparisons.app.ui) is handed its
+backend, which checks the raw widget values, runs the models through the harness and reads the run log. Their
+ValueErrors become gr.Error popups.
 
 On ZeroGPU (SPACES_ZERO_GPU set on the Space) a GPU is attached only while a `spaces.GPU` function runs, in a
 forked worker: the models load in the main thread before launch, the GPU functions only generate (the serving
@@ -27,8 +29,9 @@ from pathlib import Path
 
 import gradio as gr
 
+from comparisons.app.backends import Backends
 from comparisons.app.session import AppConfig, Session
-from comparisons.app.ui import compare, findings, header, image_in, inside, latent, results, sweep
+from comparisons.app.ui import compare, findings, header, image_in, inside, latent_space, results, sweep
 from comparisons.app.ui.common import CSS, GPU, KEYS_JS
 from comparisons.presets import DEFAULT_PRESET, JUDGES, PRESETS, add_model_flags, models_from_flags
 
@@ -50,26 +53,27 @@ def zero_gpu(environ: dict[str, str]) -> bool:
     return environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
-def build_app(session: Session, gpu: GPU = on_gpu) -> gr.Blocks:
-    """The page. `gpu` decorates every function that runs the models (spaces.GPU; tests fork, as ZeroGPU does)."""
+def build_app(backends: Backends, gpu: GPU = on_gpu) -> gr.Blocks:
+    """The page: each tab's screen given its backend. `gpu` decorates every function that runs the models
+    (spaces.GPU; tests fork, as ZeroGPU does)."""
     with gr.Blocks(title="unCLIP, latent diffusion, Stable unCLIP", analytics_enabled=False) as demo:
         gr.Markdown(TITLE)
-        switched = header.build(session)
+        switched = header.build(backends.session)
         with gr.Tabs() as tabs:
             with gr.Tab("Compare", id="compare"):
-                inputs = compare.build(session, gpu, switched)
+                inputs = compare.build(backends.compare, gpu, switched)
             with gr.Tab("Image in", id="image-in") as image_tab:
-                image_in.build(session, gpu, inputs, image_tab, tabs)
+                image_in.build(backends.image_in, gpu, inputs, image_tab, tabs)
             with gr.Tab("Inside the models", id="inside"):
-                inside.build(session, gpu, inputs)
+                inside.build(backends.inside, gpu, inputs)
             with gr.Tab("Latent space", id="latent"):
-                latent.build(session, gpu, inputs)
+                latent_space.build(backends.latent_space, gpu, inputs)
             with gr.Tab("Sweep", id="sweep"):
-                sweep.build(session, gpu)
+                sweep.build(backends.sweep, gpu)
             with gr.Tab("Results", id="results") as tab:
-                results.build(session, demo, tab, inputs, tabs)
+                results.build(backends.results, demo, tab, inputs, tabs)
             with gr.Tab("Findings", id="findings"):
-                findings.build()
+                findings.build(backends.findings)
     return demo
 
 
@@ -112,15 +116,16 @@ def config_from(args: argparse.Namespace, environ: dict[str, str]) -> AppConfig:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     session = Session(config_from(args, dict(os.environ)))
+    backends = Backends.of(session)
     if session.config.zero_gpu:  # in the main thread, before launch: ZeroGPU packs the weights it saw placed on CUDA
         try:
             session.harness()
-            session.image_in.prepare()  # a borrowed image encoder too (the pretrained preset's variations)
+            backends.image_in.prepare()  # a borrowed image encoder too (the pretrained preset's variations)
         except ValueError as err:
             print(err)  # the page says it too, with the lab preset one click away
     else:
         session.start_loading()
-    demo = build_app(session)
+    demo = build_app(backends)
     demo.queue(default_concurrency_limit=4)
     demo.launch(**launch_options(args.host, args.port, dict(os.environ)), allowed_paths=[str(session.results_dir)])
 

@@ -5,29 +5,43 @@ seeds, settings)` makes one batched pipeline call (image i from prompts[i] and s
 every image with the judge (and, in the Shapes lab, the checker), writes each PNG with its
 infotext and appends one row per image to the log. `make_image_in` does the same from an image taken in
 (unCLIP's variations, latent diffusion's img2img), and `save` keeps that image once under its hash.
+
+`make_each` makes one comparison: every architecture on one prompt and seed, side by side when the harness is
+`concurrent`, instead of one after the other. The lab's models are bound by per-call overhead, not arithmetic: one
+intra-op thread runs their denoisers about as fast as two (benchmarks/README.md, "The lab preset on two CPU cores"),
+so one architecture leaves the second core idle. Each architecture then runs in a thread of its own with one
+intra-op thread; torch releases the GIL inside its operators (and inside a traced graph, pipelines.traced), so they
+overlap. Their rows say how their seconds were measured, `timing` = "concurrent" (each shared the machine with the
+others), not "isolated".
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
-from comparisons.concurrent import ISOLATED, TIMING
 from comparisons.files import fsync_dir
 from comparisons.metrics import Judge, embedding_cosine
 from comparisons.records import build_rows, image_name, row_key, save_png, weights_hash
-from comparisons.schema import MODE, SOURCE_HASH, SOURCE_IMAGE
+from comparisons.schema import CONCURRENT, ISOLATED, MODE, SOURCE_HASH, SOURCE_IMAGE, TIMING
 from comparisons.settings import Settings
 from comparisons.sources import Source, call_image_in, save_source, source_path
+from lab.captions import parse_caption
+from lab.checker import check
 from pipelines import PipelineOutput, registry
 from pipelines.base import Pipeline
 from pipelines.checks import NonFiniteError
+from pipelines.devices import cores
 from pipelines.outputs import StepCallback, to_uint8
 
 
@@ -53,6 +67,27 @@ class Made:
         return dataclasses.replace(self, output=dataclasses.replace(o, extras={}, **cpu))
 
 
+def pays(architectures: int) -> bool:
+    """Whether running `architectures` side by side can gain: more than one, and more than one core."""
+    return architectures > 1 and cores() > 1
+
+
+def workers(architectures: int) -> int:
+    """Threads for `architectures` side by side: one per core at most (a third architecture on two cores waits for
+    the first free core, rather than slowing both by sharing one)."""
+    return max(1, min(architectures, cores()))
+
+
+def _one_thread(fn: Callable[[], Made]) -> Made:
+    # Per thread: torch's intra-op thread count is the calling thread's OpenMP setting, restored after.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(previous)
+
+
 @dataclass
 class Harness:
     """Each architecture's pipeline, how to name their weights, the judge, where images and rows go."""
@@ -64,7 +99,7 @@ class Harness:
     use_checker: bool = False  # Shapes lab only: score every image with lab.checker
     log: object | None = None  # a comparisons.store.RunLog, or None to keep rows in memory only
     meter_memory: bool = True  # on a CPU, each configuration's stage memory from one TensorMeter pass
-    concurrent: bool = False  # a comparison's architectures run side by side, a core each (comparisons.concurrent)
+    concurrent: bool = False  # a comparison's architectures run side by side, a core each (make_each)
     _stage_memory: dict[tuple, dict[str, int]] = field(default_factory=dict, repr=False)  # per configuration
 
     def __post_init__(self) -> None:
@@ -103,7 +138,7 @@ class Harness:
         timing: str = ISOLATED,
     ) -> Made:
         """Generate and score, writing nothing: `save` writes what this made (see `generate`). `timing` says in the
-        rows how their seconds were measured (comparisons.concurrent)."""
+        rows how their seconds were measured (make_each)."""
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per image")
         pipe = self.pipeline(architecture)
@@ -128,6 +163,35 @@ class Harness:
             row[TIMING] = timing
             row.update(extra_columns[i] if extra_columns else {})
         return Made(architecture, output, images, rows)
+
+    def make_each(
+        self,
+        prompt: str,
+        seed: int,
+        settings: Settings,
+        run_id: str,
+        callbacks: dict[str, StepCallback | None],
+        concurrent: bool | None = None,
+    ) -> list[Made]:
+        """One comparison: every architecture on one prompt and seed (`make`, nothing written), in their order;
+        side by side when `concurrent` (default: the harness's), else one after the other. A failure is raised
+        once all have finished."""
+
+        def job(arch: str, timing: str) -> Callable[[], Made]:
+            return lambda: self.make(
+                arch, [prompt], [seed], settings, run_id=run_id, callback=callbacks.get(arch), timing=timing
+            )
+
+        if not (self.concurrent if concurrent is None else concurrent):
+            return [job(arch, ISOLATED)() for arch in self.architectures]
+        with ThreadPoolExecutor(workers(len(self.architectures)), thread_name_prefix="architecture") as pool:
+            # Each in a copy of the caller's context: what it keeps in context variables (gradio's progress bar)
+            # reaches the callbacks; one copy each, as a context runs in one thread at a time.
+            futures = [
+                pool.submit(contextvars.copy_context().run, _one_thread, job(arch, CONCURRENT))
+                for arch in self.architectures
+            ]
+        return [f.result() for f in futures]
 
     def make_image_in(
         self,
@@ -239,8 +303,6 @@ class Harness:
     @staticmethod
     def _checks(images: np.ndarray, prompts: list[str]) -> list[dict]:
         """The checker's verdicts per image; none for a prompt outside the Shapes grammar (nothing to check)."""
-        from lab.captions import parse_caption
-        from lab.checker import check
 
         verdicts = []
         for image, prompt in zip(to_uint8(images), prompts):

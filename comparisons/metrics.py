@@ -19,6 +19,8 @@ import torch
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from PIL import Image
 
+from lab.judge import JUDGE_DIR
+from lab.judge import load_judge as load_lab_judge
 from pipelines.hub import ProgressCallback, fetch_file
 
 # name -> (open_clip architecture, pretrained tag)
@@ -94,8 +96,6 @@ def judge_weights(arch: str, tag: str, progress: ProgressCallback | None = None)
 
 def lab_judge(directory: str | Path | None = None, device: str | torch.device = "cpu") -> Judge:
     """The Shapes lab's trained judge, from `directory` (default: the shipped one in lab/weights/judge)."""
-    from lab.judge import JUDGE_DIR
-    from lab.judge import load_judge as load_lab_judge
 
     try:
         model, preprocess, tokenizer = load_lab_judge(directory or JUDGE_DIR, device=device)

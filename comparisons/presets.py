@@ -22,16 +22,16 @@ from pathlib import Path
 
 import torch
 
-from comparisons.concurrent import pays, warm_up
-from comparisons.harness import Harness
+from comparisons.harness import Harness, pays
 from comparisons.metrics import PRETRAINED_JUDGES, load_judge
+from comparisons.settings import Settings
 from comparisons.store import RunLog
 from pipelines import registry
 from pipelines.base import Pipeline
 from pipelines.cpu_speed import CPUSpeed
 from pipelines.devices import pick_device
-from pipelines.hub import ProgressCallback
-from pipelines.hub_errors import HubError
+from pipelines.hub import HubError, ProgressCallback
+from pipelines.tiny import save_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("T2I_CACHE", ROOT / ".cache"))
@@ -50,7 +50,7 @@ class Preset:
     needs_gpu: bool = False  # too slow and big for a CPU unless the user names the device
     # architecture -> where its variations borrow an image encoder when its model loads none (fetched on first use)
     image_encoders: dict[str, str] = field(default_factory=dict)
-    fast_cpu: bool = False  # on a CPU: the speed-ups that pay for these models (FAST_CPU, comparisons.concurrent)
+    fast_cpu: bool = False  # on a CPU: the speed-ups that pay for these models (FAST_CPU, Harness.make_each)
     caveat: str = ""  # what a user must know before reading its images and scores
 
 
@@ -105,8 +105,6 @@ def get_preset(name: str) -> Preset:
     if name == "lab" and not (first / "model_index.json").is_file():
         raise ValueError(f"the Shapes lab weights are missing from {LAB_WEIGHTS}: rebuild them with `make train`")
     if name == "tiny" and not (first / "model_index.json").is_file():
-        from pipelines.tiny import save_tiny
-
         save_tiny(first.parent)
     return preset
 
@@ -181,7 +179,7 @@ def load_harness(
     """Everything a comparison needs: the preset's pipelines (or `models`), its judge (or `judge`), the run log in
     `out_dir`. The Shapes lab's checker scores only the lab's own models: it cannot read another model's images.
     `fast_cpu` (default: the preset's): on a CPU, FAST_CPU's speed-ups and comparisons run side by side where each
-    architecture has a core (comparisons.concurrent); off, eager and one at a time, for timing comparisons."""
+    architecture has a core (Harness.make_each); off, eager and one at a time, for timing comparisons."""
     p = get_preset(preset)
     sources = model_sources(preset, models)
     fast = p.fast_cpu if fast_cpu is None else fast_cpu
@@ -201,6 +199,18 @@ def load_harness(
     if any(pipe.cpu_speed.trace for pipe in pipes.values()):
         warm_up(harness)
     return harness
+
+
+WARM_UP_PROMPT = "a red circle"
+
+
+def warm_up(harness: Harness) -> None:
+    """One comparison at the default settings' fewest steps, kept nowhere, as the app's Compare runs it: the
+    denoisers' traces (one per input signature, which the step count does not change; loaded from the trace cache, or
+    made) and the default configuration's stage-memory pass (made at the fewest steps) are then paid while the models
+    load, not by the user's first image."""
+    settings = Settings().fewest_steps(harness.architectures)
+    harness.make_each(WARM_UP_PROMPT, 0, settings, "warm-up", {})
 
 
 def load_problem(err: Exception) -> str:

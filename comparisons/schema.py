@@ -43,6 +43,8 @@ MODE = "mode"  # registry.TEXT_TO_IMAGE or an ImageIn's mode, so that summaries 
 SOURCE_HASH = "source_hash"  # comparisons.sources.source_hash of the image taken in
 SOURCE_IMAGE = "source_image"  # where the results folder keeps it: images/sources/<source_hash>.png
 SOURCE_COSINE = "source_cosine"  # the judge's cosine between the image made and the image taken in
+TIMING = "timing"  # how a row's seconds were measured:
+ISOLATED, CONCURRENT = "isolated", "concurrent"  # one architecture at a time; all of one comparison at once
 
 
 def core_schema() -> dict[str, str]:
@@ -93,7 +95,7 @@ def _core_schema(architectures: tuple[str, ...]) -> dict[str, str]:  # one per s
         **{f"peak_memory_mb_{s}": FLOAT for s in stages},
         "peak_memory_mb": FLOAT,
         "memory_kind": STRING,
-        "timing": STRING,  # comparisons.concurrent: the architectures measured one at a time, or side by side
+        TIMING: STRING,  # ISOLATED or CONCURRENT: the architectures measured one at a time, or side by side
         "peak_rss_mb": FLOAT,
         # how good it is
         "clip_score": FLOAT,

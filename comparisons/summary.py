@@ -7,29 +7,28 @@ paired differences with bootstrap intervals so no headline number stands without
   device; the mean of a - b over pairs with a 95% percentile-bootstrap interval (Efron, 1979)
   resampling pairs, and the win rate of a over b with its own interval from the same resamples.
 - `summary_table(df)` / `format_summary(df)`: both for every headline metric.
-- `proportion(k, n)`: an accuracy with its 95% Wilson score interval (Wilson 1927), as the lab's evaluation
-  and studies report them.
 
-A metric's direction ("better") comes from `HIGHER_IS_BETTER` or the `higher_is_better` argument.
+A metric's direction ("better") comes from comparisons.measures or the `higher_is_better` argument; the intervals
+from comparisons.intervals.
 Summaries are of text-to-image rows (`mode`; a log from before modes is all text to image): an image made from
 another (variations, img2img) is never paired with, or averaged beside, one drawn from a prompt alone.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from comparisons.exports import export_csv, export_parquet
+from comparisons.intervals import CONFIDENCE, bootstrap_means
+from comparisons.measures import HEADLINE_METRICS, metric_columns, prefers_higher
 from comparisons.schema import MODE
+from comparisons.store import load_runs
 from pipelines import registry
 from pipelines.registry import TEXT_TO_IMAGE
 
-HEADLINE_METRICS = ("seconds_total", "peak_memory_mb", "clip_score")  # plus every verdict (check_*_correct)
-CONFIDENCE = 0.95
 # Columns whose values must match for two rows to be a like-for-like pair, besides prompt and seed.
 # Like with like: peak RSS is not VRAM, and seconds measured side by side are not seconds measured alone.
 SHARED_SETTINGS = ("dtype", "device", "device_name", "memory_kind", "timing")
@@ -43,117 +42,8 @@ def own_settings() -> tuple[str, ...]:
     return (*MODEL_COLUMNS, *(s.name for s in registry.all_settings()))
 
 
-# Direction of a metric, by (prefix, suffix) of its name: True when a larger value is better.
-HIGHER_IS_BETTER: dict[tuple[str, str], bool] = {
-    ("seconds_", ""): False,
-    ("peak_memory_mb", ""): False,
-    ("clip_score", ""): True,
-    ("clip_cosine", ""): True,
-    ("prior_image_cosine", ""): True,
-    ("check_", "_correct"): True,  # the checker's verdicts: their mean is an accuracy
-}
-BOOT_CHUNK = 4_000_000  # resampled values held in memory at once
-
-# How a reader knows each stage and measure: what tables show in place of column names.
-STAGE_WORDS = {
-    "text_encoder": "the text encoder",
-    "prior": "the prior",
-    "decoder": "the decoder",
-    "super_res": "super-resolution",
-    "image_encoder": "the image encoder",
-    "unet": "the U-Net",
-    "vae_encode": "the VAE encoder",
-    "vae_decode": "the VAE decoder",
-}
-CHECKED = {
-    "all": "the whole caption",
-    "count": "the number of objects",
-    "object1_colour": "the first object's colour",
-    "object1_shape": "the first object's shape",
-    "object1_size": "the first object's size",
-    "object2_colour": "the second object's colour",
-    "object2_shape": "the second object's shape",
-    "object2_size": "the second object's size",
-    "relation": "where the objects are relative to each other",
-    "position": "where the object is",
-}
-MEASURES = {
-    "seconds_total": "seconds per image, all stages",
-    "peak_memory_mb": "peak memory of the busiest stage, MB",
-    "peak_rss_mb": "the process's peak memory (RSS), MB",
-    "clip_score": "CLIP score: the judge's text–image similarity, 0–100",
-    "clip_cosine": "CLIP cosine: the judge's text–image similarity, −1 to 1",
-    "prior_image_cosine": "cosine of the prior's image embedding with the image's",
-    "source_cosine": "cosine of the image with the image taken in (judge's)",
-}
-
-
-def metric_label(metric: str) -> str:
-    """A measure's column in words, with its unit ("seconds_prior" -> "seconds per image in the prior"); the column
-    name itself when it has none."""
-    if metric in MEASURES:
-        return MEASURES[metric]
-    for prefix, words in (("seconds_", "seconds per image in {}"), ("peak_memory_mb_", "peak memory in {}, MB")):
-        if metric.startswith(prefix) and metric.removeprefix(prefix) in STAGE_WORDS:
-            return words.format(STAGE_WORDS[metric.removeprefix(prefix)])
-    checked = metric.removeprefix("check_").removesuffix("_correct")
-    if metric.startswith("check_") and metric.endswith("_correct") and checked in CHECKED:
-        return f"checker: {CHECKED[checked]} right (share of images)"
-    return metric
-
-
-Z_95 = 1.959963984540054  # standard normal quantile at 0.975
-
-
-@dataclass(frozen=True)
-class Proportion:
-    """k successes out of n, with a 95% Wilson score interval."""
-
-    k: int
-    n: int
-    value: float
-    low: float
-    high: float
-
-
-def wilson_interval(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a proportion k/n (Wilson 1927); 95% for the default z."""
-    if n < 1 or not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    # at k = 0 (k = n) the bound is 0 (1) exactly, which rounding leaves a hair off
-    return min(max(0.0, centre - half), p), max(min(1.0, centre + half), p)
-
-
-def proportion(k: int, n: int) -> Proportion:
-    """k/n with its Wilson interval: accuracies, where a bootstrap over few pairs would be too narrow at 0 or 1."""
-    return Proportion(k, n, k / n, *wilson_interval(k, n))
-
-
 class NoPairsError(ValueError):
     """No (prompt, seed) pair has a value of the metric for both architectures."""
-
-
-def _direction(metric: str) -> bool | None:
-    for (prefix, suffix), higher in HIGHER_IS_BETTER.items():
-        if metric.startswith(prefix) and metric.endswith(suffix):
-            return higher
-    return None
-
-
-def prefers_higher(metric: str) -> bool:
-    """Whether a larger value of `metric` is better, from HIGHER_IS_BETTER."""
-    higher = _direction(metric)
-    if higher is None:
-        raise ValueError(f"no known direction for {metric!r}: pass higher_is_better=True or False")
-    return higher
-
-
-def metric_columns(df: pd.DataFrame) -> list[str]:
-    """Columns with a known direction and at least one value, in the frame's order."""
-    return [name for name in df.columns if _direction(name) is not None and df[name].notna().any()]
 
 
 def _as_float(values: pd.Series) -> pd.Series:
@@ -303,16 +193,6 @@ def paired_values(df: pd.DataFrame, metric: str, a: str, b: str, pair_on: Sequen
     return pairs
 
 
-def bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of `n_boot` resamples of the rows of `values` (n, k) with replacement: (n_boot, k)."""
-    n = len(values)
-    chunk = max(1, BOOT_CHUNK // (n * values.shape[1]))
-    means = [
-        values[rng.integers(0, n, size=(min(chunk, n_boot - i), n))].mean(axis=1) for i in range(0, n_boot, chunk)
-    ]
-    return np.concatenate(means)
-
-
 def paired_differences(
     df: pd.DataFrame,
     metric: str,
@@ -439,9 +319,6 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m comparisons.summary DIR [--csv FILE] [--parquet FILE]`: the side-by-side summary of a run log."""
     import argparse
     import sys
-
-    from comparisons.exports import export_csv, export_parquet
-    from comparisons.store import load_runs
 
     parser = argparse.ArgumentParser(description="Summarise a run log side by side, with paired 95% intervals.")
     parser.add_argument("directory", help="the directory holding runs.jsonl (a sweep's or the app's --out)")

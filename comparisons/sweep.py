@@ -26,9 +26,13 @@ from pathlib import Path
 import pandas as pd
 
 from comparisons.grid import AXES, Grid, GridSpec, draw_grid
+from comparisons.harness import new_run_id
+from comparisons.presets import DEFAULT_PRESET, load_harness
 from comparisons.records import digest_of, key_digest, row_key
 from comparisons.settings import Settings, add_setting_flags, from_flags
+from comparisons.store import load_runs
 from pipelines import registry
+from pipelines.hub import download_bars
 from pipelines.tokenizer import excerpt
 
 MAX_PROMPTS = 10_000  # a bigger grid is a mistake more often than a plan: split the file
@@ -141,10 +145,10 @@ def check_out_dir(path: Path) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------- the grid
+# ----------------------------------------------------------------------------- the jobs: the product of the axes
 
 
-def grid(
+def plan_jobs(
     prompts: list[str],
     seeds: list[int],
     steps: list[int],
@@ -275,8 +279,6 @@ def run_sweep(
     rows are removed first, under the lock, so no writer of the same folder is between image and row."""
     from tqdm.auto import tqdm
 
-    from comparisons.harness import new_run_id
-
     todo = pending(harness, jobs)
     with lock or contextlib.nullcontext():
         for path in unlogged_images(harness, todo):
@@ -318,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = read_prompts(args.prompts)
         seeds = parse_seeds(args.seeds)
         base = from_flags(args, skip=_swept())
-        jobs = grid(
+        jobs = plan_jobs(
             prompts,
             seeds,
             parse_values(args.steps, int, "--steps"),
@@ -336,9 +338,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from accelerate import PartialState
-
-    from comparisons.presets import DEFAULT_PRESET, load_harness
-    from pipelines.hub import download_bars
 
     # On CPUs (`accelerate launch --multi_gpu --num_processes N ... --device cpu`), accelerate's
     # multi-process state needs cpu=True to join the processes with gloo instead of NCCL.
@@ -371,7 +370,6 @@ def main(argv: list[str] | None = None) -> int:
 def write_grid(out: Path, jobs: list[Job], path: Path, rows: str = "prompt", columns: str = "seed") -> Grid:
     """The sweep's grid picture, drawn from the rows its log holds for these jobs and saved at `path`; its run id is
     the newest run's that made them."""
-    from comparisons.store import load_runs
 
     df = rows_of(load_runs(out), jobs)
     run_ids = list(dict.fromkeys(df["run_id"].dropna())) if "run_id" in df.columns else []

@@ -398,6 +398,19 @@ def build_ld_unet(
         )
 
 
+def build_stable_unclip_unet(
+    config: StableUnclipConfig, latent_size: int, cross_attention_dim: int, embed_dim: int
+) -> UNet2DConditionModel:
+    """Latent diffusion's U-Net builder, with the image embedding and its level projected into the time embedding."""
+    return build_ld_unet(
+        config,
+        latent_size,
+        cross_attention_dim,
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=2 * embed_dim,
+    )
+
+
 def ld_scheduler(prediction_type: str = LdUnetConfig.prediction_type) -> DDIMScheduler:
     """SD's training betas; DDIM rather than SD's PNDM: deterministic and steadier with few steps on small models."""
     return DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, prediction_type=prediction_type)

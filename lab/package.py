@@ -21,10 +21,10 @@ from lab.models import (
     super_res_scheduler,
     text_encoder_of,
 )
+from lab.runs import RunOptions, load_part
 from lab.stable_unclip import NAME as STABLE_UNCLIP
 from lab.stable_unclip import save_package
 from lab.trainer import BUDGET, LOSS_LOG
-from lab.training import RunOptions, load_part
 from pipelines.latent_diffusion import LatentDiffusion
 from pipelines.tokenizer import offline_clip_tokenizer
 from pipelines.unclip import UnCLIP

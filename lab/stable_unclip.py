@@ -6,7 +6,7 @@ unCLIP and latent diffusion differ twice: unCLIP has a prior over CLIP image emb
 where latent diffusion denoises a VAE latent. This model has unCLIP's prior (the same trained weights, shared with
 the unCLIP pipeline in memory) and latent diffusion's space (its VAE and CLIP, shared likewise, its U-Net's widths
 and blocks), so a difference it shares with unCLIP comes from the prior, one it shares with latent diffusion from the
-space (`lab.study`, claim 6). Its U-Net reads the caption's hidden states by cross-attention, as latent diffusion's
+space (research.study, claim 6). Its U-Net reads the caption's hidden states by cross-attention, as latent diffusion's
 does, and the image embedding as Stable unCLIP's does: projected and added to the time embedding (diffusers'
 `class_embed_type="projection"`), beside the embedding of its noise level; its unconditional branch is the empty
 caption with zeros (Stable unCLIP's negative image embedding).
@@ -67,21 +67,6 @@ def class_labels(image_embeds: torch.Tensor) -> torch.Tensor:
     """What the pipeline hands the U-Net at the lab's noise level 0: the embedding beside its level's (B, 2D)."""
     normalizer = image_normalizer(image_embeds.shape[-1]).to(image_embeds.device)
     return noise_image_embeddings(image_embeds, 0, normalizer, noising_scheduler(), None)
-
-
-def build_unet(
-    config: StableUnclipConfig, latent_size: int, cross_attention_dim: int, embed_dim: int
-) -> UNet2DConditionModel:
-    """Latent diffusion's U-Net builder, with the image embedding and its level projected into the time embedding."""
-    from lab.models import build_ld_unet  # lab.models holds this module's config among the lab's
-
-    return build_ld_unet(
-        config,
-        latent_size,
-        cross_attention_dim,
-        class_embed_type="projection",
-        projection_class_embeddings_input_dim=2 * embed_dim,
-    )
 
 
 def save_package(directory: Path, unet: UNet2DConditionModel, scheduler: DDIMScheduler, embed_dim: int) -> Path:

@@ -61,6 +61,7 @@ from lab.models import (
     build_judge,
     build_ld_unet,
     build_prior,
+    build_stable_unclip_unet,
     build_super_res,
     build_text_proj,
     build_vae,
@@ -71,10 +72,7 @@ from lab.models import (
     super_res_scheduler,
 )
 from lab.package import package
-from lab.stable_unclip import build_unet as build_stable_unclip_unet
-from lab.stable_unclip import class_labels
-from lab.trainer import BUDGET, LOSS_LOG
-from lab.training import (
+from lab.runs import (
     STATS_SEED,
     ClipEncoder,
     RunOptions,
@@ -85,6 +83,8 @@ from lab.training import (
     save_models,
     timesteps_and_noise,
 )
+from lab.stable_unclip import class_labels
+from lab.trainer import BUDGET, LOSS_LOG
 from pipelines.devices import pick_device
 from pipelines.tokenizer import offline_clip_tokenizer
 

@@ -19,11 +19,11 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from pipelines import cpu_speed as cpu_speed_lib
 from pipelines import cuda_graphs as cuda_graphs_lib
-from pipelines.checks import Generators, generator_arg, make_generators
 from pipelines.devices import cpu_kernels
 from pipelines.loading import save_pipeline
 from pipelines.measure import StageRecorder, TensorMeter
 from pipelines.outputs import PipelineOutput, postprocess
+from pipelines.seeds import Generators, generator_arg, make_generators
 
 # torch.compile modes that already capture CUDA graphs (cudagraph trees)
 GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")

@@ -1,4 +1,4 @@
-"""Input checks at the pipelines' edge, and the per-image generators a call's seeds become.
+"""Input checks at the pipelines' edge.
 
 Every check raises a `ValueError` that says what was wrong and what is allowed, so that bad input
 never reaches a torch kernel; `check_finite` is the one check on what a stage produced.
@@ -7,7 +7,6 @@ never reaches a torch kernel; `check_finite` is the one check on what a stage pr
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,9 +15,6 @@ import torch
 MAX_SEED = 2**63  # torch.Generator.manual_seed takes any int64; keep seeds non-negative
 MAX_STEPS = 1000  # the training schedules of Karlo and SD have 1000 timesteps
 MAX_PROMPT_CHARS = 5_000  # CLIP reads 77 tokens (about 75 words); beyond this a prompt is a paste accident
-
-# What the stages take for their random draws: one generator for the batch, or one per image.
-Generators = torch.Generator | list[torch.Generator]
 
 
 def _named(name: str) -> str:
@@ -112,42 +108,6 @@ def check_seed(seed: int, name: str = "seed") -> int:
     if not 0 <= seed < MAX_SEED:
         raise ValueError(f"{_named(name)} must be in [0, 2**63), got {seed}")
     return int(seed)
-
-
-def make_generators(
-    n: int, seed: int | Sequence[int] | None, generator: Generators | None
-) -> tuple[list[torch.Generator], list[int]]:
-    """One CPU generator per image, so image i can be regenerated alone from seeds[i].
-
-    `seed` is the first image's seed (image i gets seed + i) or one seed per image. With neither
-    a seed nor a generator, a fresh seed is drawn and reported in the output.
-    """
-    if generator is not None:
-        if seed is not None:
-            raise ValueError("give either `seed` or `generator`, not both")
-        gens = list(generator) if isinstance(generator, (list, tuple)) else None
-        if gens is None:
-            # A single generator serves the whole batch, as in diffusers; its seed is each image's seed
-            # only in the sense that the batch is reproduced from it.
-            return [generator], [generator.initial_seed()] * n
-        if len(gens) != n:
-            raise ValueError(f"got {len(gens)} generators for {n} images: give one per image")
-        return gens, [g.initial_seed() for g in gens]
-    if seed is None:
-        seed = secrets.randbelow(MAX_SEED - n)
-    if isinstance(seed, (list, tuple)):
-        seeds = [check_seed(s) for s in seed]
-    else:
-        first = check_seed(seed)
-        seeds = [check_seed(first + i, f"seed of image {i} (seed + {i})") for i in range(n)]
-    if len(seeds) != n:
-        raise ValueError(f"got {len(seeds)} seeds for {n} images: give one seed, or one per image")
-    return [torch.Generator("cpu").manual_seed(s) for s in seeds], seeds
-
-
-def generator_arg(gens: list[torch.Generator]) -> Generators:
-    """diffusers' randn_tensor takes a generator or a list of one per batch item."""
-    return gens[0] if len(gens) == 1 else gens
 
 
 def repeat_prompts(prompts: list[str], num_images_per_prompt: int) -> list[str]:

@@ -22,7 +22,8 @@ from transformers import (
 )
 
 from pipelines.latent_diffusion import LatentDiffusion
-from pipelines.loading import LoadOptions, ModelIndex, PipelineKind, is_listed, load_components, load_pipeline
+from pipelines.layout import ModelIndex, PipelineKind, is_listed
+from pipelines.loading import LoadOptions, load_components, load_pipeline
 from pipelines.stable_unclip import StableUnCLIP
 from pipelines.unclip import UnCLIP
 

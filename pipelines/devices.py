@@ -13,6 +13,11 @@ import torch
 AUTO = "auto"  # CUDA if this machine has it, else the CPU
 
 
+def cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def pick_device(name: str | torch.device | None = AUTO) -> torch.device:
     """ "auto" (or None): CUDA if present, else the CPU; otherwise a torch device string such as
     "cpu", "cuda" or "cuda:1", refused with a ValueError when torch cannot read it."""

@@ -8,10 +8,13 @@ steps:
 1. `list_repo`: its commit and file listing (path -> bytes), and `read_repo_text` its
    model_index.json, in memory: nothing is written, so a repo that cannot load leaves no trace;
 2. `plan_download`: a pure function of those, the kind of pipeline, the dtype and allow_pickle:
-   the exact files its loader will read. pipelines.loading decides which components load and
-   which weights file each reads, for this plan and for the loader alike;
+   the exact files its loader will read (pipelines.layout: which components load and which
+   weights file each reads, for this plan and for the loader alike);
 3. `download`: refuse when the cache's disk is short, then fetch what the cache lacks, telling
    `progress(repo_id, done_bytes, total_bytes)` as bytes land.
+
+What goes wrong (huggingface_hub's errors, a full disk) is raised as a `HubError` that names the repo and says
+what to do, with a one-sentence summary for a status line.
 
 It speaks huggingface_hub's public API (repo_info, list_repo_tree, hf_hub_download) and cache, so
 HF_ENDPOINT, HF_HUB_CACHE, HF_HUB_OFFLINE and HF_TOKEN mean what they mean there. Offline, a
@@ -20,38 +23,33 @@ repo's listing is what the cache holds of it.
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import httpx2
 import torch
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from huggingface_hub import HfApi, constants, get_cached_repo_tree, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
     CachedRepoTreeNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+from huggingface_hub.utils import OfflineModeIsEnabled, build_hf_headers, get_session, hf_raise_for_status
 from tqdm.auto import tqdm
-from transformers import CLIPImageProcessor, CLIPTokenizer
 
-from pipelines.hub_errors import REVISION, HubError, hub_errors
-from pipelines.loading import (
-    CONFIG,
-    MODEL_INDEX,
-    SCHEDULER_CONFIG,
-    TOKENIZER,
-    ModelIndex,
-    PipelineKind,
-    check_components,
-    choose_weights,
-    parse_model_index,
-)
+from pipelines.layout import MODEL_INDEX, HubFile, PipelineKind, parse_model_index, plan_download
 
 # progress(repo_id, done_bytes, total_bytes): total is what the repo lists for the files a load lacks; called first
 # with done 0 and last with done == total, from the download threads one call at a time; not called when the cache
@@ -59,12 +57,6 @@ from pipelines.loading import (
 ProgressCallback = Callable[[str, int, int], None]
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _WORKERS = 4  # files fetched at once
-
-
-@dataclass(frozen=True)
-class HubFile:
-    path: str  # in the repo, "/"-separated
-    size: int  # bytes, as the hub lists it
 
 
 @dataclass(frozen=True)
@@ -95,6 +87,80 @@ def _cached(repo: RepoListing, path: str, cache: Path) -> str | None:
     """Where the cache holds a file of the repo at its commit, if it does."""
     found = try_to_load_from_cache(repo.repo_id, path, cache_dir=cache, revision=repo.commit)
     return found if isinstance(found, str) else None
+
+
+# ----------------------------------------------------------------------------- 0. what goes wrong
+
+REVISION = constants.DEFAULT_REVISION  # "main": the branch every repo is read at
+
+
+class HubError(ValueError):
+    """A repo that cannot be fetched: the message says what to do, `summary` the same in one short sentence."""
+
+    SUMMARIES = {
+        "offline": "{repo} is not downloaded and the hub cannot be reached (offline)",
+        "not_found": "{repo} is not on the hub (check the id, or log in if it is private)",
+        "gated": "{repo} is gated: accept its licence on the hub and log in",
+        "unreachable": "{repo} could not be fetched: the hub did not answer",
+        "no_room": "there is no room on disk to download {repo}",
+        "changed": "{repo} changed on the hub while downloading: try again",
+    }
+
+    def __init__(self, message: str, repo_id: str, reason: str) -> None:
+        super().__init__(message)
+        self.repo_id, self.reason = repo_id, reason
+
+    @property
+    def summary(self) -> str:
+        return self.SUMMARIES[self.reason].format(repo=self.repo_id)
+
+
+@contextmanager
+def hub_errors(repo_id: str, cache: Path) -> Iterator[None]:
+    """huggingface_hub's errors as HubErrors that name the repo and say what to do."""
+    page = f"{constants.ENDPOINT}/{repo_id}"
+    try:
+        yield
+    except GatedRepoError as err:
+        raise HubError(
+            f"{repo_id} is gated: accept its licence on {page} (logged in there), then log in here with "
+            "`hf auth login` (or set HF_TOKEN)",
+            repo_id,
+            "gated",
+        ) from err
+    except RepositoryNotFoundError as err:
+        raise HubError(
+            f"{repo_id} is not on the hub ({constants.ENDPOINT}): check the id; if it is private, log in "
+            "with `hf auth login`",
+            repo_id,
+            "not_found",
+        ) from err
+    except RevisionNotFoundError as err:
+        raise HubError(f"{repo_id} has no branch {REVISION!r} on {constants.ENDPOINT}", repo_id, "not_found") from err
+    except RemoteEntryNotFoundError as err:
+        raise HubError(
+            f"{repo_id} lists a file the hub then could not find ({err}): run again", repo_id, "changed"
+        ) from err
+    except (OfflineModeIsEnabled, LocalEntryNotFoundError) as err:
+        raise HubError(
+            f"{repo_id} is not in the hub cache ({cache}) and the hub cannot be reached: {err}", repo_id, "offline"
+        ) from err
+    except (HfHubHTTPError, httpx2.HTTPError) as err:
+        raise HubError(
+            f"could not fetch {repo_id} from {constants.ENDPOINT} ({type(err).__name__}: {err}): check "
+            f"the connection, or set HF_HUB_OFFLINE=1 to load what the cache ({cache}) holds",
+            repo_id,
+            "unreachable",
+        ) from err
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise HubError(
+            f"{repo_id}: the disk of {cache} filled up while downloading: free space there, or point "
+            "HF_HUB_CACHE at a disk with room",
+            repo_id,
+            "no_room",
+        ) from err
 
 
 # ----------------------------------------------------------------------------- 1. what the repo holds
@@ -154,74 +220,6 @@ def read_repo_text(repo: RepoListing, path: str, cache: Path) -> str:
     )
     hf_raise_for_status(response)
     return response.text
-
-
-# ----------------------------------------------------------------------------- 2. the plan (pure)
-
-
-def _folders(listing: Mapping[str, int]) -> dict[str, set[str]]:
-    """Top-level folder -> the names of the files directly in it (a component's files)."""
-    folders: dict[str, set[str]] = {}
-    for path in listing:
-        parts = PurePosixPath(path).parts
-        if len(parts) == 2:
-            folders.setdefault(parts[0], set()).add(parts[1])
-    return folders
-
-
-def _component_files(
-    name: str, cls: type, names: set[str], dtype: torch.dtype, variant: str | None, allow_pickle: bool, where: str
-) -> list[str]:
-    """The files of one component folder its loader reads: a scheduler's config; a tokenizer's or image processor's
-    settings (a missing tokenizer folder is allowed: the offline tokenizer stands in); a model's config and weights."""
-    if issubclass(cls, SchedulerMixin):
-        files = [SCHEDULER_CONFIG] if SCHEDULER_CONFIG in names else []
-    elif issubclass(cls, (CLIPTokenizer, CLIPImageProcessor)):
-        files = sorted(n for n in names if n.endswith((".json", ".txt")))
-        if name == TOKENIZER and not files:
-            return []
-    else:
-        weights = choose_weights(names, cls, dtype, variant, allow_pickle)
-        if weights is None and choose_weights(names, cls, dtype, variant, allow_pickle=True) is not None:
-            raise ValueError(
-                f"{where}: {name}/ holds only pickle (.bin) weights, which can run code when loaded; "
-                "pass allow_pickle=True if you trust its source"
-            )
-        files = [CONFIG, *weights.files] if weights is not None and CONFIG in names else []
-    if not files:
-        raise ValueError(
-            f"{where}: the repo lists {name!r} but its {name}/ folder lacks the files a {cls.__name__} "
-            f"loads from (it holds {sorted(names) or 'nothing'})"
-        )
-    return files
-
-
-def plan_download(
-    model_index: ModelIndex,
-    listing: Mapping[str, int],
-    kind: PipelineKind,
-    dtype: torch.dtype,
-    allow_pickle: bool = False,
-    variant: str | None = None,
-    *,
-    where: str = MODEL_INDEX,
-) -> list[HubFile]:
-    """The files `kind`'s loader reads from a repo with this model_index.json and file listing, loading in `dtype`.
-
-    model_index.json, then for each component the pipeline loads: a model's config.json and the weights
-    pipelines.loading.choose_weights picks (the fp16 files in half precision where the repo has them, else fp32;
-    never .bin without allow_pickle; a shard index with its shards), a scheduler's config, a tokenizer's or
-    image processor's files. Nothing else: no safety checker, no root single-file checkpoint, no copy in the
-    other precision. Raises ValueError (naming `where`) for a repo the loader could not load.
-    """
-    if MODEL_INDEX not in listing:
-        raise ValueError(f"{where}: the repo has no {MODEL_INDEX}, so it is not a pipeline in diffusers' layout")
-    folders = _folders(listing)
-    paths = [MODEL_INDEX]
-    for name, cls in check_components(model_index, kind, where).items():
-        files = _component_files(name, cls, folders.get(name, set()), dtype, variant, allow_pickle, where)
-        paths += [f"{name}/{f}" for f in files]
-    return [HubFile(p, listing[p]) for p in paths]
 
 
 # ----------------------------------------------------------------------------- 3. the download

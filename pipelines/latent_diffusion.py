@@ -34,7 +34,6 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from pipelines.base import Pipeline, Run, guide, oom_guard, prepare_latents, uses
 from pipelines.checks import (
-    Generators,
     check_count,
     check_finite,
     check_guidance,
@@ -48,6 +47,7 @@ from pipelines.checks import (
 from pipelines.loading import save_pipeline
 from pipelines.outputs import PipelineOutput, StepCallback, StepState
 from pipelines.schedulers import clean_image_from_v, min_inference_steps
+from pipelines.seeds import Generators
 from pipelines.settings import PipelineSettings, guidance, steps, text
 from pipelines.tokenizer import tokenize
 
@@ -69,14 +69,14 @@ STRENGTH = 0.8  # img2img's default: the fraction of the schedule that denoises 
 
 
 @dataclass(frozen=True)
-class PromptEmbeds:
-    """Text conditioning, one row per image; unCLIP's TextConditioning's convention (`uncond` present: guided,
-    `guided` batches it first)."""
+class HiddenStateConditioning:
+    """The text encoder's hidden states a U-Net reads by cross-attention, one row per image: unCLIP's
+    TextConditioning's convention (`uncond` present: guided; `batched` puts it first)."""
 
     cond: torch.Tensor  # (B, 77, C) the prompts' hidden states
     uncond: torch.Tensor | None  # (B, 77, C) the negative prompts'; its presence turns guidance on
 
-    def guided(self, cfg: bool) -> torch.Tensor:
+    def batched(self, cfg: bool) -> torch.Tensor:
         """The hidden states a U-Net reads, batched as [uncond, cond] when guiding: (B or 2B, 77, C)."""
         return torch.cat([self.uncond, self.cond]) if cfg else self.cond
 
@@ -165,12 +165,12 @@ class LatentDiffusion(Pipeline):
     @uses("text_encoder")
     def encode_prompt(
         self, prompts: list[str], negative_prompts: list[str] | None, num_images_per_prompt: int = 1
-    ) -> PromptEmbeds:
+    ) -> HiddenStateConditioning:
         """Hidden states of the prompts (and negative prompts, for guidance), one row per image."""
         n = num_images_per_prompt
         cond = self._encode_text(prompts).repeat_interleave(n, dim=0)
         uncond = None if negative_prompts is None else self._encode_text(negative_prompts).repeat_interleave(n, dim=0)
-        return PromptEmbeds(cond, uncond)
+        return HiddenStateConditioning(cond, uncond)
 
     def _encode_text(self, prompts: list[str]) -> torch.Tensor:
         return encode_hidden_states(self.text_encoder, self.tokenizer, prompts, self.device)
@@ -195,7 +195,7 @@ class LatentDiffusion(Pipeline):
     @uses("unet")
     def denoise(
         self,
-        text: PromptEmbeds,
+        text: HiddenStateConditioning,
         generator: Generators,
         num_inference_steps: int = DEFAULTS.steps,
         guidance_scale: float = DEFAULTS.guidance,
@@ -222,7 +222,7 @@ class LatentDiffusion(Pipeline):
             latents = self._noise_to(image_latents, timesteps[:1], generator)
         # The loop: predict the noise, perform guidance, compute the previous sample
         cfg = text.uncond is not None
-        hidden = text.guided(cfg)  # (B', 77, C)
+        hidden = text.batched(cfg)  # (B', 77, C)
         step_kwargs = {}
         if self._step_takes_generator:
             step_kwargs["generator"] = generator
@@ -252,7 +252,7 @@ class LatentDiffusion(Pipeline):
         return self.scheduler.timesteps[t_start:]
 
     def _prepare_noise(
-        self, text: PromptEmbeds, generator: Generators, height: int | None, width: int | None
+        self, text: HiddenStateConditioning, generator: Generators, height: int | None, width: int | None
     ) -> torch.Tensor:
         """Text to image's starting latent: noise at the scheduler's initial scale, one row per image."""
         height = self.image_size if height is None else height
@@ -318,7 +318,7 @@ class LatentDiffusion(Pipeline):
     @oom_guard
     def generate_from_hidden_states(
         self,
-        text: PromptEmbeds,
+        text: HiddenStateConditioning,
         *,
         num_inference_steps: int = DEFAULTS.steps,
         guidance_scale: float = DEFAULTS.guidance,
@@ -332,8 +332,10 @@ class LatentDiffusion(Pipeline):
         prompt's, `text.uncond`): the U-Net reads nothing else of the text, so a walk between prompts moves these."""
         # 1. Check inputs
         width_c = self.unet.config.cross_attention_dim
-        if not isinstance(text, PromptEmbeds) or text.cond.ndim != 3 or text.cond.shape[-1] != width_c:
-            raise ValueError(f"`text` must be encode_prompt's PromptEmbeds, hidden states (B, 77, {width_c})")
+        if not isinstance(text, HiddenStateConditioning) or text.cond.ndim != 3 or text.cond.shape[-1] != width_c:
+            raise ValueError(
+                f"`text` must be encode_prompt's HiddenStateConditioning, hidden states (B, 77, {width_c})"
+            )
         steps, scale = self._check_denoising(num_inference_steps, guidance_scale)
         if scale > 1.0 and (text.uncond is None or text.uncond.shape != text.cond.shape):
             raise ValueError(
@@ -345,14 +347,16 @@ class LatentDiffusion(Pipeline):
 
         # 2. Denoising loop, from noise drawn in the latent, and 3. decode, as for text to image
         cond, uncond = (None if x is None else x.to(self.device, self.dtype) for x in (text.cond, text.uncond))
-        text = PromptEmbeds(cond, uncond if scale > 1.0 else None)  # guidance only when asked for, as __call__
+        text = HiddenStateConditioning(
+            cond, uncond if scale > 1.0 else None
+        )  # guidance only when asked for, as __call__
         image = self._generate(run, text, steps, scale, callback, height, width)
         return self._output(image, run, [""] * len(run.seeds))
 
     def _generate(
         self,
         run: Run,
-        text: PromptEmbeds,
+        text: HiddenStateConditioning,
         steps: int,
         scale: float,
         callback: StepCallback | None,

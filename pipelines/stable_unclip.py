@@ -40,7 +40,6 @@ from transformers import (
 
 from pipelines.base import Pipeline, Run, TakesImageEmbeddings, guide, oom_guard, prepare_latents, uses
 from pipelines.checks import (
-    Generators,
     check_count,
     check_finite,
     check_guidance,
@@ -50,12 +49,13 @@ from pipelines.checks import (
     check_steps,
     repeat_prompts,
 )
-from pipelines.latent_diffusion import PromptEmbeds, encode_hidden_states, predicted_original
+from pipelines.latent_diffusion import HiddenStateConditioning, encode_hidden_states, predicted_original
 from pipelines.loading import save_pipeline
 from pipelines.outputs import PipelineOutput, StepCallback, StepState
+from pipelines.prior import TextConditioning, denoise_prior, encode_clip_text
 from pipelines.schedulers import min_inference_steps
+from pipelines.seeds import Generators
 from pipelines.settings import PipelineSettings, guidance, level, steps, text
-from pipelines.unclip import TextConditioning, denoise_prior, encode_clip_text
 
 MAX_NOISE_LEVEL = 999  # the image noising scheduler's last timestep (1000 training timesteps)
 
@@ -201,7 +201,7 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
     @uses("prior_text_encoder", "text_encoder")
     def encode_prompt(
         self, prompts: list[str], negative_prompts: list[str] | None, n: int = 1, with_prior_uncond: bool = True
-    ) -> tuple[TextConditioning, PromptEmbeds]:
+    ) -> tuple[TextConditioning, HiddenStateConditioning]:
         """The prior's conditioning (with the empty prompt's for its guidance) and the U-Net's hidden states (with
         the negative prompts' for its guidance), one row per image."""
         prior_text = encode_clip_text(self.prior_text_encoder, self.prior_tokenizer, prompts, n, self.device)
@@ -213,14 +213,16 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
         return prior_text, self.encode_unet_prompt(prompts, negative_prompts, n)
 
     @torch.inference_mode()
-    def encode_unet_prompt(self, prompts: list[str], negative_prompts: list[str] | None, n: int = 1) -> PromptEmbeds:
+    def encode_unet_prompt(
+        self, prompts: list[str], negative_prompts: list[str] | None, n: int = 1
+    ) -> HiddenStateConditioning:
         cond = encode_hidden_states(self.text_encoder, self.tokenizer, prompts, self.device).repeat_interleave(
             n, dim=0
         )
         if negative_prompts is None:
-            return PromptEmbeds(cond, None)
+            return HiddenStateConditioning(cond, None)
         uncond = encode_hidden_states(self.text_encoder, self.tokenizer, negative_prompts, self.device)
-        return PromptEmbeds(cond, uncond.repeat_interleave(n, dim=0))
+        return HiddenStateConditioning(cond, uncond.repeat_interleave(n, dim=0))
 
     @torch.inference_mode()
     @uses("prior")
@@ -255,7 +257,7 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
     @uses("unet")
     def denoise(
         self,
-        text: PromptEmbeds,
+        text: HiddenStateConditioning,
         labels: torch.Tensor,
         generator: Generators,
         num_inference_steps: int = DEFAULTS.stable_unclip_steps,
@@ -269,7 +271,7 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
         augmented image embedding `labels` (augment's; added to the time embedding, zeros for guidance's
         unconditional half); returns the clean latent (B, 4, h, w)."""
         cfg = text.uncond is not None
-        hidden = text.guided(cfg)  # (B', 77, C)
+        hidden = text.batched(cfg)  # (B', 77, C)
         labels = torch.cat([torch.zeros_like(labels), labels]) if cfg else labels
         scheduler = self.scheduler
         scheduler.set_timesteps(num_inference_steps, device=self.device)
@@ -354,7 +356,7 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
     def _generate(
         self,
         run: Run,
-        text: PromptEmbeds,
+        text: HiddenStateConditioning,
         image_embeds: torch.Tensor,
         steps_: int,
         scale: float,
@@ -420,7 +422,7 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
     def decode_embeddings(
         self,
         image_embeds: torch.Tensor,
-        prompt: str | Sequence[str] | PromptEmbeds,
+        prompt: str | Sequence[str] | HiddenStateConditioning,
         *,
         negative_prompt: str | Sequence[str] | None = DEFAULTS.stable_unclip_negative_prompt,
         noise_level: int = DEFAULTS.noise_level,
@@ -438,7 +440,7 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
         if not isinstance(image_embeds, torch.Tensor) or image_embeds.ndim != 2 or image_embeds.shape[1] != dim:
             raise ValueError(f"`image_embeds` must be a tensor (B, {dim}), got {getattr(image_embeds, 'shape', None)}")
         steps_, scale = self._check_denoising(num_inference_steps, guidance_scale, noise_level)
-        if isinstance(prompt, PromptEmbeds):
+        if isinstance(prompt, HiddenStateConditioning):
             if len(prompt.cond) != len(image_embeds) or (scale > 1.0 and prompt.uncond is None):
                 raise ValueError("`prompt` must hold a row per embedding, and the negative's for guidance > 1")
             prompts = [""] * len(image_embeds)
@@ -451,8 +453,8 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
 
         # 2. Encode the prompts for the U-Net, then 3. U-Net and 4. decode, as for text to image
         with run.stage("text_encoder"):
-            if isinstance(prompt, PromptEmbeds):
-                text = PromptEmbeds(prompt.cond, prompt.uncond if scale > 1.0 else None)
+            if isinstance(prompt, HiddenStateConditioning):
+                text = HiddenStateConditioning(prompt.cond, prompt.uncond if scale > 1.0 else None)
             else:
                 text = self.encode_unet_prompt(prompts, negatives if scale > 1.0 else None)
         embeds = image_embeds.to(self.device, text.cond.dtype)

@@ -79,7 +79,7 @@ class Traced:
     def instrumented(self) -> bool:
         """Whether something watches the eager forward, which a trace would silently skip: a dispatch mode (the
         memory meter), a forward hook, or an attention processor other than the one traced (the app's recorder of
-        cross-attention, comparisons.app.inside)."""
+        cross-attention, comparisons.app.recorders)."""
         if _get_current_dispatch_mode() is not None or _global_forward_hooks or _global_forward_pre_hooks:
             return True
         if any(m._forward_hooks or m._forward_pre_hooks for m in self._submodules):

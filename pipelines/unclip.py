@@ -15,7 +15,6 @@ Stages, each a public method:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,13 +22,11 @@ import torch
 import torch.nn.functional as F
 from diffusers import PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
 from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from pipelines.base import Pipeline, Run, TakesImageEmbeddings, guide, oom_guard, prepare_latents, uses
 from pipelines.checks import (
-    Generators,
     check_count,
     check_finite,
     check_guidance,
@@ -38,9 +35,10 @@ from pipelines.checks import (
     repeat_prompts,
 )
 from pipelines.outputs import PipelineOutput, StepCallback, StepState
+from pipelines.prior import TextConditioning, denoise_prior, encode_clip_text
 from pipelines.schedulers import UNCLIP_MIN_STEPS, min_inference_steps
+from pipelines.seeds import Generators
 from pipelines.settings import PipelineSettings, guidance, steps
-from pipelines.tokenizer import tokenize
 
 
 @dataclass(frozen=True)
@@ -65,90 +63,9 @@ class UnCLIPSettings(PipelineSettings):
 DEFAULTS = UnCLIPSettings()
 
 
-@dataclass(frozen=True)
-class TextConditioning:
-    """The CLIP text encoder's output for a batch of prompts (one row per image)."""
-
-    embeds: torch.Tensor  # (B, D) projected, pooled text embedding
-    hidden_states: torch.Tensor  # (B, 77, C) last hidden state
-    mask: torch.Tensor  # (B, 77) bool attention mask
-    # The empty prompt's conditioning. Its presence turns classifier-free guidance on in every
-    # stage, as in diffusers: when any stage's scale is > 1, a stage at scale 1 still runs the
-    # guided batch (uncond + 1 * (cond - uncond)), which keeps us equal to diffusers.
-    uncond: TextConditioning | None = None
-
-    def guided(self, cfg: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(embeds, hidden_states, mask), batched as [uncond, cond] when guiding."""
-        if not cfg:
-            return self.embeds, self.hidden_states, self.mask
-        u = self.uncond
-        return (
-            torch.cat([u.embeds, self.embeds]),
-            torch.cat([u.hidden_states, self.hidden_states]),
-            torch.cat([u.mask, self.mask]),
-        )
-
-
-def guided(prior_guidance_scale: float, decoder_guidance_scale: float) -> bool:
+def uses_guidance(prior_guidance_scale: float, decoder_guidance_scale: float) -> bool:
     """Whether text to image guides (and so encodes the empty prompt): any stage's scale above 1 turns it on."""
     return prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
-
-
-def encode_clip_text(
-    text_encoder: CLIPTextModelWithProjection,
-    tokenizer: CLIPTokenizer,
-    prompts: list[str],
-    num_images_per_prompt: int,
-    device: torch.device,
-) -> TextConditioning:
-    """A CLIP text encoder's conditioning of `prompts`, one row per image: what priors and unCLIP's decoder read."""
-    ids, mask = tokenize(tokenizer, prompts)
-    out = text_encoder(ids.to(device))
-    n = num_images_per_prompt
-    return TextConditioning(
-        out.text_embeds.repeat_interleave(n, dim=0),  # (B*n, D)
-        out.last_hidden_state.repeat_interleave(n, dim=0),  # (B*n, 77, C)
-        mask.to(device).repeat_interleave(n, dim=0),  # (B*n, 77)
-    )
-
-
-def denoise_prior(
-    prior: PriorTransformer,
-    scheduler: SchedulerMixin,
-    text: TextConditioning,
-    generator: Generators,
-    num_inference_steps: int,
-    guidance_scale: float,
-    callback: StepCallback | None,
-    device: torch.device,
-) -> torch.Tensor:
-    """DALL·E 2's prior: a CLIP image embedding (B, D) denoised from noise, conditioned on the text's. unCLIP's and
-    Stable unCLIP's one loop: Karlo's UnCLIPScheduler is told each step's next timestep (as diffusers' unCLIP
-    pipeline tells it); a scheduler that takes no such argument (the DDPMScheduler diffusers' Stable unCLIP docs
-    make of Karlo's config) is stepped as diffusers' Stable unCLIP steps it."""
-    cfg = text.uncond is not None  # see TextConditioning.uncond
-    embeds, hidden, mask = text.guided(cfg)
-    scheduler.set_timesteps(num_inference_steps, device=device)
-    timesteps = scheduler.timesteps
-    latents = prepare_latents(
-        (text.embeds.shape[0], prior.config.embedding_dim), scheduler, generator, device, embeds.dtype
-    )
-    step_takes = set(inspect.signature(scheduler.step).parameters)
-    for i, t in enumerate(timesteps):
-        model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
-        pred = prior(
-            model_input, timestep=t, proj_embedding=embeds, encoder_hidden_states=hidden, attention_mask=mask
-        ).predicted_image_embedding
-        if cfg:
-            pred = guide(pred, guidance_scale)
-        kwargs = {"generator": generator} if "generator" in step_takes else {}
-        if "prev_timestep" in step_takes:
-            kwargs["prev_timestep"] = timesteps[i + 1] if i + 1 < len(timesteps) else None
-        step = scheduler.step(pred, timestep=t, sample=latents, **kwargs)
-        latents = step.prev_sample
-        if callback is not None:
-            callback(StepState("prior", i, len(timesteps), int(t), latents, step.pred_original_sample))
-    return prior.post_process_latents(latents)  # (B, D) un-normalised by CLIP's mean and std
 
 
 class UnCLIP(TakesImageEmbeddings, Pipeline):
@@ -271,7 +188,7 @@ class UnCLIP(TakesImageEmbeddings, Pipeline):
     ) -> torch.Tensor:
         """Denoise a small image (B, 3, h, w) in [-1, 1] from the image embedding (GLIDE-style decoder)."""
         cfg = text.uncond is not None  # see TextConditioning.uncond
-        embeds, hidden, mask = text.guided(cfg)
+        embeds, hidden, mask = text.batched(cfg)
         hidden, time_embeds = self.text_proj(
             image_embeddings=image_embeds,
             prompt_embeds=embeds,
@@ -367,7 +284,7 @@ class UnCLIP(TakesImageEmbeddings, Pipeline):
 
         # 2. Encode the prompt
         with run.stage("text_encoder"):
-            text = self.encode_prompt(prompts, n, with_uncond=guided(prior_scale, decoder_scale))
+            text = self.encode_prompt(prompts, n, with_uncond=uses_guidance(prior_scale, decoder_scale))
         # 3. Prior: text embedding -> image embedding
         with run.stage("prior"):
             image_embeds = self.run_prior(text, run.generator, prior_steps, prior_scale, callback)

@@ -19,14 +19,15 @@ from gradio_client import Client, handle_file
 from PIL import Image, ImageDraw
 
 import app
-from comparisons.app import work
+from comparisons.app import progress
+from comparisons.app.backends import Backends
 from comparisons.app.findings import read_findings
-from comparisons.app.gallery import caption, plain_row
 from comparisons.app.inputs import parse_seed, parse_settings, vocabulary_notice
-from comparisons.app.latent_tools import GAP, LABEL_PX, verdict
+from comparisons.app.latent_space import verdict
+from comparisons.app.results import caption, plain_row
 from comparisons.app.session import AppConfig, Session
-from comparisons.app.sweep_grid import sweep_grid
 from comparisons.app.views import checker_verdict, stage_seconds_long, stats_line, summary_frame
+from comparisons.app.walks import GAP, LABEL_PX
 from comparisons.configurations import choices
 from comparisons.exports import read_csv, read_parquet
 from comparisons.records import parse_infotext, settings_from_png
@@ -62,10 +63,16 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """The app on loopback with a fresh results folder: (session, url)."""
-    session = Session(AppConfig(PRESET, "cpu", tmp_path_factory.mktemp("results")))
-    demo = app.build_app(session)
+def tabs(tmp_path_factory):
+    """A lab session with a fresh results folder, and its tabs' backends (the served app's own)."""
+    return Backends.of(Session(AppConfig(PRESET, "cpu", tmp_path_factory.mktemp("results"))))
+
+
+@pytest.fixture(scope="module")
+def served(tabs):
+    """The app on loopback: (session, url)."""
+    session = tabs.session
+    demo = app.build_app(tabs)
     demo.queue(default_concurrency_limit=4)
     _, url, _ = demo.launch(
         **app.launch_options(None, free_port(), {}),
@@ -130,21 +137,20 @@ def test_settings_from_widgets():
         parse_settings(guidance=-1)
 
 
-def test_compare_logs_every_architecture_with_progress(served, monkeypatch):
-    session, _ = served
+def test_compare_logs_every_architecture_with_progress(tabs, monkeypatch):
     seen = []
-    monkeypatch.setattr(work, "PROGRESS_EVERY_S", 0.0)  # every step reported, to check them all
-    rows, notices = session.compare(PROMPT, "7", Settings(**FAST), lambda f, what: seen.append((f, what)))
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_S", 0.0)  # every step reported, to check them all
+    rows, notices = tabs.compare.run(PROMPT, "7", Settings(**FAST), lambda f, what: seen.append((f, what)))
     assert tuple(rows) == ARCHS and notices == []
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and len(seen) >= 2 + 2 + 2 + 2
     assert any("super_res" in what for _, what in seen) and any("unet" in what for _, what in seen)
     monkeypatch.undo()
     throttled, start = [], time.monotonic()
-    session.make_compare(PROMPT, "8", Settings(**FAST), lambda f, what: throttled.append(f))  # nothing logged
+    tabs.compare.make_compare(PROMPT, "8", Settings(**FAST), lambda f, what: throttled.append(f))  # nothing logged
     seconds = time.monotonic() - start
     assert throttled[-1] == pytest.approx(1.0)  # the end always reaches the page
-    assert len(throttled) <= seconds / work.PROGRESS_EVERY_S + 2 and len(throttled) < len(seen)  # not one a step
+    assert len(throttled) <= seconds / progress.PROGRESS_EVERY_S + 2 and len(throttled) < len(seen)  # not one a step
     for arch, row in rows.items():
         assert row["seed"] == 7 and row["architecture"] == arch
         found_arch, found_prompt, found_seed, found = settings_from_png(row["image_path"])
@@ -170,14 +176,13 @@ def test_checker_verdict_says_what_a_miss_drew():
     assert checker_verdict({"clip_score": 30.0}) == ""  # outside the lab: no checker columns
 
 
-def test_notices_outside_the_lab_vocabulary(served):
-    session, _ = served
+def test_notices_outside_the_lab_vocabulary(tabs):
     assert vocabulary_notice(PROMPT, "lab") is None
     assert "cat" in vocabulary_notice("a cat on a sofa", "lab")
     assert vocabulary_notice("a cat on a sofa", "pretrained") is None
-    _, notices = session.compare("猫 🐱 ネコ", 1, Settings(**FAST))
+    _, notices = tabs.compare.run("猫 🐱 ネコ", 1, Settings(**FAST))
     assert len(notices) == 1 and "Shapes" in notices[0]
-    _, notices = session.compare("a red circle " * 200, 1, Settings(**FAST))
+    _, notices = tabs.compare.run("a red circle " * 200, 1, Settings(**FAST))
     assert any("cut" in n for n in notices)
 
 
@@ -187,13 +192,13 @@ def test_the_labs_shorthand_relations_need_no_notice():
     assert "not a Shapes caption" in vocabulary_notice("a red circle on the left of a blue square", "lab")
 
 
-def test_results_summary_plots_and_exports(served):
-    session, _ = served
+def test_results_summary_plots_and_exports(tabs):
+    session, results = tabs.session, tabs.results
     for seed in (1, 2):
-        session.compare(PROMPT, seed, Settings(**FAST))
-    df = session.runs("latent_diffusion", "BLUE square")
+        tabs.compare.run(PROMPT, seed, Settings(**FAST))
+    df = results.runs("latent_diffusion", "BLUE square")
     assert len(df) >= 2 and set(df["architecture"]) == {"latent_diffusion"}
-    assert session.runs("all", "no such prompt").empty
+    assert results.runs("all", "no such prompt").empty
     table, note = summary_frame(session.runs())  # the three: a row per measure and pair, claim 6's split first
     assert "seconds per image, all stages" in set(table["measure"]) and (table["pairs"] >= 2).all()
     assert list(dict.fromkeys(table["comparison"])) == [
@@ -204,48 +209,46 @@ def test_results_summary_plots_and_exports(served):
     assert "difference [95% interval]" in table.columns and "the prior's part plus the space's part" in note
     bars = stage_seconds_long(session.runs())
     assert set(bars["stage"]) >= {"prior", "decoder", "super_res", "unet", "vae_decode"}
-    csv, parquet = session.export(df, "csv"), session.export(df, "parquet")
-    assert csv.parent == session.results_dir / "exports" and session.export(df, "csv") == csv  # same table, same file
+    csv, parquet = results.export(df, "csv"), results.export(df, "parquet")
+    assert csv.parent == session.results_dir / "exports" and results.export(df, "csv") == csv  # same table, same file
     for back in (read_csv(csv, neutralised=True), read_parquet(parquet)):
         pd.testing.assert_frame_equal(back.reset_index(drop=True), df.reset_index(drop=True))
     with pytest.raises(ValueError, match="empty"):
-        session.export(df.iloc[:0], "csv")
+        results.export(df.iloc[:0], "csv")
 
 
-def test_background_sweep_lands_every_row_once_and_resumes(served):
-    session, _ = served
+def test_background_sweep_lands_every_row_once_and_resumes(tabs):
+    sweep = tabs.sweep
     prompts = "a green square\na yellow cross"
-    status = session.start_sweep(
-        prompts, "0-1", "2", "7.5", ["unclip", "latent_diffusion"], Settings(**FAST), batch_size=3
-    )
+    status = sweep.start(prompts, "0-1", "2", "7.5", ["unclip", "latent_diffusion"], Settings(**FAST), batch_size=3)
     with pytest.raises(ValueError, match="already running"):
-        session.start_sweep(prompts, "0", "2", "7.5", ["unclip"])
-    session.wait_for_sweep(120)
+        sweep.start(prompts, "0", "2", "7.5", ["unclip"])
+    sweep.wait(120)
     assert not status.running and status.error is None and status.done == status.total == 8
-    rows = session.sweep_rows()
+    rows = sweep.rows()
     assert len(rows) == 8 and rows["sweep_key"].is_unique
-    path, note = sweep_grid(session, "prompt", "seed")
+    path, note = sweep.picture("prompt", "seed")
     parameters = check_grid_png(path, rows)  # every row in its cell, pixel for pixel
     assert parameters["prompts"] == prompts.splitlines() and parameters["seeds"] == [0, 1]
     assert parameters["run_id"] == status.run_id and "8/8 images made" in note and path.parent.name == "grids"
-    again = session.start_sweep(prompts, "0-1", "2", "7.5", ["unclip", "latent_diffusion"], Settings(**FAST))
-    session.wait_for_sweep(120)
-    assert again.done == 8 and session.sweep_rows().empty  # nothing made twice
-    path, _ = sweep_grid(session, "seed", "prompt")  # the rerun's grid shows what the first run made
-    assert check_grid_png(path, rows)["run_id"] == again.run_id and sweep_grid(session)[0] != path
-    assert sweep_grid(session, "seed", "seed") == (
+    again = sweep.start(prompts, "0-1", "2", "7.5", ["unclip", "latent_diffusion"], Settings(**FAST))
+    sweep.wait(120)
+    assert again.done == 8 and sweep.rows().empty  # nothing made twice
+    path, _ = sweep.picture("seed", "prompt")  # the rerun's grid shows what the first run made
+    assert check_grid_png(path, rows)["run_id"] == again.run_id and sweep.picture()[0] != path
+    assert sweep.picture("seed", "seed") == (
         None,
         "No grid: rows and columns are both 'seed': pick two different axes.",
     )
     with pytest.raises(ValueError, match="9-0"):
-        session.start_sweep(prompts, "9-0", "2", "7.5", ["unclip"])
+        sweep.start(prompts, "9-0", "2", "7.5", ["unclip"])
     for steps, guidance, error in [
         ("25,1.5", "7.5", "Steps “25,1.5”: expected whole numbers separated by commas"),
         ("abc", "7.5", "Steps “abc”: expected whole numbers"),
         ("25", "4,x", "Guidance “4,x”: expected numbers separated by commas"),
     ]:  # the widget's name, not a command-line flag
         with pytest.raises(ValueError) as caught:
-            session.start_sweep(prompts, "0", steps, guidance, ["unclip"])
+            sweep.start(prompts, "0", steps, guidance, ["unclip"])
         assert str(caught.value) == error or str(caught.value).startswith(error), str(caught.value)
         assert "--" not in str(caught.value)
 
@@ -276,7 +279,7 @@ def test_gpu_functions_use_spaces_gpu_asking_for_the_seconds_their_steps_need(mo
     fake.GPU = lambda duration: lambda fn: durations.setdefault(fn.__name__, duration) and fn
     monkeypatch.setitem(sys.modules, "spaces", fake)
     try:
-        importlib.reload(app).build_app(Session(AppConfig(PRESET, "cpu", tmp_path)))
+        importlib.reload(app).build_app(Backends.of(Session(AppConfig(PRESET, "cpu", tmp_path))))
     finally:
         monkeypatch.delitem(sys.modules, "spaces")
         importlib.reload(app)
@@ -729,7 +732,7 @@ def _choose(page, dropdown: str, option: str) -> None:
     box.press("Enter")
 
 
-def test_browser_sweep_grid_gallery_to_compare_and_a_configuration(served, page):
+def test_browser_sweep_grid_gallery_to_compare_and_a_configuration(served, tabs, page):
     session, _ = served
     page.get_by_role("tab", name="Sweep").click()
     page.locator("#sweep-prompts textarea").fill("a green square\na yellow cross")
@@ -742,7 +745,7 @@ def test_browser_sweep_grid_gallery_to_compare_and_a_configuration(served, page)
     page.locator("#sweep-grid img").wait_for(timeout=60_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-sweep-grid.png"), full_page=True)
-    rows = rows_of(session.runs(), list(session.sweep.jobs))
+    rows = rows_of(session.runs(), list(tabs.sweep.status.jobs))
     with page.expect_download(timeout=60_000) as download:
         page.locator("#download-grid").click()
     parameters = check_grid_png(download.value.path(), rows)  # the 12 images in their cells
@@ -822,7 +825,6 @@ def test_browser_shows_bad_input_and_carries_on(served, page, case, prompt, seed
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 8])
-def test_examples_fit_the_preset(served, n):
-    session, _ = served
-    examples = session.examples(n)
+def test_examples_fit_the_preset(tabs, n):
+    examples = tabs.compare.examples(n)
     assert len(examples) == n and all(vocabulary_notice(p, PRESET) is None for p in examples)

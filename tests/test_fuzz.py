@@ -19,8 +19,8 @@ from PIL import Image
 
 import app
 from comparisons import audit, compare, summary, sweep
+from comparisons.app.backends import Backends
 from comparisons.app.inputs import parse_settings
-from comparisons.app.latent_tools import LatentSpace
 from comparisons.app.session import AppConfig, Session
 from pipelines.checks import MAX_PROMPT_CHARS
 
@@ -108,9 +108,9 @@ def clear(err: BaseException) -> bool:
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
-    """A lab-preset Session whose models raise Accepted when `gate["on"]`."""
-    session = Session(AppConfig("lab", "cpu", tmp_path_factory.mktemp("fuzz")))
-    harness = session.harness()
+    """A lab-preset Session's backends (the served app's own), its models raising Accepted when `gate["on"]`."""
+    tabs = Backends.of(Session(AppConfig("lab", "cpu", tmp_path_factory.mktemp("fuzz"))))
+    harness = tabs.session.harness()
     gate = {"on": True}
 
     def refuse(module, args):
@@ -120,15 +120,15 @@ def guarded(tmp_path_factory):
     hooks = [
         m.register_forward_pre_hook(refuse) for pipe in harness.pipelines.values() for m in pipe.modules().values()
     ]
-    yield session, gate
+    yield tabs, gate
     for hook in hooks:
         hook.remove()
 
 
 @pytest.fixture(scope="module")
 def served(guarded):
-    session, _ = guarded
-    demo = app.build_app(session)
+    tabs, _ = guarded
+    demo = app.build_app(tabs)
     demo.queue(default_concurrency_limit=4)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,7 +137,7 @@ def served(guarded):
         **app.launch_options(None, port, {}),
         prevent_thread_lock=True,
         quiet=True,
-        allowed_paths=[str(session.results_dir)],
+        allowed_paths=[str(tabs.session.results_dir)],
     )
     yield Client(url, verbose=False)
     demo.close()
@@ -163,7 +163,7 @@ def works_or_clear(call) -> object:
     count=numbers,
 )
 def test_unclip_checks_every_input(guarded, prompt, steps, guidance, seed, count):
-    pipe = guarded[0].harness().pipeline("unclip")
+    pipe = guarded[0].session.harness().pipeline("unclip")
     works_or_clear(
         lambda: pipe(
             prompt,
@@ -189,7 +189,7 @@ def test_unclip_checks_every_input(guarded, prompt, steps, guidance, seed, count
     strength=numbers,
 )
 def test_latent_diffusion_checks_every_input(guarded, prompt, negative, steps, guidance, seed, size, strength):
-    pipe = guarded[0].harness().pipeline("latent_diffusion")
+    pipe = guarded[0].session.harness().pipeline("latent_diffusion")
     works_or_clear(
         lambda: pipe(
             prompt,
@@ -202,7 +202,7 @@ def test_latent_diffusion_checks_every_input(guarded, prompt, negative, steps, g
         )
     )
     image = (
-        guarded[0].harness().pipeline("unclip").feature_extractor
+        guarded[0].session.harness().pipeline("unclip").feature_extractor
     )  # any object that is not an image must be refused
     works_or_clear(lambda: pipe.img2img(prompt, image, strength=strength, num_inference_steps=steps, seed=seed))
 
@@ -213,9 +213,9 @@ def test_latent_diffusion_checks_every_input(guarded, prompt, negative, steps, g
 @FUZZ
 @given(prompt=texts, negative=texts, seed=seeds, values=setting_values)
 def test_compare_and_explain_handlers(guarded, prompt, negative, seed, values):
-    session, _ = guarded
-    works_or_clear(lambda: session.compare(prompt, seed, parse_settings(negative_prompt=negative, **values)))
-    works_or_clear(lambda: session.explain(prompt, seed, parse_settings(negative_prompt=negative, **values)))
+    tabs, _ = guarded
+    works_or_clear(lambda: tabs.compare.run(prompt, seed, parse_settings(negative_prompt=negative, **values)))
+    works_or_clear(lambda: tabs.inside.explain(prompt, seed, parse_settings(negative_prompt=negative, **values)))
 
 
 @FUZZ
@@ -229,7 +229,7 @@ def test_compare_and_explain_handlers(guarded, prompt, negative, seed, values):
     values=setting_values,
 )
 def test_latent_space_handlers(guarded, start, end, seed, frames, text, theta, values):
-    latent = LatentSpace(guarded[0])
+    latent = guarded[0].latent_space
     works_or_clear(lambda: latent.interpolate(start, end, seed, frames, text, parse_settings(**values)))
     works_or_clear(lambda: latent.text_diff(start, start, end, seed, frames, theta, text, parse_settings(**values)))
 
@@ -243,9 +243,9 @@ def test_latent_space_handlers(guarded, start, end, seed, frames, text, theta, v
     archs=architectures,
 )
 def test_sweep_handler(guarded, prompts, seeds_text, steps, guidance, archs):
-    session, _ = guarded
-    status = works_or_clear(lambda: session.start_sweep(prompts, seeds_text, steps, guidance, archs))
-    session.wait_for_sweep(60)
+    sweep = guarded[0].sweep
+    status = works_or_clear(lambda: sweep.start(prompts, seeds_text, steps, guidance, archs))
+    sweep.wait(60)
     if not isinstance(status, Exception):  # a grid that passed its checks stops at the first model it reaches
         assert not status.running and ACCEPTED in (status.error or ""), status.message()
 
@@ -257,17 +257,17 @@ def test_sweep_handler(guarded, prompts, seeds_text, steps, guidance, archs):
     fmt=st.one_of(texts, st.sampled_from(["csv"])),
 )
 def test_results_handler(guarded, arch, contains, fmt):
-    session, _ = guarded
-    df = works_or_clear(lambda: session.runs(arch, contains))
+    results = guarded[0].results
+    df = works_or_clear(lambda: results.runs(arch, contains))
     if not isinstance(df, Exception) and not df.empty:
-        works_or_clear(lambda: session.export(df, fmt))
+        works_or_clear(lambda: results.export(df, fmt))
 
 
 @FUZZ
 @given(image=images, prompt=texts, seed=seeds, strength=numbers, values=setting_values)
 def test_image_in_handler(guarded, image, prompt, seed, strength, values):
-    session, _ = guarded
-    works_or_clear(lambda: session.image_in.run(image, prompt, seed, strength, parse_settings(**values)))
+    image_in = guarded[0].image_in
+    works_or_clear(lambda: image_in.run(image, prompt, seed, strength, parse_settings(**values)))
 
 
 # ----------------------------------------------------------------------------- through gradio_client
@@ -318,7 +318,7 @@ def test_latent_space_endpoints(served, start, end, seed, frames, text, theta):
 @given(prompts=texts, seeds_text=texts, steps=texts, guidance=texts, archs=architectures, arch=texts, contains=texts)
 def test_sweep_and_results_endpoints(guarded, served, prompts, seeds_text, steps, guidance, archs, arch, contains):
     works_or_clear(lambda: served.predict(prompts, seeds_text, steps, guidance, archs, api_name="/sweep"))
-    guarded[0].wait_for_sweep(60)
+    guarded[0].sweep.wait(60)
     works_or_clear(lambda: served.predict(arch, contains, api_name="/results"))
 
 
@@ -398,11 +398,11 @@ def test_audit_and_summary_clis(capsys, path):
 @settings(FUZZ, max_examples=12)
 @given(prompt=texts, negative=texts, seed=seeds)
 def test_fuzzed_text_and_seeds_make_images_or_clear_errors(guarded, prompt, negative, seed):
-    session, gate = guarded
+    tabs, gate = guarded
     gate["on"] = False
     try:
         result = works_or_clear(
-            lambda: session.compare(prompt, seed, parse_settings(negative_prompt=negative, **FAST))
+            lambda: tabs.compare.run(prompt, seed, parse_settings(negative_prompt=negative, **FAST))
         )
     finally:
         gate["on"] = True

@@ -1,1 +1,2 @@
-"""The app's backend and views: what `app.py` wires to its widgets, without gradio."""
+"""The app: a session that loads the models, one Gradio-free backend per tab (built by `backends.Backends.of`) and
+what they share (input checks, progress, views); `ui/` lays each tab out and wires it to its backend."""

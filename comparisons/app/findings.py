@@ -1,4 +1,4 @@
-"""The Findings tab's backend: the lab study's report (lab/findings, written by `python -m lab.study`) read back as
+"""The Findings tab's backend: the lab study's report (research/findings, by `python -m research.study`) read back as
 a verdict table, one section per claim and its plot. Files only: the app never runs the study."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-FINDINGS_DIR = Path(__file__).resolve().parents[2] / "lab" / "findings"
+FINDINGS_DIR = Path(__file__).resolve().parents[2] / "research" / "findings"
 VERDICT_COLUMNS = ["claim", "verdict", "why", "paper"]  # the verdict first: the table is wider than the page
 
 
 @dataclass(frozen=True)
-class Findings:
+class StudyReport:
     """What the report says, ready to show."""
 
     note: str  # when and how the study ran, or why there is nothing to show
@@ -28,12 +28,12 @@ def _label(claim: str, title: str) -> str:
     return f"{claim}. {title}"
 
 
-def read_findings(directory: Path = FINDINGS_DIR) -> Findings:
-    """The study's findings under `directory`, or an empty Findings whose note says how to make them."""
+def read_findings(directory: Path = FINDINGS_DIR) -> StudyReport:
+    """The study's findings under `directory`, or an empty StudyReport whose note says how to make them."""
     path, report = Path(directory) / "findings.json", Path(directory) / "REPORT.md"
     if not path.is_file() or not report.is_file():
-        note = f"No findings under {directory}: run `python -m lab.study` (about 30 min on a CPU) to write them."
-        return Findings(note, pd.DataFrame(columns=VERDICT_COLUMNS), {}, {})
+        note = f"No findings under {directory}: run `python -m research.study` (15 min on 2 CPU cores) to write them."
+        return StudyReport(note, pd.DataFrame(columns=VERDICT_COLUMNS), {}, {})
     data = json.loads(path.read_text())
     meta, texts = data["meta"], data["texts"]
     labels = {c: _label(c, texts[c]["title"]) for c in data["claims"]}
@@ -56,6 +56,23 @@ def read_findings(directory: Path = FINDINGS_DIR) -> Findings:
     note = (
         f"The Shapes lab study ({kind}) of {meta['date'][:10]} on {meta['device']}, {meta['wall_minutes']:.0f} min: "
         "each claim of the DALL·E 2 and LDM papers tested against the lab's ground truth, with n, 95% intervals "
-        "and a verdict. Full report: lab/findings/REPORT.md; rerun with `python -m lab.study`."
+        "and a verdict. Full report: research/findings/REPORT.md; rerun with `python -m research.study`."
     )
-    return Findings(note, verdicts, sections, plots)
+    return StudyReport(note, verdicts, sections, plots)
+
+
+class Findings:
+    """The tab's backend: the report under `directory`, read again at each request (a rerun of the study shows at
+    once). It needs nothing from the session: the app never runs the study."""
+
+    def __init__(self, directory: Path = FINDINGS_DIR) -> None:
+        self.directory = Path(directory)
+
+    def read(self) -> StudyReport:
+        return read_findings(self.directory)
+
+    def claim(self, label: str) -> tuple[str, str | None]:
+        """A claim's section of the report and its plot's path ("" and None for a claim the report lacks)."""
+        report = self.read()
+        path = report.plots.get(label)
+        return report.sections.get(label, ""), str(path) if path else None

@@ -1,4 +1,4 @@
-"""The "Image in" tab without the app: one uploaded image to each architecture's image-in mode (unCLIP's variations,
+"""The "Image in" tab's backend: one uploaded image to each architecture's image-in mode (unCLIP's variations,
 latent diffusion's img2img at a strength), side by side, each image a row of the run log like any other.
 
 What the judge scores against is the prompt box, which is optional. img2img needs a prompt (it is conditioned on
@@ -6,7 +6,7 @@ it); variations take none (the image's CLIP embedding replaces the prior's). So 
 run, and their rows have no CLIP score. With one, every image is scored against it, and logged under it. Every
 image-in row also has the judge's cosine between the image made and the source (`source_cosine`).
 
-GPU work and bookkeeping apart, as ZeroGPU needs (see comparisons.app.session): `make` generates and scores, and
+GPU work and bookkeeping apart, as ZeroGPU needs (as comparisons.app.compare): `make` generates and scores, and
 returns portable `Made`s, writing nothing; `record` keeps the source under its hash, writes the PNGs and logs the
 rows in the serving process. `prepare` attaches a borrowed image encoder (the pretrained preset's Karlo has none)
 in the serving process before any GPU call: when the Space starts on ZeroGPU, on first use elsewhere.
@@ -17,15 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from comparisons.app.inputs import parse_seed, parse_text, shown, vocabulary_notice
+from comparisons.app.progress import Progress, stage_steps, steps_done, throttled, total_steps
+from comparisons.app.session import Session
 from comparisons.app.views import stats_line
-from comparisons.app.work import stage_steps, steps_done, throttled, total_steps
 from comparisons.harness import Harness, Made, new_run_id
 from comparisons.presets import get_preset, load_problem
 from comparisons.schema import SOURCE_COSINE, SOURCE_IMAGE
@@ -36,9 +35,6 @@ from pipelines.components import load_image_encoder
 from pipelines.hub import ProgressCallback
 from pipelines.outputs import StepState
 from pipelines.tokenizer import truncation_messages
-
-if TYPE_CHECKING:
-    from comparisons.app.session import Progress, Session
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +49,7 @@ def _image_ins(harness: Harness) -> list:
 
 
 class ImageIn:
-    """The tab's backend, one per session: what the models can take in, and each image-in call, made then recorded."""
+    """The tab's backend: what the session's models can take in, and each image-in call, made then recorded."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -275,7 +271,7 @@ def source_line(rows: dict[str, dict], source: Source) -> str:
     )
 
 
-def prepare_progress(progress: Callable[[float, str], None] | None) -> ProgressCallback | None:
+def prepare_progress(progress: Progress | None) -> ProgressCallback | None:
     """A download's bytes as the progress bar's fraction (the borrowed image encoder, on first use)."""
     if progress is None:
         return None

@@ -1,16 +1,22 @@
-"""What the app's widgets send, checked: the prompt, the seed, the settings (any registered architecture's), and
-whether a prompt is one the Shapes lab's models know. Every function raises `ValueError` with a message for the user.
+"""What the app's widgets send, checked: the prompt, the seed, the settings (any registered architecture's); and the
+prompts that fit a preset: its examples, and whether a prompt is one the Shapes lab's models know. Every parser
+raises `ValueError` with a message for the user.
 """
 
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from comparisons.presets import get_preset
 from comparisons.settings import Settings
+from lab.captions import parse_caption
+from lab.prompt_files import read_prompts
 from pipelines import registry
 from pipelines.checks import MAX_PROMPT_CHARS, MAX_SEED
 from pipelines.registry import LEVEL, STEPS, TEXT
+
+REAL_PROMPTS = Path(__file__).resolve().parent.parent / "prompts" / "real_models.txt"  # examples outside the lab
 
 
 def parse_text(value: str | None, name: str, label: str | None = None) -> str:
@@ -104,8 +110,6 @@ def vocabulary_notice(prompt: str, preset: str) -> str | None:
     """In the Shapes lab, a notice when the prompt leaves the world the models were trained on."""
     if not get_preset(preset).use_checker:
         return None
-    from lab.captions import parse_caption
-
     try:
         parse_caption(prompt)
     except ValueError as err:
@@ -114,3 +118,12 @@ def vocabulary_notice(prompt: str, preset: str) -> str | None:
             "They will still draw something, but the checker cannot judge it."
         )
     return None
+
+
+def example_prompts(preset: str, n: int = 8) -> list[str]:
+    """Example prompts that fit the preset: the Shapes vocabulary in the lab, real prompts otherwise."""
+    if get_preset(preset).use_checker:
+        single, two = read_prompts("heldout_single"), read_prompts("heldout_two")
+        return [p for pair in zip(two, single) for p in pair][:n]  # two-object first: the lab's headline
+    lines = REAL_PROMPTS.read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")][:n]

@@ -8,13 +8,13 @@ from __future__ import annotations
 import pandas as pd
 
 from comparisons.configurations import Choice
+from comparisons.intervals import proportion
+from comparisons.measures import metric_label
 from comparisons.summary import (
     NoPairsError,
     comparisons_of,
     default_pair,
     joint_rows,
-    metric_label,
-    proportion,
     summarize,
     summary_table,
 )

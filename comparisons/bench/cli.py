@@ -15,7 +15,10 @@ from pathlib import Path
 
 import transformers
 
+from comparisons.bench.lab_speed import format_lab_speed, run_lab_speed
 from comparisons.bench.pipelines import DTYPES, add_speedup, run_bench, speedups
+from comparisons.bench.regeneration import format_regeneration, run_regeneration
+from comparisons.bench.soak import soak
 from comparisons.bench.sweep import bench_sweep
 from comparisons.presets import DEFAULT_PRESET
 from pipelines.devices import pick_device
@@ -79,7 +82,6 @@ def write(report: dict, json_file: str | None) -> None:
 
 
 def lab_speed(repeats: int, json_file: str | None) -> int:
-    from comparisons.bench.lab_speed import format_lab_speed, run_lab_speed
 
     transformers.logging.disable_progress_bar()
     report = run_lab_speed(repeats)
@@ -91,7 +93,6 @@ def lab_speed(repeats: int, json_file: str | None) -> int:
 
 
 def regeneration(json_file: str | None) -> int:
-    from comparisons.bench.regeneration import format_regeneration, run_regeneration
 
     transformers.logging.disable_progress_bar()
     report = run_regeneration()
@@ -157,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         return lab_speed(args.repeats or 5, args.json_file)
     args.repeats = args.repeats or 7
     if args.soak is not None:
-        from comparisons.bench.soak import soak
-
         if args.soak < 1:
             parser.error("--soak must be >= 1")
         report = soak(args.soak, args.sweep_preset, fast=args.soak_fast)

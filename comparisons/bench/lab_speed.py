@@ -7,7 +7,7 @@ after a warm-up call of each (which traces, when a mode traces), in interleaved 
 reverses every round), so drift in the machine's speed falls on all alike; medians. Each mode's images are compared
 with eager's.
 
-Then the whole compare request through the app's backend (`Session.compare`: every pipeline, the judge, the checker,
+Then the whole compare request through the app's backend (`Compare.run`: every pipeline, the judge, the checker,
 the PNGs, the run log), the default against eager, and a fresh process's start to its first image (importing the
 app, loading the models, the first compare with its traces and memory pass).
 """
@@ -29,12 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from comparisons.app.compare import Compare
+from comparisons.app.session import AppConfig, Session
 from comparisons.bench.pipelines import PROMPT, machine
-from comparisons.concurrent import CONCURRENT, ISOLATED, cores, workers
+from comparisons.harness import workers
 from comparisons.presets import FAST_CPU, load_models
+from comparisons.schema import CONCURRENT, ISOLATED
 from comparisons.settings import Settings
 from pipelines import registry
 from pipelines.cpu_speed import CPUSpeed
+from pipelines.devices import cores
 from pipelines.registry import TEXT
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -93,7 +97,7 @@ def baseline(mode: Mode) -> str:
     return "eager, two architectures" if mode.architectures == TWO else "eager"
 
 
-# Why each technique is or is not in the default (FAST_CPU and comparisons.concurrent); the figures are this run's.
+# Why each technique is or is not in the default (FAST_CPU and Harness.make_each); the figures are this run's.
 NOTES = {
     "traced denoisers": "kept: removes diffusers' Python and fuses each denoiser step; the images are eager's to "
     "the bit; ~1.5 s of tracing per denoiser and batch shape, paid once: traces are saved in T2I_CACHE/traces and "
@@ -108,7 +112,7 @@ NOTES = {
     "process-wide, so side by side it would change unCLIP's kernels while LD runs",
     "side by side, a core each": "kept where there are two cores or more: one intra-op thread runs these models about "
     "as fast as two, so the second core was idle; a third architecture on two cores takes the first core free "
-    "(comparisons.concurrent.workers); rows say timing=concurrent",
+    "(comparisons.harness.workers); rows say timing=concurrent",
 }
 
 
@@ -144,7 +148,7 @@ def bench_modes(pipes: dict, repeats: int, settings: Settings = Settings()) -> l
     """Each mode's medians (seconds per comparison, `all_s`, and per architecture), ratios to eager on the same
     architectures, first call, images' largest difference to eager's."""
     all_modes = modes()
-    pool = ThreadPoolExecutor(workers(len(pipes)))  # as comparisons.concurrent runs them
+    pool = ThreadPoolExecutor(workers(len(pipes)))  # as Harness.make_each runs them
     first, reference = {}, {}
     for mode in all_modes:  # warm-up, and the first call's cost (tracing)
         first[mode.label], outputs = comparison(pipes, mode, pool, settings)
@@ -181,11 +185,10 @@ def bench_modes(pipes: dict, repeats: int, settings: Settings = Settings()) -> l
 
 
 def bench_request(repeats: int) -> dict:
-    """Session.compare (the app's backend, everything a request does) with the lab preset's default, and eager."""
-    from comparisons.app.session import AppConfig, Session
-
+    """Compare.run (the Compare tab's backend, everything a request does) with the lab preset's default, and eager."""
     with tempfile.TemporaryDirectory() as tmp:
         session = Session(AppConfig(results_dir=Path(tmp)))
+        compare = Compare(session)
         harness = session.harness()
         default_concurrent = harness.concurrent
         settings = Settings()
@@ -198,12 +201,12 @@ def bench_request(repeats: int) -> dict:
         times: dict[str, list[float]] = {"default": [], "eager": []}
         for name in times:  # warm-up: traces, the memory pass of this configuration
             set_mode(name == "default")
-            session.compare(PROMPT, 0, settings)
+            compare.run(PROMPT, 0, settings)
         for r in range(repeats):
             for name in list(times) if r % 2 == 0 else list(times)[::-1]:
                 set_mode(name == "default")
                 start = time.perf_counter()
-                session.compare(PROMPT, 0, settings)
+                compare.run(PROMPT, 0, settings)
                 times[name].append(time.perf_counter() - start)
         set_mode(True)
     medians = {k: statistics.median(v) for k, v in times.items()}
@@ -259,17 +262,19 @@ import json, sys, tempfile, time
 from pathlib import Path
 import app
 from comparisons.app import session as backend
+from comparisons.app.backends import Backends
 from comparisons.settings import Settings
 marks = {"imports": time.time()}
 if sys.argv[2] == "eager":  # the session loads its harness eager, one architecture at a time
     from functools import partial
     backend.load_harness = partial(backend.load_harness, fast_cpu=False)
 session = backend.Session(backend.AppConfig(results_dir=Path(tempfile.mkdtemp())))
+backends = Backends.of(session)
 session.start_loading()
-app.build_app(session)
+app.build_app(backends)
 session.harness()  # waits for the loading thread: the models and their warm-up
 marks["loaded"] = time.time()
-session.compare(sys.argv[1], 0, Settings())
+backends.compare.run(sys.argv[1], 0, Settings())
 marks["first_image"] = time.time()
 print(json.dumps(marks))
 """
@@ -372,7 +377,7 @@ def format_lab_speed(report: dict) -> str:
     )
     lines += [
         "",
-        f"Whole compare request (Session.compare: every pipeline, judge, checker, PNGs, run log): default "
+        f"Whole compare request (Compare.run: every pipeline, judge, checker, PNGs, run log): default "
         f"{q['default_s']:.3f} s, eager {q['eager_s']:.3f} s ({q['ratio']:.2f}){api}. A fresh process to its first "
         f"image (imports, UI, models and their warm-up, first compare; medians of 3): default {start['default']}"
         f"{within}; "

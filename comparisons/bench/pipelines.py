@@ -29,6 +29,8 @@ from comparisons.settings import Settings
 from pipelines import PipelineOutput
 from pipelines.base import GRAPHING_COMPILE_MODES, Pipeline
 from pipelines.devices import cpu_name
+from pipelines.full_size import build_full_size_latent_diffusion, build_full_size_unclip
+from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_stable_unclip, build_tiny_unclip
 
 PROMPT = "a red circle above a blue square"
 SETTINGS = {
@@ -161,14 +163,11 @@ def build(full_size: bool, device: torch.device, dtype: torch.dtype | None = Non
     """Full size: random weights in `dtype` (fp16 on CUDA, fp32 on CPU by default), Karlo and SD 1.5; tiny: fp32,
     and Stable unCLIP beside them."""
     if full_size:
-        from pipelines.full_size import build_full_size_latent_diffusion, build_full_size_unclip
-
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         return {
             "unclip": build_full_size_unclip(device=device, dtype=dtype),
             "latent_diffusion": build_full_size_latent_diffusion(device=device, dtype=dtype),
         }
-    from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_stable_unclip, build_tiny_unclip
 
     return {
         "unclip": build_tiny_unclip(0).to(device),

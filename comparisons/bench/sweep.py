@@ -14,7 +14,7 @@ from comparisons.metrics import load_judge
 from comparisons.presets import DEFAULT_PRESET, get_preset, load_models
 from comparisons.settings import Settings
 from comparisons.store import RunLog
-from comparisons.sweep import grid, read_prompts, run_sweep
+from comparisons.sweep import plan_jobs, read_prompts, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -26,7 +26,7 @@ def bench_sweep(
     the full harness (judge scores, checker, PNGs, run log), same models, grid and settings."""
     prompts = read_prompts(ROOT / "lab" / "prompts" / "heldout_two.txt")[:n_prompts]
     s = SETTINGS["tiny"]
-    jobs = grid(
+    jobs = plan_jobs(
         prompts,
         list(range(n_seeds)),
         [s["latent_diffusion"]["num_inference_steps"]],

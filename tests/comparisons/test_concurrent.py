@@ -1,4 +1,4 @@
-"""A comparison's architectures side by side (comparisons.concurrent): the same images and rows as one at a time,
+"""A comparison's architectures side by side (Harness.make_each): the same images and rows as one at a time,
 rows that say how they were timed, and failures raised once all have finished; three architectures on two cores run
 two at a time."""
 
@@ -8,11 +8,14 @@ import contextvars
 
 import pytest
 
-from comparisons import concurrent
+from comparisons import harness as harness_module
+from comparisons.app.compare import Compare
 from comparisons.app.session import AppConfig, Session
-from comparisons.concurrent import CONCURRENT, ISOLATED, TIMING, cores, make_each, pays
+from comparisons.harness import pays, workers
 from comparisons.presets import load_harness
+from comparisons.schema import CONCURRENT, ISOLATED, TIMING
 from comparisons.settings import Settings
+from pipelines.devices import cores
 from tests.helpers import assert_images_close
 
 PROMPT = "a red circle above a blue square"
@@ -25,8 +28,8 @@ def harness(tmp_path_factory):
 
 
 def test_side_by_side_gives_the_images_and_rows_of_one_at_a_time(harness):
-    alone = make_each(harness, PROMPT, 3, FEW, "r1", {}, concurrent=False)
-    both = make_each(harness, PROMPT, 3, FEW, "r2", {}, concurrent=True)
+    alone = harness.make_each(PROMPT, 3, FEW, "r1", {}, concurrent=False)
+    both = harness.make_each(PROMPT, 3, FEW, "r2", {}, concurrent=True)
     assert [m.architecture for m in both] == [m.architecture for m in alone] == list(harness.architectures)
     for a, b in zip(alone, both):
         assert_images_close(b.output.images, a.output.images, atol=1e-4)
@@ -43,7 +46,7 @@ def test_callbacks_see_the_callers_context_variables(harness):
     request.set("event 1")
     seen = set()
     callbacks = {a: (lambda state: seen.add(request.get())) for a in harness.architectures}
-    make_each(harness, PROMPT, 0, FEW, "r4", callbacks, concurrent=True)
+    harness.make_each(PROMPT, 0, FEW, "r4", callbacks, concurrent=True)
     assert seen == {"event 1"}
 
 
@@ -59,24 +62,24 @@ def test_a_failure_is_raised_after_all_finished(harness, monkeypatch):
 
     monkeypatch.setattr(type(harness), "make", flaky)
     with pytest.raises(ValueError, match="unclip broke"):
-        make_each(harness, PROMPT, 0, FEW, "r3", {}, concurrent=True)
+        harness.make_each(PROMPT, 0, FEW, "r3", {}, concurrent=True)
     assert sorted(finished) == sorted(a for a in harness.architectures if a != "unclip")
 
 
 def test_the_lab_preset_runs_side_by_side_where_there_are_the_cores(harness, tmp_path, monkeypatch):
     assert harness.architectures == ("unclip", "latent_diffusion", "stable_unclip")
     assert harness.concurrent == pays(3) == (cores() > 1)
-    monkeypatch.setattr(concurrent, "cores", lambda: 2)
-    assert concurrent.workers(3) == 2 and concurrent.workers(2) == 2 and concurrent.workers(1) == 1
-    monkeypatch.setattr(concurrent, "cores", lambda: 1)
-    assert not pays(3) and concurrent.workers(3) == 1
+    monkeypatch.setattr(harness_module, "cores", lambda: 2)
+    assert workers(3) == 2 and workers(2) == 2 and workers(1) == 1
+    monkeypatch.setattr(harness_module, "cores", lambda: 1)
+    assert not pays(3) and workers(3) == 1
     assert not load_harness("lab", device="cpu", out_dir=tmp_path, log=False, fast_cpu=False).concurrent
 
 
 def test_a_compare_request_logs_its_timing_and_reports_progress_to_the_end(tmp_path):
     session = Session(AppConfig(results_dir=tmp_path))
     fractions = []
-    rows, _ = session.compare(PROMPT, 5, FEW, progress=lambda f, _: fractions.append(f))
+    rows, _ = Compare(session).run(PROMPT, 5, FEW, progress=lambda f, _: fractions.append(f))
     expected = CONCURRENT if session.harness().concurrent else ISOLATED
     assert {r[TIMING] for r in rows.values()} == {expected}
     assert set(session.runs()[TIMING]) == {expected}  # the run log keeps the column
@@ -93,7 +96,7 @@ def test_loading_warms_the_traces_and_the_stage_memory_of_the_default_comparison
     }
     memory_passes = len(harness._stage_memory)
     assert memory_passes >= len(harness.pipelines)  # the default configuration's, once per architecture
-    make_each(harness, "a blue square", 3, Settings(), "first", {}, harness.concurrent)  # a user's first image
+    harness.make_each("a blue square", 3, Settings(), "first", {})  # a user's first image
     assert len(harness._stage_memory) == memory_passes  # no new memory pass
     after = {
         (a, n): list(getattr(p, n).forward.traces) for a, p in harness.pipelines.items() for n in p.denoiser_names

@@ -138,7 +138,7 @@ def test_rows_measured_in_other_memory_kinds_are_never_paired():
 
 
 def test_rows_timed_alone_and_side_by_side_are_never_paired():
-    """Seconds measured one architecture at a time and both at once (comparisons.concurrent) are not alike; a log from
+    """Seconds measured one architecture at a time and both at once (Harness.make_each) are not alike; a log from
     before the timing column holds neither and pairs with neither."""
     df = log(
         rows("unclip", Settings(), seconds_total=0.7),

@@ -17,6 +17,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from comparisons import audit, sweep
 from comparisons.app.session import AppConfig, Session
+from comparisons.app.sweep import Sweep
 from comparisons.files import temp_prefix, write_new_file
 from comparisons.harness import Harness
 from comparisons.metrics import tiny_judge
@@ -80,7 +81,7 @@ def test_cli_sweep_of_many_batches_keeps_one_image_per_row(prompt_file, tmp_path
 
 def test_duplicate_prompts_and_a_batch_of_one_key_twice_never_share_a_file(tmp_path, tiny_pipes):
     harness = Harness(tiny_pipes, tiny_judge(), tmp_path, log=RunLog(tmp_path))
-    jobs = sweep.grid(
+    jobs = sweep.plan_jobs(
         ["a red circle", "a red circle"], [0, 0, 1], [2], [4.0], ["latent_diffusion"], Settings(super_res_steps=2)
     )
     assert len(jobs) == 2  # a prompt or seed given twice is one job
@@ -146,8 +147,9 @@ def test_sweep_killed_mid_write_and_rerun_leaves_no_torn_image_and_no_row_withou
 def test_the_apps_background_sweep_of_many_batches_keeps_one_image_per_row(tmp_path, tiny_pipes):
     session = Session(AppConfig("tiny", "cpu", tmp_path))
     fast = Settings(prior_steps=2, decoder_steps=2, super_res_steps=2, steps=2)
-    status = session.start_sweep("\n".join(PROMPTS), "0-3", "2", "1,4", list(ARCHS), fast)  # batches of 8
-    session.wait_for_sweep(300)
+    backend = Sweep(session)
+    status = backend.start("\n".join(PROMPTS), "0-3", "2", "1,4", list(ARCHS), fast)  # batches of 8
+    backend.wait(300)
     assert status.error is None and status.done == status.total == grid_size(4)
     check_results_folder(tmp_path, tiny_pipes, expected_rows=grid_size(4))
 
@@ -212,7 +214,7 @@ def test_a_new_file_never_replaces_another(tmp_path):
 def clean_folder(tmp_path_factory, tiny_pipes):
     out = tmp_path_factory.mktemp("clean")
     harness = Harness(tiny_pipes, tiny_judge(), out, log=RunLog(out))
-    jobs = sweep.grid(PROMPTS, [0, 1], [2], [4.0], ["unclip", "latent_diffusion"], Settings(super_res_steps=2))
+    jobs = sweep.plan_jobs(PROMPTS, [0, 1], [2], [4.0], ["unclip", "latent_diffusion"], Settings(super_res_steps=2))
     sweep.run_sweep(harness, jobs, batch_size=4, progress=False)
     return out
 

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from comparisons.measures import prefers_higher
 from comparisons.store import RunLog, load_runs
 from comparisons.summary import (
     NoPairsError,
     format_summary,
     paired_differences,
-    prefers_higher,
     summarize,
     summary_table,
 )

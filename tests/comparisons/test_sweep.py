@@ -37,7 +37,7 @@ def harness_for(pipes, out):
 
 
 def jobs_for(prompts, seeds="0-1"):
-    return sweep.grid(
+    return sweep.plan_jobs(
         sweep.read_prompts(prompts),
         sweep.parse_seeds(seeds),
         [2],
@@ -189,7 +189,7 @@ def test_summary_cli_reads_a_sweep_log(pipes, prompts, tmp_path, capsys):
 
 def test_every_setting_of_the_grid_is_checked_before_any_work(prompts):
     with pytest.raises(ValueError, match="`prior_steps` must be between 2 and 1000, got 0"):
-        sweep.grid(sweep.read_prompts(prompts), [0], [2, 0, 3], [4.0], ["unclip", "latent_diffusion"], Settings())
+        sweep.plan_jobs(sweep.read_prompts(prompts), [0], [2, 0, 3], [4.0], ["unclip", "latent_diffusion"], Settings())
 
 
 # ----------------------------------------------------------------------------- the grid picture
@@ -211,7 +211,7 @@ def test_grid_flag_draws_the_whole_sweep_from_the_log_an_earlier_run_included(pr
     assert parameters["architectures"] == list(ARCHS)
     assert (parameters["rows"], parameters["columns"]) == ("prompt", "seed")
     assert parameters["run_id"] in set(df["run_id"]) - first_run and parameters["settings"]["super_res_steps"] == 2
-    jobs = sweep.grid(parameters["prompts"], [0, 1], [2], [1.0, 4.0], list(ARCHS), Settings(super_res_steps=2))
+    jobs = sweep.plan_jobs(parameters["prompts"], [0, 1], [2], [1.0, 4.0], list(ARCHS), Settings(super_res_steps=2))
     spec = sweep.grid_spec(jobs)
     assert spec.shape == (2, 4) and spec.column_axes == ("seed", "guidance")  # guidance nests in the columns
     images = {row.sweep_key: png_pixels(row.image_path) for row in df.itertuples()}

@@ -31,9 +31,9 @@ from lab.models import (
     build_vae,
     decoder_scheduler,
 )
+from lab.runs import RunOptions
 from lab.train import ORDER, main, run
 from lab.trainer import BUDGET, CHECKPOINT, LOSS_LOG, Budget
-from lab.training import RunOptions
 from lab.world import split_of
 from pipelines import load_latent_diffusion, load_unclip, registry
 from pipelines.tokenizer import offline_clip_tokenizer

@@ -14,12 +14,12 @@ from comparisons.regeneration import CLOSE_BOUND, difference
 from comparisons.settings import Settings
 from lab.checker import check
 from lab.data import DataConfig, downsample, sample_batch, to_tensor
-from lab.evaluate import generate_and_check, retrieval_accuracies
 from lab.package import SHIP_LIMIT_MB
 from lab.prompt_files import read_prompts
 from lab.world import sample_scenes
 from pipelines import load_unclip
 from pipelines.outputs import postprocess, to_uint8
+from research.evaluate import generate_and_check, retrieval_accuracies
 
 # unCLIP's and latent diffusion's images at their defaults, one call each, as drawn by commit 4ab2f8c: the last code
 # before Stable unCLIP joined them (made by that commit's load_models("lab") and Settings(), eager)

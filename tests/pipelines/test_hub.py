@@ -28,6 +28,8 @@ from safetensors.torch import save
 from tqdm import tqdm
 
 from comparisons import metrics
+from comparisons.app.backends import Backends
+from comparisons.app.image_in import ImageIn
 from comparisons.app.session import AppConfig, Session
 from comparisons.presets import load_models, load_problem
 from comparisons.settings import Settings
@@ -40,8 +42,8 @@ from pipelines.components import (
     load_image_encoder,
     load_stable_unclip,
 )
-from pipelines.hub import download_bars, fetch_pipeline, plan_download
-from pipelines.loading import MODEL_INDEX, choose_weights, parse_model_index
+from pipelines.hub import download_bars, fetch_pipeline
+from pipelines.layout import MODEL_INDEX, choose_weights, parse_model_index, plan_download
 from pipelines.tiny import build_tiny_latent_diffusion, build_tiny_stable_unclip
 from pipelines.tokenizer import clip_vocab
 
@@ -496,19 +498,20 @@ def test_variations_borrow_only_the_image_encoder_of_the_variations_repo(hub, ti
 
 
 def test_the_pretrained_preset_attaches_the_borrowed_encoder_on_first_use(hub, tmp_path):
-    session = Session(AppConfig("pretrained", "cpu", tmp_path, judge="tiny"))
+    tabs = Backends.of(Session(AppConfig("pretrained", "cpu", tmp_path, judge="tiny")))
+    session, image_in = tabs.session, tabs.image_in
     fast = Settings(
         prior_steps=2, decoder_steps=2, super_res_steps=2, steps=4, stable_unclip_prior_steps=2, stable_unclip_steps=2
     )
-    before, _ = session.compare(PROMPT, 3, fast)
+    before, _ = tabs.compare.run(PROMPT, 3, fast)
     assert session.harness().pipeline("unclip").image_encoder is None and hub.downloads(VARIATIONS) == []
     assert session.harness().pipeline("stable_unclip").image_encoder is None  # read for variations alone
     assert not [f for f in hub.downloads(SU) if f.startswith(("image_encoder/", "feature_extractor/"))]
-    assert f"the image encoder of `{VARIATIONS}` (only that component)" in session.image_in.describe()
-    assert f"the image encoder of `{SU}` (only that component)" in session.image_in.describe()
+    assert f"the image encoder of `{VARIATIONS}` (only that component)" in image_in.describe()
+    assert f"the image encoder of `{SU}` (only that component)" in image_in.describe()
     seen = []
-    session.image_in.prepare(lambda *call: seen.append(call))
-    rows, skipped, _ = session.image_in.run(random_image(48, seed=5), PROMPT, "3", 0.5, fast)
+    image_in.prepare(lambda *call: seen.append(call))
+    rows, skipped, _ = image_in.run(random_image(48, seed=5), PROMPT, "3", 0.5, fast)
     assert skipped == {} and [r["mode"] for r in rows.values()] == ["variations", "img2img", "variations"]
     assert files_on_disk(VARIATIONS) == ENCODER_FILES
     assert ENCODER_FILES - {MODEL_INDEX} <= files_on_disk(SU)  # its own repo's encoder, fetched now
@@ -518,7 +521,7 @@ def test_the_pretrained_preset_attaches_the_borrowed_encoder_on_first_use(hub, t
     assert rows["stable_unclip"]["model"] == SU  # its own repo's encoder: nothing borrowed
     unclip = rows["unclip"]
     assert unclip["model"] == f"{KARLO} + image_encoder of {VARIATIONS}"
-    after, _ = session.compare(PROMPT, 4, fast)  # text to image keeps its hash: the borrowed encoder is not Karlo's
+    after, _ = tabs.compare.run(PROMPT, 4, fast)  # text to image keeps its hash: the borrowed encoder is not Karlo's
     assert after["unclip"]["model_hash"] == before["unclip"]["model_hash"] != unclip["model_hash"]
     assert after["unclip"]["model"] == KARLO and after["unclip"]["prior_image_cosine"] is not None
 
@@ -545,7 +548,7 @@ def test_offline_without_the_borrowed_encoder_variations_say_why_and_img2img_run
     session = Session(AppConfig("pretrained", "cpu", tmp_path, judge="tiny"))
     session.harness()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    rows, skipped, _ = session.image_in.run(random_image(48, seed=5), PROMPT, "3", 0.5, Settings(steps=4))
+    rows, skipped, _ = ImageIn(session).run(random_image(48, seed=5), PROMPT, "3", 0.5, Settings(steps=4))
     assert list(rows) == ["latent_diffusion"]
     assert skipped["unclip"] == (
         f"unCLIP cannot make variations: its image encoder from {VARIATIONS} did not load: {VARIATIONS} is not "

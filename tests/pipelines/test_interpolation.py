@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pipelines.interpolation import lerp, positions, slerp, text_diff, text_direction, unit
-from pipelines.latent_diffusion import PromptEmbeds
-from pipelines.unclip import guided
+from pipelines.latent_diffusion import HiddenStateConditioning
+from pipelines.unclip import uses_guidance
 
 from helpers import LD_STEPS, UNCLIP_STEPS
 
@@ -98,7 +98,7 @@ def test_decoding_the_priors_embedding_from_the_priors_generator_is_text_to_imag
     settings = dict(UNCLIP_STEPS, prior_guidance_scale=4.0, decoder_guidance_scale=8.0)
     plain = unclip(PROMPT, seed=3, **settings)
     generator = torch.Generator().manual_seed(3)  # the generator text to image makes for one image from seed 3
-    text = unclip.encode_prompt([PROMPT], 1, with_uncond=guided(4.0, 8.0))
+    text = unclip.encode_prompt([PROMPT], 1, with_uncond=uses_guidance(4.0, 8.0))
     embeds = unclip.run_prior(text, generator, 2, 4.0)
     out = unclip.decode_embeddings(
         embeds,
@@ -159,7 +159,9 @@ def test_generating_from_the_prompts_hidden_states_is_text_to_image(latent_diffu
 def test_generate_from_hidden_states_reads_the_states_it_is_given(latent_diffusion):
     a, b = (latent_diffusion.encode_prompt([p], [""]) for p in (PROMPT, "a green triangle"))
     made = [
-        latent_diffusion.generate_from_hidden_states(PromptEmbeds(cond, a.uncond), seed=4, **LD_STEPS).images
+        latent_diffusion.generate_from_hidden_states(
+            HiddenStateConditioning(cond, a.uncond), seed=4, **LD_STEPS
+        ).images
         for cond in (a.cond, lerp(a.cond, b.cond, 0.5), b.cond)
     ]
     assert np.abs(made[0] - made[1]).max() > 1e-3 and np.abs(made[1] - made[2]).max() > 1e-3
@@ -167,12 +169,12 @@ def test_generate_from_hidden_states_reads_the_states_it_is_given(latent_diffusi
 
 def test_generate_from_hidden_states_refuses_what_it_cannot_read(latent_diffusion):
     text = latent_diffusion.encode_prompt([PROMPT], [""])
-    with pytest.raises(ValueError, match="PromptEmbeds"):
+    with pytest.raises(ValueError, match="HiddenStateConditioning"):
         latent_diffusion.generate_from_hidden_states(text.cond)
-    with pytest.raises(ValueError, match="PromptEmbeds"):
-        latent_diffusion.generate_from_hidden_states(PromptEmbeds(text.cond[..., :-1], None))
+    with pytest.raises(ValueError, match="HiddenStateConditioning"):
+        latent_diffusion.generate_from_hidden_states(HiddenStateConditioning(text.cond[..., :-1], None))
     with pytest.raises(ValueError, match="negative prompt's hidden states"):
-        latent_diffusion.generate_from_hidden_states(PromptEmbeds(text.cond, None), guidance_scale=7.5)
+        latent_diffusion.generate_from_hidden_states(HiddenStateConditioning(text.cond, None), guidance_scale=7.5)
     with pytest.raises(ValueError, match="num_inference_steps"):
         latent_diffusion.generate_from_hidden_states(text, num_inference_steps=0)
     with pytest.raises(ValueError, match="height"):

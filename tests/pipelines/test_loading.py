@@ -17,7 +17,8 @@ from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
 
 from pipelines import load_latent_diffusion, load_unclip
 from pipelines.components import LATENT_DIFFUSION
-from pipelines.loading import MODEL_INDEX, resolve_pipeline_dir
+from pipelines.layout import MODEL_INDEX
+from pipelines.loading import resolve_pipeline_dir
 from pipelines.tokenizer import MODEL_MAX_LENGTH, offline_clip_tokenizer, tokenize
 
 from helpers import (

@@ -13,9 +13,10 @@ from PIL import Image
 
 import app
 from comparisons import presets, sweep
+from comparisons.app.backends import Backends
 from comparisons.app.inputs import parse_settings
+from comparisons.app.progress import stage_steps
 from comparisons.app.session import AppConfig, Session
-from comparisons.app.work import stage_steps
 from comparisons.harness import Harness
 from comparisons.metrics import tiny_judge
 from comparisons.records import settings_from_png
@@ -116,7 +117,7 @@ def test_a_new_architecture_flows_through_settings_flags_and_infotext(painter):
 
 def test_a_new_architecture_flows_through_a_sweep_the_harness_the_log_and_the_summary(painter, tmp_path, tiny):
     harness = Harness({"unclip": tiny("unclip"), "painter": Painter()}, tiny_judge(), tmp_path, log=RunLog(tmp_path))
-    jobs = sweep.grid(
+    jobs = sweep.plan_jobs(
         ["a red circle", "a blue square"], [0, 1], [2], [0.5, 1.0], ["unclip", "painter"], Settings(super_res_steps=2)
     )
     assert {j.settings.value("coats") for j in jobs if j.architecture == "painter"} == {2}
@@ -143,10 +144,11 @@ def test_a_new_architecture_flows_through_a_sweep_the_harness_the_log_and_the_su
 def test_a_new_architecture_reaches_the_apps_backend_and_widgets(painter, tmp_path):
     session = Session(AppConfig("painted", "cpu", tmp_path))
     assert session.architectures == ("unclip", "latent_diffusion", "stable_unclip", "painter")
-    rows, _ = session.compare("a red circle", "3", FAST.replace(coats=2))
+    tabs = Backends.of(session)
+    rows, _ = tabs.compare.run("a red circle", "3", FAST.replace(coats=2))
     assert set(rows) == {"unclip", "latent_diffusion", "stable_unclip", "painter"} and rows["painter"]["coats"] == 2
     assert Path(rows["painter"]["image_path"]).is_file()
-    config = app.build_app(session).config
+    config = app.build_app(tabs).config
     ids = {c["props"].get("elem_id") for c in config["components"]}
     assert {"image-painter", "stats-painter", "coats", "brightness"} <= ids
     labels = {c["props"].get("label") for c in config["components"]}

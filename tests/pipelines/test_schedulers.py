@@ -12,7 +12,7 @@ from diffusers import UnCLIPScheduler
 from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
 
 from pipelines import load_unclip
-from pipelines.loading import MODEL_INDEX, ComponentLoadError
+from pipelines.layout import MODEL_INDEX, ComponentLoadError
 from pipelines.schedulers import UnCLIPVScheduler
 from pipelines.tiny import build_tiny_unclip
 

@@ -1,26 +1,26 @@
-"""The Compare tab: one prompt and seed, every architecture side by side with its stats."""
+"""The Compare tab: one prompt and seed, every architecture side by side with its stats (comparisons.app.compare)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from comparisons.app.inputs import parse_settings, random_seed, vocabulary_notice
-from comparisons.app.session import Session
+from comparisons.app.compare import Compare
+from comparisons.app.inputs import parse_settings, random_seed
 from comparisons.app.ui.common import DEVICE, GPU, CompareInputs, number_field, picture, say, settings_of, user_errors
 from comparisons.app.views import FIGURES_NOTE, stats_line
-from comparisons.app.work import compare_duration
+from comparisons.app.zerogpu import compare_duration
 from pipelines import registry
 
 
-def build(session: Session, gpu: GPU, switched: list) -> CompareInputs:
+def build(compare: Compare, gpu: GPU, switched: list) -> CompareInputs:
     """The tab; `switched`: the header's model-switch events, after which the example prompts follow the preset."""
-    archs = session.architectures
+    archs = compare.session.architectures
     # GPU work may run in a forked worker: it returns what it made, and this process records it.
-    make_compare = gpu(user_errors(session.make_compare), lambda p, s, settings, *_: compare_duration(archs, settings))
+    make_compare = gpu(user_errors(compare.make_compare), lambda p, s, settings, *_: compare_duration(archs, settings))
 
     with gr.Row():
         with gr.Column(scale=3):
-            prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt", value=session.examples(1)[0])
+            prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt", value=compare.examples(1)[0])
             notice = gr.Markdown(elem_id="notice")
             texts = {s.name: gr.Textbox(label=s.label, elem_id=s.name) for s in settings_of(archs, text=True)}
         with gr.Column(scale=1):
@@ -45,10 +45,10 @@ def build(session: Session, gpu: GPU, switched: list) -> CompareInputs:
                     "Use as the Image in source", size="sm", elem_id=f"to-image-in-{arch}"
                 )
     gr.Markdown(FIGURES_NOTE, elem_id="figures-note")
-    examples = gr.Examples([[p] for p in session.examples()], inputs=[prompt], label=_examples_label(session))
+    examples = gr.Examples([[p] for p in compare.examples()], inputs=[prompt], label=_examples_label(compare))
     for event in switched:
         event.then(
-            lambda: gr.Dataset(samples=[[p] for p in session.examples()], label=_examples_label(session)),
+            lambda: gr.Dataset(samples=[[p] for p in compare.examples()], label=_examples_label(compare)),
             outputs=examples.dataset,
             api_name=False,
             show_progress="hidden",
@@ -58,13 +58,13 @@ def build(session: Session, gpu: GPU, switched: list) -> CompareInputs:
     def generate(prompt, *values, progress=gr.Progress()):
         seed, settings = inputs.read(values)
         made, notices = make_compare(prompt, seed, parse_settings(**settings), progress)
-        rows = session.record(made)
+        rows = compare.record(made)
         for notice in notices:
             gr.Warning(say(notice))
         return tuple(x for a in archs for x in (rows[a]["image_path"], stats_line(rows[a])))
 
     prompt.change(
-        lambda p: say(vocabulary_notice(p or "", session.config.preset) or ""),
+        lambda p: say(compare.notice(p) or ""),
         prompt,
         notice,
         queue=False,
@@ -83,5 +83,5 @@ def build(session: Session, gpu: GPU, switched: list) -> CompareInputs:
     return inputs
 
 
-def _examples_label(session: Session) -> str:
-    return f"Example prompts ({session.config.preset} preset)"
+def _examples_label(compare: Compare) -> str:
+    return f"Example prompts ({compare.session.config.preset} preset)"

@@ -1,15 +1,16 @@
-"""The Findings tab: the lab study's verdict table, and each claim's figures, verdict, limits and plot."""
+"""The Findings tab: the lab study's verdict table, and each claim's figures, verdict, limits and plot
+(comparisons.app.findings)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from comparisons.app.findings import Findings, read_findings
+from comparisons.app.findings import Findings
 from comparisons.app.ui.common import FIT, choice_field, user_errors
 
 
-def build(findings_dir=None) -> None:
-    found: Findings = read_findings() if findings_dir is None else read_findings(findings_dir)
+def build(findings: Findings) -> None:
+    found = findings.read()
     first = next(iter(found.sections), None)
     gr.Markdown(found.note, elem_id="findings-note")
     gr.Dataframe(
@@ -28,10 +29,4 @@ def build(findings_dir=None) -> None:
             elem_id="findings-plot",
         )
 
-    @user_errors
-    def show(label: str):
-        again = read_findings() if findings_dir is None else read_findings(findings_dir)  # a rerun shows at once
-        path = again.plots.get(label)
-        return again.sections.get(label, ""), str(path) if path else None
-
-    claim.change(show, claim, [section, plot], api_name="findings", show_progress_on=[plot])
+    claim.change(user_errors(findings.claim), claim, [section, plot], api_name="findings", show_progress_on=[plot])

@@ -1,13 +1,13 @@
 """The "Image in" tab: an uploaded image to unCLIP's variations and latent diffusion's img2img, side by side, each
-image logged like any comparison (its source kept once under its hash); steps and guidance are the Compare tab's."""
+image logged like any comparison (its source kept once under its hash); steps and guidance are the Compare tab's
+(comparisons.app.image_in)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from comparisons.app.image_in import image_in_stats, prepare_progress, source_line
+from comparisons.app.image_in import ImageIn, image_in_stats, prepare_progress, source_line
 from comparisons.app.inputs import parse_settings
-from comparisons.app.session import Session
 from comparisons.app.ui.common import (
     DEVICE,
     GPU,
@@ -19,7 +19,7 @@ from comparisons.app.ui.common import (
     user_errors,
 )
 from comparisons.app.views import FIGURES_NOTE
-from comparisons.app.work import image_in_duration
+from comparisons.app.zerogpu import image_in_duration
 from comparisons.sources import open_source
 from pipelines import registry
 
@@ -35,17 +35,17 @@ INTRO = (
 )
 
 
-def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab, tabs: gr.Tabs) -> None:
-    archs, backend = session.architectures, session.image_in
+def build(image_in: ImageIn, gpu: GPU, inputs: CompareInputs, tab: gr.Tab, tabs: gr.Tabs) -> None:
+    archs = image_in.session.architectures
     # GPU work may run in a forked worker: it returns what it made, and this process records it.
     make = gpu(
-        user_errors(backend.make),
+        user_errors(image_in.make),
         lambda source, prompt, seed, strength, settings, *_: image_in_duration(archs, settings, strength),
     )
     strength_setting = next(iter(registry.strength_settings()), None)
 
     gr.Markdown(INTRO)
-    abilities = gr.Markdown(backend.describe(), elem_id="image-in-abilities")
+    abilities = gr.Markdown(image_in.describe(), elem_id="image-in-abilities")
     with gr.Row():
         with gr.Column(scale=2):
             image = image_field(
@@ -88,10 +88,10 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab, tabs: 
     @user_errors
     def generate(image, prompt, strength, seed, *values, progress=gr.Progress()):
         source = open_source(image)  # in this process: a forked GPU worker receives the checked, canonical image
-        backend.prepare(prepare_progress(progress))  # a borrowed image encoder, attached here (first use)
+        image_in.prepare(prepare_progress(progress))  # a borrowed image encoder, attached here (first use)
         settings = parse_settings(**inputs.read_settings(values))
         made, skipped, notices = make(source, prompt, seed, strength, settings, progress)
-        rows = backend.record(made)
+        rows = image_in.record(made)
         for notice in notices:
             gr.Warning(say(notice))
         shown = [
@@ -101,7 +101,7 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab, tabs: 
                 (rows[a]["image_path"], image_in_stats(rows[a])) if a in rows else (None, f"*Not run: {skipped[a]}.*")
             )
         ]
-        return (source_line(rows, source), *shown, backend.describe())
+        return (source_line(rows, source), *shown, image_in.describe())
 
     outputs = [source_info, *(x for a in archs for x in (images[a], stats[a])), abilities]
     go.click(
@@ -112,7 +112,7 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs, tab: gr.Tab, tabs: 
         show_progress_on=list(images.values()),  # not over the words above them
         **DEVICE,
     )
-    tab.select(backend.describe, outputs=abilities, queue=False, show_progress="hidden", api_name=False)
+    tab.select(image_in.describe, outputs=abilities, queue=False, show_progress="hidden", api_name=False)
 
     @user_errors
     def take(made: str | None):

@@ -1,19 +1,19 @@
-"""The "Inside the models" tab: an instrumented, unlogged run of the Compare tab's inputs."""
+"""The "Inside the models" tab: an instrumented, unlogged run of the Compare tab's inputs (comparisons.app.inside)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from comparisons.app.inputs import parse_settings
-from comparisons.app.session import Session
+from comparisons.app.inside import Inside
 from comparisons.app.ui.common import DEVICE, FIT, GPU, CompareInputs, picture, user_errors
 from comparisons.app.views import prior_summary
-from comparisons.app.work import compare_duration
+from comparisons.app.zerogpu import compare_duration
 
 
-def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
-    archs = session.architectures
-    look_inside = gpu(user_errors(session.explain), lambda p, s, settings: compare_duration(archs, settings))
+def build(inside: Inside, gpu: GPU, inputs: CompareInputs) -> None:
+    archs = inside.session.architectures
+    look_inside = gpu(user_errors(inside.explain), lambda p, s, settings: compare_duration(archs, settings))
 
     @user_errors
     def explain(prompt, *values):

@@ -1,13 +1,12 @@
 """The Results tab: the run log filtered, a configuration chosen for its summary and plots, a gallery whose images
-open their row and go back to Compare, and exports."""
+open their row and go back to Compare, and exports (comparisons.app.results)."""
 
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from comparisons.app.gallery import compare_values, find_row, gallery_items, png_details, png_row, row_details
-from comparisons.app.session import Session
+from comparisons.app.results import Results, compare_values, gallery_items, png_details, row_details
 from comparisons.app.ui.common import FIT, CompareInputs, choice_field, user_errors
 from comparisons.app.views import (
     chosen_summary,
@@ -20,7 +19,7 @@ from comparisons.app.views import (
 from comparisons.configurations import Choice, choices, choose
 
 
-def build(session: Session, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs, tabs: gr.Tabs) -> None:
+def build(results: Results, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs, tabs: gr.Tabs) -> None:
     def summary_outputs(df: pd.DataFrame, choice: Choice | None) -> tuple:
         """The chosen configuration's summary (hidden when there is none to show: the note says why) and plots."""
         table, note = chosen_summary(df, choice)
@@ -29,35 +28,35 @@ def build(session: Session, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
         return summary, note, stage_seconds_long(rows), score_vs_seconds(rows), memory_bars(rows)
 
     @user_errors
-    def results(architecture, prompt_contains, picked=None):
+    def results_view(architecture, prompt_contains, picked=None):
         """Everything, for the configuration the user picked if the filtered log still has it, else the newest."""
-        df = session.runs(architecture, prompt_contains)
+        df = results.runs(architecture, prompt_contains)
         options = choices(df)
         choice = choose(options, picked)
         chooser = gr.Dropdown([c.label for c in options], value=choice.label if choice else None)
         items, paths = gallery_items(df)
-        exports = [session.export(df, fmt) if not df.empty else None for fmt in ("csv", "parquet")]
+        exports = [results.export(df, fmt) if not df.empty else None for fmt in ("csv", "parquet")]
         return (table_view(df), chooser, *summary_outputs(df, choice), items, paths, *exports)
 
     @user_errors
     def summary(architecture, prompt_contains, configuration):
-        df = session.runs(architecture, prompt_contains)
+        df = results.runs(architecture, prompt_contains)
         return (*summary_outputs(df, choose(choices(df), configuration)), configuration)
 
     def pick(paths: list[str], evt: gr.SelectData) -> str:
-        return session.image_name(paths[evt.index]) if paths and 0 <= evt.index < len(paths) else ""
+        return results.image_name(paths[evt.index]) if paths and 0 <= evt.index < len(paths) else ""
 
     @user_errors
     def show_row(image):
         if not image:  # nothing selected yet
             return "", gr.Button(interactive=False)
-        return row_details(find_row(session.runs(), session.image_path(image))), gr.Button(interactive=True)
+        return row_details(results.row(image)), gr.Button(interactive=True)
 
     @user_errors
     def read_png(path):
         if not path:
             return "", gr.Button(interactive=False), None
-        row, in_log = png_row(path, session.runs())
+        row, in_log = results.png(path)
         return png_details(row, in_log), gr.Button(interactive=True), row
 
     @user_errors
@@ -70,12 +69,12 @@ def build(session: Session, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
     @user_errors
     def send_to_compare(image, prompt, *values):
         seed, settings = inputs.read(values)
-        prompt, seed, settings = compare_values(find_row(session.runs(), session.image_path(image)), settings)
+        prompt, seed, settings = compare_values(results.row(image), settings)
         return (*inputs.values(prompt, seed, settings), gr.Tabs(selected="compare"))
 
     with gr.Row():
         arch_filter = choice_field(
-            gr.Dropdown(["all", *session.architectures], value="all", label="Architecture"), "Architecture"
+            gr.Dropdown(["all", *results.session.architectures], value="all", label="Architecture"), "Architecture"
         )
         prompt_filter = gr.Textbox(label="Prompt contains (Enter to filter)", elem_id="prompt-filter")
         refresh = gr.Button("Refresh")
@@ -147,8 +146,8 @@ def build(session: Session, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
     plots = [summary_table, summary_note, stage_plot, scatter, memory]
     outputs = [table, configuration, *plots, gallery, shown_paths, csv, parquet]
     for trigger in (refresh.click, arch_filter.change, prompt_filter.submit, tab.select):
-        trigger(results, [*filters, picked], outputs, api_name=False, show_progress_on=[table])
-    demo.load(results, [*filters, picked], outputs, api_name="results", show_progress_on=[table])
+        trigger(results_view, [*filters, picked], outputs, api_name=False, show_progress_on=[table])
+    demo.load(results_view, [*filters, picked], outputs, api_name="results", show_progress_on=[table])
     configuration.input(
         summary, [*filters, configuration], [*plots, picked], api_name="summary", show_progress_on=[summary_table]
     )

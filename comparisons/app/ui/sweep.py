@@ -1,62 +1,61 @@
 """The Sweep tab: a grid of prompts × seeds × steps × guidance for the chosen architectures, with its rows and its
-grid picture as they land. In the background off ZeroGPU; on ZeroGPU the click's own handler runs one GPU call per
-batch."""
+grid picture as they land (comparisons.app.sweep). In the background off ZeroGPU; on ZeroGPU the click's own handler
+runs one GPU call per batch."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from comparisons.app.session import Session
-from comparisons.app.sweep_grid import sweep_grid
+from comparisons.app.sweep import Sweep
 from comparisons.app.ui.common import GPU, choice_field, picture, user_errors
 from comparisons.app.views import table_view
-from comparisons.app.work import batch_duration
+from comparisons.app.zerogpu import batch_duration
 from comparisons.grid import AXES
 
 
-def build(session: Session, gpu: GPU) -> None:
-    archs = session.architectures
-    make_batch = gpu(user_errors(session.make_sweep_batch), lambda batch, run_id: batch_duration(batch))
+def build(sweep: Sweep, gpu: GPU) -> None:
+    archs = sweep.session.architectures
+    make_batch = gpu(user_errors(sweep.make_sweep_batch), lambda batch, run_id: batch_duration(batch))
 
     def shown(message: str, rows_axis: str, columns_axis: str, running: bool | None) -> tuple:
         """What every update shows: the status, the rows, the grid (picture, file, what it is), the timer."""
-        path, note = sweep_grid(session, rows_axis, columns_axis)
+        path, note = sweep.picture(rows_axis, columns_axis)
         timer = gr.Timer(active=bool(running))
-        return message, table_view(session.sweep_rows()), path, path, note, timer
+        return message, table_view(sweep.rows()), path, path, note, timer
 
     @user_errors
     def start_sweep(prompts, seeds, steps, guidance, architectures, rows_axis="prompt", columns_axis="seed"):
-        status = session.start_sweep(prompts, seeds, steps, guidance, architectures)
+        status = sweep.start(prompts, seeds, steps, guidance, architectures)
         return shown(status.message(), rows_axis, columns_axis, running=True)
 
     def sweep_here(prompts, seeds, steps, guidance, architectures, rows_axis="prompt", columns_axis="seed"):
         """ZeroGPU's way: this handler runs the batches one decorated call at a time and shows each as it lands."""
         try:
-            status, todo = session.plan_sweep(prompts, seeds, steps, guidance, architectures)
+            status, todo = sweep.plan(prompts, seeds, steps, guidance, architectures)
         except ValueError as err:
             raise gr.Error(str(err), print_exception=False) from None
         yield shown(status.message(), rows_axis, columns_axis, running=False)
-        for status in session.sweep_steps(status, todo, make=make_batch):
+        for status in sweep.steps(status, todo, make=make_batch):
             yield shown(status.message(), rows_axis, columns_axis, running=False)
 
     def sweep_progress(rows_axis="prompt", columns_axis="seed"):
-        status = session.sweep
+        status = sweep.status
         if status is None:
             return shown("no sweep yet", rows_axis, columns_axis, running=False)
         return shown(status.message(), rows_axis, columns_axis, running=status.running)
 
     @user_errors
     def cancel(rows_axis="prompt", columns_axis="seed"):
-        status = session.cancel_sweep()
+        status = sweep.cancel()
         return shown(status.message(), rows_axis, columns_axis, running=status.running)
 
     def grid_only(rows_axis="prompt", columns_axis="seed"):
-        path, note = sweep_grid(session, rows_axis, columns_axis)
+        path, note = sweep.picture(rows_axis, columns_axis)
         return path, path, note
 
     with gr.Row():
         prompts = gr.Textbox(
-            label="Prompts, one per line", lines=6, value="\n".join(session.examples(4)), elem_id="sweep-prompts"
+            label="Prompts, one per line", lines=6, value="\n".join(sweep.examples(4)), elem_id="sweep-prompts"
         )
         with gr.Column():
             seeds = gr.Textbox(label="Seeds (e.g. 0-9 or 1,5,7)", value="0-3", elem_id="sweep-seeds")
@@ -65,7 +64,7 @@ def build(session: Session, gpu: GPU) -> None:
             chosen = choice_field(
                 gr.CheckboxGroup(list(archs), value=list(archs), label="Architectures"), "Architectures"
             )
-            zero = session.config.zero_gpu
+            zero = sweep.session.config.zero_gpu
             run = gr.Button(
                 "Run sweep" if zero else "Run sweep in the background", variant="primary", elem_id="run-sweep"
             )

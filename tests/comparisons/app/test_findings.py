@@ -3,7 +3,7 @@ says, each claim's section of REPORT.md and its plot; without findings, a note t
 
 import json
 
-from comparisons.app.findings import FINDINGS_DIR, VERDICT_COLUMNS, read_findings
+from comparisons.app.findings import FINDINGS_DIR, VERDICT_COLUMNS, Findings, read_findings
 
 
 def test_the_committed_findings_read_back_claim_by_claim():
@@ -23,4 +23,13 @@ def test_the_committed_findings_read_back_claim_by_claim():
 
 def test_no_findings_say_how_to_make_them(tmp_path):
     found = read_findings(tmp_path)
-    assert "python -m lab.study" in found.note and found.verdicts.empty and not found.sections and not found.plots
+    assert "python -m research.study" in found.note and found.verdicts.empty and not found.sections and not found.plots
+
+
+def test_the_tabs_backend_shows_a_claims_section_and_plot_read_again_at_each_request(tmp_path):
+    findings = Findings()
+    first = next(iter(findings.read().sections))
+    section, plot = findings.claim(first)
+    assert section.startswith(f"### {first}") and plot == str(read_findings().plots[first])
+    assert findings.claim("no such claim") == ("", None)
+    assert Findings(tmp_path).claim(first) == ("", None) and Findings(tmp_path).read().verdicts.empty

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comparisons.app import work
-from comparisons.app.image_in import image_in_stats
+from comparisons.app import progress
+from comparisons.app.compare import Compare
+from comparisons.app.image_in import ImageIn, image_in_stats
 from comparisons.app.session import AppConfig, Session
 from comparisons.audit import audit, prune
 from comparisons.harness import Harness
@@ -38,7 +39,12 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def made(lab, tmp_path_factory):
+def image_in(lab):
+    return ImageIn(lab)
+
+
+@pytest.fixture(scope="module")
+def made(image_in, tmp_path_factory):
     """One request: a half-transparent RGBA upload, a prompt, strength 0.5 of 6 steps; the progress it reported."""
     upload = tmp_path_factory.mktemp("upload") / "upload.png"
     pixels = np.asarray(random_image(48, seed=7).convert("RGBA")).copy()
@@ -46,10 +52,8 @@ def made(lab, tmp_path_factory):
     Image.fromarray(pixels, "RGBA").save(upload)
     seen = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(work, "PROGRESS_EVERY_S", 0.0)  # every step reported, to count them
-        rows, skipped, notices = lab.image_in.run(
-            str(upload), PROMPT, "9", 0.5, FAST, lambda f, what: seen.append(what)
-        )
+        mp.setattr(progress, "PROGRESS_EVERY_S", 0.0)  # every step reported, to count them
+        rows, skipped, notices = image_in.run(str(upload), PROMPT, "9", 0.5, FAST, lambda f, what: seen.append(what))
     return upload, rows, skipped, notices, seen
 
 
@@ -99,7 +103,7 @@ def test_img2img_at_strength_s_runs_int_steps_times_s_denoising_steps(made):
     assert lab_ld.steps_of_stages({"steps": 25, "guidance": 7.5}, "img2img", 0.35) == {"unet": 8}  # int(8.75)
 
 
-def test_the_source_is_kept_once_under_the_hash_of_its_pixels(lab, made):
+def test_the_source_is_kept_once_under_the_hash_of_its_pixels(lab, image_in, made):
     upload, rows, *_ = made
     path = rows["unclip"]["source_image"]
     assert path == rows["latent_diffusion"]["source_image"] and path.endswith(
@@ -110,7 +114,7 @@ def test_the_source_is_kept_once_under_the_hash_of_its_pixels(lab, made):
     expected = hashlib.sha256(b"RGB 48x48\n" + kept.tobytes()).hexdigest()  # the definition, written out
     assert read_source(path).sha256 == expected == rows["unclip"]["source_hash"]
     assert np.asarray(kept)[:, :12].min() == 255  # transparency onto white
-    lab.image_in.run(str(upload), PROMPT, "10", 0.5, FAST)  # the same picture again: still one file
+    image_in.run(str(upload), PROMPT, "10", 0.5, FAST)  # the same picture again: still one file
     assert len(list((lab.results_dir / "images" / "sources").iterdir())) == 1
     check_results_folder(lab.results_dir, pipes=lab.harness().pipelines)  # the audit, and every row regenerates
 
@@ -169,32 +173,32 @@ def test_non_rgb_modes_are_made_rgb(image, expected):
         (Image.new("RGB", (20, 20)), 0.5, "0", 0, "steps"),
     ],
 )
-def test_bad_input_is_refused_clearly_and_logs_nothing(lab, tmp_path, image, strength, seed, steps, error):
+def test_bad_input_is_refused_clearly_and_logs_nothing(lab, image_in, tmp_path, image, strength, seed, steps, error):
     Image.new("RGB", (5000, 20)).save(tmp_path / "wide.png")
     (tmp_path / "notes.txt").write_text("not a picture")
     if isinstance(image, str) and image:
         image = str(tmp_path / image)
     before = len(lab.runs())
     with pytest.raises(ValueError, match=error):
-        lab.image_in.run(image, PROMPT, seed, strength, FAST.replace(steps=steps))
+        image_in.run(image, PROMPT, seed, strength, FAST.replace(steps=steps))
     assert len(lab.runs()) == before
 
 
-def test_without_a_prompt_only_variations_run_and_go_unscored_by_clip(lab):
-    rows, skipped, _ = lab.image_in.run(random_image(40, seed=4), "  ", "3", 0.8, FAST)
+def test_without_a_prompt_only_variations_run_and_go_unscored_by_clip(image_in):
+    rows, skipped, _ = image_in.run(random_image(40, seed=4), "  ", "3", 0.8, FAST)
     assert list(rows) == ["unclip", "stable_unclip"] and "img2img needs a prompt" in skipped["latent_diffusion"]
     for row in rows.values():  # Stable unCLIP's U-Net reads the empty prompt
         assert row["prompt"] == "" and row["clip_score"] is None and row["clip_cosine"] is None
         assert row["source_cosine"] is not None and "CLIP n/a (no prompt)" in image_in_stats(row)
 
 
-def test_the_lab_makes_variations_with_its_own_image_encoder(lab):
+def test_the_lab_makes_variations_with_its_own_image_encoder(lab, image_in):
     assert lab.harness().pipeline("unclip").image_encoder is not None
-    assert "its own image encoder" in lab.image_in.describe() and "runs img2img" in lab.image_in.describe()
+    assert "its own image encoder" in image_in.describe() and "runs img2img" in image_in.describe()
     stable = lab.harness().pipeline("stable_unclip")  # the CLIP its prior was trained on, lent by the lab's unCLIP
     assert stable.image_encoder is lab.harness().pipeline("unclip").image_encoder
     assert "**Stable unCLIP** makes variations: unCLIP's image encoder, the same in memory, embeds the image" in (
-        lab.image_in.describe()
+        image_in.describe()
     )
 
 
@@ -204,16 +208,17 @@ def test_a_model_without_an_image_encoder_says_so_and_img2img_still_runs(tmp_pat
     models = {"unclip": str(directory), "stable_unclip": "none"}
     session = Session(AppConfig("lab", "cpu", tmp_path / "results", models=models))
     session.harness()
-    assert "cannot make variations: this model has no image encoder" in session.image_in.describe()
-    rows, skipped, _ = session.image_in.run(random_image(40, seed=4), PROMPT, "3", 0.5, FAST)
+    image_in = ImageIn(session)
+    assert "cannot make variations: this model has no image encoder" in image_in.describe()
+    rows, skipped, _ = image_in.run(random_image(40, seed=4), PROMPT, "3", 0.5, FAST)
     assert list(rows) == ["latent_diffusion"] and "img2img still works" in skipped["unclip"]
     with pytest.raises(ValueError, match="img2img needs a prompt.*; |cannot make variations"):
-        session.image_in.run(random_image(40, seed=4), "", "3", 0.5, FAST)
+        image_in.run(random_image(40, seed=4), "", "3", 0.5, FAST)
 
 
 def test_summaries_pair_text_to_image_rows_only(lab):
     for seed in (9, 10):  # the image-in rows above have these prompts and seeds too
-        lab.compare(PROMPT, seed, FAST)
+        Compare(lab).run(PROMPT, seed, FAST)
     df = lab.runs()
     assert {"text_to_image", "variations", "img2img"} <= set(df["mode"])
     table = summary_table(df)

@@ -6,18 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from comparisons.app.inside import (
-    GAP,
-    TILE,
+from comparisons.app.inside import GAP, TILE, Inside, explain, explain_unclip, latent_channels_image
+from comparisons.app.recorders import (
     AttentionRecorder,
     cross_attention_layers,
-    explain,
-    explain_unclip,
     frame_steps,
     grid_size,
-    latent_channels_image,
     recording_cross_attention,
 )
+from comparisons.app.session import AppConfig, Session
 from comparisons.metrics import embedding_cosine
 from comparisons.settings import Settings
 
@@ -204,3 +201,15 @@ def test_recorder_averages_the_conditional_half_over_heads_and_calls():
     recorder.add(torch.cat([uncond, 3 * cond]), heads)
     expected = (2 * cond.mean(0)).T.reshape(3, *size)  # mean of cond and 3 * cond, per token (T, h, w)
     assert torch.allclose(recorder.mean(), expected)
+
+
+def test_the_tabs_backend_checks_its_input_and_logs_nothing(tmp_path):
+    inside = Inside(Session(AppConfig("tiny", "cpu", tmp_path)))
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        inside.explain(" ", "0", SETTINGS)
+    with pytest.raises(ValueError, match="Seed: "):
+        inside.explain(PROMPT, "-5", SETTINGS)
+    report = inside.explain(PROMPT, "3", SETTINGS.replace(stable_unclip_prior_steps=2, stable_unclip_steps=2))
+    assert (report.prompt, report.seed) == (PROMPT, 3) and report.stable_unclip is not None
+    assert set(report.components["architecture"]) == set(inside.session.architectures)
+    assert inside.session.runs().empty  # instrumented runs are not logged

@@ -9,6 +9,8 @@ import torch
 from huggingface_hub import constants
 
 import app
+from comparisons.app.backends import Backends
+from comparisons.app.compare import Compare
 from comparisons.app.session import AppConfig, Session
 from comparisons.presets import LAB_WEIGHTS, get_preset, load_problem
 from comparisons.settings import Settings
@@ -66,7 +68,7 @@ def test_any_models_are_named_by_the_status_line_and_every_row(tmp_path):
     # the lab's Stable unCLIP reads the lab LD's CLIP and VAE, so it is left out beside the tiny one
     models = {"latent_diffusion": tiny_ld, "stable_unclip": "none"}
     session = Session(AppConfig("lab", "cpu", tmp_path, models=models, judge="tiny"))
-    rows, _ = session.compare(PROMPT, "3", FAST)
+    rows, _ = Compare(session).run(PROMPT, "3", FAST)
     assert rows["latent_diffusion"]["model"] == tiny_ld and rows["unclip"]["model"] == str(LAB_WEIGHTS / "unclip")
     status = session.status()
     shown = str(Path(tiny_ld).relative_to(LAB_WEIGHTS.parent.parent))  # the project's own folders, relative
@@ -79,14 +81,15 @@ def test_any_models_are_named_by_the_status_line_and_every_row(tmp_path):
 
 def test_switching_models_needs_no_restart(tmp_path):
     session = Session(AppConfig("lab", "cpu", tmp_path))
-    first, _ = session.compare(PROMPT, "1", FAST)
+    compare = Compare(session)
+    first, _ = compare.run(PROMPT, "1", FAST)
     assert "**tiny**" in session.switch("tiny")
     settle(session)
     assert session.status().startswith("**tiny** loaded on cpu")
-    second, _ = session.compare(PROMPT, "1", FAST)
+    second, _ = compare.run(PROMPT, "1", FAST)
     assert session.switch("lab", {"unclip": "", "latent_diffusion": "  "}, judge="")  # blanks: the preset's own
     settle(session)
-    third, _ = session.compare(PROMPT, "1", FAST)
+    third, _ = compare.run(PROMPT, "1", FAST)
     tiny = get_preset("tiny").models
     for rows, models in ((first, get_preset("lab").models), (second, tiny), (third, get_preset("lab").models)):
         assert {a: r["model"] for a, r in rows.items()} == models
@@ -140,11 +143,11 @@ def test_a_preset_that_cannot_load_says_why_in_one_sentence_and_the_lab_is_one_c
     assert session.load_failed and KARLO in status and "offline" in status and "lab preset" in status
     assert one_sentence(status.split(" could not load: ")[1]), status
     with pytest.raises(ValueError) as err:
-        session.compare(PROMPT, "0", FAST)  # every button says the same short sentence
+        Compare(session).run(PROMPT, "0", FAST)  # every button says the same short sentence
     assert KARLO in str(err.value) and "offline" in str(err.value) and len(str(err.value)) < 200
     session.switch("lab")  # the app's "Switch to the lab preset" button
     settle(session)
-    rows, _ = session.compare(PROMPT, "0", FAST)
+    rows, _ = Compare(session).run(PROMPT, "0", FAST)
     assert not session.load_failed and rows["unclip"]["model"] == str(LAB_WEIGHTS / "unclip")
 
 
@@ -166,7 +169,8 @@ def test_in_the_browser_a_failed_preset_is_one_click_from_the_lab_and_the_picker
 ):
     session = Session(AppConfig("pretrained", "cpu", tmp_path))
     session.start_loading()
-    demo = app.build_app(session)
+    tabs = Backends.of(session)
+    demo = app.build_app(tabs)
     demo.queue(default_concurrency_limit=4)
     _, url, _ = demo.launch(
         **app.launch_options(None, free_port(), {}),
@@ -207,15 +211,15 @@ def test_in_the_browser_a_failed_preset_is_one_click_from_the_lab_and_the_picker
             rows = session.runs()
 
             # a switch refused (a sweep is running): a popup says why, and the picker stays usable, no error badge
-            session.start_sweep("a red circle", "0-999", "2", "4", ["unclip", "latent_diffusion"], FAST)
+            tabs.sweep.start("a red circle", "0-999", "2", "4", ["unclip", "latent_diffusion"], FAST)
             page.locator("#load-models").click()
             page.locator(".toast-body", has_text="a sweep is running").wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "app-switch-refused.png"), full_page=True)
             assert page.locator("#preset input").is_visible()
             assert page.locator("#models [data-testid='status-tracker']:not(.hide) .error").count() == 0
             assert page.locator("#status [data-testid='status-tracker']:not(.hide) .error").count() == 0
-            session.cancel_sweep()
-            session.wait_for_sweep(120)
+            tabs.sweep.cancel()
+            tabs.sweep.wait(120)
         assert len(rows) == 3 and set(rows["model"]) == set(get_preset("tiny").models.values())
         check_results_folder(tmp_path)
     finally:

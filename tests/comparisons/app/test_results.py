@@ -1,10 +1,14 @@
 """The Results tab's backend: the gallery newest first with its captions, a row's details, the values that send a row
-to Compare, and the chosen configuration's summary, which is never an empty table."""
+to Compare, the chosen configuration's summary, which is never an empty table, and the log filtered and exported,
+its images named inside the results folder."""
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from comparisons.app.gallery import caption, compare_values, find_row, gallery_items, plain_row, row_details
+from comparisons.app.results import Results, caption, compare_values, find_row, gallery_items, plain_row, row_details
+from comparisons.app.session import AppConfig, Session
 from comparisons.app.views import chosen_summary
 from comparisons.configurations import choices, choose
 from comparisons.schema import frame_from_records
@@ -142,3 +146,25 @@ def test_image_in_rows_newest_leave_the_results_and_summary_working(df):
     table, note = chosen_summary(log, options[0])
     assert (table["pairs"] == 2).all() and "2 pairs" in note
     assert len(options[0].rows(log)) == 4  # the img2img row shares LD's settings but is never among them
+
+
+def test_the_tab_filters_the_log_names_its_images_inside_the_results_folder_and_exports(df, tmp_path, monkeypatch):
+    session = Session(AppConfig("lab", "cpu", tmp_path))  # nothing loads: the tab reads the log alone
+    results = Results(session)
+    assert results.runs().empty  # no log yet
+    images = session.results_dir / "images"
+    logged = df.assign(image_path=[str(images / Path(p).relative_to("/results/images")) for p in df["image_path"]])
+    monkeypatch.setattr(session, "runs", lambda: logged)
+    assert list(results.runs("unclip")["seed"]) == [1, 2] and len(results.runs("all", "RED Circle")) == 2
+    newest = logged["image_path"].iloc[-1]
+    name = results.image_name(newest)
+    assert name == "images/unclip/run2.png" and results.image_path(name) == newest == results.image_path(newest)
+    assert results.image_name("/elsewhere/secret.png") == "secret.png"  # never the server's own path
+    assert results.row(name)["seed"] == 2 and results.row(newest)["prompt"].startswith("a *bold*")
+    with pytest.raises(ValueError, match="no row of this run log has that image"):
+        results.row("images/unclip/none.png")
+    ld = results.runs("latent_diffusion")
+    csv = results.export(ld, "csv")
+    assert csv.parent == session.results_dir / "exports" and csv.is_file() and results.export(ld, "csv") == csv
+    with pytest.raises(ValueError, match="choose csv or parquet"):
+        results.export(ld, "xlsx")

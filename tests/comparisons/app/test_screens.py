@@ -10,8 +10,9 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from comparisons.app.gallery import png_details, png_row
+from comparisons.app.backends import Backends
 from comparisons.app.inputs import vocabulary_notice
+from comparisons.app.results import png_details, png_row
 from comparisons.app.session import AppConfig, Session
 from comparisons.app.ui.common import say, user_errors
 from comparisons.records import save_png
@@ -24,31 +25,31 @@ PROMPTS = "a green square\na yellow cross"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return Session(AppConfig("tiny", "cpu", tmp_path_factory.mktemp("tiny")))
+    return Backends.of(Session(AppConfig("tiny", "cpu", tmp_path_factory.mktemp("tiny"))))
 
 
 def test_a_sweep_run_again_says_it_made_nothing(tiny):
-    first = tiny.start_sweep(PROMPTS, "0-1", "2", "4", ["unclip", "latent_diffusion"], FAST, batch_size=2)
-    tiny.wait_for_sweep(120)
+    first = tiny.sweep.start(PROMPTS, "0-1", "2", "4", ["unclip", "latent_diffusion"], FAST, batch_size=2)
+    tiny.sweep.wait(120)
     assert first.message().startswith(f"sweep {first.run_id}: 8/8 images (8 made by this run), ")
     assert first.message().endswith(" s, finished")
-    again = tiny.start_sweep(PROMPTS, "0-1", "2", "4", ["unclip", "latent_diffusion"], FAST)
-    tiny.wait_for_sweep(120)
+    again = tiny.sweep.start(PROMPTS, "0-1", "2", "4", ["unclip", "latent_diffusion"], FAST)
+    tiny.sweep.wait(120)
     assert again.message() == (
         f"sweep {again.run_id}: 8/8 images: all were in the log already, so nothing was made "
         "(other prompts, seeds, steps or guidance would be)"
     )
-    more = tiny.start_sweep(PROMPTS, "0-2", "2", "4", ["unclip", "latent_diffusion"], FAST)
-    tiny.wait_for_sweep(120)
+    more = tiny.sweep.start(PROMPTS, "0-2", "2", "4", ["unclip", "latent_diffusion"], FAST)
+    tiny.sweep.wait(120)
     assert "12/12 images (4 made by this run, 8 of them already in the log)" in more.message()
 
 
 def test_a_cancelled_sweep_stops_after_its_batch_and_a_rerun_makes_the_rest(tiny):
-    status = tiny.start_sweep(PROMPTS, "10-29", "2", "4", ["unclip", "latent_diffusion"], FAST, batch_size=2)
+    status = tiny.sweep.start(PROMPTS, "10-29", "2", "4", ["unclip", "latent_diffusion"], FAST, batch_size=2)
     while status.done == status.before and status.running:  # its first batch lands
         time.sleep(0.02)
-    tiny.cancel_sweep()
-    tiny.wait_for_sweep(120)
+    tiny.sweep.cancel()
+    tiny.sweep.wait(120)
     made = status.done - status.before
     assert not status.running and 0 < made < status.total and made % 2 == 0  # whole batches only
     assert status.message() == (
@@ -56,18 +57,18 @@ def test_a_cancelled_sweep_stops_after_its_batch_and_a_rerun_makes_the_rest(tiny
         "run the same sweep again to make the rest"
     )
     with pytest.raises(ValueError, match="no sweep is running"):
-        tiny.cancel_sweep()
-    rest = tiny.start_sweep(PROMPTS, "10-29", "2", "4", ["unclip", "latent_diffusion"], FAST, batch_size=8)
-    tiny.wait_for_sweep(300)
+        tiny.sweep.cancel()
+    rest = tiny.sweep.start(PROMPTS, "10-29", "2", "4", ["unclip", "latent_diffusion"], FAST, batch_size=8)
+    tiny.sweep.wait(300)
     assert rest.before == made and rest.done == rest.total == 80  # nothing lost, nothing twice
-    log = tiny.runs()
+    log = tiny.session.runs()
     assert log["sweep_key"].dropna().is_unique
 
 
 def test_png_info_finds_the_row_a_png_describes_or_reads_its_own_settings(tiny, tmp_path):
-    rows, _ = tiny.compare("a red circle", "5", FAST)
+    rows, _ = tiny.compare.run("a red circle", "5", FAST)
     row = rows["latent_diffusion"]
-    found, in_log = png_row(row["image_path"], tiny.runs())
+    found, in_log = png_row(row["image_path"], tiny.session.runs())
     assert in_log == 1 and found["image_path"] == row["image_path"] and found["seed"] == 5
     text = png_details(found, in_log)
     assert (
@@ -84,20 +85,20 @@ def test_png_info_finds_the_row_a_png_describes_or_reads_its_own_settings(tiny, 
     assert png_details(found, 0).startswith("No row of this log was made with these settings")
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
     with pytest.raises(ValueError, match="“plain.png” carries no settings this app wrote"):
-        png_row(tmp_path / "plain.png", tiny.runs())
+        png_row(tmp_path / "plain.png", tiny.session.runs())
 
 
 def test_pages_name_images_inside_the_results_folder(tiny):
-    rows, _ = tiny.compare("a red circle", "6", FAST)
+    rows, _ = tiny.compare.run("a red circle", "6", FAST)
     path = rows["unclip"]["image_path"]
-    name = tiny.image_name(path)
-    assert name.startswith("images/unclip/") and str(tiny.results_dir) not in name
-    assert tiny.image_path(name) == path and tiny.image_path(path) == path
+    name = tiny.results.image_name(path)
+    assert name.startswith("images/unclip/") and str(tiny.session.results_dir) not in name
+    assert tiny.results.image_path(name) == path and tiny.results.image_path(path) == path
 
 
 def test_the_tiny_preset_says_its_images_are_noise(tiny):
-    tiny.harness()
-    status = tiny.status()
+    tiny.session.harness()
+    status = tiny.session.status()
     assert "**tiny** loaded on cpu" in status and "untrained random weights: every image is noise" in status
 
 
@@ -121,10 +122,10 @@ def test_a_png_sent_back_keeps_its_image_in_columns(tiny, tmp_path):
     Image.new("RGB", (64, 64), (200, 30, 30)).save(source)
     made, _, _ = tiny.image_in.make(open_source(str(source)), "a red circle", "3", 0.5, FAST)
     rows = tiny.image_in.record(made)
-    found, in_log = png_row(rows["latent_diffusion"]["image_path"], tiny.runs())
+    found, in_log = png_row(rows["latent_diffusion"]["image_path"], tiny.session.runs())
     assert in_log == 1 and found["mode"] == "img2img" and found["strength"] == 0.5
     assert "made from an image (img2img)" in png_details(found, in_log)
     copy = save_png(
         Image.open(rows["latent_diffusion"]["image_path"]), tmp_path / "copy.png", rows["latent_diffusion"]
     )
-    assert png_row(Path(copy), tiny.runs())[1] == 1  # named anything: found by its settings
+    assert png_row(Path(copy), tiny.session.runs())[1] == 1  # named anything: found by its settings

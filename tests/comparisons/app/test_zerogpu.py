@@ -1,7 +1,8 @@
 """The app under ZeroGPU's model: every function that runs the models runs in a forked child (tests/helpers.forked_gpu
 stands in for spaces.GPU), so only what it returns comes back. Images, rows and sweep progress must reach the
-serving process, which alone writes the PNGs and the run log."""
+serving process, which alone writes the PNGs and the run log. Each call asks ZeroGPU for the seconds its steps need."""
 
+import math
 import os
 from pathlib import Path
 
@@ -10,8 +11,11 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import app
+from comparisons.app.backends import Backends
 from comparisons.app.session import AppConfig, Session
+from comparisons.app.zerogpu import GPU_CALL_OVERHEAD_S, GPU_SAFETY, compare_duration, gpu_duration, image_in_duration
 from comparisons.records import settings_from_png
+from comparisons.settings import Settings
 
 from helpers import check_grid_png, check_results_folder, forked_gpu, free_port, random_image
 
@@ -22,12 +26,18 @@ ARCHS = ("unclip", "latent_diffusion", "stable_unclip")  # the lab preset's, in 
 
 
 @pytest.fixture(scope="module")
-def zero(tmp_path_factory):
-    """The lab app as on ZeroGPU, served on loopback: (session, client, GPU calls made)."""
+def tabs(tmp_path_factory):
+    """A lab session as on ZeroGPU, and its tabs' backends (the served app's own)."""
     session = Session(AppConfig("lab", "cpu", tmp_path_factory.mktemp("zero"), zero_gpu=True))
     session.harness()  # as app.main does on ZeroGPU: in the main thread, before launch
-    calls = []
-    demo = app.build_app(session, gpu=forked_gpu(calls, writes_nothing_in=session.results_dir))
+    return Backends.of(session)
+
+
+@pytest.fixture(scope="module")
+def zero(tabs):
+    """The lab app as on ZeroGPU, served on loopback: (session, client, GPU calls made)."""
+    session, calls = tabs.session, []
+    demo = app.build_app(tabs, gpu=forked_gpu(calls, writes_nothing_in=session.results_dir))
     demo.queue(default_concurrency_limit=4)
     _, url, _ = demo.launch(
         **app.launch_options(None, free_port(), {}),
@@ -101,7 +111,7 @@ def test_latent_space_walks_run_in_forked_workers_and_reach_the_page(zero):
     assert len(session.runs()) == before  # explorations: nothing logged
 
 
-def test_a_sweep_is_a_sequence_of_gpu_calls_whose_progress_and_rows_reach_the_page(zero):
+def test_a_sweep_is_a_sequence_of_gpu_calls_whose_progress_and_rows_reach_the_page(zero, tabs):
     session, client, calls = zero
     before, made_before = len(session.runs()), len(calls)
     job = client.submit(
@@ -116,10 +126,11 @@ def test_a_sweep_is_a_sequence_of_gpu_calls_whose_progress_and_rows_reach_the_pa
     assert done == [0, 6, 12, 18, 24, 24]  # the page hears of every batch (one per architecture and steps) as it lands
     rows = session.runs().iloc[before:]
     assert len(rows) == 24 and rows["image_path"].is_unique and rows["run_id"].nunique() == 1
-    assert session.sweep.done == 24 and not session.sweep.running  # counted here, not in a child
+    sweep = tabs.sweep
+    assert sweep.status.done == 24 and not sweep.status.running  # counted here, not in a child
     check_results_folder(session.results_dir)
     first_grid, last_grid = outputs[0][2], outputs[-1][2]  # the grid as the first and the last batch landed
-    assert check_grid_png(first_grid, rows.iloc[:0])["run_id"] == session.sweep.run_id  # all placeholders
+    assert check_grid_png(first_grid, rows.iloc[:0])["run_id"] == sweep.status.run_id  # all placeholders
     parameters = check_grid_png(last_grid, rows)  # every image in its cell
     assert parameters["steps"] == [2, 3] and parameters["seeds"] == [0, 1, 2] and "24/24 images" in outputs[-1][4]
 
@@ -140,11 +151,25 @@ def test_main_loads_the_models_in_the_main_thread_before_launch_on_zerogpu(monke
     monkeypatch.setattr(app.gr.Blocks, "launch", launch)
     original = app.build_app
 
-    def build(session, *args, **kwargs):
-        demo = original(session, *args, **kwargs)
-        demo._session = session
+    def build(backends, *args, **kwargs):
+        demo = original(backends, *args, **kwargs)
+        demo._session = backends.session
         return demo
 
     monkeypatch.setattr(app, "build_app", build)
     app.main(["--device", "cpu", "--results", str(tmp_path)])
     assert seen == {"loaded": True}
+
+
+def test_stable_unclip_asks_zerogpu_for_its_prior_and_its_u_nets_steps():
+    """Its seconds per step are the registry's (Karlo's prior as measured; the U-Net's scaled from SD 1.5's by latent
+    area, an estimate until a GPU measures it), so a comparison of three asks for its steps on top of the others'."""
+    two, three = ("unclip", "latent_diffusion"), ("unclip", "latent_diffusion", "stable_unclip")
+    defaults = Settings()  # Stable unCLIP: 25 prior steps, 20 U-Net steps
+    alone = 25 * 0.015 + 20 * 0.072
+    assert gpu_duration([("stable_unclip", defaults, 1)]) == math.ceil(GPU_CALL_OVERHEAD_S + GPU_SAFETY * alone)
+    assert compare_duration(three, defaults) > compare_duration(two, defaults)
+    more = defaults.replace(stable_unclip_steps=100)
+    assert compare_duration(three, more) > compare_duration(three, defaults)
+    # its variations skip the prior: only the U-Net's steps count
+    assert image_in_duration(("stable_unclip",), defaults, None) < gpu_duration([("stable_unclip", defaults, 1)])

@@ -55,7 +55,7 @@ def test_the_cli_prints_the_table_and_writes_the_json(rows, monkeypatch, tmp_pat
         "request": {"default_s": 1.0, "eager_s": 2.0, "ratio": 0.5, "default_concurrent": True},
         "start_to_first_image_s": {"cold": 14.0, "default": 12.0, "eager": None},
     }
-    monkeypatch.setattr(lab_speed, "run_lab_speed", lambda repeats: report | {"repeats": repeats})
+    monkeypatch.setattr(bench, "run_lab_speed", lambda repeats: report | {"repeats": repeats})
     assert bench.main(["--preset", "lab", "--json", str(tmp_path / "l.json")]) == 0
     assert json.loads((tmp_path / "l.json").read_text())["repeats"] == 5  # the lab bench's own default
     out = capsys.readouterr().out
@@ -65,7 +65,7 @@ def test_the_cli_prints_the_table_and_writes_the_json(rows, monkeypatch, tmp_pat
     report |= lab_speed.start_report(
         {"cold": None, "default": {"imports": 8.0, "loaded": 10.5, "first_image": 11.2}, "eager": None}
     )
-    monkeypatch.setattr(lab_speed, "run_lab_speed", lambda repeats: report)
+    monkeypatch.setattr(bench, "run_lab_speed", lambda repeats: report)
     assert bench.main(["--preset", "lab", "--json", str(tmp_path / "l.json")]) == 0
     out = capsys.readouterr().out
     assert "default 11.2 s (imported at 8.0 s, models loaded and warm at 10.5 s); a first start" in out

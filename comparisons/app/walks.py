@@ -1,6 +1,6 @@
-"""The "Latent space" tab's backend: walks through what each architecture conditions on, frame by frame.
+"""Walks through what each architecture conditions on, frame by frame, each a `Walk` of frames:
 
-- **Interpolation** between two prompts, frames at t = 0 … 1, one strip per architecture:
+- **Interpolation** between two prompts, frames at t = 0 … 1:
   - unCLIP: slerp between the prior's CLIP image embeddings of the two prompts (DALL·E 2, Ramesh et al. 2022,
     §3.2, Fig. 4). The decoder also reads text; `decoder_text` says which: "prompts" moves its text conditioning
     along (the CLIP text embedding by slerp, the hidden states linearly, the tokens of either prompt attended to),
@@ -18,87 +18,36 @@ prior's draws are the same for every prompt (same shapes and steps), so each pro
 seed as text to image makes it, and every frame is decoded from the generator state the prior left. So with
 decoder text "prompts", frame t = 0 (θ = 0) is the text-to-image image of the start prompt (caption), and t = 1
 the end prompt's, with the same seed and settings; with "empty" they are not, since text to image's decoder reads
-the prompt. In the Shapes lab the checker reads every frame against the start and end captions.
+the prompt.
 
-These runs are explorations, not logged rows: a row is an image its settings regenerate, and a frame needs the
-whole walk. GPU work only (it may run in a forked ZeroGPU worker): results are numpy arrays and tables.
+Each walk runs the pipelines' public stages (encode, prior, decode) itself; the Latent space tab
+(comparisons.app.latent_space) checks its inputs and reads its frames.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from comparisons.app.inputs import parse_prompt, parse_seed, shown
-from comparisons.app.session import Session
-from comparisons.presets import get_preset
+from comparisons.app.progress import Progress
 from comparisons.settings import Settings
 from pipelines import LatentDiffusion, UnCLIP, interpolation
 from pipelines.checks import check_finite, check_negative_prompts
-from pipelines.latent_diffusion import PromptEmbeds
+from pipelines.latent_diffusion import HiddenStateConditioning
 from pipelines.outputs import to_uint8
+from pipelines.prior import TextConditioning
 from pipelines.stable_unclip import StableUnCLIP
-from pipelines.unclip import TextConditioning, guided
+from pipelines.unclip import uses_guidance
 
-if TYPE_CHECKING:
-    from lab.checker import CheckResult  # the lab loads only where the checker reads
-
-WALKED = ("unclip", "latent_diffusion", "stable_unclip")  # the architectures a walk knows how to move through
-MIN_FRAMES, MAX_FRAMES, DEFAULT_FRAMES = 2, 12, 8
-DECODER_TEXT = ("prompts", "empty")  # what unCLIP's decoder reads besides the embedding; see the module docstring
-DEFAULT_MAX_THETA = 0.5  # §3.3: θ grows linearly to a maximum "typically in [0.25, 0.50]"
 FRAME_PX = 128  # small frames are upscaled (nearest, a whole factor) to about this many pixels
 GAP, LABEL_PX = 4, 18  # white between frames; the band under each frame that says its t or θ
-Progress = Callable[[float, str], None]  # (fraction done, what is running)
 
 
-# ----------------------------------------------------------------------------- inputs
-
-
-def examples(preset: str) -> tuple[tuple[str, str], tuple[str, str, str]]:
-    """The tab's first prompts: (start, end) and a text diff's (caption, source, target); Fig. 5's outside the lab."""
-    if get_preset(preset).use_checker:
-        return ("a red circle", "a blue square"), ("a red circle", "a red circle", "a red square")
-    cat = "a photo of a cat"
-    return (cat, "a photo of a dog"), (cat, cat, "an anime drawing of a super saiyan cat")
-
-
-def parse_frames(value: float | int | str | None) -> int:
-    """The number of frames of a walk, as the slider sends it: a whole number in [MIN_FRAMES, MAX_FRAMES]."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number.is_integer() or not MIN_FRAMES <= number <= MAX_FRAMES:
-        raise ValueError(f"Frames must be a whole number from {MIN_FRAMES} to {MAX_FRAMES}, got {shown(value)}")
-    return int(number)
-
-
-def parse_theta(value: float | int | str | None) -> float:
-    """How far a text diff goes: θ in (0, 1], where θ = 1 reaches the text diff direction itself."""
-    try:
-        theta = float(value)
-    except (TypeError, ValueError):
-        theta = float("nan")
-    if not 0 < theta <= 1:
-        raise ValueError(f"Largest θ must be a number above 0, at most 1, got {shown(value)}")
-    return theta
-
-
-def parse_decoder_text(value: str | None) -> str:
-    if value not in DECODER_TEXT:
-        raise ValueError(f"unCLIP's decoder text must be one of {', '.join(DECODER_TEXT)}, got {shown(value)}")
-    return value
-
-
-# ----------------------------------------------------------------------------- results
+# ----------------------------------------------------------------------------- frames
 
 
 @dataclass(frozen=True)
@@ -115,17 +64,6 @@ class Walk:
 
     def strip(self) -> Image.Image:
         return strip_image(self.frames, self.labels())
-
-
-@dataclass(frozen=True)
-class WalkReport:
-    """The walks of one request, and what the Shapes checker read in their frames."""
-
-    start: str  # the caption the walk starts from
-    end: str  # the caption it heads to (a text diff's target)
-    walks: dict[str, Walk]  # architecture -> its walk
-    readings: dict[str, pd.DataFrame] | None  # architecture -> a column per frame; None where the checker cannot read
-    note: str  # what the checker read, or why it cannot
 
 
 def strip_image(frames: np.ndarray, labels: list[str]) -> Image.Image:
@@ -159,74 +97,6 @@ def frame_of(strip: Image.Image, i: int, size: int) -> np.ndarray:
     return np.asarray(strip)[:size, x : x + size]
 
 
-# ----------------------------------------------------------------------------- the checker
-
-
-def checker_problem(preset: str, captions: list[str]) -> str | None:
-    """Why the Shapes checker cannot read frames of these captions (None: it can)."""
-    if not get_preset(preset).use_checker:
-        return f"it reads the Shapes lab's images only, and these come from the {preset} preset"
-    from lab.captions import parse_caption
-
-    for caption in captions:
-        try:
-            parse_caption(caption)
-        except ValueError as err:
-            return str(err)
-    return None
-
-
-def _mark(ok: bool) -> str:
-    return "✓" if ok else "✗"
-
-
-def verdict(result: CheckResult) -> str:
-    """✓/✗ for each attribute the caption names ("colour ✓ shape ✗"; two objects: "colour 1 ✓ ... relation ✗"), or
-    "all ✓" when every one holds; a wrong count says how many objects were read."""
-    marks = []
-    for k, v in enumerate(result.objects):
-        n = "" if len(result.objects) == 1 else f" {k + 1}"
-        marks += [f"colour{n} {_mark(v.colour_correct)}", f"shape{n} {_mark(v.shape_correct)}"]
-        marks += [] if v.size_correct is None else [f"size{n} {_mark(v.size_correct)}"]
-    for name, value in (("relation", result.relation_correct), ("position", result.position_correct)):
-        marks += [] if value is None else [f"{name} {_mark(value)}"]
-    marks += [] if result.count_correct else [f"count ✗ ({result.n_detected})"]
-    return "all ✓" if result.all_correct else " ".join(marks)
-
-
-def readings(walk: Walk, start: str, end: str) -> pd.DataFrame:
-    """What the checker reads in each frame, one column per frame under the strip: each object's colour, shape,
-    size and position (left to right), and its verdicts against the start and end captions."""
-    from lab.checker import check
-    from lab.world import region_of
-
-    attributes = {
-        "colour": lambda o: o.colour,
-        "shape": lambda o: o.shape,
-        "size": lambda o: o.size,
-        "position": lambda o: region_of(o.centre),
-    }
-    columns = {"read": [*attributes, f"start: {start}", f"end: {end}"]}
-    for label, image in zip(walk.labels(), to_uint8(walk.frames)):
-        first, last = check(image, start), check(image, end)
-        found = first.detected or (None,)
-        read = [" / ".join("nothing" if o is None else name(o) for o in found) for name in attributes.values()]
-        columns[label] = [*read, verdict(first), verdict(last)]
-    return pd.DataFrame(columns)
-
-
-def _report(preset: str, start: str, end: str, walks: dict[str, Walk]) -> WalkReport:
-    problem = checker_problem(preset, [start, end])
-    if problem is not None:
-        return WalkReport(start, end, walks, None, f"The Shapes checker cannot read these frames: {problem}.")
-    tables = {a: readings(w, start, end) for a, w in walks.items()}
-    note = (
-        "The Shapes checker read every frame (a column per frame, as in the strip): colour, shape, size and "
-        "position of each object it found, left to right, and ✓/✗ for each attribute the start and end captions name."
-    )
-    return WalkReport(start, end, walks, tables, note)
-
-
 # ----------------------------------------------------------------------------- unCLIP
 
 
@@ -239,12 +109,12 @@ class PriorRun:
     state: torch.Tensor  # the generator's state after the prior: where the decoder's draws start
 
 
-def run_prior(pipe: UnCLIP, prompt: str, seed: int, settings: Settings) -> PriorRun:
+def prior_of(pipe: UnCLIP, prompt: str, seed: int, settings: Settings) -> PriorRun:
     """Steps 2 and 3 of UnCLIP.__call__ for one prompt (encode, prior) with its seed's CPU generator."""
     kwargs = settings.pipeline_kwargs("unclip")
     prior_scale, decoder_scale = kwargs["prior_guidance_scale"], kwargs["decoder_guidance_scale"]
     generator = torch.Generator("cpu").manual_seed(seed)  # pipelines.checks.make_generators' generator of one image
-    text = pipe.encode_prompt([prompt], 1, with_uncond=guided(prior_scale, decoder_scale))
+    text = pipe.encode_prompt([prompt], 1, with_uncond=uses_guidance(prior_scale, decoder_scale))
     embeds = pipe.run_prior(text, generator, kwargs["prior_num_inference_steps"], prior_scale)
     check_finite(embeds, "prior", {"prior_guidance_scale": prior_scale})
     return PriorRun(embeds, text, generator.get_state())
@@ -297,13 +167,13 @@ def interpolate_unclip(
     end: str,
     seed: int,
     settings: Settings,
-    num_frames: int = DEFAULT_FRAMES,
+    num_frames: int,
     decoder_text: str = "prompts",
     progress: Progress | None = None,
 ) -> Walk:
     """unCLIP's frames between two prompts: the prior's image embeddings slerped, decoded from one noise."""
     ts = interpolation.positions(num_frames)
-    a, b = run_prior(pipe, start, seed, settings), run_prior(pipe, end, seed, settings)
+    a, b = prior_of(pipe, start, seed, settings), prior_of(pipe, end, seed, settings)
     embeds = [interpolation.slerp(a.image_embeds, b.image_embeds, t) for t in ts]
     if decoder_text == "empty":
         texts = [_empty_text(pipe, settings)] * len(ts)
@@ -319,14 +189,14 @@ def text_diff_unclip(
     target: str,
     seed: int,
     settings: Settings,
-    num_frames: int = DEFAULT_FRAMES,
-    max_theta: float = DEFAULT_MAX_THETA,
+    num_frames: int,
+    max_theta: float,
     decoder_text: str = "prompts",
     progress: Progress | None = None,
 ) -> Walk:
     """unCLIP's frames along a text diff: the caption's image embedding moved towards target minus source."""
     thetas = interpolation.positions(num_frames, max_theta)
-    run = run_prior(pipe, caption, seed, settings)
+    run = prior_of(pipe, caption, seed, settings)
     texts = [pipe.encode_prompt([p], 1, with_uncond=False).embeds for p in (source, target)]
     direction = interpolation.text_direction(*texts)
     embeds = [interpolation.text_diff(run.image_embeds, direction, theta) for theta in thetas]
@@ -344,7 +214,7 @@ def interpolate_latent_diffusion(
     end: str,
     seed: int,
     settings: Settings,
-    num_frames: int = DEFAULT_FRAMES,
+    num_frames: int,
     progress: Progress | None = None,
 ) -> Walk:
     """Latent diffusion's frames between two prompts: their hidden states lerped, each frame from the seed's noise."""
@@ -357,7 +227,7 @@ def interpolate_latent_diffusion(
     for i, t in enumerate(ts):
         if progress is not None:
             progress(i / len(ts), f"latent diffusion frame {i + 1}/{len(ts)}")
-        text = PromptEmbeds(interpolation.lerp(a.cond, b.cond, t), a.uncond)
+        text = HiddenStateConditioning(interpolation.lerp(a.cond, b.cond, t), a.uncond)
         out = pipe.generate_from_hidden_states(
             text, num_inference_steps=kwargs["num_inference_steps"], guidance_scale=scale, seed=seed
         )
@@ -374,7 +244,7 @@ def interpolate_stable_unclip(
     end: str,
     seed: int,
     settings: Settings,
-    num_frames: int = DEFAULT_FRAMES,
+    num_frames: int,
     decoder_text: str = "prompts",
     progress: Progress | None = None,
 ) -> Walk:
@@ -404,7 +274,7 @@ def interpolate_stable_unclip(
         text = (
             empty
             if empty is not None
-            else PromptEmbeds(interpolation.lerp(text_a.cond, text_b.cond, t), text_a.uncond)
+            else HiddenStateConditioning(interpolation.lerp(text_a.cond, text_b.cond, t), text_a.uncond)
         )
         out = pipe.decode_embeddings(
             interpolation.slerp(a, b, t),
@@ -416,68 +286,3 @@ def interpolate_stable_unclip(
         )
         frames.append(out.images[0])
     return Walk("stable_unclip", "t", tuple(ts), np.stack(frames))
-
-
-# ----------------------------------------------------------------------------- the tab's requests
-
-
-def _share(progress: Progress | None, k: int, parts: int) -> Progress | None:
-    """Part k of `parts` of one progress bar."""
-    return None if progress is None else lambda done, what: progress((k + done) / parts, what)
-
-
-class LatentSpace:
-    """The tab's two requests on a session's models; each is GPU work that changes nothing and returns a report."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def interpolate(
-        self,
-        start: str | None,
-        end: str | None,
-        seed: str | float | int | None,
-        num_frames: float | int | str | None,
-        decoder_text: str | None,
-        settings: Settings,
-        progress: Progress | None = None,
-    ) -> WalkReport:
-        """Every architecture a walk knows (WALKED) between two prompts, `num_frames` frames each."""
-        start, end = parse_prompt(start, "start prompt"), parse_prompt(end, "end prompt")
-        seed, n, decoder_text = parse_seed(seed), parse_frames(num_frames), parse_decoder_text(decoder_text)
-        settings = settings.checked()
-        harness = self.session.harness()
-        archs = [a for a in harness.architectures if a in WALKED]
-        walks = {}
-        with self.session.gpu_turn():
-            for k, arch in enumerate(archs):
-                pipe, part = harness.pipeline(arch), _share(progress, k, len(archs))
-                if arch == "unclip":
-                    walks[arch] = interpolate_unclip(pipe, start, end, seed, settings, n, decoder_text, part)
-                elif arch == "stable_unclip":
-                    walks[arch] = interpolate_stable_unclip(pipe, start, end, seed, settings, n, decoder_text, part)
-                else:
-                    walks[arch] = interpolate_latent_diffusion(pipe, start, end, seed, settings, n, part)
-        return _report(self.session.config.preset, start, end, walks)
-
-    def text_diff(
-        self,
-        caption: str | None,
-        source: str | None,
-        target: str | None,
-        seed: str | float | int | None,
-        num_frames: float | int | str | None,
-        max_theta: float | int | str | None,
-        decoder_text: str | None,
-        settings: Settings,
-        progress: Progress | None = None,
-    ) -> WalkReport:
-        """unCLIP's text diff of a caption from `source` towards `target`, `num_frames` frames up to `max_theta`."""
-        caption = parse_prompt(caption, "caption")
-        source, target = parse_prompt(source, "source caption"), parse_prompt(target, "target caption")
-        seed, n, theta = parse_seed(seed), parse_frames(num_frames), parse_theta(max_theta)
-        decoder_text, settings = parse_decoder_text(decoder_text), settings.checked()
-        pipe = self.session.harness().pipeline("unclip")
-        with self.session.gpu_turn():
-            walk = text_diff_unclip(pipe, caption, source, target, seed, settings, n, theta, decoder_text, progress)
-        return _report(self.session.config.preset, caption, target, {"unclip": walk})

@@ -15,8 +15,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lab.stable_unclip import NAME as STABLE_UNCLIP  # noqa: E402
-from lab.study.generators import LABELS, LATENT_DIFFUSION, MODELS, UNCLIP  # noqa: E402
-from lab.study.texts import CLAIMS  # noqa: E402
+from research.study.lab_models import LABELS, LATENT_DIFFUSION, MODELS, UNCLIP  # noqa: E402
+from research.study.texts import CLAIMS  # noqa: E402
 
 REPORT, FINDINGS = "REPORT.md", "findings.json"
 COLOURS = {UNCLIP: "tab:blue", LATENT_DIFFUSION: "tab:orange", STABLE_UNCLIP: "tab:green"}
@@ -314,7 +314,7 @@ def render(findings: dict) -> str:
     out = [
         "# Findings of the Shapes lab",
         "",
-        f"`python -m lab.study{' --quick' if meta['quick'] else ''}`, {meta['date']}, {meta['device']}, "
+        f"`python -m research.study{' --quick' if meta['quick'] else ''}`, {meta['date']}, {meta['device']}, "
         f"{num(meta['wall_minutes'], 1)} min; every number below is in [{FINDINGS}]({FINDINGS}). 95% intervals: "
         f"Wilson for proportions, bootstrap ({meta['n_boot']:,} resamples) for means and paired differences.",
         "",

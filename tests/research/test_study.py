@@ -1,4 +1,4 @@
-"""The lab study: its measures on known inputs, and `python -m lab.study --quick` end to end: the report has every
+"""The lab study: its measures on known inputs, and `python -m research.study --quick` end to end: the report has every
 claim with the paper's statement, figures with n and intervals, a verdict and its limits; each claim's plot is a
 real picture; and every number in the report is one findings.json holds."""
 
@@ -17,10 +17,10 @@ from PIL import Image
 
 from lab.captions import parse_caption
 from lab.checker import check
-from lab.study.claims import decompose, open_prompts, two_colour_prompts
-from lab.study.generators import Knobs, oracle_render
-from lab.study.measures import binding_error, diversity_by_prompt, entropy_bits, mean_pairwise_distance, sign_of
 from lab.world import HELDOUT_PAIRS, caption_is_true_of, scene_for
+from research.study.claims import decompose, open_prompts, two_colour_prompts
+from research.study.lab_models import Knobs, oracle_render
+from research.study.measures import binding_error, diversity_by_prompt, entropy_bits, mean_pairwise_distance, sign_of
 
 ROOT = Path(__file__).resolve().parents[2]
 VERDICTS = {"supported", "contradicted", "inconclusive"}
@@ -147,7 +147,9 @@ def _formatted(numbers: list[float]) -> set[str]:
 def quick(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("findings")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-m", "lab.study", "--quick", "--out", str(out)], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "research.study", "--quick", "--out", str(out)], cwd=ROOT, env=env, check=True
+    )
     return out
 
 

@@ -7,18 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from comparisons.app.latent_tools import (
-    GAP,
-    LABEL_PX,
-    LatentSpace,
-    Walk,
-    _report,
-    checker_problem,
-    frame_of,
-    run_prior,
-    verdict,
-)
+from comparisons.app.latent_space import LatentSpace, _report, checker_problem, verdict
 from comparisons.app.session import AppConfig, Session
+from comparisons.app.walks import GAP, LABEL_PX, Walk, frame_of, prior_of
 from comparisons.settings import Settings
 from lab.checker import check
 from lab.world import region_of
@@ -68,9 +59,9 @@ def test_the_ends_of_an_interpolation_are_the_text_to_image_images_of_its_prompt
 
 def test_the_prior_draws_the_same_noise_for_every_prompt(session):
     unclip = session.harness().pipeline("unclip")
-    a, b = run_prior(unclip, START, SEED, FAST), run_prior(unclip, END, SEED, FAST)
+    a, b = prior_of(unclip, START, SEED, FAST), prior_of(unclip, END, SEED, FAST)
     assert torch.equal(a.state, b.state)  # so every frame decodes from the state text to image's decoder starts from
-    assert not torch.equal(a.state, run_prior(unclip, START, SEED + 1, FAST).state)
+    assert not torch.equal(a.state, prior_of(unclip, START, SEED + 1, FAST).state)
     assert not torch.equal(a.image_embeds, b.image_embeds)
 
 

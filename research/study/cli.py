@@ -1,9 +1,9 @@
-"""`python -m lab.study [--quick] [--weights lab/weights] [--out lab/findings] [--seed 0] [--device auto]`.
+"""`python -m research.study [--quick] [--weights lab/weights] [--out research/findings] [--seed 0] [--device auto]`.
 
-Runs the six claims (lab.study.claims) on the lab's three models (lab.study.generators) and writes
-<out>/REPORT.md, <out>/claim<N>.png and <out>/findings.json (lab.study.report). The full run takes about
-half an hour on a 2-core CPU; `--quick` (a few prompts, fewer steps: the report's shape, not its verdicts)
-under three minutes.
+Runs the six claims (research.study.claims) on the lab's three models (research.study.lab_models) and writes
+<out>/REPORT.md, <out>/claim<N>.png and <out>/findings.json (research.study.report). The full run takes about
+15 minutes on a quiet 2-core CPU (14.4 min, 2026-12-07); `--quick` (a few prompts, fewer steps: the report's
+shape, not its verdicts) under three minutes.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from pathlib import Path
 
 import torch
 
-from lab.evaluate import weights_hash
 from lab.stable_unclip import NAME as STABLE_UNCLIP
-from lab.study import claims
-from lab.study.claims import Sizes
-from lab.study.generators import LATENT_DIFFUSION, UNCLIP, Generators, Steps
-from lab.study.measures import N_BOOT
-from lab.study.report import diff, num, write
-from lab.study.report import pct as percent
-from lab.study.texts import CLAIMS, because
 from pipelines.devices import pick_device
+from research.evaluate import weights_hash
+from research.study import claims
+from research.study.claims import Sizes
+from research.study.lab_models import LATENT_DIFFUSION, UNCLIP, LabModels, Steps
+from research.study.measures import N_BOOT
+from research.study.report import diff, num, write
+from research.study.report import pct as percent
+from research.study.texts import CLAIMS, because
 
 QUICK_SIZES = Sizes(
     diversity_prompts=3,
@@ -45,7 +45,7 @@ QUICK_STEPS = Steps(prior=5, decoder=5, super_res=2, unet=10)
 @dataclass(frozen=True)
 class StudyConfig:
     weights: Path = Path("lab/weights")  # unclip/, latent_diffusion/, stable_unclip/, judge/
-    out: Path = Path("lab/findings")
+    out: Path = Path("research/findings")
     seed: int = 0
     device: str = "auto"
     quick: bool = False
@@ -77,14 +77,14 @@ def run(config: StudyConfig) -> dict:
     """Every claim asked for, in order; returns the findings (what findings.json holds)."""
     start = time.perf_counter()
     torch.manual_seed(config.seed)
-    gen = Generators(config.weights, pick_device(config.device), QUICK_STEPS if config.quick else Steps())
+    lab_models = LabModels(config.weights, pick_device(config.device), QUICK_STEPS if config.quick else Steps())
     results, seconds = {}, {}
     steps = {
-        "1": lambda: claims.claim_diversity(gen, config.sizes, config.seed),
-        "2": lambda: claims.claim_guidance(gen, config.sizes, config.seed),
-        "3": lambda: claims.claim_prior(gen, config.sizes, config.seed),
-        "4": lambda: claims.claim_binding(gen, config.sizes, config.seed),
-        "5": lambda: claims.claim_cost(gen, config.sizes, config.seed, training_tflop(config.weights)),
+        "1": lambda: claims.claim_diversity(lab_models, config.sizes, config.seed),
+        "2": lambda: claims.claim_guidance(lab_models, config.sizes, config.seed),
+        "3": lambda: claims.claim_prior(lab_models, config.sizes, config.seed),
+        "4": lambda: claims.claim_binding(lab_models, config.sizes, config.seed),
+        "5": lambda: claims.claim_cost(lab_models, config.sizes, config.seed, training_tflop(config.weights)),
         "6": lambda: claims.claim_cause(results),
     }
     for c in config.only:
@@ -96,12 +96,12 @@ def run(config: StudyConfig) -> dict:
         print(f"claim {c}: {seconds[c]:.0f} s", file=sys.stderr, flush=True)
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": str(gen.unclip.device),
+        "device": str(lab_models.unclip.device),
         "quick": config.quick,
         "seed": config.seed,
         "n_boot": N_BOOT,
         "sizes": asdict(config.sizes),
-        "steps": asdict(gen.steps),
+        "steps": asdict(lab_models.steps),
         "wall_minutes": (time.perf_counter() - start) / 60,
         "claim_minutes": {c: s / 60 for c, s in seconds.items()},
         "weights_sha256": {m: weights_hash(config.weights / m) for m in (UNCLIP, LATENT_DIFFUSION, STABLE_UNCLIP)},

@@ -15,8 +15,9 @@ import pandas as pd
 from lab.captions import parse_caption
 from lab.prompt_files import read_prompts
 from lab.stable_unclip import NAME as STABLE_UNCLIP
-from lab.study.generators import LATENT_DIFFUSION, MODELS, UNCLIP, Generators, Knobs
-from lab.study.measures import (
+from lab.world import COLOURS, HELDOUT_PAIRS, SHAPES
+from research.study.lab_models import LATENT_DIFFUSION, MODELS, UNCLIP, Knobs, LabModels
+from research.study.measures import (
     ATTRIBUTES,
     TWO_ATTRIBUTES,
     accuracies,
@@ -27,7 +28,6 @@ from lab.study.measures import (
     paired,
     sign_of,
 )
-from lab.world import COLOURS, HELDOUT_PAIRS, SHAPES
 
 DIVERSITY = ("entropy", "judge_distance")
 QUALITY_FROM = 8.0  # claim 2: the guidance whose accuracy the highest is compared with
@@ -78,20 +78,20 @@ def _verdict(signs: Sequence[int], predicted: int = 1) -> str:
     return "inconclusive"
 
 
-def _rows(gen: Generators, model: str, prompts: list[str], seeds: int, knobs: Knobs = Knobs(), **cols):
+def _rows(lab_models: LabModels, model: str, prompts: list[str], seeds: int, knobs: Knobs = Knobs(), **cols):
     p = [prompt for prompt in prompts for _ in range(seeds)]
     s = [k for _ in prompts for k in range(seeds)]
-    return gen.rows(model, p, s, knobs, **cols)
+    return lab_models.rows(model, p, s, knobs, **cols)
 
 
 # ----------------------------------------------------------------------------- 1 and 2: diversity
 
 
-def diversity_frame(gen: Generators, prompts: list[str], seeds: int, knobs: Knobs = Knobs(), models=MODELS):
+def diversity_frame(lab_models: LabModels, prompts: list[str], seeds: int, knobs: Knobs = Knobs(), models=MODELS):
     """Per (architecture, prompt): diversity over its seeds, and the rows of every image."""
     frames, rows = [], []
     for model in models:
-        r, e = _rows(gen, model, prompts, seeds, knobs)
+        r, e = _rows(lab_models, model, prompts, seeds, knobs)
         frames.append(diversity_by_prompt(r, e))
         rows += r
     return pd.concat(frames, ignore_index=True), pd.DataFrame(rows)
@@ -108,9 +108,9 @@ def decompose(frame: pd.DataFrame, metric: str, pair_on: Sequence[str], higher: 
     }
 
 
-def claim_diversity(gen: Generators, sizes: Sizes, seed: int) -> dict:
+def claim_diversity(lab_models: LabModels, sizes: Sizes, seed: int) -> dict:
     prompts = open_prompts(sizes.diversity_prompts, seed)
-    div, rows = diversity_frame(gen, prompts, sizes.seeds)
+    div, rows = diversity_frame(lab_models, prompts, sizes.seeds)
     keys = (*DIVERSITY, "region_entropy", "size_entropy")
     per_model = {m: {k: mean_ci(div.loc[div["architecture"] == m, k].tolist()) for k in keys} for m in MODELS}
     rows["found"] = rows["read_region"].notna().astype(float)
@@ -126,12 +126,12 @@ def claim_diversity(gen: Generators, sizes: Sizes, seed: int) -> dict:
     }
 
 
-def claim_guidance(gen: Generators, sizes: Sizes, seed: int) -> dict:
+def claim_guidance(lab_models: LabModels, sizes: Sizes, seed: int) -> dict:
     prompts = open_prompts(sizes.guidance_prompts, seed + 1)
     curves: dict[str, list[dict]] = {m: [] for m in MODELS}
     per_prompt = []
     for g in sizes.guidance:
-        div, rows = diversity_frame(gen, prompts, sizes.seeds, Knobs(guidance=g))
+        div, rows = diversity_frame(lab_models, prompts, sizes.seeds, Knobs(guidance=g))
         quality = rows.groupby(["architecture", "prompt"])[ATTRIBUTES["all correct"]].mean().rename("all_correct")
         per_prompt.append(div.merge(quality.reset_index(), on=["architecture", "prompt"]).assign(guidance=g))
         for m in MODELS:
@@ -162,13 +162,13 @@ def claim_guidance(gen: Generators, sizes: Sizes, seed: int) -> dict:
 # ----------------------------------------------------------------------------- 3: the prior
 
 
-def claim_prior(gen: Generators, sizes: Sizes, seed: int) -> dict:
+def claim_prior(lab_models: LabModels, sizes: Sizes, seed: int) -> dict:
     prompts = read_prompts("seen_single")[: sizes.prior_prompts]
     seeds = [seed + i for i in range(len(prompts))]
     frames = []
     for model in (UNCLIP, STABLE_UNCLIP):
         for embedding in ("prior", "text", "oracle"):
-            rows, _ = gen.rows(model, prompts, seeds, Knobs(embedding=embedding))
+            rows, _ = lab_models.rows(model, prompts, seeds, Knobs(embedding=embedding))
             frames.append(pd.DataFrame(rows))
     frame = pd.concat(frames, ignore_index=True)
     table = {a: accuracies(frame[frame["architecture"] == a], ATTRIBUTES) for a in frame["architecture"].unique()}
@@ -191,7 +191,7 @@ def claim_prior(gen: Generators, sizes: Sizes, seed: int) -> dict:
 # ----------------------------------------------------------------------------- 4: binding
 
 
-def claim_binding(gen: Generators, sizes: Sizes, seed: int) -> dict:
+def claim_binding(lab_models: LabModels, sizes: Sizes, seed: int) -> dict:
     prompts = two_colour_prompts(sizes.binding_prompts)
     seeds = [seed + i for i in range(len(prompts))]
     frames = []
@@ -199,7 +199,7 @@ def claim_binding(gen: Generators, sizes: Sizes, seed: int) -> dict:
         (UNCLIP, "oracle"),
         (STABLE_UNCLIP, "oracle"),
     ):
-        rows, _ = gen.rows(model, prompts, seeds, Knobs(embedding=embedding))
+        rows, _ = lab_models.rows(model, prompts, seeds, Knobs(embedding=embedding))
         frames.append(pd.DataFrame(rows))
     frame = pd.concat(frames, ignore_index=True)
     frame["binding_error"] = [binding_error(row) for _, row in frame.iterrows()]
@@ -224,7 +224,7 @@ def claim_binding(gen: Generators, sizes: Sizes, seed: int) -> dict:
 # ----------------------------------------------------------------------------- 5: cost
 
 
-def claim_cost(gen: Generators, sizes: Sizes, seed: int, budgets: dict[str, float]) -> dict:
+def claim_cost(lab_models: LabModels, sizes: Sizes, seed: int, budgets: dict[str, float]) -> dict:
     prompts = read_prompts("seen_single")[100 : 100 + sizes.speed_prompts]
     seeds = [seed + i for i in range(len(prompts))]
     points: dict[str, list[dict]] = {}
@@ -233,19 +233,19 @@ def claim_cost(gen: Generators, sizes: Sizes, seed: int, budgets: dict[str, floa
     ):
         for n in steps:
             knobs = Knobs(steps=n)
-            rows, _ = gen.rows(model, prompts, seeds, knobs)
+            rows, _ = lab_models.rows(model, prompts, seeds, knobs)
             frame = pd.DataFrame(rows)
             points.setdefault(model, []).append(
                 {
                     "steps": n,
                     "accuracy": accuracy(frame, ATTRIBUTES["all correct"]),
                     "shape": accuracy(frame, ATTRIBUTES["shape"]),
-                    "seconds_per_image": gen.seconds_per_image(model, prompts[0], knobs),
+                    "seconds_per_image": lab_models.seconds_per_image(model, prompts[0], knobs),
                     "batched_seconds_per_image": float(frame["seconds_per_image"].mean()),
-                    "gflop_per_image": gen.flops_per_image(model, prompts[0], knobs) / 1e9,
+                    "gflop_per_image": lab_models.flops_per_image(model, prompts[0], knobs) / 1e9,
                 }
             )
-    default = {UNCLIP: gen.steps.decoder, LATENT_DIFFUSION: gen.steps.unet}
+    default = {UNCLIP: lab_models.steps.decoder, LATENT_DIFFUSION: lab_models.steps.unet}
     ref = next((p for p in points[UNCLIP] if p["steps"] == default[UNCLIP]), points[UNCLIP][-1])
     # the latent model's cheapest setting whose accuracy reaches unCLIP's default's lower bound
     reach = [p for p in points[LATENT_DIFFUSION] if p["accuracy"]["mean"] >= ref["accuracy"]["low"]]

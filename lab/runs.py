@@ -1,5 +1,6 @@
-"""What every part's training shares: where a run goes (RunOptions), the frozen generator CLIP (ClipEncoder), a
-finished part's weights, and `fit`, which hands a part to the generic trainer (lab.trainer)."""
+"""A training run: where it goes (RunOptions), and what every part's recipe in lab.train shares: the frozen
+generator CLIP (ClipEncoder), a finished part's weights, and `fit`, which hands a part to the generic loop
+(lab.trainer, as minGPT's)."""
 
 from __future__ import annotations
 

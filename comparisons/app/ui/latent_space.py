@@ -1,14 +1,23 @@
 """The "Latent space" tab: interpolations between two prompts (every architecture) and unCLIP's text diffs, each a
-strip of frames over a table of what the Shapes checker read in them. Explorations, not logged rows."""
+strip of frames over a table of what the Shapes checker read in them (comparisons.app.latent_space). Explorations, not
+logged rows."""
 
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from comparisons.app import latent_tools as tools
 from comparisons.app.inputs import parse_settings
-from comparisons.app.session import Session
+from comparisons.app.latent_space import (
+    DECODER_TEXT,
+    DEFAULT_FRAMES,
+    DEFAULT_MAX_THETA,
+    MAX_FRAMES,
+    MIN_FRAMES,
+    LatentSpace,
+    WalkReport,
+    parse_frames,
+)
 from comparisons.app.ui.common import (
     DEVICE,
     FIT,
@@ -19,7 +28,7 @@ from comparisons.app.ui.common import (
     slider_field,
     user_errors,
 )
-from comparisons.app.work import walk_duration
+from comparisons.app.zerogpu import walk_duration
 from pipelines import registry
 
 INTRO = (
@@ -37,7 +46,7 @@ INTRO = (
 NO_TABLE = pd.DataFrame(columns=["read"])  # before a walk, and where the checker cannot read (the note says why)
 
 
-def _shown(report: tools.WalkReport, archs: tuple[str, ...]) -> list:
+def _shown(report: WalkReport, archs: tuple[str, ...]) -> list:
     """Each architecture's strip and checker table, in `archs` order."""
     tables = report.readings or {}
     return [x for a in archs for x in (report.walks[a].strip(), tables.get(a, NO_TABLE))]
@@ -53,9 +62,8 @@ def _strip_and_table(label: str, arch: str, prefix: str) -> list:
     return [strip, table]
 
 
-def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
-    archs = tuple(a for a in session.architectures if a in tools.WALKED)
-    latent = tools.LatentSpace(session)
+def build(latent: LatentSpace, gpu: GPU, inputs: CompareInputs) -> None:
+    archs = latent.architectures
     walk = gpu(
         user_errors(latent.interpolate),
         lambda start, end, seed, frames, text, settings, *_: walk_duration(archs, settings, frames),
@@ -64,10 +72,10 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
         user_errors(latent.text_diff),
         lambda c, s, t, seed, frames, theta, text, settings, *_: walk_duration(("unclip",), settings, frames),
     )
-    (start_0, end_0), (caption_0, source_0, target_0) = tools.examples(session.config.preset)
-    frame_slider = dict(minimum=tools.MIN_FRAMES, maximum=tools.MAX_FRAMES, value=tools.DEFAULT_FRAMES, label="Frames")
+    (start_0, end_0), (caption_0, source_0, target_0) = latent.examples()
+    frame_slider = dict(minimum=MIN_FRAMES, maximum=MAX_FRAMES, value=DEFAULT_FRAMES, label="Frames")
     decoder_text = dict(
-        choices=list(tools.DECODER_TEXT),
+        choices=list(DECODER_TEXT),
         value="prompts",
         label="unCLIP's decoder and Stable unCLIP's U-Net read (besides the embedding)",
         info="prompts: their text conditioning moves along; empty: the embedding alone, as Fig. 4 and variations",
@@ -76,13 +84,13 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
     @user_errors
     def interpolate(start, end, frames, text, *values, progress=gr.Progress()):
         seed, settings = inputs.read(values)
-        report = walk(start, end, seed, tools.parse_frames(frames), text, parse_settings(**settings), progress)
+        report = walk(start, end, seed, parse_frames(frames), text, parse_settings(**settings), progress)
         return (*_shown(report, archs), report.note)
 
     @user_errors
     def text_diff(caption, source, target, frames, theta, text, *values, progress=gr.Progress()):
         seed, settings = inputs.read(values)
-        n = tools.parse_frames(frames)
+        n = parse_frames(frames)
         report = diff(caption, source, target, seed, n, theta, text, parse_settings(**settings), progress)
         return (*_shown(report, ("unclip",)), report.note)
 
@@ -112,7 +120,7 @@ def build(session: Session, gpu: GPU, inputs: CompareInputs) -> None:
         target = gr.Textbox(label="Target caption", value=target_0, elem_id="diff-target")
     with gr.Row():
         diff_frames = slider_field(**frame_slider, step=1, elem_id="diff-frames")
-        theta = slider_field(0.05, 1.0, tools.DEFAULT_MAX_THETA, "Largest θ", step=0.05, elem_id="diff-theta")
+        theta = slider_field(0.05, 1.0, DEFAULT_MAX_THETA, "Largest θ", step=0.05, elem_id="diff-theta")
         diff_decoder = dict(decoder_text, label="unCLIP's decoder reads (besides the embedding)")  # unCLIP's alone
         diff_text = choice_field(gr.Radio(**diff_decoder, elem_id="diff-decoder-text"), diff_decoder["label"])
         diff_go = gr.Button("Text diff", variant="primary", elem_id="text-diff")

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from comparisons.intervals import wilson_interval
 from comparisons.settings import Settings
-from comparisons.summary import wilson_interval
-from lab.evaluate import (
+from lab.runs import RunOptions
+from lab.train import run
+from lab.world import SHAPES, caption_is_true_of, split_of
+from research.evaluate import (
     BARS,
     NOTHING,
     SINGLE_COLUMNS,
@@ -22,9 +25,6 @@ from lab.evaluate import (
     retrieval_top1,
     shapes_drawn,
 )
-from lab.train import run
-from lab.training import RunOptions
-from lab.world import SHAPES, caption_is_true_of, split_of
 
 from helpers import TINY
 

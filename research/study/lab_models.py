@@ -23,12 +23,12 @@ from comparisons.metrics import Judge
 from comparisons.settings import Settings
 from lab.captions import parse_caption
 from lab.checker import check
-from lab.evaluate import lab_harness
 from lab.stable_unclip import NAME as STABLE_UNCLIP
 from lab.world import region_of, scene_for
 from pipelines.latent_diffusion import LatentDiffusionSettings
 from pipelines.outputs import to_uint8
 from pipelines.unclip import UnCLIPSettings
+from research.evaluate import lab_harness
 
 UNCLIP, LATENT_DIFFUSION = "unclip", "latent_diffusion"
 MODELS = (UNCLIP, LATENT_DIFFUSION, STABLE_UNCLIP)
@@ -90,8 +90,8 @@ def reading(image: np.ndarray, prompt: str) -> dict:
     return row
 
 
-class Generators:
-    """The three lab models, their judge, and images made and read for a claim."""
+class LabModels:
+    """The three lab models (through the comparisons harness), their judge, and images made and read for a claim."""
 
     def __init__(self, weights: Path, device: torch.device, steps: Steps = Steps(), batch_size: int = 32):
         self.harness = lab_harness(Path(weights), device)

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from comparisons.summary import CONFIDENCE, NoPairsError, bootstrap_means, paired_differences, proportion
+from comparisons.intervals import CONFIDENCE, bootstrap_means, proportion
+from comparisons.summary import NoPairsError, paired_differences
 from lab.captions import parse_caption
 
 N_BOOT = 2000

@@ -3,7 +3,7 @@ words; findings.json keeps them beside the figures), and the sentence that gives
 
 from __future__ import annotations
 
-from lab.study.generators import LABELS
+from research.study.lab_models import LABELS
 
 CLAIMS = {
     "1": {

@@ -1,4 +1,4 @@
-"""Evaluate the Shapes lab's shipped weights: `python -m lab.evaluate [--weights lab/weights] [--n-single 200]
+"""Evaluate the Shapes lab's shipped weights: `python -m research.evaluate [--weights lab/weights] [--n-single 200]
 [--n-two 200] [--seed 0] [--batch-size 25] [--json FILE] [--device auto]`.
 
 What it measures, each a proportion with its 95% Wilson score interval (Wilson 1927):
@@ -36,9 +36,9 @@ import torch
 from PIL import Image
 
 from comparisons.harness import Harness
+from comparisons.intervals import Proportion, proportion
 from comparisons.metrics import Judge, lab_judge
 from comparisons.settings import Settings
-from comparisons.summary import Proportion, proportion
 from lab.captions import parse_caption
 from lab.prompt_files import read_prompts
 from lab.world import SHAPES, Scene, caption_is_true_of, sample_scene

@@ -1,4 +1,4 @@
-"""`python -m lab.study`: see lab.study.cli."""
+"""`python -m research.study`: see research.study.cli."""
 
 import os
 
@@ -6,6 +6,6 @@ import os
 # predictable (a U-Net call at batch 48 beside a training run: 5.8 s spinning, 0.18 s sleeping).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from lab.study.cli import main  # noqa: E402
+from research.study.cli import main  # noqa: E402
 
 main()

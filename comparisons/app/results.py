@@ -1,18 +1,25 @@
-"""The Results tab's gallery: the filtered rows' images newest first, one row's details, and the values that send
-it back to the Compare tab to be made again (or changed). Pure functions of the run log (no models, no gradio).
+"""The Results tab's backend: the run log filtered, its exports, the gallery (the filtered rows' images newest
+first, one row's details, and the values that send it back to the Compare tab to be made again or changed) and PNG
+info (what a PNG this app wrote says of itself). The functions are pure functions of the run log (no models, no
+gradio); `Results` reads the session's log and results folder.
 
 An item is named by its row's `image_path`, unique per row: a selection stays the row it was even when new rows
-land between showing the gallery and clicking.
+land between showing the gallery and clicking. Pages name an image inside the results folder, never by the
+server's own path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from comparisons.app.inputs import shown
+from comparisons.app.session import Session
 from comparisons.app.views import stats_line
+from comparisons.exports import export_csv, export_parquet
 from comparisons.records import MADE_HOW, digest_of, key_digest, made_how_from_png, row_key, settings_from_png
 from comparisons.schema import MODE, SOURCE_HASH
 from comparisons.sources import image_in_from_png
@@ -150,3 +157,64 @@ def png_details(row: dict, in_log: int) -> str:
     if in_log:
         lines.append(stats_line(row))
     return "\n\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the tab's requests
+
+
+def filter_runs(df: pd.DataFrame, architecture: str | None = None, prompt_contains: str | None = None) -> pd.DataFrame:
+    if architecture and architecture != "all":
+        df = df[df["architecture"] == architecture]
+    if prompt_contains:
+        df = df[df["prompt"].str.contains(prompt_contains, case=False, regex=False)]
+    return df
+
+
+class Results:
+    """The tab's requests on a session's run log and results folder."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def runs(self, architecture: str | None = None, prompt_contains: str | None = None) -> pd.DataFrame:
+        """The run log (persisted across restarts), filtered."""
+        return filter_runs(self.session.runs(), architecture, prompt_contains)
+
+    def row(self, image: str) -> dict:
+        """The row of the image a page names (`image_name`'s, or a path given whole)."""
+        return find_row(self.session.runs(), self.image_path(image))
+
+    def png(self, path: str | Path) -> tuple[dict, int]:
+        """What a dropped PNG says of itself, against this run log (`png_row`)."""
+        return png_row(path, self.session.runs())
+
+    def image_name(self, path: str) -> str:
+        """An image's path as pages show it: inside the results folder (images/unclip/...), never the server's."""
+        try:
+            return str(Path(path).resolve().relative_to(self.session.results_dir))
+        except ValueError:
+            return Path(path).name
+
+    def image_path(self, name: str) -> str:
+        """The path rows hold for an image a page names (image_name's), or a path given whole (an API caller's)."""
+        path = Path(name)
+        return str(path if path.is_absolute() else self.session.results_dir / path)
+
+    def export(self, df: pd.DataFrame, fmt: str) -> Path:
+        """The given (filtered) table as a file in the results folder's exports/, the only place downloads
+        come from. Named by content, so the same table is written once however often it is asked for."""
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"unknown export format {shown(fmt)}; choose csv or parquet")
+        if df.empty:
+            raise ValueError("the table is empty: nothing to export")
+        digest = hashlib.sha256(pd.util.hash_pandas_object(df.astype(str), index=False).values.tobytes()).hexdigest()[
+            :16
+        ]
+        path = self.session.results_dir / "exports" / f"runs-{len(df)}-{digest}.{fmt}"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if fmt == "csv":  # a browser hands it to a spreadsheet: text cells must not run as formulas
+                export_csv(df, path, neutralise_formulas=True)
+            else:
+                export_parquet(df, path)
+        return path
