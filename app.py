@@ -3,12 +3,17 @@
     python app.py                      # the Shapes lab on CPU, http://127.0.0.1:7860
     python app.py --preset pretrained  # Karlo + Stable Diffusion 1.5 + a ViT-L-14 judge, fp16 on a GPU
     python app.py --preset pretrained --latent-diffusion stabilityai/stable-diffusion-2-1-base --judge ViT-H-14
-    python app.py --host 0.0.0.0       # listen on every interface (or T2I_HOST=0.0.0.0)
+    python app.py --host 0.0.0.0       # listen on every interface (or T2I_HOST=0.0.0.0): a public app
+    python app.py --public             # a public app on loopback: every visitor a stranger (or T2I_PUBLIC=1)
 
 Layout and wiring only: the session (comparisons.app.session: the models, loaded and switched) and one backend per
 tab (comparisons.app.backends) are built once, in `main`, and each tab's screen (comparisons.app.ui) is handed its
 backend, which checks the raw widget values, runs the models through the harness and reads the run log. Their
 ValueErrors become gr.Error popups.
+
+A public app (a Space, a host other than loopback, or --public) is the owner's: visitors cannot switch its models
+unless --allow-switching, see only their own results unless --shared-results, and are held to fair use
+(comparisons.app.access).
 
 On ZeroGPU (SPACES_ZERO_GPU set on the Space) a GPU is attached only while a `spaces.GPU` function runs, in a
 forked worker: the models load in the main thread before launch, the GPU functions only generate (the serving
@@ -29,10 +34,11 @@ from pathlib import Path
 
 import gradio as gr
 
+from comparisons.app.access import Access, Limits
 from comparisons.app.backends import Backends
 from comparisons.app.session import AppConfig, Session
 from comparisons.app.ui import compare, findings, header, image_in, inside, latent_space, results, sweep
-from comparisons.app.ui.common import CSS, GPU, KEYS_JS
+from comparisons.app.ui.common import CSS, GPU, KEYS_JS, serve_publicly
 from comparisons.presets import DEFAULT_PRESET, JUDGES, PRESETS, add_model_flags, models_from_flags
 
 TITLE = (
@@ -56,6 +62,8 @@ def zero_gpu(environ: dict[str, str]) -> bool:
 def build_app(backends: Backends, gpu: GPU = on_gpu) -> gr.Blocks:
     """The page: each tab's screen given its backend. `gpu` decorates every function that runs the models
     (spaces.GPU; tests fork, as ZeroGPU does)."""
+    if backends.session.config.access.public:
+        serve_publicly()
     with gr.Blocks(title="unCLIP, latent diffusion, Stable unCLIP", analytics_enabled=False) as demo:
         gr.Markdown(TITLE)
         switched = header.build(backends.session)
@@ -88,6 +96,37 @@ def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = N
         "--host", default=environ.get("T2I_HOST"), help="default 127.0.0.1; 0.0.0.0 to listen on every interface"
     )
     parser.add_argument("--port", type=int, default=int(environ.get("T2I_PORT", 7860)))
+    public = parser.add_argument_group("a public app (a Space, a host other than loopback, or --public)")
+    public.add_argument("--public", action="store_true", help="treat every visitor as a stranger (or T2I_PUBLIC=1)")
+    public.add_argument(
+        "--allow-switching", action="store_true", help="visitors may switch models (or T2I_ALLOW_SWITCHING=1)"
+    )
+    public.add_argument(
+        "--allowed-models",
+        default="",
+        help="comma-separated hub ids a visitor's switch may name (or T2I_ALLOWED_MODELS); never a server folder",
+    )
+    public.add_argument(
+        "--shared-results", action="store_true", help="every visitor sees every row (or T2I_SHARED_RESULTS=1)"
+    )
+    public.add_argument(
+        "--results-cap-gb",
+        type=float,
+        default=float(environ.get("T2I_RESULTS_CAP_GB", Limits.results_cap_gb)),
+        help="new images are refused once the results folder holds this much (or T2I_RESULTS_CAP_GB; 0: no cap)",
+    )
+    public.add_argument(
+        "--per-minute",
+        type=int,
+        default=int(environ.get("T2I_PER_MINUTE", Limits.per_minute)),
+        help="sweeps, latent walks and images in per visitor per minute, each kind (or T2I_PER_MINUTE)",
+    )
+    public.add_argument(
+        "--sweeps-at-once",
+        type=int,
+        default=int(environ.get("T2I_SWEEPS_AT_ONCE", Limits.background_sweeps)),
+        help="sweeps running at once, all visitors together (or T2I_SWEEPS_AT_ONCE)",
+    )
     add_model_flags(parser, environ)
     parser.add_argument(
         "--judge",
@@ -107,9 +146,34 @@ def launch_options(host: str | None, port: int, environ: dict[str, str]) -> dict
     return dict(server_name=host or "127.0.0.1", server_port=port, share=False, css=CSS, js=KEYS_JS)
 
 
+def access_from(args: argparse.Namespace, environ: dict[str, str]) -> Access:
+    """Who may do what: the public flags, each or'ed with its environment variable."""
+    if args.per_minute < 1 or args.sweeps_at_once < 1 or args.results_cap_gb < 0:
+        raise SystemExit("--per-minute and --sweeps-at-once must be at least 1, --results-cap-gb at least 0")
+    limits = Limits(args.per_minute, args.sweeps_at_once, args.results_cap_gb or None)
+    try:
+        return Access.of(
+            args.host,
+            environ,
+            public=args.public,
+            allow_switching=args.allow_switching,
+            allowed_models=args.allowed_models,
+            shared_results=args.shared_results,
+            limits=limits,
+        )
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+
+
 def config_from(args: argparse.Namespace, environ: dict[str, str]) -> AppConfig:
     return AppConfig(
-        args.preset, args.device, args.results, models_from_flags(args), args.judge, zero_gpu=zero_gpu(environ)
+        args.preset,
+        args.device,
+        args.results,
+        models_from_flags(args),
+        args.judge,
+        zero_gpu=zero_gpu(environ),
+        access=access_from(args, environ),
     )
 
 

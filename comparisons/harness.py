@@ -33,7 +33,7 @@ from PIL import Image
 from comparisons.files import fsync_dir
 from comparisons.metrics import Judge, embedding_cosine
 from comparisons.records import build_rows, image_name, row_key, save_png, weights_hash
-from comparisons.schema import CONCURRENT, ISOLATED, MODE, SOURCE_HASH, SOURCE_IMAGE, TIMING
+from comparisons.schema import CONCURRENT, ISOLATED, MODE, SOURCE_HASH, SOURCE_IMAGE, TIMING, VISITOR
 from comparisons.settings import Settings
 from comparisons.sources import Source, call_image_in, save_source, source_path
 from lab.captions import parse_caption
@@ -136,6 +136,7 @@ class Harness:
         callback: StepCallback | None = None,
         extra_columns: list[dict] | None = None,
         timing: str = ISOLATED,
+        visitor: str = "",
     ) -> Made:
         """Generate and score, writing nothing: `save` writes what this made (see `generate`). `timing` says in the
         rows how their seconds were measured (make_each)."""
@@ -160,7 +161,7 @@ class Harness:
             stage_memory=self.stage_memory(architecture, output.prompts, settings),
         )
         for i, row in enumerate(rows):
-            row[TIMING] = timing
+            row[TIMING], row[VISITOR] = timing, visitor
             row.update(extra_columns[i] if extra_columns else {})
         return Made(architecture, output, images, rows)
 
@@ -172,6 +173,7 @@ class Harness:
         run_id: str,
         callbacks: dict[str, StepCallback | None],
         concurrent: bool | None = None,
+        visitor: str = "",
     ) -> list[Made]:
         """One comparison: every architecture on one prompt and seed (`make`, nothing written), in their order;
         side by side when `concurrent` (default: the harness's), else one after the other. A failure is raised
@@ -179,7 +181,14 @@ class Harness:
 
         def job(arch: str, timing: str) -> Callable[[], Made]:
             return lambda: self.make(
-                arch, [prompt], [seed], settings, run_id=run_id, callback=callbacks.get(arch), timing=timing
+                arch,
+                [prompt],
+                [seed],
+                settings,
+                run_id=run_id,
+                callback=callbacks.get(arch),
+                timing=timing,
+                visitor=visitor,
             )
 
         if not (self.concurrent if concurrent is None else concurrent):
@@ -204,6 +213,7 @@ class Harness:
         *,
         run_id: str | None = None,
         callback: StepCallback | None = None,
+        visitor: str = "",
     ) -> Made:
         """One image from `source` by the architecture's image-in method (registry.ImageIn), scored, writing nothing.
         The judge scores it against `prompt` (none when empty) and against the source; `save` writes it."""
@@ -235,7 +245,7 @@ class Harness:
             prompts=[prompt],
             stage_memory=self.stage_memory(architecture, [prompt], settings, (source, strength)),
         )
-        rows[0][TIMING] = ISOLATED
+        rows[0][TIMING], rows[0][VISITOR] = ISOLATED, visitor
         return Made(architecture, output, images, rows, source)
 
     def save(self, *made: Made) -> list[dict]:

@@ -43,6 +43,7 @@ MODE = "mode"  # registry.TEXT_TO_IMAGE or an ImageIn's mode, so that summaries 
 SOURCE_HASH = "source_hash"  # comparisons.sources.source_hash of the image taken in
 SOURCE_IMAGE = "source_image"  # where the results folder keeps it: images/sources/<source_hash>.png
 SOURCE_COSINE = "source_cosine"  # the judge's cosine between the image made and the image taken in
+VISITOR = "visitor"  # who made the row on a public app: an anonymous id (comparisons.app.access); "" for the owner
 TIMING = "timing"  # how a row's seconds were measured:
 ISOLATED, CONCURRENT = "isolated", "concurrent"  # one architecture at a time; all of one comparison at once
 
@@ -61,6 +62,7 @@ def _core_schema(architectures: tuple[str, ...]) -> dict[str, str]:  # one per s
     return {
         # identity
         "run_id": STRING,
+        VISITOR: STRING,
         "created_at": DATETIME,
         "architecture": STRING,
         MODE: STRING,

@@ -29,6 +29,7 @@ from comparisons.grid import AXES, Grid, GridSpec, draw_grid
 from comparisons.harness import new_run_id
 from comparisons.presets import DEFAULT_PRESET, load_harness
 from comparisons.records import digest_of, key_digest, row_key
+from comparisons.schema import VISITOR
 from comparisons.settings import Settings, add_setting_flags, from_flags
 from comparisons.store import load_runs
 from pipelines import registry
@@ -188,10 +189,16 @@ def batches(jobs: list[Job], batch_size: int) -> Iterator[list[Job]]:
             yield group[i : i + batch_size]
 
 
-def pending(harness, jobs: list[Job]) -> list[Job]:
-    """The jobs whose rows are not in the harness's log yet (all of them without a log)."""
-    done = harness.log.done_keys(("sweep_key",)) if harness.log is not None else set()
-    return [j for j in jobs if (j.key,) not in done]
+def pending(harness, jobs: list[Job], visitor: str | None = None) -> list[Job]:
+    """The jobs whose rows are not in the harness's log yet (all of them without a log); with a `visitor`, whose
+    rows of that visitor's are not (on a public app each visitor's sweep makes its own)."""
+    if harness.log is None:
+        return list(jobs)
+    if visitor is None:
+        done = harness.log.done_keys(("sweep_key",))
+        return [j for j in jobs if (j.key,) not in done]
+    done = harness.log.done_keys(("sweep_key", VISITOR))
+    return [j for j in jobs if (j.key, visitor) not in done]
 
 
 def unlogged_images(harness, jobs: list[Job]) -> list[Path]:
@@ -249,9 +256,9 @@ def check_grid_path(path: Path) -> Path:
     return path
 
 
-def make_batch(harness, batch: list[Job], run_id: str):
+def make_batch(harness, batch: list[Job], run_id: str, visitor: str = ""):
     """One pipeline call for a batch of jobs of one architecture and settings (`batches`'), scored, not yet written:
-    a comparisons.harness.Made whose rows carry each job's resume key."""
+    a comparisons.harness.Made whose rows carry each job's resume key (and who asked, on a public app)."""
     first = batch[0]
     return harness.make(
         first.architecture,
@@ -260,6 +267,7 @@ def make_batch(harness, batch: list[Job], run_id: str):
         first.settings,
         run_id=run_id,
         extra_columns=[{"sweep_key": j.key} for j in batch],
+        visitor=visitor,
     )
 
 

@@ -211,8 +211,10 @@ def test_results_summary_plots_and_exports(tabs):
     assert set(bars["stage"]) >= {"prior", "decoder", "super_res", "unet", "vae_decode"}
     csv, parquet = results.export(df, "csv"), results.export(df, "parquet")
     assert csv.parent == session.results_dir / "exports" and results.export(df, "csv") == csv  # same table, same file
+    named = df.assign(image_path=df["image_path"].map(results.image_name))  # inside the results folder, as pages say
+    assert not named["image_path"].str.startswith("/").any()
     for back in (read_csv(csv, neutralised=True), read_parquet(parquet)):
-        pd.testing.assert_frame_equal(back.reset_index(drop=True), df.reset_index(drop=True))
+        pd.testing.assert_frame_equal(back.reset_index(drop=True), named.reset_index(drop=True))
     with pytest.raises(ValueError, match="empty"):
         results.export(df.iloc[:0], "csv")
 

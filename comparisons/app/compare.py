@@ -8,6 +8,7 @@ PNGs and the run log in the serving process. `run` is both, in one process.
 
 from __future__ import annotations
 
+from comparisons.app.access import OWNER
 from comparisons.app.inputs import example_prompts, parse_prompt, parse_seed, vocabulary_notice
 from comparisons.app.progress import Progress, steps_done, throttled, total_steps
 from comparisons.app.session import Session
@@ -33,18 +34,30 @@ class Compare:
         return vocabulary_notice(prompt or "", self.session.config.preset)
 
     def run(
-        self, prompt: str | None, seed: str | float | int | None, settings: Settings, progress: Progress | None = None
+        self,
+        prompt: str | None,
+        seed: str | float | int | None,
+        settings: Settings,
+        progress: Progress | None = None,
+        visitor: str = OWNER,
     ) -> tuple[dict[str, dict], list[str]]:
         """Every architecture on one prompt and seed, logged: {architecture: row}, and notices for the user."""
-        made, notices = self.make_compare(prompt, seed, settings, progress)
+        made, notices = self.make_compare(prompt, seed, settings, progress, visitor)
         return self.record(made), notices
 
     def make_compare(
-        self, prompt: str | None, seed: str | float | int | None, settings: Settings, progress: Progress | None = None
+        self,
+        prompt: str | None,
+        seed: str | float | int | None,
+        settings: Settings,
+        progress: Progress | None = None,
+        visitor: str = OWNER,
     ) -> tuple[list[Made], list[str]]:
-        """GPU work: each architecture on one prompt and seed, generated and scored, nothing written (see `record`)."""
+        """GPU work: each architecture on one prompt and seed, generated and scored, nothing written (see `record`);
+        its rows say which visitor asked (on a public app)."""
         prompt, seed = parse_prompt(prompt), parse_seed(seed)
         settings = settings.checked()
+        self.session.check_room()
         notices = [n for n in (self.notice(prompt), self._truncation_notice(prompt)) if n]
         harness = self.session.harness()
         budget = sum(total_steps(a, settings) for a in harness.architectures)
@@ -63,7 +76,7 @@ class Compare:
 
         callbacks = {arch: step(arch) for arch in harness.architectures}
         with self.session.gpu_turn():
-            made = harness.make_each(prompt, seed, settings, new_run_id(), callbacks)
+            made = harness.make_each(prompt, seed, settings, new_run_id(), callbacks, visitor=visitor)
         return [m.portable() for m in made], notices
 
     def record(self, made: list[Made]) -> dict[str, dict]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from comparisons.app.access import OWNER
 from comparisons.app.inputs import parse_seed, parse_text, shown, vocabulary_notice
 from comparisons.app.progress import Progress, stage_steps, steps_done, throttled, total_steps
 from comparisons.app.session import Session
@@ -158,11 +159,14 @@ class ImageIn:
         strength: float | None,
         settings: Settings,
         progress: Progress | None = None,
+        visitor: str = OWNER,
     ) -> tuple[list[Made], dict[str, str], list[str]]:
         """GPU work: each architecture that can take `source` in, generated and scored, nothing written (`record`).
         Returns what was made, why the others did not run ({architecture: reason}) and notices for the user."""
         if not isinstance(source, Source):
             raise ValueError("no image: upload one to make variations and img2img from")
+        self.session.fair_use(visitor, "image_in", "Images in")
+        self.session.check_room()
         prompt, seed, settings = parse_text(prompt, "prompt"), parse_seed(seed), settings.checked()
         harness = self.session.harness()
         skipped = {a: why for a in harness.architectures if (why := self.why_not(harness, a, prompt)) is not None}
@@ -185,7 +189,15 @@ class ImageIn:
                         )
 
                 one = harness.make_image_in(
-                    arch, source, prompt, seed, settings, strengths[arch], run_id=run_id, callback=step
+                    arch,
+                    source,
+                    prompt,
+                    seed,
+                    settings,
+                    strengths[arch],
+                    run_id=run_id,
+                    callback=step,
+                    visitor=visitor,
                 )
                 made.append(one.portable())
                 done += total_steps(arch, settings, modes[arch], strengths[arch])
@@ -204,12 +216,13 @@ class ImageIn:
         strength: float | None,
         settings: Settings = Settings(),
         progress: Progress | None = None,
+        visitor: str = OWNER,
     ) -> tuple[dict[str, dict], dict[str, str], list[str]]:
         """The whole request in one process: check the image, `prepare`, `make`, `record` ({architecture: row},
         {architecture: why it did not run}, notices)."""
         source = open_source(image)
         self.prepare()
-        made, skipped, notices = self.make(source, prompt, seed, strength, settings, progress)
+        made, skipped, notices = self.make(source, prompt, seed, strength, settings, progress, visitor)
         return self.record(made), skipped, notices
 
     @staticmethod

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from comparisons.app.access import OWNER
 from comparisons.app.inputs import parse_prompt, parse_seed, shown
 from comparisons.app.progress import Progress
 from comparisons.app.session import Session
@@ -176,8 +177,10 @@ class LatentSpace:
         decoder_text: str | None,
         settings: Settings,
         progress: Progress | None = None,
+        visitor: str = OWNER,
     ) -> WalkReport:
         """Every architecture a walk knows (WALKED) between two prompts, `num_frames` frames each."""
+        self.session.fair_use(visitor, "walk", "Latent walks")
         start, end = parse_prompt(start, "start prompt"), parse_prompt(end, "end prompt")
         seed, n, decoder_text = parse_seed(seed), parse_frames(num_frames), parse_decoder_text(decoder_text)
         settings = settings.checked()
@@ -206,8 +209,10 @@ class LatentSpace:
         decoder_text: str | None,
         settings: Settings,
         progress: Progress | None = None,
+        visitor: str = OWNER,
     ) -> WalkReport:
         """unCLIP's text diff of a caption from `source` towards `target`, `num_frames` frames up to `max_theta`."""
+        self.session.fair_use(visitor, "walk", "Latent walks")
         caption = parse_prompt(caption, "caption")
         source, target = parse_prompt(source, "source caption"), parse_prompt(target, "target caption")
         seed, n, theta = parse_seed(seed), parse_frames(num_frames), parse_theta(max_theta)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from comparisons.app.access import OWNER
 from comparisons.app.inputs import shown
 from comparisons.app.session import Session
 from comparisons.app.views import stats_line
@@ -171,22 +172,29 @@ def filter_runs(df: pd.DataFrame, architecture: str | None = None, prompt_contai
 
 
 class Results:
-    """The tab's requests on a session's run log and results folder."""
+    """The tab's requests on a session's run log and results folder: on a public app that does not share its
+    results, each visitor's own rows alone (Session.runs)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def runs(self, architecture: str | None = None, prompt_contains: str | None = None) -> pd.DataFrame:
-        """The run log (persisted across restarts), filtered."""
-        return filter_runs(self.session.runs(), architecture, prompt_contains)
+    def runs(
+        self, architecture: str | None = None, prompt_contains: str | None = None, visitor: str | None = OWNER
+    ) -> pd.DataFrame:
+        """The run log (persisted across restarts), the visitor's part of it, filtered."""
+        return filter_runs(self.session.runs(visitor), architecture, prompt_contains)
 
-    def row(self, image: str) -> dict:
-        """The row of the image a page names (`image_name`'s, or a path given whole)."""
-        return find_row(self.session.runs(), self.image_path(image))
+    def row(self, image: str, visitor: str | None = OWNER) -> dict:
+        """The row of the image a page names (`image_name`'s, or a path given whole), among the visitor's rows."""
+        return find_row(self.session.runs(visitor), self.image_path(image))
 
-    def png(self, path: str | Path) -> tuple[dict, int]:
-        """What a dropped PNG says of itself, against this run log (`png_row`)."""
-        return png_row(path, self.session.runs())
+    def png(self, path: str | Path, visitor: str | None = OWNER) -> tuple[dict, int]:
+        """What a dropped PNG says of itself, against the visitor's part of this run log (`png_row`)."""
+        return png_row(path, self.session.runs(visitor))
+
+    def mode(self) -> str:
+        """What the tab says of whose results it shows (a public app's mode), or nothing on loopback."""
+        return self.session.config.access.describe()
 
     def image_name(self, path: str) -> str:
         """An image's path as pages show it: inside the results folder (images/unclip/...), never the server's."""
@@ -202,11 +210,14 @@ class Results:
 
     def export(self, df: pd.DataFrame, fmt: str) -> Path:
         """The given (filtered) table as a file in the results folder's exports/, the only place downloads
-        come from. Named by content, so the same table is written once however often it is asked for."""
+        come from, its images named inside the results folder (never by the server's path). Named by content, so
+        the same table is written once however often it is asked for, and no one finds another's by its name."""
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"unknown export format {shown(fmt)}; choose csv or parquet")
         if df.empty:
             raise ValueError("the table is empty: nothing to export")
+        if "image_path" in df.columns:
+            df = df.assign(image_path=df["image_path"].map(lambda p: p if pd.isna(p) else self.image_name(p)))
         digest = hashlib.sha256(pd.util.hash_pandas_object(df.astype(str), index=False).values.tobytes()).hexdigest()[
             :16
         ]

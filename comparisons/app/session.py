@@ -14,13 +14,14 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from comparisons.app.access import OWNER, Access, RateLimiter, Visitors, folder_bytes, without_paths
 from comparisons.app.inputs import shown
 from comparisons.app.views import TABLE_COLUMNS
 from comparisons.harness import Harness
@@ -34,10 +35,12 @@ from comparisons.presets import (
     load_problem,
     model_sources,
 )
+from comparisons.schema import VISITOR
 from comparisons.store import LOG_NAME, load_runs
 from pipelines import registry
 
 log = logging.getLogger(__name__)
+ROOM_SECONDS = 2.0  # how old the results folder's measured size may be when a request checks the cap
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,70 @@ class AppConfig:
     models: dict[str, str] = field(default_factory=dict)  # architecture -> hub id or directory, over the preset's
     judge: str | None = None  # a comparisons.metrics.load_judge name, over the preset's
     zero_gpu: bool = False  # on a ZeroGPU Space: models fixed at start, sweeps as a sequence of GPU calls
+    access: Access = field(default_factory=Access)  # who may do what: all on loopback; the owner's rules when public
 
     @property
     def sources(self) -> dict[str, str]:
         """Architecture -> the hub id or directory its model comes from."""
         return model_sources(self.preset, self.models)
+
+
+# ----------------------------------------------------------------------------- the device, one call at a time
+
+
+class DeviceLock:
+    """One model call at a time, and a person's request before a background sweep's next batch.
+
+    A sweep's batches (`background()`) wait while a request is waiting, and for GRACE seconds after one: the queue
+    hands the device its next waiting request within milliseconds, so a batch never slips in between two of them.
+    A plain lock lets the sweep's thread take the device back at once, and 20 visitors comparing beside a sweep
+    then waited 2.5 times as long (comparisons.bench --public-load; benchmarks/README.md)."""
+
+    GRACE = 0.25  # seconds a sweep's batch waits after a request's turn ends
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._held = False
+        self._waiting = 0  # requests waiting for the device
+        self._last = 0.0  # when the last request's turn ended
+
+    def _acquire(self, background: bool) -> None:
+        with self._turn:
+            if not background:
+                self._waiting += 1
+            try:
+                while self._held or (background and (self._waiting or self._since_request() < self.GRACE)):
+                    self._turn.wait(timeout=None if not background else self.GRACE)
+            finally:
+                if not background:
+                    self._waiting -= 1
+            self._held = True
+
+    def _since_request(self) -> float:
+        return time.monotonic() - self._last
+
+    def _release(self, background: bool) -> None:
+        with self._turn:
+            self._held = False
+            if not background:
+                self._last = time.monotonic()
+            self._turn.notify_all()
+
+    def __enter__(self) -> DeviceLock:
+        self._acquire(background=False)
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._release(background=False)
+
+    @contextlib.contextmanager
+    def background(self) -> Iterator[None]:
+        """The device for a background sweep's batch: after every request waiting, and a moment more."""
+        self._acquire(background=True)
+        try:
+            yield
+        finally:
+            self._release(background=True)
 
 
 # ----------------------------------------------------------------------------- the session
@@ -74,8 +136,12 @@ class Session:
         self._loading = threading.Lock()
         self._load_started: float | None = None
         self._downloads: dict[str, tuple[int, int]] = {}  # repo id -> (bytes done, bytes to fetch)
-        self.device_lock = threading.Lock()  # GPU work one call at a time, app requests and sweep batches alike
+        self.device_lock = DeviceLock()  # GPU work one call at a time, app requests and sweep batches alike
         self._holds: list[Callable[[], str | None]] = []  # why the models must stay (a running sweep), see `hold`
+        self._visitors = Visitors()
+        self._limiter = RateLimiter(config.access.limits.per_minute)
+        self._results_size: tuple[float, int] | None = None  # (when, bytes) the results folder was last measured
+        self._room = threading.Lock()
 
     @property
     def architectures(self) -> tuple[str, ...]:
@@ -85,7 +151,10 @@ class Session:
     # ---- loading and switching models
     def describe_models(self) -> str:
         """What each architecture runs, and the judge: `unCLIP lab/weights/unclip · ... · judge lab`."""
-        models = " · ".join(f"{registry.get(a).short} `{_shown(src)}`" for a, src in self.config.sources.items())
+        public = self.config.access.public
+        models = " · ".join(
+            f"{registry.get(a).short} `{_shown(src, public)}`" for a, src in self.config.sources.items()
+        )
         return f"{models} · judge `{self.config.judge or get_preset(self.config.preset).judge}`"
 
     def status(self) -> str:
@@ -96,7 +165,8 @@ class Session:
             caveat = f"  \n*The {self.config.preset} preset: {caveat}.*" if caveat and not self.config.models else ""
             return f"{name} loaded on {first.device} ({first.dtype}): {self.describe_models()}{caveat}"
         if self._load_error:
-            return f"{name} could not load: {self._load_error}. The lab preset needs no download and no GPU."
+            problem = without_paths(self._load_error) if self.config.access.public else self._load_error
+            return f"{name} could not load: {problem}. The lab preset needs no download and no GPU."
         if self._load_started is not None:
             elapsed = time.monotonic() - self._load_started
             bars = "".join(
@@ -156,7 +226,9 @@ class Session:
 
     def switch(self, preset: str, models: dict[str, str | None] | None = None, judge: str | None = None) -> str:
         """Load other models without a restart (a preset, with any architecture's model replaced by a hub id or
-        directory, and any judge); returns the status line. The old models stay until the new are chosen."""
+        directory, and any judge); returns the status line. The old models stay until the new are chosen. On a public
+        app, only what its owner allows (comparisons.app.access)."""
+        self.config.access.check_switch(preset, models or {}, judge)
         if self.config.zero_gpu:
             raise ValueError(
                 "on ZeroGPU the models are fixed when the Space starts: set T2I_PRESET, T2I_UNCLIP, "
@@ -198,20 +270,57 @@ class Session:
         self._holds.append(reason)
 
     # ---- what the backends share
-    def gpu_turn(self) -> contextlib.AbstractContextManager:
+    def gpu_turn(self, background: bool = False) -> contextlib.AbstractContextManager:
         """Held around every backend's GPU work: the device lock, one call at a time. On ZeroGPU each call
         has a worker (and GPU) of its own, forked from this process, and a lock copied while another thread held it
         would never open there."""
-        return contextlib.nullcontext() if self.config.zero_gpu else self.device_lock
+        if self.config.zero_gpu:
+            return contextlib.nullcontext()
+        return self.device_lock.background() if background else self.device_lock
 
-    def runs(self) -> pd.DataFrame:
-        """The run log (persisted across restarts): every row every tab has logged, oldest first."""
+    def runs(self, visitor: str | None = None) -> pd.DataFrame:
+        """The run log (persisted across restarts), oldest first: every row every tab has logged, or, for a
+        `visitor` of a public app that does not share its results, that visitor's rows alone."""
         if not (self.results_dir / LOG_NAME).is_file():
             return pd.DataFrame(columns=list(TABLE_COLUMNS))
-        return load_runs(self.results_dir)
+        df = load_runs(self.results_dir)
+        own = self.own(visitor)
+        if own is None:
+            return df
+        return df[df[VISITOR] == own] if VISITOR in df.columns else df.iloc[:0]
+
+    # ---- visitors (comparisons.app.access)
+    def visitor(self, session_hash: str | None) -> str:
+        """Who a request is from: on loopback the owner; on a public app the anonymous id of its browser session."""
+        return self._visitors.id_of(session_hash) if self.config.access.public else OWNER
+
+    def own(self, visitor: str | None) -> str | None:
+        """The visitor whose rows alone a reader sees, or None for every row (loopback, or shared results)."""
+        return visitor if visitor is not None and self.config.access.per_visitor else None
+
+    def fair_use(self, visitor: str, kind: str, what: str) -> None:
+        """Count a heavy request of `visitor`'s on a public app, or refuse it (a per-visitor rate)."""
+        if self.config.access.public:
+            self._limiter.take(visitor, kind, what)
+
+    def check_room(self, adding: int = 0) -> None:
+        """Refuse new images once the results folder has reached the owner's cap, before anything is written."""
+        cap = self.config.access.limits.results_cap_gb
+        if not self.config.access.public or cap is None:
+            return
+        with self._room:  # measured at most every few seconds: a walk of the folder costs ~10 ms per 1,000 files
+            if self._results_size is None or time.monotonic() - self._results_size[0] > ROOM_SECONDS:
+                self._results_size = time.monotonic(), folder_bytes(self.results_dir)
+            if self._results_size[1] + adding >= cap * 1e9:
+                raise ValueError(
+                    f"This app's results folder is full ({cap:g} GB, its owner's cap): no new images can be kept."
+                )
 
 
-def _shown(source: str) -> str:
-    """A model's directory relative to the project (lab/weights/unclip), a hub id as it is."""
+def _shown(source: str, public: bool = False) -> str:
+    """A model's directory relative to the project (lab/weights/unclip), a hub id as it is; on a public app a
+    directory outside the project by its name alone (no page shows a server path)."""
     path = Path(source)
-    return str(path.relative_to(ROOT)) if path.is_absolute() and path.is_relative_to(ROOT) else source
+    if path.is_absolute() and path.is_relative_to(ROOT):
+        return str(path.relative_to(ROOT))
+    return path.name if public and path.is_absolute() else source

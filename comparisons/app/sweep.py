@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from comparisons.app.access import OWNER
 from comparisons.app.inputs import example_prompts, parse_prompt, parse_text
 from comparisons.app.session import Session
 from comparisons.app.views import TABLE_COLUMNS
@@ -58,6 +59,7 @@ class SweepStatus:
     jobs: tuple[Job, ...] = ()  # the whole grid, made or not: what its picture covers
     before: int = 0  # of them already in the log when it started (a rerun makes only the rest)
     cancelled: bool = False  # asked to stop: it stops before its next batch
+    visitor: str = OWNER  # whose sweep it is (on a public app each visitor has their own)
 
     def message(self) -> str:
         elapsed, made = time.monotonic() - self.started, self.done - self.before
@@ -80,17 +82,31 @@ class SweepStatus:
 
 
 class Sweep:
-    """The tab's backend: the sweep now (`status`, None before the first), its batches, its grid picture."""
+    """The tab's backend: each visitor's sweep now (`status_of`; on loopback the one visitor's, `status`), its
+    batches, its grid picture. On a public app the sweeps running at once are capped, all visitors together."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.status: SweepStatus | None = None
-        self._thread: threading.Thread | None = None
-        self._rows: tuple[tuple, pd.DataFrame] | None = None  # (sweep state it was read at, rows)
+        self._sweeps: dict[str, SweepStatus] = {}  # visitor -> their latest sweep
+        self._threads: dict[str, threading.Thread] = {}
+        self._rows: dict[str, tuple[tuple, pd.DataFrame]] = {}  # visitor -> (sweep state it was read at, rows)
+        self._lock = threading.Lock()  # counting the sweeps running and starting one are one step
         session.hold(self._running)  # no model switch under a running sweep
 
+    @property
+    def status(self) -> SweepStatus | None:
+        """The owner's sweep (on loopback, every request's), None before the first."""
+        return self._sweeps.get(OWNER)
+
+    def status_of(self, visitor: str = OWNER) -> SweepStatus | None:
+        return self._sweeps.get(visitor)
+
+    def running(self) -> int:
+        """Sweeps running now, every visitor's."""
+        return sum(s.running for s in self._sweeps.values())
+
     def _running(self) -> str | None:
-        if self.status is not None and self.status.running:
+        if self.running():
             return "a sweep is running on these models: switch when it has finished"
         return None
 
@@ -107,11 +123,13 @@ class Sweep:
         architectures: list[str] | None,
         base: Settings = Settings(),
         batch_size: int = 8,
+        visitor: str = OWNER,
     ) -> tuple[SweepStatus, list[list[Job]]]:
         """Check the whole grid and split what the log lacks of it into batches (one GPU call each): the sweep's
         status, and its batches. Images a killed run of the grid left without rows are removed first."""
-        if self.status is not None and self.status.running:
-            raise ValueError(f"a sweep is already running ({self.status.message()}); wait for it to finish")
+        mine = self._sweeps.get(visitor)
+        if mine is not None and mine.running:
+            raise ValueError(f"a sweep is already running ({mine.message()}); wait for it to finish")
         prompts = [parse_prompt(line) for line in (prompts_text or "").splitlines() if line.strip()]
         if not prompts:
             raise ValueError("the sweep has no prompts: write one per line")
@@ -128,12 +146,22 @@ class Sweep:
             bigger="`python -m comparisons.sweep` takes bigger grids",
         )
         harness = self.session.harness()
-        todo = pending(harness, jobs)
-        with self.session.device_lock:  # no other writer is between an image and its row
-            for path in unlogged_images(harness, todo):
-                path.unlink(missing_ok=True)
-        before = len(jobs) - len(todo)
-        self.status = status = SweepStatus(new_run_id(), len(jobs), before, jobs=tuple(jobs), before=before)
+        self.session.check_room()
+        with self._lock:
+            access = self.session.config.access
+            if access.public and self.running() >= access.limits.background_sweeps:
+                raise ValueError(
+                    f"Sweeps: {self.running()} running on this public app, its owner's limit at once; "
+                    "try again when it has finished."
+                )
+            self.session.fair_use(visitor, "sweep", "Sweeps")
+            todo = pending(harness, jobs, self.session.own(visitor))
+            with self.session.device_lock:  # no other writer is between an image and its row
+                for path in unlogged_images(harness, todo):
+                    path.unlink(missing_ok=True)
+            before = len(jobs) - len(todo)
+            status = SweepStatus(new_run_id(), len(jobs), before, jobs=tuple(jobs), before=before, visitor=visitor)
+            self._sweeps[visitor] = status
         return status, list(batches(todo, batch_size))
 
     def start(
@@ -145,25 +173,31 @@ class Sweep:
         architectures: list[str] | None,
         base: Settings = Settings(),
         batch_size: int = 8,
+        visitor: str = OWNER,
     ) -> SweepStatus:
         """`plan`, then its batches in a background thread; rows land in the run log as batches finish.
         (Not on ZeroGPU, where GPU work runs only in decorated calls: the tab runs `steps` itself.)"""
-        status, todo = self.plan(prompts_text, seeds_text, steps_text, guidance_text, architectures, base, batch_size)
-        self._thread = threading.Thread(target=_drain, args=(self.steps(status, todo),), daemon=True)
-        self._thread.start()
+        status, todo = self.plan(
+            prompts_text, seeds_text, steps_text, guidance_text, architectures, base, batch_size, visitor
+        )
+        thread = threading.Thread(target=_drain, args=(self.steps(status, todo),), daemon=True)
+        self._threads[visitor] = thread
+        thread.start()
         return status
 
     def steps(
-        self, status: SweepStatus, todo: list[list[Job]], make: Callable[[list[Job], str], Made] | None = None
+        self, status: SweepStatus, todo: list[list[Job]], make: Callable[[list[Job], str, str], Made] | None = None
     ) -> Iterator[SweepStatus]:
         """Each batch made by `make` (default `make_sweep_batch`; on ZeroGPU a decorated call of it), then recorded
-        here in the serving process; yields the status after each batch."""
+        here in the serving process; yields the status after each batch. A full results folder (a public app's cap)
+        stops it before the batch it has no room for."""
         make = make or self.make_sweep_batch
         try:
             for batch in todo:
                 if status.cancelled:
                     break
-                made = make(batch, status.run_id)
+                self.session.check_room()
+                made = make(batch, status.run_id, status.visitor)
                 status.done += len(self.record_batch(made))
                 yield status
         except Exception as err:  # shown in the Sweep screen; the app keeps serving
@@ -172,40 +206,45 @@ class Sweep:
             status.running = False
         yield status  # finished, or failed
 
-    def make_sweep_batch(self, batch: list[Job], run_id: str) -> Made:
+    def make_sweep_batch(self, batch: list[Job], run_id: str, visitor: str = OWNER) -> Made:
         """GPU work: one batch of a sweep (same architecture and settings), generated and scored, nothing written."""
-        with self.session.gpu_turn():
-            return make_batch(self.session.harness(), batch, run_id).portable()
+        with self.session.gpu_turn(background=True):  # after any request a person waits on
+            return make_batch(self.session.harness(), batch, run_id, visitor).portable()
 
     def record_batch(self, made: Made) -> list[dict]:
-        with self.session.device_lock:
+        with self.session.device_lock.background():  # no other writer between an image and its row, nor a request
             return self.session.harness().save(made)
 
-    def cancel(self) -> SweepStatus:
-        """Stop the running sweep before its next batch (the batch under way is kept whole, rows and images)."""
-        if self.status is None or not self.status.running:
-            raise ValueError("no sweep is running")
-        self.status.cancelled = True
-        return self.status
+    def cancel(self, visitor: str = OWNER) -> SweepStatus:
+        """Stop the visitor's running sweep before its next batch (the batch under way is kept whole)."""
+        status = self._sweeps.get(visitor)
+        if status is None or not status.running:
+            raise ValueError("no sweep of yours is running" if visitor != OWNER else "no sweep is running")
+        status.cancelled = True
+        return status
 
     def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in list(self._threads.values()):
+            thread.join(timeout)
 
-    def rows(self) -> pd.DataFrame:
+    def rows(self, visitor: str = OWNER) -> pd.DataFrame:
         """The sweep's rows; the log is read again only when a batch has landed (the tab polls each second)."""
-        if self.status is None:
+        status = self._sweeps.get(visitor)
+        if status is None:
             return pd.DataFrame(columns=list(TABLE_COLUMNS))
-        key = (self.status.run_id, self.status.done, self.status.running)
-        if self._rows is None or self._rows[0] != key:
-            df = self.session.runs()
-            self._rows = key, df[df["run_id"] == self.status.run_id] if not df.empty else df
-        return self._rows[1]
+        key = (status.run_id, status.done, status.running)
+        cached = self._rows.get(visitor)
+        if cached is None or cached[0] != key:
+            df = self.session.runs(visitor)
+            cached = self._rows[visitor] = key, df[df["run_id"] == status.run_id] if not df.empty else df
+        return cached[1]
 
-    def picture(self, rows: str | None = "prompt", columns: str | None = "seed") -> tuple[Path | None, str]:
+    def picture(
+        self, rows: str | None = "prompt", columns: str | None = "seed", visitor: str = OWNER
+    ) -> tuple[Path | None, str]:
         """The sweep as a grid PNG (rows × columns; placeholders for images not made yet) and a line saying what it
         shows; (None, why) when there is no sweep or the axes cannot make a grid."""
-        status = self.status
+        status = self._sweeps.get(visitor)
         if status is None or not status.jobs:
             return None, "No sweep yet: its grid fills in here as batches land."
         try:
@@ -217,7 +256,7 @@ class Sweep:
         path = folder / f"{stem}-{status.done}.png"
         if not path.is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            draw_grid(rows_of(self.session.runs(), list(status.jobs)), spec).save(path)
+            draw_grid(rows_of(self.session.runs(visitor), list(status.jobs)), spec).save(path)
             for old in folder.glob(f"{stem}-*.png"):
                 if old != path:
                     old.unlink(missing_ok=True)

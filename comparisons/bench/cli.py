@@ -1,7 +1,8 @@
 """Benchmarks: `python -m comparisons.bench [--repeats 7] [--json FILE]` (tiny models on the CPU, then sweep
 throughput), `--full-size --device cuda [--cuda-graphs] [--compile [--compile-mode M]]` (Karlo and SD 1.5 at real
 size), `--soak N` (the served app over N requests), `--preset lab` (the lab's CPU speed-ups, technique by technique),
-`--regeneration` (how far an image made again is from its PNG, across CPU kernel paths).
+`--regeneration` (how far an image made again is from its PNG, across CPU kernel paths), `--public-load N` (N visitors
+of a public app comparing at once, alone and beside a sweep).
 Methods and results: benchmarks/README.md.
 """
 
@@ -17,6 +18,7 @@ import transformers
 
 from comparisons.bench.lab_speed import format_lab_speed, run_lab_speed
 from comparisons.bench.pipelines import DTYPES, add_speedup, run_bench, speedups
+from comparisons.bench.public_load import format_public_load, run_public_load
 from comparisons.bench.regeneration import format_regeneration, run_regeneration
 from comparisons.bench.soak import soak
 from comparisons.bench.sweep import bench_sweep
@@ -92,6 +94,15 @@ def lab_speed(repeats: int, json_file: str | None) -> int:
     return 0
 
 
+def public_load(visitors: int, requests: int, json_file: str | None) -> int:
+    report = run_public_load(visitors, requests)
+    print(format_public_load(report), flush=True)
+    path = Path(json_file or ROOT / "benchmarks" / f"public_load_{report['date']}.json")
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 def regeneration(json_file: str | None) -> int:
 
     transformers.logging.disable_progress_bar()
@@ -144,6 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         "(comparisons.bench.lab_speed; --json defaults to benchmarks/lab_cpu_speed_DATE.json, --repeats to 5)",
     )
     parser.add_argument(
+        "--public-load",
+        type=int,
+        metavar="N",
+        help="instead: N visitors of a public app (app.py --public, the lab preset) comparing at once, alone and "
+        "while one more sweeps; each request's latency (comparisons.bench.public_load; --repeats: requests per "
+        "visitor, default 3; --json defaults to benchmarks/public_load_DATE.json)",
+    )
+    parser.add_argument(
         "--regeneration",
         action="store_true",
         help="instead: how far an image made again is from its PNG, across every CPU kernel path this machine can "
@@ -156,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 1")
     if args.preset == "lab":
         return lab_speed(args.repeats or 5, args.json_file)
+    if args.public_load is not None:
+        if args.public_load < 1:
+            parser.error("--public-load must be >= 1")
+        return public_load(args.public_load, args.repeats or 3, args.json_file)
     args.repeats = args.repeats or 7
     if args.soak is not None:
         if args.soak < 1:

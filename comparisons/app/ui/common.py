@@ -6,12 +6,15 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gradio as gr
 
+from comparisons.app.access import without_paths
 from comparisons.app.inputs import shown
+from comparisons.app.session import Session
 from pipelines import registry
 from pipelines.base import GPUOutOfMemoryError
 from pipelines.registry import TEXT
@@ -52,9 +55,17 @@ def say(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+_PUBLIC = threading.Event()  # set by `serve_publicly`: errors shown name no server path
+
+
+def serve_publicly() -> None:
+    """From now on, the errors pages show name no server path (a public app's; the server log keeps them whole)."""
+    _PUBLIC.set()
+
+
 def user_errors(fn):
     """Bad input from the user (or a generation too big for the GPU) becomes a visible error, and one line in the
-    server log (never a traceback); the app carries on."""
+    server log (never a traceback); the app carries on. On a public app the error names no server path."""
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
@@ -62,9 +73,15 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except (ValueError, GPUOutOfMemoryError) as err:
             log.warning("refused (%s): %s", fn.__name__, err)
-            raise gr.Error(say(str(err)), print_exception=False) from None
+            message = without_paths(str(err)) if _PUBLIC.is_set() else str(err)
+            raise gr.Error(say(message), print_exception=False) from None
 
     return wrapped
+
+
+def visitor_of(session: Session, request: gr.Request | None) -> str:
+    """Who a request is from (Session.visitor): its browser session's anonymous id on a public app."""
+    return session.visitor(getattr(request, "session_hash", None))
 
 
 def number_field(value: float, label: str, **kwargs) -> gr.Number:

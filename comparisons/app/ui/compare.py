@@ -6,7 +6,17 @@ import gradio as gr
 
 from comparisons.app.compare import Compare
 from comparisons.app.inputs import parse_settings, random_seed
-from comparisons.app.ui.common import DEVICE, GPU, CompareInputs, number_field, picture, say, settings_of, user_errors
+from comparisons.app.ui.common import (
+    DEVICE,
+    GPU,
+    CompareInputs,
+    number_field,
+    picture,
+    say,
+    settings_of,
+    user_errors,
+    visitor_of,
+)
 from comparisons.app.views import FIGURES_NOTE, stats_line
 from comparisons.app.zerogpu import compare_duration
 from pipelines import registry
@@ -55,9 +65,10 @@ def build(compare: Compare, gpu: GPU, switched: list) -> CompareInputs:
         )
 
     @user_errors
-    def generate(prompt, *values, progress=gr.Progress()):
+    def generate(request: gr.Request, prompt, *values, progress=gr.Progress()):
         seed, settings = inputs.read(values)
-        made, notices = make_compare(prompt, seed, parse_settings(**settings), progress)
+        visitor = visitor_of(compare.session, request)
+        made, notices = make_compare(prompt, seed, parse_settings(**settings), progress, visitor)
         rows = compare.record(made)
         for notice in notices:
             gr.Warning(say(notice))

@@ -1,4 +1,5 @@
-"""The status line (what is loaded, downloads, why a load failed, the lab one click away) and the Models picker."""
+"""The status line (what is loaded, downloads, why a load failed, the lab one click away), the Models picker, and on a
+public app what its visitors may do (no picker unless the owner allows switching: comparisons.app.access)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def build(session: Session) -> list:
     archs = session.architectures
 
     def status_now():
-        return session.status(), gr.Timer(active=not session.settled), gr.Button(visible=session.load_failed)
+        offer_lab = session.load_failed and session.config.access.switching
+        return session.status(), gr.Timer(active=not session.settled), gr.Button(visible=offer_lab)
 
     @user_errors
     def switch_models(preset, judge, *sources):
@@ -29,16 +31,24 @@ def build(session: Session) -> list:
         session.switch("lab")
         return (*status_now(), "lab", *[""] * len(archs))
 
+    access = session.config.access
+    if access.public:
+        gr.Markdown(access.describe(), elem_id="public-mode")
     with gr.Row(equal_height=True):
         status = gr.Markdown(session.status(), elem_id="status")
         lab_button = gr.Button(
-            "Switch to the lab preset", visible=session.load_failed, size="sm", scale=0, elem_id="use-lab"
+            "Switch to the lab preset",
+            visible=session.load_failed and access.switching,
+            size="sm",
+            scale=0,
+            elem_id="use-lab",
         )
     status_timer = gr.Timer(1.0)
     status_outputs = [status, status_timer, lab_button]
     status_timer.tick(status_now, outputs=status_outputs, queue=False, show_progress="hidden", api_name=False)
     fixed = session.config.zero_gpu
-    with gr.Accordion("Models", open=False, elem_id="models"):
+    # On a public app without switching the picker is not shown; its endpoints stay, and refuse (Session.switch).
+    with gr.Accordion("Models", open=False, elem_id="models", visible=access.switching):
         with gr.Row():
             preset_box = gr.Dropdown(
                 sorted(PRESETS),

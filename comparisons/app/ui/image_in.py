@@ -17,6 +17,7 @@ from comparisons.app.ui.common import (
     say,
     slider_field,
     user_errors,
+    visitor_of,
 )
 from comparisons.app.views import FIGURES_NOTE
 from comparisons.app.zerogpu import image_in_duration
@@ -86,11 +87,12 @@ def build(image_in: ImageIn, gpu: GPU, inputs: CompareInputs, tab: gr.Tab, tabs:
     gr.Markdown(FIGURES_NOTE)
 
     @user_errors
-    def generate(image, prompt, strength, seed, *values, progress=gr.Progress()):
+    def generate(request: gr.Request, image, prompt, strength, seed, *values, progress=gr.Progress()):
         source = open_source(image)  # in this process: a forked GPU worker receives the checked, canonical image
         image_in.prepare(prepare_progress(progress))  # a borrowed image encoder, attached here (first use)
         settings = parse_settings(**inputs.read_settings(values))
-        made, skipped, notices = make(source, prompt, seed, strength, settings, progress)
+        visitor = visitor_of(image_in.session, request)
+        made, skipped, notices = make(source, prompt, seed, strength, settings, progress, visitor)
         rows = image_in.record(made)
         for notice in notices:
             gr.Warning(say(notice))

@@ -27,6 +27,7 @@ from comparisons.app.ui.common import (
     picture,
     slider_field,
     user_errors,
+    visitor_of,
 )
 from comparisons.app.zerogpu import walk_duration
 from pipelines import registry
@@ -82,16 +83,17 @@ def build(latent: LatentSpace, gpu: GPU, inputs: CompareInputs) -> None:
     )
 
     @user_errors
-    def interpolate(start, end, frames, text, *values, progress=gr.Progress()):
+    def interpolate(request: gr.Request, start, end, frames, text, *values, progress=gr.Progress()):
         seed, settings = inputs.read(values)
-        report = walk(start, end, seed, parse_frames(frames), text, parse_settings(**settings), progress)
+        visitor = visitor_of(latent.session, request)
+        report = walk(start, end, seed, parse_frames(frames), text, parse_settings(**settings), progress, visitor)
         return (*_shown(report, archs), report.note)
 
     @user_errors
-    def text_diff(caption, source, target, frames, theta, text, *values, progress=gr.Progress()):
+    def text_diff(request: gr.Request, caption, source, target, frames, theta, text, *values, progress=gr.Progress()):
         seed, settings = inputs.read(values)
-        n = parse_frames(frames)
-        report = diff(caption, source, target, seed, n, theta, text, parse_settings(**settings), progress)
+        n, visitor = parse_frames(frames), visitor_of(latent.session, request)
+        report = diff(caption, source, target, seed, n, theta, text, parse_settings(**settings), progress, visitor)
         return (*_shown(report, ("unclip",)), report.note)
 
     gr.Markdown(INTRO)

@@ -7,7 +7,7 @@ import gradio as gr
 import pandas as pd
 
 from comparisons.app.results import Results, compare_values, gallery_items, png_details, row_details
-from comparisons.app.ui.common import FIT, CompareInputs, choice_field, user_errors
+from comparisons.app.ui.common import FIT, CompareInputs, choice_field, user_errors, visitor_of
 from comparisons.app.views import (
     chosen_summary,
     memory_bars,
@@ -27,10 +27,13 @@ def build(results: Results, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
         summary = gr.Dataframe(table, visible=table is not None)
         return summary, note, stage_seconds_long(rows), score_vs_seconds(rows), memory_bars(rows)
 
+    def own(request: gr.Request | None) -> str:
+        return visitor_of(results.session, request)
+
     @user_errors
-    def results_view(architecture, prompt_contains, picked=None):
+    def results_view(architecture, prompt_contains, picked=None, request: gr.Request = None):
         """Everything, for the configuration the user picked if the filtered log still has it, else the newest."""
-        df = results.runs(architecture, prompt_contains)
+        df = results.runs(architecture, prompt_contains, own(request))
         options = choices(df)
         choice = choose(options, picked)
         chooser = gr.Dropdown([c.label for c in options], value=choice.label if choice else None)
@@ -39,24 +42,24 @@ def build(results: Results, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
         return (table_view(df), chooser, *summary_outputs(df, choice), items, paths, *exports)
 
     @user_errors
-    def summary(architecture, prompt_contains, configuration):
-        df = results.runs(architecture, prompt_contains)
+    def summary(architecture, prompt_contains, configuration, request: gr.Request = None):
+        df = results.runs(architecture, prompt_contains, own(request))
         return (*summary_outputs(df, choose(choices(df), configuration)), configuration)
 
     def pick(paths: list[str], evt: gr.SelectData) -> str:
         return results.image_name(paths[evt.index]) if paths and 0 <= evt.index < len(paths) else ""
 
     @user_errors
-    def show_row(image):
+    def show_row(image, request: gr.Request = None):
         if not image:  # nothing selected yet
             return "", gr.Button(interactive=False)
-        return row_details(results.row(image)), gr.Button(interactive=True)
+        return row_details(results.row(image, own(request))), gr.Button(interactive=True)
 
     @user_errors
-    def read_png(path):
+    def read_png(path, request: gr.Request = None):
         if not path:
             return "", gr.Button(interactive=False), None
-        row, in_log = results.png(path)
+        row, in_log = results.png(path, own(request))
         return png_details(row, in_log), gr.Button(interactive=True), row
 
     @user_errors
@@ -67,9 +70,9 @@ def build(results: Results, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
         return (*inputs.values(*compare_values(row, settings)), gr.Tabs(selected="compare"))
 
     @user_errors
-    def send_to_compare(image, prompt, *values):
+    def send_to_compare(request: gr.Request, image, prompt, *values):
         seed, settings = inputs.read(values)
-        prompt, seed, settings = compare_values(results.row(image), settings)
+        prompt, seed, settings = compare_values(results.row(image, own(request)), settings)
         return (*inputs.values(prompt, seed, settings), gr.Tabs(selected="compare"))
 
     with gr.Row():

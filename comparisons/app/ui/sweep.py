@@ -7,7 +7,7 @@ from __future__ import annotations
 import gradio as gr
 
 from comparisons.app.sweep import Sweep
-from comparisons.app.ui.common import GPU, choice_field, picture, user_errors
+from comparisons.app.ui.common import GPU, choice_field, picture, user_errors, visitor_of
 from comparisons.app.views import table_view
 from comparisons.app.zerogpu import batch_duration
 from comparisons.grid import AXES
@@ -15,42 +15,67 @@ from comparisons.grid import AXES
 
 def build(sweep: Sweep, gpu: GPU) -> None:
     archs = sweep.session.architectures
-    make_batch = gpu(user_errors(sweep.make_sweep_batch), lambda batch, run_id: batch_duration(batch))
+    make_batch = gpu(user_errors(sweep.make_sweep_batch), lambda batch, *_: batch_duration(batch))
 
-    def shown(message: str, rows_axis: str, columns_axis: str, running: bool | None) -> tuple:
+    def shown(message: str, rows_axis: str, columns_axis: str, running: bool | None, visitor: str) -> tuple:
         """What every update shows: the status, the rows, the grid (picture, file, what it is), the timer."""
-        path, note = sweep.picture(rows_axis, columns_axis)
+        path, note = sweep.picture(rows_axis, columns_axis, visitor)
         timer = gr.Timer(active=bool(running))
-        return message, table_view(sweep.rows()), path, path, note, timer
+        return message, table_view(sweep.rows(visitor)), path, path, note, timer
+
+    def own(request: gr.Request | None) -> str:
+        return visitor_of(sweep.session, request)
 
     @user_errors
-    def start_sweep(prompts, seeds, steps, guidance, architectures, rows_axis="prompt", columns_axis="seed"):
-        status = sweep.start(prompts, seeds, steps, guidance, architectures)
-        return shown(status.message(), rows_axis, columns_axis, running=True)
+    def start_sweep(
+        prompts,
+        seeds,
+        steps,
+        guidance,
+        architectures,
+        rows_axis="prompt",
+        columns_axis="seed",
+        request: gr.Request = None,
+    ):
+        visitor = own(request)
+        status = sweep.start(prompts, seeds, steps, guidance, architectures, visitor=visitor)
+        return shown(status.message(), rows_axis, columns_axis, True, visitor)
 
-    def sweep_here(prompts, seeds, steps, guidance, architectures, rows_axis="prompt", columns_axis="seed"):
+    def sweep_here(
+        prompts,
+        seeds,
+        steps,
+        guidance,
+        architectures,
+        rows_axis="prompt",
+        columns_axis="seed",
+        request: gr.Request = None,
+    ):
         """ZeroGPU's way: this handler runs the batches one decorated call at a time and shows each as it lands."""
+        visitor = own(request)
         try:
-            status, todo = sweep.plan(prompts, seeds, steps, guidance, architectures)
+            status, todo = sweep.plan(prompts, seeds, steps, guidance, architectures, visitor=visitor)
         except ValueError as err:
             raise gr.Error(str(err), print_exception=False) from None
-        yield shown(status.message(), rows_axis, columns_axis, running=False)
+        yield shown(status.message(), rows_axis, columns_axis, False, visitor)
         for status in sweep.steps(status, todo, make=make_batch):
-            yield shown(status.message(), rows_axis, columns_axis, running=False)
+            yield shown(status.message(), rows_axis, columns_axis, False, visitor)
 
-    def sweep_progress(rows_axis="prompt", columns_axis="seed"):
-        status = sweep.status
+    def sweep_progress(rows_axis="prompt", columns_axis="seed", request: gr.Request = None):
+        visitor = own(request)
+        status = sweep.status_of(visitor)
         if status is None:
-            return shown("no sweep yet", rows_axis, columns_axis, running=False)
-        return shown(status.message(), rows_axis, columns_axis, running=status.running)
+            return shown("no sweep yet", rows_axis, columns_axis, False, visitor)
+        return shown(status.message(), rows_axis, columns_axis, status.running, visitor)
 
     @user_errors
-    def cancel(rows_axis="prompt", columns_axis="seed"):
-        status = sweep.cancel()
-        return shown(status.message(), rows_axis, columns_axis, running=status.running)
+    def cancel(rows_axis="prompt", columns_axis="seed", request: gr.Request = None):
+        visitor = own(request)
+        status = sweep.cancel(visitor)
+        return shown(status.message(), rows_axis, columns_axis, status.running, visitor)
 
-    def grid_only(rows_axis="prompt", columns_axis="seed"):
-        path, note = sweep.picture(rows_axis, columns_axis)
+    def grid_only(rows_axis="prompt", columns_axis="seed", request: gr.Request = None):
+        path, note = sweep.picture(rows_axis, columns_axis, own(request))
         return path, path, note
 
     with gr.Row():

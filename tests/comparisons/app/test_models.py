@@ -1,6 +1,7 @@
 """Any models from the app: flags and environment variables, switching without a restart, every row and the
 status line naming the models, and a preset that cannot load saying why in one sentence with the lab one click away."""
 
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from huggingface_hub import constants
 import app
 from comparisons.app.backends import Backends
 from comparisons.app.compare import Compare
-from comparisons.app.session import AppConfig, Session
+from comparisons.app.session import AppConfig, DeviceLock, Session
 from comparisons.presets import LAB_WEIGHTS, get_preset, load_problem
 from comparisons.settings import Settings
 
@@ -224,3 +225,33 @@ def test_in_the_browser_a_failed_preset_is_one_click_from_the_lab_and_the_picker
         check_results_folder(tmp_path)
     finally:
         demo.close()
+
+
+def test_a_request_waiting_for_the_device_goes_before_a_sweeps_next_batch():
+    """The device lock: a sweep's batch waits while a request waits, and for a moment after its turn."""
+    lock, order = DeviceLock(), []
+    lock.GRACE = 0.2
+    with lock:  # a request holds the device; a sweep's batch and then another request come to wait
+        batch = threading.Thread(target=lambda: _turn(lock.background(), "batch", order))
+        batch.start()
+        time.sleep(0.05)
+        request = threading.Thread(target=lambda: _turn(lock, "request", order))
+        request.start()
+        time.sleep(0.05)
+    batch.join(5)
+    request.join(5)
+    assert order == ["request", "batch"]
+    started = time.monotonic()
+    with lock.background():  # the grace after the request's turn, then the batch's turn
+        waited = time.monotonic() - started
+    assert waited < 0.25  # nobody waiting and the grace mostly gone: no long wait
+    with lock:
+        pass
+    started = time.monotonic()
+    with lock.background():
+        assert time.monotonic() - started >= 0.15  # right after a request: the grace
+
+
+def _turn(context, name: str, order: list[str]) -> None:
+    with context:
+        order.append(name)

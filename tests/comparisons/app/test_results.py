@@ -154,7 +154,7 @@ def test_the_tab_filters_the_log_names_its_images_inside_the_results_folder_and_
     assert results.runs().empty  # no log yet
     images = session.results_dir / "images"
     logged = df.assign(image_path=[str(images / Path(p).relative_to("/results/images")) for p in df["image_path"]])
-    monkeypatch.setattr(session, "runs", lambda: logged)
+    monkeypatch.setattr(session, "runs", lambda visitor=None: logged)
     assert list(results.runs("unclip")["seed"]) == [1, 2] and len(results.runs("all", "RED Circle")) == 2
     newest = logged["image_path"].iloc[-1]
     name = results.image_name(newest)

@@ -41,9 +41,9 @@ def test_the_batches_run_one_call_at_a_time_and_land_as_they_go(sweep):
     assert status.total == 2 and len(todo) == 2 and status.running
     calls = []
 
-    def make(batch, run_id):  # what a decorated GPU call of make_sweep_batch does, counted
+    def make(batch, run_id, visitor):  # what a decorated GPU call of make_sweep_batch does, counted
         calls.append(len(batch))
-        return sweep.make_sweep_batch(batch, run_id)
+        return sweep.make_sweep_batch(batch, run_id, visitor)
 
     done = [s.done for s in sweep.steps(status, todo, make=make)]
     assert calls == [1, 1] and done == [1, 2, 2] and not status.running and status.error is None
