@@ -29,6 +29,7 @@ except ImportError:
 
 import argparse
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def build_app(backends: Backends, gpu: GPU = on_gpu) -> gr.Blocks:
             with gr.Tab("Sweep", id="sweep"):
                 sweep.build(backends.sweep, gpu)
             with gr.Tab("Results", id="results") as tab:
-                results.build(backends.results, demo, tab, inputs, tabs)
+                results.build(backends.results, tab, inputs, tabs)
             with gr.Tab("Findings", id="findings"):
                 findings.build(backends.findings)
     return demo
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
             print(err)  # the page says it too, with the lab preset one click away
     else:
         session.start_loading()
+    threading.Thread(target=backends.results.warm, daemon=True, name="results-warm-up").start()
     demo = build_app(backends)
     demo.queue(default_concurrency_limit=4)
     demo.launch(**launch_options(args.host, args.port, dict(os.environ)), allowed_paths=[str(session.results_dir)])

@@ -209,6 +209,18 @@ def _quote(value: object) -> str:
     return json.dumps(text, ensure_ascii=False) if re.search(r'[,:"\n]', text) else text
 
 
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def model_shown(model: object) -> object:
+    """A model as a PNG or an export names it, never by a server path: a directory inside the project relative to
+    it (lab/weights/unclip), another directory by its name, a hub id as it is (the run log keeps the path whole)."""
+    if not isinstance(model, str) or not model.startswith("/"):
+        return model
+    path = Path(model)
+    return str(path.relative_to(PROJECT)) if path.is_relative_to(PROJECT) else path.name
+
+
 def infotext(row: dict) -> str:
     """AUTOMATIC1111's `parameters` text for a row."""
     settings = _labelled()
@@ -219,7 +231,7 @@ def infotext(row: dict) -> str:
         "Seed": row["seed"],
         "Size": f"{row['width']}x{row['height']}",
         "Model hash": row["model_hash"],
-        "Model": row["model"],
+        "Model": model_shown(row["model"]),
         "Architecture": row["architecture"],
     }
     if row.get(MODE, TEXT_TO_IMAGE) != TEXT_TO_IMAGE:  # an image taken in: what and how far (A1111's key)

@@ -213,7 +213,7 @@ def encode_rows(rows: Sequence[dict]) -> bytes:
 # ----------------------------------------------------------------------------- typed frames
 
 
-def _inferred_kind(values: list) -> str | None:
+def inferred_kind(values: list) -> str | None:
     """Kind of a column outside the schema, from the JSON types it was logged with (None: mixed)."""
     types = {type(v) for v in values if v is not None}
     if types == {bool}:
@@ -227,7 +227,7 @@ def _inferred_kind(values: list) -> str | None:
     return None
 
 
-def _typed_column(name: str, values: list, kind: str | None) -> pd.api.extensions.ExtensionArray | np.ndarray:
+def typed_column(name: str, values: list, kind: str | None) -> pd.api.extensions.ExtensionArray | np.ndarray:
     try:
         if kind == DATETIME:
             return (
@@ -251,8 +251,8 @@ def frame_from_records(records: list[dict]) -> pd.DataFrame:
     columns = {}
     for name in (*core, *extra):
         values = [r.get(name) for r in records]
-        kind = column_kind(name) or _inferred_kind(values)
-        columns[name] = _typed_column(name, values, kind)
+        kind = column_kind(name) or inferred_kind(values)
+        columns[name] = typed_column(name, values, kind)
     return pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
 
 

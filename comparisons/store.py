@@ -36,12 +36,21 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from comparisons.files import fsync_dir
-from comparisons.schema import encode_rows, frame_from_records
+from comparisons.schema import (
+    column_kind,
+    conform,
+    core_columns,
+    encode_rows,
+    frame_from_records,
+    inferred_kind,
+    typed_column,
+)
 
 LOG_NAME = "runs.jsonl"
 LOCK_NAME = "runs.lock"
@@ -152,37 +161,118 @@ class RunLog:
 
     def read_records(self) -> list[dict]:
         """Every committed row as decoded JSON; an unterminated last line is ignored."""
+        return self._read_from(0, 1, None)[0]
+
+    def _read_from(self, offset: int, first_line: int, identity: tuple | None) -> tuple[list[dict], int, tuple, bool]:
+        """The committed rows after byte `offset` (line `first_line` on), the offset after them, the file's identity
+        (device, inode), and whether it was read from the start instead: when the file is another than `identity`
+        or shorter than `offset` (replaced or rewritten)."""
         if not self.path.exists():  # no log yet: nothing to read, and no lock file to leave in a folder only read
-            return []
+            return [], 0, (), True
         with _file_lock(self.lock_path, exclusive=False):
             try:
-                data = self.path.read_bytes()
+                with open(self.path, "rb") as f:
+                    stat = os.fstat(f.fileno())
+                    now = (stat.st_dev, stat.st_ino)
+                    restart = now != identity or stat.st_size < offset
+                    if restart:
+                        offset, first_line = 0, 1
+                    f.seek(offset)
+                    data = f.read()
             except FileNotFoundError:
-                return []
-        lines = data.split(b"\n")[:-1]  # the piece after the last "\n" was never committed
-        records = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as err:
-                raise ValueError(
-                    f"{self.path}, line {number}, is corrupt ({err}); only an "
-                    "unterminated last line can come from a crash"
-                ) from err
-            if not isinstance(record, dict):
-                raise ValueError(f"{self.path}, line {number}, is not a JSON object")
-            records.append(record)
-        return records
+                return [], 0, (), True
+        end = data.rfind(b"\n") + 1  # the piece after the last "\n" was never committed
+        return _parse(self.path, data[:end], first_line), offset + end, now, restart
 
     def load(self) -> pd.DataFrame:
-        """All rows as a typed frame (see `load_runs`)."""
-        return frame_from_records(self.read_records())
+        """All rows as a typed frame (see `load_runs`), reading only what was appended since this process last read
+        this log: a refresh of a 100,000-row log costs its new rows, not the whole file."""
+        return _frames.load(self)
 
     def done_keys(self, key_columns: Sequence[str]) -> set[tuple]:
         """See `done_keys`."""
         return _keys(self.load(), key_columns)
+
+
+def _parse(path: Path, data: bytes, first_line: int) -> list[dict]:
+    """Whole lines of the log as records; a line that is not a JSON object is corruption, named by its number."""
+    lines = data.split(b"\n")[:-1]
+    records = []
+    for number, line in enumerate(lines, start=first_line):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise ValueError(
+                f"{path}, line {number}, is corrupt ({err}); only an unterminated last line can come from a crash"
+            ) from err
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}, line {number}, is not a JSON object")
+        records.append(record)
+    return records
+
+
+@dataclass
+class _Read:
+    """What this process has read of one log: up to `offset` of the file `identity`, as `records` and `frame`."""
+
+    identity: tuple
+    offset: int
+    records: list[dict]
+    frame: pd.DataFrame
+
+
+class _Frames:
+    """Each log's frame as last read, grown by the rows appended since: the log only grows, at line ends, and a reader
+    never sees a batch being appended or rolled back (both happen under the exclusive lock)."""
+
+    def __init__(self) -> None:
+        self._read: dict[Path, _Read] = {}
+        self._lock = threading.Lock()
+
+    def load(self, log: RunLog) -> pd.DataFrame:
+        key = log.path.resolve()
+        with self._lock:
+            last = self._read.get(key)
+        if last is None:
+            new, end, now, _ = log._read_from(0, 1, None)
+            records, frame = new, frame_from_records(new)
+        else:
+            new, end, now, restart = log._read_from(last.offset, len(last.records) + 1, last.identity)
+            if restart:  # replaced or rewritten: read whole
+                records, frame = new, frame_from_records(new)
+            elif not new:
+                return last.frame.copy(deep=False)
+            else:
+                records = last.records + new
+                frame = _grown(last.frame, frame_from_records(new), records)
+        with self._lock:
+            self._read[key] = _Read(now, end, records, frame)
+        return frame.copy(deep=False)
+
+
+def _grown(old: pd.DataFrame, new: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
+    """`old` with `new`'s rows after it, typed as frame_from_records types them all together: core columns in schema
+    order, then every extra column sorted, typed by what all its values are (those columns alone are read again)."""
+    frame = pd.concat([old, new], ignore_index=True)
+    core = [c for c in core_columns() if c in frame.columns]
+    extra = sorted(set(frame.columns) - set(core))
+    frame = conform(frame[core + extra])
+    for name in extra:
+        if column_kind(name) is None:
+            values = [r.get(name) for r in records]
+            frame[name] = typed_column(name, values, inferred_kind(values))
+    return frame
+
+
+_frames = _Frames()
+
+
+def forget_reads() -> None:
+    """Forget what this process has read of every log: the next load reads each whole (a benchmark's cold read)."""
+    with _frames._lock:
+        _frames._read.clear()
 
 
 def _existing_log(directory: str | os.PathLike) -> RunLog:

@@ -30,7 +30,7 @@ from comparisons.app.views import checker_verdict, stage_seconds_long, stats_lin
 from comparisons.app.walks import GAP, LABEL_PX
 from comparisons.configurations import choices
 from comparisons.exports import read_csv, read_parquet
-from comparisons.records import parse_infotext, settings_from_png
+from comparisons.records import model_shown, parse_infotext, settings_from_png
 from comparisons.settings import Settings
 from comparisons.sources import read_source
 from comparisons.sweep import Job, rows_of
@@ -211,8 +211,9 @@ def test_results_summary_plots_and_exports(tabs):
     assert set(bars["stage"]) >= {"prior", "decoder", "super_res", "unet", "vae_decode"}
     csv, parquet = results.export(df, "csv"), results.export(df, "parquet")
     assert csv.parent == session.results_dir / "exports" and results.export(df, "csv") == csv  # same table, same file
-    named = df.assign(image_path=df["image_path"].map(results.image_name))  # inside the results folder, as pages say
-    assert not named["image_path"].str.startswith("/").any()
+    # images inside the results folder and models inside the project, as pages name them: never a server path
+    named = df.assign(image_path=df["image_path"].map(results.image_name), model=df["model"].map(model_shown))
+    assert not named["image_path"].str.startswith("/").any() and not named["model"].str.startswith("/").any()
     for back in (read_csv(csv, neutralised=True), read_parquet(parquet)):
         pd.testing.assert_frame_equal(back.reset_index(drop=True), named.reset_index(drop=True))
     with pytest.raises(ValueError, match="empty"):
@@ -303,6 +304,14 @@ def test_gpu_functions_use_spaces_gpu_asking_for_the_seconds_their_steps_need(mo
     assert app.on_gpu(len, lambda: 1) is len
 
 
+def test_a_page_load_costs_the_server_nothing(tabs):
+    """No event runs on a page load (the Results tab computes when opened or refreshed): every visitor's page load
+    paid the whole tab's refresh before, on any tab."""
+    config = app.build_app(tabs).get_config_file()
+    events = {event for dependency in config["dependencies"] for _, event in dependency["targets"]}
+    assert "load" not in events and "tick" in events  # the status line's timer: cheap, and stops once loaded
+
+
 def test_named_endpoints_through_gradio_client(served):
     _, url = served
     client = Client(url, verbose=False)
@@ -310,7 +319,8 @@ def test_named_endpoints_through_gradio_client(served):
     assert len(made) == 2 * len(ARCHS)  # an image and its stats per architecture
     for png, stats in zip(made[::2], made[1::2]):
         assert Image.open(png).size[0] > 0 and "parameters" in Image.open(png).info and stats.startswith("seed 11")
-    table, *_, csv, parquet = client.predict("all", "", api_name="/results")
+    table, *_ = client.predict("all", "", api_name="/results")
+    csv, parquet = (client.predict("all", "", api_name=f"/export_{fmt}") for fmt in ("csv", "parquet"))
     df = read_csv(csv, neutralised=True)
     mine = df[(df["seed"] == 11) & (df["prompt"] == PROMPT)]
     assert tuple(mine["architecture"]) == ARCHS and len(read_parquet(parquet)) == len(df)
@@ -320,15 +330,16 @@ def test_a_gallery_image_opens_its_row_and_goes_to_compare_through_gradio_client
     session, url = served
     client = Client(url, verbose=False)
     client.predict(PROMPT, *TEXTS, "321", *FAST_ARGS, api_name="/compare")
-    table, *_, gallery, _csv, _parquet = client.predict("all", "", api_name="/results")
+    table, *_, gallery = client.predict("all", "", api_name="/results")
     newest = session.runs().iloc[-1]  # Stable unCLIP's, logged after the others
     assert gallery[0]["caption"] == caption(plain_row(newest)) == f"Stable unCLIP · seed 321 · {PROMPT}"
     assert Image.open(gallery[0]["image"]).tobytes() == Image.open(newest["image_path"]).tobytes()
     assert [g["caption"] for g in gallery[1:3]] == [f"LD · seed 321 · {PROMPT}", f"unCLIP · seed 321 · {PROMPT}"]
-    assert table["data"][0][table["headers"].index("image_path")] == newest["image_path"]  # the same row
+    name = str(Path(newest["image_path"]).relative_to(session.results_dir))  # as the page names it, never the path
+    assert table["data"][0][table["headers"].index("image_path")] == name  # the same row
     ld = session.runs().iloc[-2]
     path = table["data"][1][table["headers"].index("image_path")]  # newest first
-    assert path == ld["image_path"] and ld["architecture"] == "latent_diffusion"
+    assert session.results_dir / path == Path(ld["image_path"]) and ld["architecture"] == "latent_diffusion"
     details = client.predict(path, api_name="/gallery_row")
     assert "**Latent diffusion (Stable Diffusion)**" in details and "Latent diffusion steps 2" in details
     assert "seed 321 · " in details and "checker: " in details
@@ -652,8 +663,9 @@ def test_browser_generates_every_image_and_downloads_the_csv(served, page):
     page.locator("#prompt-filter textarea, #prompt-filter input").first.fill("green triangle below")
     page.locator("#prompt-filter textarea, #prompt-filter input").first.press("Enter")
     page.locator("#runs", has_text="a red circle above").wait_for(state="detached", timeout=60_000)
+    page.locator("#export-csv").click()  # written when asked for, then a link to it
     with page.expect_download(timeout=60_000) as download:
-        page.locator("#download-csv").click()
+        page.locator("#export-file a").first.click()
     df = read_csv(download.value.path(), neutralised=True)  # the filtered table
     assert set(df["prompt"]) == {"a green triangle below a red cross"}
     assert sorted(df[df["seed"] == 4242]["architecture"]) == sorted(ARCHS)

@@ -179,5 +179,5 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.+@-]+/)*[\w.+@-]+")
 
 
 def without_paths(message: str) -> str:
-    """`message` with every absolute path replaced by "a server file": what a public page may show."""
-    return _ABSOLUTE_PATH.sub("a server file", message)
+    """`message` with every absolute path replaced by "a file": what a public page may show."""
+    return _ABSOLUTE_PATH.sub("a file", message)

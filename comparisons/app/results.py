@@ -10,25 +10,48 @@ server's own path.
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import logging
+import os
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
+from PIL import Image
 
 from comparisons.app.access import OWNER
 from comparisons.app.inputs import shown
 from comparisons.app.session import Session
-from comparisons.app.views import stats_line
+from comparisons.app.views import chosen_summary, memory_bars, score_vs_seconds, stage_seconds_long, stats_line
+from comparisons.configurations import Choice, choices
 from comparisons.exports import export_csv, export_parquet
-from comparisons.records import MADE_HOW, digest_of, key_digest, made_how_from_png, row_key, settings_from_png
-from comparisons.schema import MODE, SOURCE_HASH
+from comparisons.records import (
+    MADE_HOW,
+    digest_of,
+    key_digest,
+    made_how_from_png,
+    model_shown,
+    row_key,
+    settings_from_png,
+)
+from comparisons.schema import MODE, SOURCE_HASH, SOURCE_IMAGE
 from comparisons.sources import image_in_from_png
 from pipelines import registry
 from pipelines.registry import TEXT
 from pipelines.tokenizer import excerpt
 
+log = logging.getLogger(__name__)
 GALLERY_SIZE = 120  # thumbnails at once: the newest of the filtered rows
+TABLE_ROWS = 1_000  # rows the table shows, newest first: the exports carry every row
+SCATTER_POINTS = 2_000  # points of the score-against-seconds plot: the newest of the configuration's images
+KEPT = 64  # computed views kept (Results.kept)
+THUMB_PX = 256  # a gallery thumbnail's longer side
+THUMBS = "thumbs"  # the results folder's thumbnails, named as the images they show
+T = TypeVar("T")
 CAPTION_CHARS = 40  # of the prompt under a thumbnail
 
 
@@ -163,6 +186,15 @@ def png_details(row: dict, in_log: int) -> str:
 # ----------------------------------------------------------------------------- the tab's requests
 
 
+def _state(df: pd.DataFrame) -> tuple:
+    """What identifies a frame of log rows for a cache: how many, and the newest's run and image (the log only grows,
+    and every row names its own image)."""
+    if df.empty:
+        return (0,)
+    last = df.iloc[-1]
+    return len(df), str(last.get("run_id")), str(last.get("image_path"))
+
+
 def filter_runs(df: pd.DataFrame, architecture: str | None = None, prompt_contains: str | None = None) -> pd.DataFrame:
     if architecture and architecture != "all":
         df = df[df["architecture"] == architecture]
@@ -173,10 +205,56 @@ def filter_runs(df: pd.DataFrame, architecture: str | None = None, prompt_contai
 
 class Results:
     """The tab's requests on a session's run log and results folder: on a public app that does not share its
-    results, each visitor's own rows alone (Session.runs)."""
+    results, each visitor's own rows alone (Session.runs). What a refresh computes from many rows (the
+    configurations, a configuration's summary and plots) is kept until the rows it was computed from change."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._kept: collections.OrderedDict[tuple, object] = collections.OrderedDict()
+        self._kept_lock = threading.Lock()
+        self._small: set[str] = set()  # images no bigger than a thumbnail: shown as they are
+
+    def kept(self, key: tuple, compute: Callable[[], T]) -> T:
+        """`compute()`, or what it gave for the same `key` before (the newest KEPT keys are kept)."""
+        with self._kept_lock:
+            if key in self._kept:
+                self._kept.move_to_end(key)
+                return self._kept[key]
+        value = compute()
+        with self._kept_lock:
+            self._kept[key] = value
+            while len(self._kept) > KEPT:
+                self._kept.popitem(last=False)
+        return value
+
+    def warm(self) -> None:
+        """Read the run log, its configurations and the newest one's summary once, at start, in the background: the
+        first visitor to open the tab does not pay a whole log's reading (5.6 s at 100,000 rows)."""
+        try:
+            df = self.runs("all", "", None)
+            options = self.configurations(df, ("all", ""))
+            self.summary(df, options[0] if options else None)
+        except (ValueError, OSError) as err:  # the tab says it when opened; the server carries on
+            log.warning("the run log could not be read ahead: %s", err)
+
+    def configurations(self, df: pd.DataFrame, filters: tuple) -> list[Choice]:
+        """The configurations a summary can compare (comparisons.configurations.choices), kept per log state."""
+        return self.kept(("choices", filters, _state(df)), lambda: choices(df))
+
+    def summary(self, df: pd.DataFrame, choice: Choice | None) -> tuple:
+        """A configuration's summary, note and plot frames (views.chosen_summary and the plots' frames), kept until
+        that configuration's rows change: new rows of another do not make it again."""
+        rows = df if choice is None else choice.rows(df)
+        label = None if choice is None else choice.label
+
+        def compute() -> tuple:
+            table, note = chosen_summary(df, choice)
+            scatter = score_vs_seconds(rows.tail(SCATTER_POINTS))
+            if len(rows) > SCATTER_POINTS:
+                note += f" The scatter plot shows the newest {SCATTER_POINTS:,} of its {len(rows):,} images."
+            return table, note, stage_seconds_long(rows), scatter, memory_bars(rows)
+
+        return self.kept(("summary", label, _state(rows)), compute)
 
     def runs(
         self, architecture: str | None = None, prompt_contains: str | None = None, visitor: str | None = OWNER
@@ -203,6 +281,41 @@ class Results:
         except ValueError:
             return Path(path).name
 
+    def gallery(self, df: pd.DataFrame) -> tuple[list[tuple[str, str]], list[str]]:
+        """`gallery_items` with each image as its thumbnail (`thumbnail`): what the page shows of the newest rows."""
+        items, paths = gallery_items(df)
+        return [(self.thumbnail(image), words) for image, words in items], paths
+
+    def thumbnail(self, image: str) -> str:
+        """An image at most THUMB_PX a side, made once into thumbs/ (the image itself when it is that small, as the
+        lab's are): a refresh sends the gallery its thumbnails, not 768 px pictures."""
+        if image in self._small:
+            return image
+        thumb = self.session.results_dir / THUMBS / Path(self.image_name(image)).with_suffix(".png")
+        if thumb.is_file():
+            return str(thumb)
+        try:
+            with Image.open(image) as picture:
+                if max(picture.size) <= THUMB_PX:
+                    self._small.add(image)
+                    return image
+                picture.thumbnail((THUMB_PX, THUMB_PX))
+                thumb.parent.mkdir(parents=True, exist_ok=True)
+                partial = thumb.with_suffix(".partial.png")
+                picture.save(partial)
+                os.replace(partial, thumb)  # whole or absent: a reader never sees half a thumbnail
+        except OSError:
+            return image  # the gallery says what is wrong with the image itself
+        return str(thumb)
+
+    def image_names(self, paths: pd.Series) -> pd.Series:
+        """`image_name` of every path at once (rows hold absolute paths the harness wrote, inside the folder)."""
+        prefix = f"{self.session.results_dir}{os.sep}"
+        inside = paths.str.startswith(prefix, na=False)
+        names = paths.where(~inside, paths.str.slice(len(prefix)))
+        outside = ~inside & paths.str.startswith("/", na=False)  # a relative name is already one
+        return names.where(~outside, paths[outside].map(self.image_name)) if outside.any() else names
+
     def image_path(self, name: str) -> str:
         """The path rows hold for an image a page names (image_name's), or a path given whole (an API caller's)."""
         path = Path(name)
@@ -216,8 +329,10 @@ class Results:
             raise ValueError(f"unknown export format {shown(fmt)}; choose csv or parquet")
         if df.empty:
             raise ValueError("the table is empty: nothing to export")
-        if "image_path" in df.columns:
-            df = df.assign(image_path=df["image_path"].map(lambda p: p if pd.isna(p) else self.image_name(p)))
+        named = {c: self.image_names(df[c]) for c in ("image_path", SOURCE_IMAGE) if c in df.columns}
+        if "model" in df.columns:
+            named["model"] = df["model"].map(model_shown)
+        df = df.assign(**named)
         digest = hashlib.sha256(pd.util.hash_pandas_object(df.astype(str), index=False).values.tobytes()).hexdigest()[
             :16
         ]

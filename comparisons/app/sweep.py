@@ -264,7 +264,8 @@ class Sweep:
         names = " | ".join(registry.get(a).short for a in spec.architectures)
         to_come = "; grey cells are still to come" if status.done < status.total else ""
         return path, (
-            f"Grid of sweep {status.run_id}: {n_rows} rows ({spec.rows}) × {n_columns} columns "
+            f"Grid of sweep {status.run_id}: {n_rows} row{'s' * (n_rows != 1)} ({spec.rows}) × {n_columns} "
+            f"column{'s' * (n_columns != 1)} "
             f"({', '.join(spec.column_axes)}), each cell {names}; {status.done}/{status.total} images made{to_come}."
         )
 

@@ -180,7 +180,10 @@ def _share(k: int, n: int) -> str:
     return f"{p.value:.0%} [{p.low:.0%}, {p.high:.0%}]"
 
 
-INTERVALS = "Intervals: 95% percentile bootstrap over pairs (2000 resamples) for differences, Wilson for shares."
+INTERVALS = (
+    "Intervals: 95% percentile bootstrap over pairs (2000 resamples) for differences (normal, mean ± 1.96 standard "
+    "errors, from 5,000 pairs on), Wilson for shares."
+)
 PAIR_COLUMNS = ("first", "second", "difference [95% interval]", "first better", "tie", "second better")
 
 

@@ -2,7 +2,7 @@
 throughput), `--full-size --device cuda [--cuda-graphs] [--compile [--compile-mode M]]` (Karlo and SD 1.5 at real
 size), `--soak N` (the served app over N requests), `--preset lab` (the lab's CPU speed-ups, technique by technique),
 `--regeneration` (how far an image made again is from its PNG, across CPU kernel paths), `--public-load N` (N visitors
-of a public app comparing at once, alone and beside a sweep).
+of a public app comparing at once, alone and beside a sweep), `--results` (the Results tab at up to 100,000 rows).
 Methods and results: benchmarks/README.md.
 """
 
@@ -20,6 +20,7 @@ from comparisons.bench.lab_speed import format_lab_speed, run_lab_speed
 from comparisons.bench.pipelines import DTYPES, add_speedup, run_bench, speedups
 from comparisons.bench.public_load import format_public_load, run_public_load
 from comparisons.bench.regeneration import format_regeneration, run_regeneration
+from comparisons.bench.results_load import format_results_load, run_results_load
 from comparisons.bench.soak import soak
 from comparisons.bench.sweep import bench_sweep
 from comparisons.presets import DEFAULT_PRESET
@@ -103,6 +104,15 @@ def public_load(visitors: int, requests: int, json_file: str | None) -> int:
     return 0
 
 
+def results_load(repeats: int, json_file: str | None) -> int:
+    report = run_results_load(repeats=repeats)
+    print(format_results_load(report), flush=True)
+    path = Path(json_file or ROOT / "benchmarks" / f"results_load_{report['date']}.json")
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 def regeneration(json_file: str | None) -> int:
 
     transformers.logging.disable_progress_bar()
@@ -163,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         "visitor, default 3; --json defaults to benchmarks/public_load_DATE.json)",
     )
     parser.add_argument(
+        "--results",
+        action="store_true",
+        help="instead: the Results tab at 1,000, 10,000 and 100,000 rows, its refresh, summary and a page load "
+        "through gradio_client (comparisons.bench.results_load; --repeats default 3; --json defaults to "
+        "benchmarks/results_load_DATE.json)",
+    )
+    parser.add_argument(
         "--regeneration",
         action="store_true",
         help="instead: how far an image made again is from its PNG, across every CPU kernel path this machine can "
@@ -175,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 1")
     if args.preset == "lab":
         return lab_speed(args.repeats or 5, args.json_file)
+    if args.results:
+        return results_load(args.repeats or 3, args.json_file)
     if args.public_load is not None:
         if args.public_load < 1:
             parser.error("--public-load must be >= 1")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from comparisons.exports import export_csv, export_parquet, read_csv, read_parquet
-from comparisons.schema import DTYPES, column_kind, core_columns, encode_rows
+from comparisons.schema import DTYPES, column_kind, core_columns, encode_rows, frame_from_records
 from comparisons.store import RunLog, done_keys, load_runs
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
@@ -405,3 +405,40 @@ def test_csv_for_a_browser_neutralises_formulas_in_text_cells_only(tmp_path):
     pd.testing.assert_frame_equal(read_csv(tmp_path / "safe.csv", neutralised=True), df)  # and come back exactly
     export_csv(df, tmp_path / "exact.csv")
     assert read_csv(tmp_path / "exact.csv")["prompt"].tolist()[:6] == FORMULAS[:6]  # the default CSV is exact
+
+
+def _full(log: RunLog) -> pd.DataFrame:
+    return frame_from_records(log.read_records())
+
+
+def test_a_log_read_again_reads_only_what_was_appended_and_equals_a_whole_read(tmp_path, monkeypatch):
+    """Each load grows the last one by the new lines (typed as a whole read types them, extra columns too); a torn
+    tail waits for its end; a log replaced or rewritten shorter is read whole again."""
+    log = RunLog(tmp_path / "runs")
+    log.append([unclip_row(0), ld_row(1)])
+    first = log.load()
+    read = []
+    real = RunLog._read_from
+    monkeypatch.setattr(RunLog, "_read_from", lambda self, *a: read.append(a[0]) or real(self, *a))
+    log.append([ld_row(2, note="lab", check_colour_correct=True)])  # new extra columns
+    grown = log.load()
+    assert read == [len(file_bytes(log)) - len(encode_rows([ld_row(2, note="lab", check_colour_correct=True)]))]
+    pd.testing.assert_frame_equal(grown, _full(log))  # read from where the last load ended, typed as a whole
+    with open(log.path, "ab") as f:
+        f.write(encode_rows([unclip_row(3, note=7)])[:-5])  # a torn tail: an append under way in another process
+    grown = log.load()
+    assert len(grown) == 3 and "u3" not in set(grown["run_id"])
+    with open(log.path, "ab") as f:
+        f.write(encode_rows([unclip_row(3, note=7)])[-5:])  # its end lands
+    pd.testing.assert_frame_equal(log.load(), _full(log))  # "note" now mixed: typed as a whole read types it
+    assert log.load()["run_id"].tolist() == ["u0", "l1", "l2", "u3"] and len(first) == 2
+    rewritten = file_bytes(log).split(b"\n")[:2]
+    log.path.write_bytes(b"\n".join(rewritten) + b"\n")  # rewritten shorter, same file
+    assert log.load()["run_id"].tolist() == ["u0", "l1"]
+    replacement = tmp_path / "other.jsonl"
+    replacement.write_bytes(encode_rows([ld_row(9)]))
+    os.replace(replacement, log.path)  # another file at the same path
+    assert log.load()["run_id"].tolist() == ["l9"]
+    loaded = log.load()
+    loaded["seed"] = 0  # a caller's change stays its own
+    assert log.load()["seed"].tolist() == [9]

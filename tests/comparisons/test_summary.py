@@ -11,6 +11,7 @@ import pytest
 from comparisons.measures import prefers_higher
 from comparisons.store import RunLog, load_runs
 from comparisons.summary import (
+    NORMAL_FROM,
     NoPairsError,
     format_summary,
     paired_differences,
@@ -208,3 +209,16 @@ def test_summary_table_skips_metrics_without_pairs_and_fails_without_any():
     assert "clip_score" not in summary_table(df).index
     with pytest.raises(NoPairsError):
         summary_table(df.assign(seconds_total=np.nan, peak_memory_mb=np.nan))
+
+
+def test_from_many_pairs_the_interval_is_the_normal_one_the_bootstrap_approaches():
+    """From NORMAL_FROM pairs on the interval is mean ± 1.96 standard errors, as the bootstrap's is there (within its
+    own resampling noise), at none of its cost."""
+    df = synthetic_runs(NORMAL_FROM, effect=-1.5, noise=1.0, seed=3)
+    normal = paired_differences(df, "seconds_total", UC, LD)
+    assert normal["n"] == NORMAL_FROM and normal["n_boot"] == 0
+    boot = paired_differences(df.iloc[: 2 * (NORMAL_FROM - 1)], "seconds_total", UC, LD)  # one pair fewer
+    assert boot["n_boot"] == 2000
+    width = normal["ci_high"] - normal["ci_low"]
+    for key in ("ci_low", "ci_high", "win_ci_low", "win_ci_high"):
+        assert abs(normal[key] - boot[key]) < 0.1 * width, key

@@ -71,6 +71,8 @@ def user_errors(fn):
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except gr.Error:
+            raise  # said already, by the user_errors inside (a GPU function's)
         except (ValueError, GPUOutOfMemoryError) as err:
             log.warning("refused (%s): %s", fn.__name__, err)
             message = without_paths(str(err)) if _PUBLIC.is_set() else str(err)

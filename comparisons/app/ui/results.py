@@ -6,45 +6,51 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from comparisons.app.results import Results, compare_values, gallery_items, png_details, row_details
+from comparisons.app.results import TABLE_ROWS, Results, compare_values, png_details, row_details
 from comparisons.app.ui.common import FIT, CompareInputs, choice_field, user_errors, visitor_of
 from comparisons.app.views import (
-    chosen_summary,
-    memory_bars,
     plot_order,
-    score_vs_seconds,
-    stage_seconds_long,
     table_view,
 )
-from comparisons.configurations import Choice, choices, choose
+from comparisons.configurations import Choice, choose
 
 
-def build(results: Results, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs, tabs: gr.Tabs) -> None:
+def build(results: Results, tab: gr.Tab, inputs: CompareInputs, tabs: gr.Tabs) -> None:
     def summary_outputs(df: pd.DataFrame, choice: Choice | None) -> tuple:
         """The chosen configuration's summary (hidden when there is none to show: the note says why) and plots."""
-        table, note = chosen_summary(df, choice)
-        rows = df if choice is None else choice.rows(df)
-        summary = gr.Dataframe(table, visible=table is not None)
-        return summary, note, stage_seconds_long(rows), score_vs_seconds(rows), memory_bars(rows)
+        table, note, stages, scatter, memory = results.summary(df, choice)
+        return gr.Dataframe(table, visible=table is not None), note, stages, scatter, memory
 
     def own(request: gr.Request | None) -> str:
         return visitor_of(results.session, request)
 
     @user_errors
     def results_view(architecture, prompt_contains, picked=None, request: gr.Request = None):
-        """Everything, for the configuration the user picked if the filtered log still has it, else the newest."""
+        """Everything, for the configuration the user picked if the filtered log still has it, else the newest.
+        Computed when the tab is opened or refreshed, never on a page load; the exports when asked for."""
         df = results.runs(architecture, prompt_contains, own(request))
-        options = choices(df)
+        options = results.configurations(df, (architecture, prompt_contains))
         choice = choose(options, picked)
         chooser = gr.Dropdown([c.label for c in options], value=choice.label if choice else None)
-        items, paths = gallery_items(df)
-        exports = [results.export(df, fmt) if not df.empty else None for fmt in ("csv", "parquet")]
-        return (table_view(df), chooser, *summary_outputs(df, choice), items, paths, *exports)
+        items, paths = results.gallery(df)
+        table = table_view(df.tail(TABLE_ROWS))
+        if "image_path" in table.columns:  # named inside the results folder, never by the server's path
+            table = table.assign(image_path=results.image_names(table["image_path"]))
+        return (table, chooser, *summary_outputs(df, choice), items, paths)
 
     @user_errors
     def summary(architecture, prompt_contains, configuration, request: gr.Request = None):
         df = results.runs(architecture, prompt_contains, own(request))
-        return (*summary_outputs(df, choose(choices(df), configuration)), configuration)
+        options = results.configurations(df, (architecture, prompt_contains))
+        return (*summary_outputs(df, choose(options, configuration)), configuration)
+
+    def exporter(fmt: str):
+        @user_errors
+        def export(architecture, prompt_contains, request: gr.Request = None):
+            """The filtered table as a file, written now (named by its content: the same table, the same file)."""
+            return str(results.export(results.runs(architecture, prompt_contains, own(request)), fmt))
+
+        return export
 
     def pick(paths: list[str], evt: gr.SelectData) -> str:
         return results.image_name(paths[evt.index]) if paths and 0 <= evt.index < len(paths) else ""
@@ -81,7 +87,10 @@ def build(results: Results, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
         )
         prompt_filter = gr.Textbox(label="Prompt contains (Enter to filter)", elem_id="prompt-filter")
         refresh = gr.Button("Refresh")
-    table = gr.Dataframe(label="Run log (one row per image; downloads carry every column)", elem_id="runs")
+    table = gr.Dataframe(
+        label=f"Run log: one row per image, newest first, at most {TABLE_ROWS:,} (exports carry every row)",
+        elem_id="runs",
+    )
     configuration = gr.Dropdown(  # any label: an API caller's is looked up (the newest when it is unknown)
         [],
         label="Configuration (newest first): the summary and plots below are for it",
@@ -135,8 +144,12 @@ def build(results: Results, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
         send = gr.Button("Send to Compare", interactive=False, elem_id="send-to-compare", scale=1)
     details = gr.Markdown(elem_id="row-details")
     with gr.Row():
-        csv = gr.DownloadButton("Download CSV", elem_id="download-csv")
-        parquet = gr.DownloadButton("Download Parquet", elem_id="download-parquet")
+        with gr.Column(scale=1, min_width=200):
+            to_csv = gr.Button("Export CSV", elem_id="export-csv")
+            to_parquet = gr.Button("Export Parquet", elem_id="export-parquet")
+        exported = gr.File(
+            label="Export: the filtered table, every row and column", elem_id="export-file", height=110, scale=3
+        )
     with gr.Accordion("PNG info: read the settings of a PNG this app wrote", open=False):
         with gr.Row():
             png = gr.File(label="Drop one of the app's PNGs", file_types=[".png"], elem_id="png-info-file", scale=1)
@@ -147,10 +160,13 @@ def build(results: Results, demo: gr.Blocks, tab: gr.Tab, inputs: CompareInputs,
     picked = gr.State(None)  # the configuration the user chose (not the newest the page chose for them)
     filters = [arch_filter, prompt_filter]
     plots = [summary_table, summary_note, stage_plot, scatter, memory]
-    outputs = [table, configuration, *plots, gallery, shown_paths, csv, parquet]
-    for trigger in (refresh.click, arch_filter.change, prompt_filter.submit, tab.select):
+    outputs = [table, configuration, *plots, gallery, shown_paths]
+    # Nothing on a page load: the tab computes when opened or refreshed (every visitor's page load paid it before).
+    refresh.click(results_view, [*filters, picked], outputs, api_name="results", show_progress_on=[table])
+    for trigger in (arch_filter.change, prompt_filter.submit, tab.select):
         trigger(results_view, [*filters, picked], outputs, api_name=False, show_progress_on=[table])
-    demo.load(results_view, [*filters, picked], outputs, api_name="results", show_progress_on=[table])
+    to_csv.click(exporter("csv"), filters, exported, api_name="export_csv", show_progress_on=[exported])
+    to_parquet.click(exporter("parquet"), filters, exported, api_name="export_parquet", show_progress_on=[exported])
     configuration.input(
         summary, [*filters, configuration], [*plots, picked], api_name="summary", show_progress_on=[summary_table]
     )

@@ -11,6 +11,7 @@ from comparisons.app.ui.common import GPU, choice_field, picture, user_errors, v
 from comparisons.app.views import table_view
 from comparisons.app.zerogpu import batch_duration
 from comparisons.grid import AXES
+from pipelines import registry
 
 
 def build(sweep: Sweep, gpu: GPU) -> None:
@@ -87,7 +88,11 @@ def build(sweep: Sweep, gpu: GPU) -> None:
             steps = gr.Textbox(label="Steps (comma-separated)", value="25", elem_id="sweep-steps")
             guidance = gr.Textbox(label="Guidance (comma-separated)", value="7.5")
             chosen = choice_field(
-                gr.CheckboxGroup(list(archs), value=list(archs), label="Architectures"), "Architectures"
+                # named as every other screen names them; the API takes and gives their ids
+                gr.CheckboxGroup(
+                    [(registry.get(a).short, a) for a in archs], value=list(archs), label="Architectures"
+                ),
+                "Architectures",
             )
             zero = sweep.session.config.zero_gpu
             run = gr.Button(

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
+from comparisons.app import results as results_module
 from comparisons.app.results import Results, caption, compare_values, find_row, gallery_items, plain_row, row_details
 from comparisons.app.session import AppConfig, Session
 from comparisons.app.views import chosen_summary
@@ -168,3 +170,52 @@ def test_the_tab_filters_the_log_names_its_images_inside_the_results_folder_and_
     assert csv.parent == session.results_dir / "exports" and csv.is_file() and results.export(ld, "csv") == csv
     with pytest.raises(ValueError, match="choose csv or parquet"):
         results.export(ld, "xlsx")
+
+
+def test_the_gallery_sends_a_thumbnail_made_once_and_small_images_as_they_are(tmp_path):
+    results = Results(Session(AppConfig("lab", "cpu", tmp_path)))
+    folder = tmp_path / "images" / "unclip"
+    folder.mkdir(parents=True)
+    big, small = folder / "big.png", folder / "small.png"
+    Image.new("RGB", (768, 512), "red").save(big)
+    Image.new("RGB", (32, 32), "blue").save(small)
+    thumb = Path(results.thumbnail(str(big)))
+    assert thumb == tmp_path / "thumbs" / "images" / "unclip" / "big.png"
+    with Image.open(thumb) as shown:
+        assert shown.size == (256, 171) and shown.getpixel((128, 85)) == (255, 0, 0)
+    made = thumb.stat().st_mtime_ns
+    assert results.thumbnail(str(big)) == str(thumb) and thumb.stat().st_mtime_ns == made  # once
+    assert results.thumbnail(str(small)) == str(small)  # the lab's 32 px: as it is
+    frame = frame_from_records(
+        [row("unclip", 1) | {"image_path": str(big)}, row("unclip", 2) | {"image_path": str(small)}]
+    )
+    items, paths = results.gallery(frame)
+    assert [i for i, _ in items] == [str(small), str(thumb)] and paths == [str(small), str(big)]  # rows name images
+
+
+def test_a_summary_is_kept_until_its_configurations_rows_change(df, tmp_path, monkeypatch):
+    results = Results(Session(AppConfig("lab", "cpu", tmp_path)))
+    made = []
+    real = results_module.chosen_summary
+    monkeypatch.setattr(results_module, "chosen_summary", lambda *a: made.append(1) or real(*a))
+    paired = frame_from_records(
+        [row("unclip", s, **FAST) for s in (1, 2)] + [row("latent_diffusion", s) for s in (1, 2)]
+    )
+    choice = choose(results.configurations(paired, ("all", "")), None)
+    first = results.summary(paired, choice)
+    assert results.summary(paired, choice) is first and len(made) == 1  # the same rows: kept
+    other = pd.concat([paired, frame_from_records([row("unclip", 7, decoder_steps=9)])], ignore_index=True)
+    assert results.summary(other, choose(results.configurations(other, ("all", "")), choice.label)) is first
+    more = pd.concat([paired, frame_from_records([row("unclip", 3, **FAST), row("latent_diffusion", 3)])])
+    more = more.reset_index(drop=True)
+    again = results.summary(more, choose(results.configurations(more, ("all", "")), choice.label))
+    assert len(made) == 2 and again is not first  # its own rows grew: made again
+
+
+def test_warming_reads_the_log_ahead_and_a_corrupt_log_only_logs(tmp_path, caplog):
+    session = Session(AppConfig("lab", "cpu", tmp_path))
+    results = Results(session)
+    results.warm()  # no log yet: nothing to read, nothing said
+    (tmp_path / "runs.jsonl").write_text("not json\n")
+    results.warm()
+    assert "could not be read ahead" in caplog.text
