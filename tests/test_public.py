@@ -233,7 +233,8 @@ def test_the_browser_shows_no_picker_and_only_the_visitors_own_gallery(public):
     session, url = public
     _compare(Client(url, verbose=False), "a white diamond", "51")  # another visitor's
     with browser_page(url) as page:
-        assert page.locator("#public-mode").inner_text().startswith("Public app: you see only your own results")
+        mode = page.locator("#public-mode").inner_text()
+        assert mode.startswith("Public app: you see only your own results") and "2 a minute each per visitor" in mode
         assert not page.locator("#models").is_visible()
         page.locator("#seed textarea, #seed input").first.fill("52")
         page.locator("#prompt textarea").fill("a white square")

@@ -123,7 +123,13 @@ class Access:
             else "you see only your own results"
         )
         models = "visitors may switch models" if self.allow_switching else "the models are the owner's choice"
-        return f"Public app: {results}; {models}."
+        limits = self.limits
+        fair = (
+            f"sweeps, latent walks and images in: {limits.per_minute} a minute each per visitor, "
+            f"{limits.background_sweeps} sweep{'s' * (limits.background_sweeps != 1)} at a time for everyone"
+        )
+        cap = f", new images refused once results hold {limits.results_cap_gb:g} GB" if limits.results_cap_gb else ""
+        return f"Public app: {results}; {models}; {fair}{cap}."
 
 
 # ----------------------------------------------------------------------------- visitors
