@@ -270,10 +270,6 @@ class Results:
         """What a dropped PNG says of itself, against the visitor's part of this run log (`png_row`)."""
         return png_row(path, self.session.runs(visitor))
 
-    def mode(self) -> str:
-        """What the tab says of whose results it shows (a public app's mode), or nothing on loopback."""
-        return self.session.config.access.describe()
-
     def image_name(self, path: str) -> str:
         """An image's path as pages show it: inside the results folder (images/unclip/...), never the server's."""
         try:
