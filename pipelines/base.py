@@ -19,6 +19,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from pipelines import cpu_speed as cpu_speed_lib
 from pipelines import cuda_graphs as cuda_graphs_lib
+from pipelines.checks import check_finite
 from pipelines.devices import cpu_kernels
 from pipelines.loading import save_pipeline
 from pipelines.measure import StageRecorder, TensorMeter
@@ -289,6 +290,22 @@ class Pipeline:
     def cuda_graph_count(self) -> int:
         """Graphs captured so far across the denoisers: one per model and input signature."""
         return sum(len(g.graphs) for m in self.modules().values() if (g := cuda_graphs_lib.installed(m)))
+
+
+class DecodesLatents:
+    """What the latent pipelines share: their VAE's decoder, and its stage of a call, timed and checked."""
+
+    @torch.inference_mode()
+    @uses("vae")
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE-decode (B, 4, h, w) latents to images (B, 3, h*f, w*f) in [-1, 1]."""
+        return self.vae.decode(latents / self.vae.config.scaling_factor).sample
+
+    def decode_stage(self, run: Run, latents: torch.Tensor) -> torch.Tensor:
+        """A call's vae_decode stage: `decode`, timed, and refused if it made NaN or inf."""
+        with run.stage("vae_decode"):
+            image = self.decode(latents)
+        return check_finite(image, "vae_decode", {})
 
 
 class TakesImageEmbeddings:

@@ -32,7 +32,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from pipelines.base import Pipeline, Run, guide, oom_guard, prepare_latents, uses
+from pipelines.base import DecodesLatents, Pipeline, Run, guide, oom_guard, prepare_latents, uses
 from pipelines.checks import (
     check_count,
     check_finite,
@@ -109,7 +109,7 @@ def kept_steps(num_inference_steps: int, strength: float) -> int:
     return min(int(num_inference_steps * strength), num_inference_steps)
 
 
-class LatentDiffusion(Pipeline):
+class LatentDiffusion(DecodesLatents, Pipeline):
     """The latent-diffusion pipeline: text to image and image to image."""
 
     component_names = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")
@@ -266,12 +266,6 @@ class LatentDiffusion(Pipeline):
         noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=latents.dtype)
         return self.scheduler.add_noise(latents, noise, timestep.repeat(latents.shape[0]))
 
-    @torch.inference_mode()
-    @uses("vae")
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """VAE-decode (B, 4, h, w) latents to images (B, 3, h*f, w*f) in [-1, 1]."""
-        return self.vae.decode(latents / self.vae.config.scaling_factor).sample
-
     # ------------------------------------------------------------------ entry points
 
     def _check_common(self, prompt, negative_prompt, num_images_per_prompt, num_inference_steps, guidance_scale):
@@ -367,9 +361,7 @@ class LatentDiffusion(Pipeline):
         with run.stage("unet"):
             latents = self.denoise(text, run.generator, steps, scale, callback, height=height, width=width)
         check_finite(latents, "unet", {"guidance_scale": scale})
-        with run.stage("vae_decode"):
-            image = self.decode(latents)
-        return check_finite(image, "vae_decode", {})
+        return self.decode_stage(run, latents)
 
     @oom_guard
     def img2img(
@@ -414,8 +406,6 @@ class LatentDiffusion(Pipeline):
             )
         check_finite(latents, "unet", {"guidance_scale": scale, "strength": float(strength)})
         # 5. Decode
-        with run.stage("vae_decode"):
-            out = self.decode(latents)
-        check_finite(out, "vae_decode", {})
+        out = self.decode_stage(run, latents)
 
         return self._output(out, run, repeat_prompts(prompts, n))

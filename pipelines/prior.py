@@ -11,11 +11,9 @@ import inspect
 from dataclasses import dataclass
 
 import torch
-from diffusers import PriorTransformer
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-from pipelines.base import guide, prepare_latents
+from pipelines.base import Pipeline, guide, prepare_latents
 from pipelines.outputs import StepCallback, StepState
 from pipelines.seeds import Generators
 from pipelines.tokenizer import tokenize
@@ -64,19 +62,19 @@ def encode_clip_text(
 
 
 def denoise_prior(
-    prior: PriorTransformer,
-    scheduler: SchedulerMixin,
+    pipe: Pipeline,
     text: TextConditioning,
     generator: Generators,
     num_inference_steps: int,
     guidance_scale: float,
     callback: StepCallback | None,
-    device: torch.device,
 ) -> torch.Tensor:
     """DALL·E 2's prior: a CLIP image embedding (B, D) denoised from noise, conditioned on the text's. unCLIP's and
     Stable unCLIP's one loop: Karlo's UnCLIPScheduler is told each step's next timestep (as diffusers' unCLIP
     pipeline tells it); a scheduler that takes no such argument (the DDPMScheduler diffusers' Stable unCLIP docs
-    make of Karlo's config) is stepped as diffusers' Stable unCLIP steps it."""
+    make of Karlo's config) is stepped as diffusers' Stable unCLIP steps it. `pipe`: its prior, prior_scheduler
+    and device."""
+    prior, scheduler, device = pipe.prior, pipe.prior_scheduler, pipe.device
     cfg = text.uncond is not None  # see TextConditioning.uncond
     embeds, hidden, mask = text.batched(cfg)
     scheduler.set_timesteps(num_inference_steps, device=device)

@@ -38,7 +38,7 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from pipelines.base import Pipeline, Run, TakesImageEmbeddings, guide, oom_guard, prepare_latents, uses
+from pipelines.base import DecodesLatents, Pipeline, Run, TakesImageEmbeddings, guide, oom_guard, prepare_latents, uses
 from pipelines.checks import (
     check_count,
     check_finite,
@@ -103,7 +103,7 @@ def noise_image_embeddings(
     return torch.cat((noised, level_embeds.to(noised.dtype)), 1)  # (B, 2D)
 
 
-class StableUnCLIP(TakesImageEmbeddings, Pipeline):
+class StableUnCLIP(DecodesLatents, TakesImageEmbeddings, Pipeline):
     """The Stable unCLIP pipeline: unCLIP's prior, then a latent U-Net conditioned on its embedding."""
 
     component_names = (
@@ -235,16 +235,7 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
         callback: StepCallback | None = None,
     ) -> torch.Tensor:
         """Denoise a CLIP image embedding (B, D) conditioned on the text embedding: unCLIP's prior, its loop."""
-        return denoise_prior(
-            self.prior,
-            self.prior_scheduler,
-            text,
-            generator,
-            num_inference_steps,
-            guidance_scale,
-            callback,
-            self.device,
-        )
+        return denoise_prior(self, text, generator, num_inference_steps, guidance_scale, callback)
 
     @torch.inference_mode()
     def augment(self, image_embeds: torch.Tensor, noise_level: int, generator: Generators) -> torch.Tensor:
@@ -293,12 +284,6 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
                 callback(StepState("unet", i, len(timesteps), int(t), step.prev_sample, denoised))
             latents = step.prev_sample
         return latents
-
-    @torch.inference_mode()
-    @uses("vae")
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """VAE-decode (B, 4, h, w) latents to images (B, 3, h*f, w*f) in [-1, 1]."""
-        return self.vae.decode(latents / self.vae.config.scaling_factor).sample
 
     # ------------------------------------------------------------------ text to image
 
@@ -370,9 +355,7 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
             labels = self.augment(image_embeds, noise_level, run.generator)  # (B, 2D)
             latents = self.denoise(text, labels, run.generator, steps_, scale, callback, height=height, width=width)
         check_finite(latents, "unet", {"guidance_scale": scale, "noise_level": noise_level})
-        with run.stage("vae_decode"):
-            image = self.decode(latents)
-        return check_finite(image, "vae_decode", {})
+        return self.decode_stage(run, latents)
 
     # ------------------------------------------------------------------ an image's embedding in place of the prior's
 
@@ -414,8 +397,7 @@ class StableUnCLIP(TakesImageEmbeddings, Pipeline):
             labels = self.augment(image_embeds, noise_level, run.generator).repeat(len(run.seeds), 1)  # (B, 2D)
             latents = self.denoise(text, labels, run.generator, steps_, scale, callback)
         check_finite(latents, "unet", {"guidance_scale": scale, "noise_level": noise_level})
-        with run.stage("vae_decode"):
-            out = check_finite(self.decode(latents), "vae_decode", {})
+        out = self.decode_stage(run, latents)
         return self._output(out, run, repeat_prompts(prompts, n), image_embeds=image_embeds.float().cpu())
 
     @oom_guard

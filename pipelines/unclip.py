@@ -164,16 +164,7 @@ class UnCLIP(TakesImageEmbeddings, Pipeline):
         """Denoise a CLIP image embedding (B, D) conditioned on the text embedding."""
         if self.prior is None:
             raise ValueError("this unCLIP model has no prior (an image-variations checkpoint): use `variations`")
-        return denoise_prior(
-            self.prior,
-            self.prior_scheduler,
-            text,
-            generator,
-            num_inference_steps,
-            guidance_scale,
-            callback,
-            self.device,
-        )
+        return denoise_prior(self, text, generator, num_inference_steps, guidance_scale, callback)
 
     @torch.inference_mode()
     @uses("text_proj", "decoder")

@@ -241,10 +241,6 @@ def test_a_request_waiting_for_the_device_goes_before_a_sweeps_next_batch():
     batch.join(5)
     request.join(5)
     assert order == ["request", "batch"]
-    started = time.monotonic()
-    with lock.background():  # the grace after the request's turn, then the batch's turn
-        waited = time.monotonic() - started
-    assert waited < 0.25  # nobody waiting and the grace mostly gone: no long wait
     with lock:
         pass
     started = time.monotonic()
