@@ -38,7 +38,7 @@ import gradio as gr
 from comparisons.app.access import Access, Limits
 from comparisons.app.backends import Backends
 from comparisons.app.session import AppConfig, Session
-from comparisons.app.ui import compare, findings, header, image_in, inside, latent_space, results, sweep
+from comparisons.app.ui import compare, findings, header, image_in, inside, latent_space, results, sweep, tools, vote
 from comparisons.app.ui.common import CSS, GPU, KEYS_JS, serve_publicly
 from comparisons.presets import DEFAULT_PRESET, JUDGES, PRESETS, add_model_flags, models_from_flags
 
@@ -79,10 +79,14 @@ def build_app(backends: Backends, gpu: GPU = on_gpu) -> gr.Blocks:
                 latent_space.build(backends.latent_space, gpu, inputs)
             with gr.Tab("Sweep", id="sweep"):
                 sweep.build(backends.sweep, gpu)
+            with gr.Tab("Vote", id="vote"):
+                vote.build(backends.vote, gpu, inputs)
             with gr.Tab("Results", id="results") as tab:
                 results.build(backends.results, tab, inputs, tabs)
+                vote.build_scores(backends.vote, tab)
             with gr.Tab("Findings", id="findings"):
                 findings.build(backends.findings)
+        tools.build(backends, gpu)  # the agent tools (MCP tools with --mcp): endpoints, no screen
     return demo
 
 
@@ -97,6 +101,12 @@ def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = N
         "--host", default=environ.get("T2I_HOST"), help="default 127.0.0.1; 0.0.0.0 to listen on every interface"
     )
     parser.add_argument("--port", type=int, default=int(environ.get("T2I_PORT", 7860)))
+    parser.add_argument(
+        "--mcp",
+        action="store_true",
+        default=environ.get("T2I_MCP", "").strip().lower() in ("1", "true", "yes", "on"),
+        help="also serve the agent tools over MCP at /gradio_api/mcp/ (or T2I_MCP=1; docs/app.md)",
+    )
     public = parser.add_argument_group("a public app (a Space, a host other than loopback, or --public)")
     public.add_argument("--public", action="store_true", help="treat every visitor as a stranger (or T2I_PUBLIC=1)")
     public.add_argument(
@@ -128,6 +138,12 @@ def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = N
         default=int(environ.get("T2I_SWEEPS_AT_ONCE", Limits.background_sweeps)),
         help="sweeps running at once, all visitors together (or T2I_SWEEPS_AT_ONCE)",
     )
+    public.add_argument(
+        "--votes-per-minute",
+        type=int,
+        default=int(environ.get("T2I_VOTES_PER_MINUTE", Limits.votes_per_minute)),
+        help="votes per browser session per minute in the Vote tab (or T2I_VOTES_PER_MINUTE)",
+    )
     add_model_flags(parser, environ)
     parser.add_argument(
         "--judge",
@@ -138,20 +154,24 @@ def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = N
     return parser.parse_args(argv)
 
 
-def launch_options(host: str | None, port: int, environ: dict[str, str]) -> dict:
-    """Loopback unless a host is asked for; on Spaces (SPACE_ID set) its own host and port. Never a share link."""
+def launch_options(host: str | None, port: int, environ: dict[str, str], mcp: bool = False) -> dict:
+    """Loopback unless a host is asked for; on Spaces (SPACE_ID set) its own host and port. Never a share link.
+    With `mcp`, the MCP server too (otherwise not named: gradio then reads GRADIO_MCP_SERVER)."""
+    agents = dict(mcp_server=True) if mcp else {}
     if "SPACE_ID" in environ and host is None:
         return dict(
-            server_name=None, server_port=None, share=False, css=CSS, js=KEYS_JS
+            server_name=None, server_port=None, share=False, css=CSS, js=KEYS_JS, **agents
         )  # Gradio reads GRADIO_SERVER_NAME / _PORT
-    return dict(server_name=host or "127.0.0.1", server_port=port, share=False, css=CSS, js=KEYS_JS)
+    return dict(server_name=host or "127.0.0.1", server_port=port, share=False, css=CSS, js=KEYS_JS, **agents)
 
 
 def access_from(args: argparse.Namespace, environ: dict[str, str]) -> Access:
     """Who may do what: the public flags, each or'ed with its environment variable."""
-    if args.per_minute < 1 or args.sweeps_at_once < 1 or args.results_cap_gb < 0:
-        raise SystemExit("--per-minute and --sweeps-at-once must be at least 1, --results-cap-gb at least 0")
-    limits = Limits(args.per_minute, args.sweeps_at_once, args.results_cap_gb or None)
+    if min(args.per_minute, args.sweeps_at_once, args.votes_per_minute) < 1 or args.results_cap_gb < 0:
+        raise SystemExit(
+            "--per-minute, --sweeps-at-once and --votes-per-minute must be at least 1, --results-cap-gb at least 0"
+        )
+    limits = Limits(args.per_minute, args.sweeps_at_once, args.results_cap_gb or None, args.votes_per_minute)
     try:
         return Access.of(
             args.host,
@@ -193,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=backends.results.warm, daemon=True, name="results-warm-up").start()
     demo = build_app(backends)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(**launch_options(args.host, args.port, dict(os.environ)), allowed_paths=[str(session.results_dir)])
+    options = launch_options(args.host, args.port, dict(os.environ), args.mcp)
+    demo.launch(**options, allowed_paths=[str(session.results_dir)])
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Exports of a run-log frame: CSV (for spreadsheets, formulas neutralised on request) and Parquet (exact); each
-read function gives back the frame with the schema's dtypes.
+read function gives back the frame with the schema's dtypes. A frame outside the run log's schema (the votes:
+comparisons.votes) passes `kinds`, its column -> kind, and is typed by it instead.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -16,15 +18,15 @@ from comparisons.files import atomic_write
 from comparisons.schema import ARROW_TYPES, BOOL, DTYPES, INT, STRING, column_kind, conform
 
 
-def export_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
+def export_parquet(df: pd.DataFrame, path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) -> None:
     """Write the frame (not its index) to Parquet atomically."""
-    table = _arrow_table(df)
+    table = _arrow_table(df, kinds)
     atomic_write(path, lambda f: pq.write_table(table, f))
 
 
-def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
-    """A frame written by `export_parquet`, with the schema's dtypes."""
-    return conform(pd.read_parquet(path))
+def read_parquet(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """A frame written by `export_parquet`, with the schema's dtypes (or those of `kinds`)."""
+    return _typed(pd.read_parquet(path), kinds)
 
 
 # OWASP's CSV injection advice: a spreadsheet runs a text cell that starts with one of these as a formula.
@@ -51,7 +53,13 @@ def _text_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if isinstance(df[c].dtype, pd.StringDtype)]
 
 
-def export_csv(df: pd.DataFrame, path: str | os.PathLike, *, neutralise_formulas: bool = False) -> None:
+def export_csv(
+    df: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    neutralise_formulas: bool = False,
+    kinds: Mapping[str, str] | None = None,
+) -> None:
     """Write the frame (not its index) to CSV atomically.
 
     Every value is quoted and a missing one is an empty unquoted field, so an empty prompt
@@ -59,20 +67,23 @@ def export_csv(df: pd.DataFrame, path: str | os.PathLike, *, neutralise_formulas
     (files handed to a browser, which a spreadsheet may open) text cells get `neutralise`d;
     `read_csv(path, neutralised=True)` gives the frame back exactly. Numbers are never touched.
     """
-    df = conform(df)
+    df = _typed(df, kinds)
     if neutralise_formulas:
         df = df.assign(**{c: _neutralised(df[c]) for c in _text_columns(df)})
-    table = _arrow_table(df)
+    table = _arrow_table(df, kinds)
     options = pa_csv.WriteOptions(quoting_style="all_valid")
     atomic_write(path, lambda f: pa_csv.write_csv(table, f, options))
 
 
-def read_csv(path: str | os.PathLike, *, neutralised: bool = False) -> pd.DataFrame:
+def read_csv(
+    path: str | os.PathLike, *, neutralised: bool = False, kinds: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """A frame written by `export_csv` (`neutralised`: with neutralise_formulas). Dtypes come from the column
-    names (`column_kind`); columns outside the schema are read as strings."""
+    names (`column_kind`, or `kinds` when given); columns outside the schema are read as strings."""
     with open(path, newline="", encoding="utf-8") as f:
         header = next(csv.reader(f), [])
-    types = {name: ARROW_TYPES[column_kind(name) or STRING] for name in header}
+    kind_of = column_kind if kinds is None else kinds.get
+    types = {name: ARROW_TYPES[kind_of(name) or STRING] for name in header}
     table = pa_csv.read_csv(
         path,
         parse_options=pa_csv.ParseOptions(newlines_in_values=True),
@@ -91,16 +102,26 @@ def read_csv(path: str | os.PathLike, *, neutralised: bool = False) -> pd.DataFr
         pa.int64(): DTYPES[INT],
         pa.bool_(): DTYPES[BOOL],
     }
-    df = conform(table.to_pandas(types_mapper=mapping.get))
+    df = _typed(table.to_pandas(types_mapper=mapping.get), kinds)
     if neutralised:
         df = df.assign(**{c: _restored(df[c]) for c in _text_columns(df)})
     return df
 
 
-def _arrow_table(df: pd.DataFrame) -> pa.Table:
+def _typed(df: pd.DataFrame, kinds: Mapping[str, str] | None) -> pd.DataFrame:
+    """`conform`ed to the run log's schema, or each column of `kinds` cast to its kind's dtype."""
+    if kinds is None:
+        return conform(df)
+    try:
+        return df.astype({c: DTYPES[kinds[c]] for c in df.columns if c in kinds})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the frame cannot be stored with its columns' kinds: {err}") from err
+
+
+def _arrow_table(df: pd.DataFrame, kinds: Mapping[str, str] | None = None) -> pa.Table:
     if not df.columns.is_unique or not all(isinstance(c, str) for c in df.columns):
         raise ValueError("a frame to export needs unique string column names")
-    df = conform(df)
+    df = _typed(df, kinds)
     try:
         return pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as err:

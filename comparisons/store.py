@@ -111,6 +111,60 @@ def _roll_back(fd: int, size: int) -> str:
     return "the log is unchanged"
 
 
+def append_block(path: Path, lock_path: Path, block: bytes, count: int) -> None:
+    """Append `block` (`count` whole, newline-terminated JSON lines) to `path` atomically, as the module docstring
+    tells: under `lock_path`'s exclusive lock, after cutting a torn tail, in one O_APPEND write, fsync'd, rolled
+    back if the write or the fsync fails (OSError). Shared by every append-only log (comparisons.votes too)."""
+    with _thread_lock(path.resolve()), _file_lock(lock_path, exclusive=True):
+        created = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _drop_torn_tail(fd)
+            start = os.fstat(fd).st_size  # the lock guarantees nobody else appends meanwhile
+            try:
+                view = memoryview(block)
+                while view:  # one write in practice; a short write only happens when the disk fills
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except BaseException as err:
+                outcome = _roll_back(fd, start)
+                if not isinstance(err, OSError):
+                    raise
+                raise OSError(
+                    err.errno,
+                    f"could not append {count} row(s) to {path}: {err.strerror or err}; {outcome}",
+                ) from err
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(path.parent)
+
+
+def read_committed(
+    path: Path, lock_path: Path, offset: int = 0, first_line: int = 1, identity: tuple | None = None
+) -> tuple[list[dict], int, tuple, bool]:
+    """The committed lines of the log at `path` as records, read under `lock_path`'s shared lock: those after byte
+    `offset` (line `first_line` on), the offset after them, the file's identity (device, inode), and whether it was
+    read from the start instead: when the file is another than `identity` or shorter than `offset` (replaced or
+    rewritten)."""
+    if not path.exists():  # no log yet: nothing to read, and no lock file to leave in a folder only read
+        return [], 0, (), True
+    with _file_lock(lock_path, exclusive=False):
+        try:
+            with open(path, "rb") as f:
+                stat = os.fstat(f.fileno())
+                now = (stat.st_dev, stat.st_ino)
+                restart = now != identity or stat.st_size < offset
+                if restart:
+                    offset, first_line = 0, 1
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return [], 0, (), True
+    end = data.rfind(b"\n") + 1  # the piece after the last "\n" was never committed
+    return _parse(path, data[:end], first_line), offset + end, now, restart
+
+
 # ----------------------------------------------------------------------------- the log
 
 
@@ -133,56 +187,16 @@ class RunLog:
         Only a crash mid-write can keep part of a batch: its complete lines, each a whole row.
         """
         block = encode_rows(rows)
-        if not block:
-            return
-        with _thread_lock(self.path.resolve()), _file_lock(self.lock_path, exclusive=True):
-            created = not self.path.exists()
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                _drop_torn_tail(fd)
-                start = os.fstat(fd).st_size  # the lock guarantees nobody else appends meanwhile
-                try:
-                    view = memoryview(block)
-                    while view:  # one write in practice; a short write only happens when the disk fills
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                except BaseException as err:
-                    outcome = _roll_back(fd, start)
-                    if not isinstance(err, OSError):
-                        raise
-                    raise OSError(
-                        err.errno,
-                        f"could not append {len(rows)} row(s) to {self.path}: {err.strerror or err}; {outcome}",
-                    ) from err
-            finally:
-                os.close(fd)
-            if created:
-                fsync_dir(self.directory)
+        if block:
+            append_block(self.path, self.lock_path, block, len(rows))
 
     def read_records(self) -> list[dict]:
         """Every committed row as decoded JSON; an unterminated last line is ignored."""
         return self._read_from(0, 1, None)[0]
 
     def _read_from(self, offset: int, first_line: int, identity: tuple | None) -> tuple[list[dict], int, tuple, bool]:
-        """The committed rows after byte `offset` (line `first_line` on), the offset after them, the file's identity
-        (device, inode), and whether it was read from the start instead: when the file is another than `identity`
-        or shorter than `offset` (replaced or rewritten)."""
-        if not self.path.exists():  # no log yet: nothing to read, and no lock file to leave in a folder only read
-            return [], 0, (), True
-        with _file_lock(self.lock_path, exclusive=False):
-            try:
-                with open(self.path, "rb") as f:
-                    stat = os.fstat(f.fileno())
-                    now = (stat.st_dev, stat.st_ino)
-                    restart = now != identity or stat.st_size < offset
-                    if restart:
-                        offset, first_line = 0, 1
-                    f.seek(offset)
-                    data = f.read()
-            except FileNotFoundError:
-                return [], 0, (), True
-        end = data.rfind(b"\n") + 1  # the piece after the last "\n" was never committed
-        return _parse(self.path, data[:end], first_line), offset + end, now, restart
+        """`read_committed` of this log."""
+        return read_committed(self.path, self.lock_path, offset, first_line, identity)
 
     def load(self) -> pd.DataFrame:
         """All rows as a typed frame (see `load_runs`), reading only what was appended since this process last read

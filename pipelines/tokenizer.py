@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import threading
 import warnings
 from pathlib import Path
 
@@ -83,11 +84,19 @@ def _quoted(text: str) -> str:
     return "“" + text.replace("\r\n", "⏎").replace("\n", "⏎") + "”"
 
 
+# A fast tokenizer sets its padding and truncation on its one Rust object for each call: two threads calling one
+# tokenizer (Stable unCLIP shares Karlo's with unCLIP, and a comparison runs them side by side) would swap settings
+# mid-call and get ids of the wrong length. Tokenizing is microseconds: one call at a time in the process.
+_TOKENIZING = threading.Lock()
+
+
 def truncation_messages(tokenizer: CLIPTokenizer, prompts: list[str]) -> list[str | None]:
     """For each prompt, what truncation to the tokenizer's length drops (None when it fits)."""
     max_length = tokenizer.model_max_length
     messages = []
-    for ids in tokenizer(prompts, truncation=False).input_ids:
+    with _TOKENIZING:
+        all_ids = tokenizer(prompts, truncation=False).input_ids
+    for ids in all_ids:
         if len(ids) <= max_length:
             messages.append(None)
             continue
@@ -102,7 +111,8 @@ def truncation_messages(tokenizer: CLIPTokenizer, prompts: list[str]) -> list[st
 def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded ids and boolean attention mask, (B, 77) each; warns when a prompt is truncated."""
     max_length = tokenizer.model_max_length
-    inputs = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    with _TOKENIZING:
+        inputs = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
     for message in truncation_messages(tokenizer, prompts):
         if message is not None:
             warnings.warn(message, stacklevel=3)

@@ -9,6 +9,9 @@ import multiprocessing
 import os
 import pickle
 import socket
+import subprocess
+import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.deprecated.unclip import UnCLIPImageVariationPipeline, UnCLIPPipeline
 from PIL import Image
 
+import app
 from comparisons.audit import audit, compare_png, regenerate_rows
 from comparisons.grid import AXES, PLACEHOLDER, GridSpec, axis_frame, layout_for, read_parameters
 from comparisons.regeneration import CLOSE, CLOSE_BOUND, EXACT, Regenerated, difference, regenerate, remake
@@ -236,6 +240,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serving(backends, **launch):
+    """The app of these backends on a free loopback port, queued as app.main queues it, serving the results folder
+    (`launch`: more of launch_options', e.g. mcp=True): its URL, without a trailing slash."""
+    demo = app.build_app(backends)
+    demo.queue(default_concurrency_limit=4)
+    _, url, _ = demo.launch(
+        **app.launch_options(None, free_port(), {}, **launch),
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[str(backends.session.results_dir)],
+    )
+    try:
+        yield url.rstrip("/")
+    finally:
+        demo.close()
+
+
+def wait_until_serving(process: subprocess.Popen, url: str, log: Path, seconds: float = 180) -> None:
+    """Until `python app.py` (`process`, writing `log`) answers at `url`; fails with its log if it exits first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, f"the app exited:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"the app did not answer within {seconds:g} s"
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
 
 
 # ----------------------------------------------------------------------------- ZeroGPU, as the spaces package runs it

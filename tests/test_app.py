@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pandas as pd
 import pytest
@@ -287,7 +288,16 @@ def test_gpu_functions_use_spaces_gpu_asking_for_the_seconds_their_steps_need(mo
         monkeypatch.delitem(sys.modules, "spaces")
         importlib.reload(app)
     # nothing else touches the models
-    assert sorted(durations) == ["explain", "interpolate", "make", "make_compare", "make_sweep_batch", "text_diff"]
+    assert sorted(durations) == [
+        "explain",
+        "interpolate",
+        "make",
+        "make_compare",
+        "make_pairs",
+        "make_sweep_batch",
+        "spread",
+        "text_diff",
+    ]
     default, fast = Settings(), Settings(**FAST)
     compare = durations["make_compare"]
     assert compare(PROMPT, "0", default, None) > compare(PROMPT, "0", fast, None) >= 30  # a cold worker's start
@@ -301,15 +311,27 @@ def test_gpu_functions_use_spaces_gpu_asking_for_the_seconds_their_steps_need(mo
     walk, diff = durations["interpolate"], durations["text_diff"]
     assert walk("a", "b", "0", 12, "prompts", default) > walk("a", "b", "0", 2, "prompts", default) >= 30
     assert diff("a", "a", "b", "0", 8, 0.5, "prompts", default) < walk("a", "b", "0", 8, "prompts", default)
+    pairs = durations["make_pairs"]  # the Vote tab's: every architecture, four seeds a prompt
+    assert pairs("a\nb", default) > pairs("a", default) > compare(PROMPT, "0", default, None)
+    assert durations["spread"](["a.png"] * 4) >= 30  # the judge embedding eight images
     assert app.on_gpu(len, lambda: 1) is len
 
 
-def test_a_page_load_costs_the_server_nothing(tabs):
-    """No event runs on a page load (the Results tab computes when opened or refreshed): every visitor's page load
-    paid the whole tab's refresh before, on any tab."""
-    config = app.build_app(tabs).get_config_file()
+def test_a_page_load_without_a_link_costs_the_server_nothing(tabs):
+    """One event runs on a page load, the Compare tab's link reader: unqueued, private, and without a link's
+    parameters it changes nothing and starts nothing (the Results tab computes when opened or refreshed: every
+    visitor's page load paid the whole tab's refresh before, on any tab)."""
+    demo = app.build_app(tabs)
+    config = demo.get_config_file()
     events = {event for dependency in config["dependencies"] for _, event in dependency["targets"]}
-    assert "load" not in events and "tick" in events  # the status line's timer: cheap, and stops once loaded
+    assert "tick" in events  # the status line's timer: cheap, and stops once loaded
+    (load,) = [d for d in config["dependencies"] if any(event == "load" for _, event in d["targets"])]
+    assert [event for _, event in load["targets"]] == ["load"] and not load["queue"]
+    assert load["api_visibility"] == "private"
+    assert not load["inputs"] and not [d for d in config["dependencies"] if d["trigger_after"] == load["id"]]
+    read_link = demo.fns[load["id"]].fn
+    for query in ({}, {"__theme": "dark"}, {"view": "api"}, {"utm_source": "mail"}):  # no link: no update at all
+        assert read_link(gr.Request(query_params=query)) == gr.skip()
 
 
 def test_named_endpoints_through_gradio_client(served):

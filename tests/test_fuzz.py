@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import app
-from comparisons import audit, compare, summary, sweep
+from comparisons import audit, compare, summary, sweep, votes
 from comparisons.app.backends import Backends
 from comparisons.app.inputs import parse_settings
 from comparisons.app.session import AppConfig, Session
@@ -322,6 +322,27 @@ def test_sweep_and_results_endpoints(guarded, served, prompts, seeds_text, steps
     works_or_clear(lambda: served.predict(arch, contains, api_name="/results"))
 
 
+questions = st.one_of(st.sampled_from(["caption", "photorealism", "diversity", "Caption", ""]), texts, numbers)
+answers = st.one_of(st.sampled_from(["left", "right", "tie", "LEFT", "both"]), texts, numbers)
+
+
+@FUZZ
+@given(question=questions, token=st.one_of(texts, numbers), answer=answers, prompts=texts)
+def test_vote_handlers(guarded, question, token, answer, prompts):
+    vote = guarded[0].vote
+    works_or_clear(lambda: vote.show("fuzzer", question))
+    works_or_clear(lambda: vote.cast("fuzzer", token, answer))
+    works_or_clear(lambda: vote.make_pairs(prompts, parse_settings(**FAST)))  # checked, then Accepted
+
+
+@settings(FUZZ, max_examples=15)
+@given(question=questions, token=st.one_of(texts, json_numbers), answer=answers, prompts=texts)
+def test_vote_endpoints(served, question, token, answer, prompts):
+    works_or_clear(lambda: served.predict(question, api_name="/next_pair"))
+    works_or_clear(lambda: served.predict(token, answer, api_name="/vote"))
+    works_or_clear(lambda: served.predict(prompts, "", "", *FAST.values(), api_name="/make_pairs"))
+
+
 # ----------------------------------------------------------------------------- the CLIs' argument parsing
 
 
@@ -386,10 +407,13 @@ def test_compare_cli(monkeypatch, capsys, prompt, seed, values, preset):
 
 @FUZZ
 @given(path=texts)
-def test_audit_and_summary_clis(capsys, path):
+def test_audit_summary_and_votes_clis(capsys, path):
     assert exit_code(audit.main, [path]) == 2
     assert exit_code(summary.main, [path]) == 2
     assert "error:" in capsys.readouterr().err
+    code = exit_code(votes.main, [path])  # a folder that exists (".", "/") holds no votes: said, not an error
+    said = capsys.readouterr()
+    assert (code == 2 and said.err.startswith("error: ")) or (code == 0 and said.out.startswith("No votes in"))
 
 
 # ----------------------------------------------------------------------------- the models, for real

@@ -241,7 +241,7 @@ def test_the_browser_shows_no_picker_and_only_the_visitors_own_gallery(public):
         page.locator("#generate").click()
         page.locator("#stats-unclip", has_text="seed 52").wait_for(timeout=120_000)
         page.get_by_role("tab", name="Results").click()
-        page.get_by_role("button", name="Refresh").click()
+        page.get_by_role("button", name="Refresh", exact=True).click()
         page.locator("#gallery img").first.wait_for(timeout=60_000)
         captions = page.locator("#gallery").inner_text()
         assert "white square" in captions and "white diamond" not in captions

@@ -10,12 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import browser_page, free_port
+from helpers import browser_page, free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
@@ -37,15 +36,7 @@ def server(tmp_path_factory):
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, f"the app exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "the app did not answer within 3 minutes"
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_serving(process, url, log)
         yield url, log, folder / "results"
     finally:
         process.send_signal(signal.SIGINT)
@@ -166,9 +157,30 @@ def test_a_newcomers_tour(server):
         tour.wait("#sweep-status", "cancelled after")
         tour.check("sweep-cancelled")
 
-        # Results: every configuration's summary, a gallery image back to Compare
+        # Vote: a blind pair from the sweep's rows, the names once voted; pairs made on the spot; diversity's sets
+        tour.tab("Vote")
+        page.locator("#vote-next").click()
+        tour.wait("#vote-caption", "Caption")
+        assert "Left:" not in page.locator("#vote-left").inner_text()
+        page.locator("#vote-answer-left").click()
+        tour.wait("#vote-reveal", "You chose the left one")
+        tour.wait("#vote-left", "Left: ")
+        tour.check("vote")
+        page.get_by_text("Make pairs on the spot").click()
+        tour.fill("vote-prompts", "a red circle")
+        page.locator("#vote-make").click()
+        tour.wait("#vote-made", "Made 12 images")  # 4 seeds x 3 architectures, with Compare's settings
+        page.locator("#vote-question").get_by_text("varies more").click()
+        tour.wait("#vote-caption", "varies more")
+        page.locator("#vote-answer-tie").click()
+        tour.wait("#vote-reveal", "spread")
+        tour.check("vote-diversity")
+
+        # Results: every configuration's summary, the votes' scores, a gallery image back to Compare
         tour.tab("Results")
         tour.wait("#runs", "a green square")
+        tour.wait("#vote-scores-note", "2 votes")
+        tour.wait("#vote-wins", "vs")
         options = page.locator("#configuration input")
         options.click()
         labels = [o.inner_text().split("\n")[-1].strip() for o in page.locator("ul[role=listbox] li").all()]

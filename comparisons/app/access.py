@@ -32,7 +32,7 @@ from pipelines.hub import is_repo_id
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 OWNER = ""  # the visitor id of a loopback deployment's one visitor, and of rows from before visitors
-HEAVY = ("sweep", "walk", "image_in")  # what `Limits.per_minute` counts per visitor
+HEAVY = ("sweep", "walk", "image_in", "pairs")  # what `Limits.per_minute` counts per visitor
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -47,6 +47,7 @@ class Limits:
     per_minute: int = 6  # heavy requests (a sweep, a walk, an image in) per visitor per minute, each kind alone
     background_sweeps: int = 1  # sweeps running at once, all visitors together
     results_cap_gb: float | None = 5.0  # the results folder's size past which new images are refused; None: no cap
+    votes_per_minute: int = 30  # votes per browser session per minute (the Vote tab), on loopback too
 
 
 @dataclass(frozen=True)

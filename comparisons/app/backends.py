@@ -15,6 +15,7 @@ from comparisons.app.latent_space import LatentSpace
 from comparisons.app.results import Results
 from comparisons.app.session import Session
 from comparisons.app.sweep import Sweep
+from comparisons.app.vote import Vote
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Backends:
     inside: Inside
     latent_space: LatentSpace
     sweep: Sweep
+    vote: Vote
     results: Results
     findings: Findings
 
@@ -39,6 +41,7 @@ class Backends:
             Inside(session),
             LatentSpace(session),
             Sweep(session),
+            Vote(session),
             Results(session),
             Findings(),
         )

@@ -294,6 +294,10 @@ class Session:
         """Who a request is from: on loopback the owner; on a public app the anonymous id of its browser session."""
         return self._visitors.id_of(session_hash) if self.config.access.public else OWNER
 
+    def voter(self, session_hash: str | None) -> str:
+        """Who casts a vote: the anonymous id of a browser session, on loopback too (one vote per pair each)."""
+        return self._visitors.id_of(session_hash)
+
     def own(self, visitor: str | None) -> str | None:
         """The visitor whose rows alone a reader sees, or None for every row (loopback, or shared results)."""
         return visitor if visitor is not None and self.config.access.per_visitor else None

@@ -18,6 +18,7 @@ from comparisons.summary import (
     summarize,
     summary_table,
 )
+from comparisons.votes import QUESTIONS
 from pipelines import registry
 
 TABLE_COLUMNS = (
@@ -298,3 +299,82 @@ def table_view(df: pd.DataFrame) -> pd.DataFrame:
     """The columns worth reading on screen, newest first, rounded (exports carry every column, unrounded)."""
     shown = df[[c for c in TABLE_COLUMNS if c in df.columns]].iloc[::-1]
     return shown.round({"seconds_total": 3, "peak_memory_mb": 1, "clip_score": 2, "prior_image_cosine": 3})
+
+
+# ----------------------------------------------------------------------------- the votes' scores (the Vote tab)
+
+FEW_VOTES = 10  # under this many votes an interval from a bootstrap or kappa's asymptotics says little: not shown
+
+
+def _vote_interval(value: float, low: float, high: float, n: int | None = None, percent: bool = True) -> str:
+    """A figure with its 95% interval; without it from fewer than FEW_VOTES votes (`n`, where that matters)."""
+    if pd.isna(value):
+        return "–"
+    figure = f"{value:.0%}" if percent else f"{value:+.2f}"
+    if n is not None and n < FEW_VOTES:
+        return f"{figure} (under {FEW_VOTES} votes: no interval)"
+    return f"{figure} ({low:.0%}–{high:.0%})" if percent else f"{figure} ({low:+.2f} to {high:+.2f})"
+
+
+def _short(architecture: str) -> str:
+    return registry.get(architecture).short if architecture in registry.names() else architecture
+
+
+def score_views(
+    wins: pd.DataFrame, strength: pd.DataFrame, agree: pd.DataFrame, votes: int
+) -> tuple[str, pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
+    """The scores as tables in words (names, not column codes; every figure with its n and 95% interval), and a
+    note saying what they mean; a table with nothing to show is None."""
+    if votes == 0:
+        return "No votes yet: the Vote tab shows pairs to judge.", None, None, None
+    questions = {q: q.capitalize() for q in QUESTIONS}
+    win_table = pd.DataFrame(
+        {
+            "question": wins["question"].map(questions),
+            "first vs second": [f"{_short(a)} vs {_short(b)}" for a, b in zip(wins["a"], wins["b"])],
+            "votes": wins["n"],
+            "first chosen": wins["a_wins"],
+            "second chosen": wins["b_wins"],
+            "can't tell": wins["ties"],
+            "first's win rate among votes that chose (95% interval)": [
+                _vote_interval(v, lo, hi) for v, lo, hi in zip(wins["win_rate"], wins["low"], wins["high"])
+            ],
+        }
+    )
+    strength_table = pd.DataFrame(
+        {
+            "question": strength["question"].map(questions),
+            "architecture": strength["architecture"].map(_short),
+            "votes that chose a side": strength["n"],
+            "log-strength, mean 0 (95% bootstrap interval)": [
+                _vote_interval(v, lo, hi, n, percent=False)
+                for v, lo, hi, n in zip(strength["strength"], strength["low"], strength["high"], strength["n"])
+            ],
+        }
+    )
+    agree_table = None
+    if not agree.empty:
+        judges = {"clip": "the judge CLIP", "checker": "the Shapes checker"}
+        agree_table = pd.DataFrame(
+            {
+                "question": agree["question"].map(questions),
+                "judge": agree["judge"].map(judges),
+                "votes where both chose a side": agree["n"],
+                "agree (95% interval)": [
+                    _vote_interval(v, lo, hi) for v, lo, hi in zip(agree["agree"], agree["low"], agree["high"])
+                ],
+                "Cohen's kappa (95% interval): 0 = agreeing by chance, 1 = always agreeing": [
+                    _vote_interval(v, lo, hi, n, percent=False)
+                    for v, lo, hi, n in zip(agree["kappa"], agree["kappa_low"], agree["kappa_high"], agree["n"])
+                ],
+            }
+        )
+    note = (
+        f"{votes:,} vote{'s' * (votes != 1)}. A win rate is how often people chose the first architecture when they "
+        "chose a side; Bradley–Terry strengths put the architectures on one scale per question (a lead of 1 means "
+        "winning at odds of e to 1, about 73%); agreement is how often a judge picks the side people picked: the "
+        "judge CLIP by its score of image and caption (caption) or by the spread of a set's image embeddings "
+        "(diversity), and in the Shapes lab the checker by which side it finds all correct (caption), counted only "
+        "where it tells the sides apart. CLIP does not judge photorealism."
+    )
+    return note, win_table, strength_table if not strength.empty else None, agree_table

@@ -1,5 +1,6 @@
 """The offline CLIP tokenizer against open_clip's, which reads the same BPE merges."""
 
+import threading
 import warnings
 
 import open_clip
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from pipelines.tiny import VOCAB_SIZE
-from pipelines.tokenizer import MODEL_MAX_LENGTH, offline_clip_tokenizer, tokenize
+from pipelines.tokenizer import MODEL_MAX_LENGTH, offline_clip_tokenizer, tokenize, truncation_messages
 
 START, END = 49406, 49407  # <|startoftext|>, <|endoftext|>: the last two ids of the vocabulary
 
@@ -76,3 +77,27 @@ def test_short_text_does_not_warn(tokenizer):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tokenize(tokenizer, [TEXTS["plain"], "word " * 75])  # 75 words + start + end: exactly 77
+
+
+def test_one_tokenizer_called_from_threads_at_once_gives_every_call_its_own_settings():
+    """Stable unCLIP shares Karlo's tokenizer with unCLIP and a comparison runs them side by side: a fast tokenizer's
+    padding is set on its one object per call, and two threads once swapped it mid-call (ids of 5 tokens, not 77)."""
+    tokenizer = offline_clip_tokenizer()
+    long = " ".join(["red"] * 100)
+    failures = []
+
+    def work(i: int) -> None:
+        for _ in range(100):
+            try:
+                ids, mask = tokenize(tokenizer, ["a red circle", f"a blue square {i}"])
+                assert ids.shape == mask.shape == (2, 77)
+                assert truncation_messages(tokenizer, ["a red circle", long])[0] is None
+            except Exception as err:  # noqa: BLE001 - collected, asserted below
+                failures.append(repr(err))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
