@@ -21,7 +21,7 @@ from gradio_client import Client
 from PIL import Image
 from test_app import FAST, FAST_ARGS, TEXTS
 
-from comparisons.app.access import Access, Limits
+from comparisons.app.access import Access, Limits, RateLimiter
 from comparisons.app.backends import Backends
 from comparisons.app.session import AppConfig, Session
 from comparisons.settings import Settings
@@ -38,11 +38,12 @@ VOTERS, VOTES_EACH = 20, 50
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The lab app on loopback, its run log holding 4 prompts' pairs (48 of single images a question): (vote, url)."""
+    """The lab app on loopback, its run log holding 3 prompts' pairs, four seeds each: (vote, url)."""
     access = Access(limits=Limits(votes_per_minute=1000))
     session = Session(AppConfig("lab", "cpu", tmp_path_factory.mktemp("ballots"), access=access))
     backends = Backends.of(session)
-    backends.vote.record(backends.vote.make_pairs(PROMPTS, Settings(**FAST)))
+    three = "\n".join(PROMPTS.splitlines()[:3])  # 36 pairs of single images a question: 25 each for 20 voters
+    backends.vote.record(backends.vote.make_pairs(three, Settings(**FAST)))
     with serving(backends) as url:
         yield backends.vote, url
 
@@ -120,22 +121,20 @@ def test_replayed_forged_and_borrowed_tokens_write_nothing(served):
     assert len(_lines(vote.session.results_dir)) == before + 1 and refused == 4
 
 
-def test_a_voters_rate_is_limited_and_says_when(tmp_path):
-    session = Session(AppConfig("lab", "cpu", tmp_path, access=Access(limits=Limits(votes_per_minute=3))))
-    backends = Backends.of(session)
-    backends.vote.record(backends.vote.make_pairs("a red circle", Settings(**FAST)))
-    with serving(backends) as url:
-        client = _client(url)
-        for _ in range(3):
-            client.predict(client.predict("caption", api_name="/next_pair")[-1], "tie", api_name="/vote")
-        *_, token = client.predict("caption", api_name="/next_pair")
-        with pytest.raises(
-            Exception, match=r"3 a minute per visitor on this public app; try again in \d+ s|3 a minute"
-        ):
-            client.predict(token, "tie", api_name="/vote")
-        other = _client(url)  # another session votes on
-        other.predict(other.predict("caption", api_name="/next_pair")[-1], "tie", api_name="/vote")
-        assert len(_lines(tmp_path)) == 4
+def test_a_voters_rate_is_limited_and_says_when(served, monkeypatch):
+    vote, url = served
+    monkeypatch.setattr(vote, "_rate", RateLimiter(3))
+    client = _client(url)
+    for _ in range(3):
+        client.predict(client.predict("caption", api_name="/next_pair")[-1], "tie", api_name="/vote")
+    *_, token = client.predict("caption", api_name="/next_pair")
+    before = len(_lines(vote.session.results_dir))
+    with pytest.raises(Exception, match=r"Votes: 3 a minute per browser session; try again in \d+ s"):
+        client.predict(token, "tie", api_name="/vote")
+    assert len(_lines(vote.session.results_dir)) == before
+    other = _client(url)  # another session votes on
+    other.predict(other.predict("caption", api_name="/next_pair")[-1], "tie", api_name="/vote")
+    assert len(_lines(vote.session.results_dir)) == before + 1
 
 
 def test_the_server_killed_mid_vote_leaves_no_torn_line(tmp_path):
@@ -149,7 +148,7 @@ def test_the_server_killed_mid_vote_leaves_no_torn_line(tmp_path):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(process, url, tmp_path / "server.log")
-        _client(url).predict(PROMPTS, *TEXTS, *FAST_ARGS, api_name="/make_pairs")
+        _client(url).predict("a red circle", *TEXTS, *FAST_ARGS, api_name="/make_pairs")  # 12 pairs a question
         told, stop = collections.Counter(), threading.Event()
 
         def voter(i: int) -> None:

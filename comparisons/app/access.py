@@ -160,8 +160,9 @@ class RateLimiter:
         self._calls: dict[tuple[str, str], collections.deque[float]] = collections.defaultdict(collections.deque)
         self._lock = threading.Lock()
 
-    def take(self, visitor: str, kind: str, what: str) -> None:
-        """Count one call, or refuse it with when the next one is allowed (`what`: the request, in words)."""
+    def take(self, visitor: str, kind: str, what: str, per: str = "per visitor on this public app") -> None:
+        """Count one call, or refuse it with when the next one is allowed (`what`: the request, in words; `per`: whose
+        calls are counted, in words)."""
         now = self._clock()
         with self._lock:
             calls = self._calls[(visitor, kind)]
@@ -169,9 +170,7 @@ class RateLimiter:
                 calls.popleft()
             if len(calls) >= self.per_minute:
                 wait = math.ceil(calls[0] + 60 - now)
-                raise ValueError(
-                    f"{what}: {self.per_minute} a minute per visitor on this public app; try again in {wait} s."
-                )
+                raise ValueError(f"{what}: {self.per_minute} a minute {per}; try again in {wait} s.")
             calls.append(now)
 
 

@@ -306,7 +306,7 @@ class Vote:
             if ballot.pair.key in self._voted[voter]:
                 self._drop(ballot)
                 raise ValueError("Vote: you have judged this pair already; one vote per pair. Press Next pair.")
-            self._rate.take(voter, "vote", "Votes")
+            self._rate.take(voter, "vote", "Votes", per="per browser session")
             seconds = self._clock() - ballot.issued
             row = vote_row(ballot, answer, self.judge_name, datetime.now(UTC), seconds, self.session.results_dir)
             self.log.append([row])  # under the lock: a ballot is never cast twice by two requests at once
