@@ -1,7 +1,8 @@
 """A newcomer's tour (`make tour`): the app as `make run` starts it, driven in one chromium session through every
 tab as a new user moves between them: Compare, a Compare image sent to Image in, Inside the models, Latent space, a
-Sweep (run, rerun, cancelled), Results and the summary of every configuration in its chooser, a gallery image sent
-to Compare, PNG info, Findings, a model switch and back, a page reload. Any error popup or error badge on the page,
+Sweep (run, rerun, cancelled), a Vote (blind, pairs made, diversity), Results with the votes' scores and the summary
+of every configuration in its chooser, a gallery image sent to Compare, PNG info, Findings, a model switch and back,
+a page reload. Any error popup or error badge on the page,
 or any traceback in the server's log, fails it; each step leaves a screenshot in artifacts/tour-*.png."""
 
 import os
