@@ -1,6 +1,6 @@
 """Exports of a run-log frame: CSV (for spreadsheets, formulas neutralised on request) and Parquet (exact); each
 read function gives back the frame with the schema's dtypes. A frame outside the run log's schema (the votes:
-comparisons.votes) passes `kinds`, its column -> kind, and is typed by it instead.
+comparisons.vote_log) passes `kinds`, its column -> kind, and is typed by it instead.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from comparisons.sources import read_source
 from comparisons.sweep import Job, rows_of
 from lab.checker import check
 
-from helpers import browser_page, check_grid_png, free_port, png_pixels
+from helpers import browser_page, check_grid_png, png_pixels, serving
 
 PRESET = "lab"  # the default the app ships with
 FAST = dict(  # in the order of the Advanced widgets (the registry's)
@@ -72,17 +72,8 @@ def tabs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(tabs):
     """The app on loopback: (session, url)."""
-    session = tabs.session
-    demo = app.build_app(tabs)
-    demo.queue(default_concurrency_limit=4)
-    _, url, _ = demo.launch(
-        **app.launch_options(None, free_port(), {}),
-        prevent_thread_lock=True,
-        quiet=True,
-        allowed_paths=[str(session.results_dir)],
-    )
-    yield session, url.rstrip("/")
-    demo.close()
+    with serving(tabs) as url:
+        yield tabs.session, url
 
 
 # ----------------------------------------------------------------------------- handlers, called directly

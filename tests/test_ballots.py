@@ -25,7 +25,7 @@ from comparisons.app.access import Access, Limits, RateLimiter
 from comparisons.app.backends import Backends
 from comparisons.app.session import AppConfig, Session
 from comparisons.settings import Settings
-from comparisons.votes import VOTE_COLUMNS, VOTES_NAME, load_votes
+from comparisons.vote_log import VOTE_COLUMNS, VOTES_NAME, load_votes
 
 from helpers import CHROMIUM, CHROMIUM_FLAGS, free_port, serving, wait_until_serving
 

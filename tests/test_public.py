@@ -13,7 +13,6 @@ from gradio_client import Client
 from PIL import Image
 from test_app import ARCHS, FAST, FAST_ARGS, TEXTS
 
-import app
 from comparisons.app.access import Access, Limits, RateLimiter, Visitors, without_paths
 from comparisons.app.backends import Backends
 from comparisons.app.compare import Compare
@@ -24,7 +23,7 @@ from comparisons.schema import VISITOR
 from comparisons.settings import Settings
 from comparisons.store import LOG_NAME
 
-from helpers import browser_page, free_port
+from helpers import browser_page, serving
 
 PUBLIC = Access(public=True, limits=Limits(per_minute=2, background_sweeps=1, results_cap_gb=None))
 
@@ -33,16 +32,8 @@ PUBLIC = Access(public=True, limits=Limits(per_minute=2, background_sweeps=1, re
 def public(tmp_path_factory):
     """The lab app served publicly on loopback: (session, url)."""
     session = Session(AppConfig("lab", "cpu", tmp_path_factory.mktemp("public"), access=PUBLIC))
-    demo = app.build_app(Backends.of(session))
-    demo.queue(default_concurrency_limit=4)
-    _, url, _ = demo.launch(
-        **app.launch_options(None, free_port(), {}),
-        prevent_thread_lock=True,
-        quiet=True,
-        allowed_paths=[str(session.results_dir)],
-    )
-    yield session, url.rstrip("/")
-    demo.close()
+    with serving(Backends.of(session)) as url:
+        yield session, url
 
 
 def _compare(client: Client, prompt: str, seed: str) -> list:

@@ -18,7 +18,7 @@ from comparisons.summary import (
     summarize,
     summary_table,
 )
-from comparisons.votes import QUESTIONS
+from comparisons.vote_log import QUESTIONS
 from pipelines import registry
 
 TABLE_COLUMNS = (

@@ -1,17 +1,14 @@
 """The Vote tab's backend: people judge the architectures blind, by DALL·E 2's protocol (Ramesh et al. 2022, Table 1:
 photorealism, caption similarity, and diversity judged on sets of four samples).
 
-A *pair* is two architectures' images of one comparison, from the run log: rows of one run (a Compare, a sweep, the
-pairs made here) with the same prompt and seed, one row per architecture; for diversity, two sets of four seeds of
-one prompt from one run. Rows of a run that holds several of an architecture's rows for one prompt and seed (a sweep
-over steps or guidance) are left out: which of them to pair would be a guess. `make_pairs` makes pairs on the spot
-from a list of prompts, four seeds each, so every question has some.
+Pairs come from the run log (comparisons.app.pairs); `make_pairs` makes them on the spot from a list of prompts, four
+seeds each, so every question has some.
 
 Ballots can't be stuffed:
 - `show` hands a voter a pair, sides drawn at random, names hidden, with a single-use token bound to that voter;
 - `cast` takes only such a token, from the voter it was shown to, once; one vote per voter per pair; at most
   `Limits.votes_per_minute` votes a minute per voter; anything else is refused in words and writes nothing;
-- each vote is a row of the votes log beside the run log (comparisons.votes), appended atomically.
+- each vote is a row of the votes log beside the run log (comparisons.vote_log), appended atomically.
 A voter is the anonymous id of a browser session (comparisons.app.access.Visitors), on loopback too. Tokens live in
 this process: a restart voids the ballots shown before it, never a vote cast.
 """
@@ -20,15 +17,13 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import itertools
-import json
 import logging
 import math
 import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,149 +35,22 @@ from PIL import Image
 from comparisons.app.access import OWNER, RateLimiter
 from comparisons.app.inputs import example_prompts, parse_prompt
 from comparisons.app.inside import mosaic
+from comparisons.app.pairs import DIVERSITY, GRID_SEEDS, Pair, Side, judged, pairs_in, spread_of
 from comparisons.app.session import Session
 from comparisons.harness import Made, new_run_id
 from comparisons.presets import get_preset
-from comparisons.records import digest_of
 from comparisons.schema import VISITOR
 from comparisons.settings import Settings
-from comparisons.summary import text_to_image
-from comparisons.votes import (
-    ANSWERS,
-    QUESTIONS,
-    VoteLog,
-    agreement,
-    export_votes_csv,
-    export_votes_parquet,
-    strengths,
-    win_rates,
-)
+from comparisons.vote_log import ANSWERS, QUESTIONS, VoteLog, export_votes_csv, export_votes_parquet
+from comparisons.votes import agreement, strengths, win_rates
 from pipelines import registry
 
 log = logging.getLogger(__name__)
-DIVERSITY = "diversity"  # the question shown as two sets of GRID_SEEDS images
-GRID_SEEDS = 4  # DALL·E 2's diversity sets: four samples of one caption
 PENDING_PER_VOTER = 16  # ballots a voter may hold unused: showing more voids the oldest
 BALLOT_SECONDS = 3600  # a ballot not cast within this is void
 MAX_PROMPTS = 16  # prompts per "make pairs" request (four seeds each, every architecture)
 EXPORTS = {"csv": export_votes_csv, "parquet": export_votes_parquet}
 REFUSED = "Vote: this ballot is not valid (used already, expired, or not shown to you): press Next pair."
-
-
-# ----------------------------------------------------------------------------- pairs in the run log
-
-
-@dataclass(frozen=True)
-class Side:
-    """One side of a pair: an architecture and its rows (one image, or a set of four)."""
-
-    architecture: str
-    rows: tuple[dict, ...]
-
-    @property
-    def images(self) -> list[str]:
-        return [r["image_path"] for r in self.rows]
-
-    @property
-    def model(self) -> str:
-        return str(self.rows[0].get("model") or "")
-
-    @property
-    def run_ids(self) -> list[str]:
-        return [r["run_id"] for r in self.rows]
-
-
-@dataclass(frozen=True)
-class Pair:
-    """Two architectures' images of one comparison, for one question, sides in the order they are shown."""
-
-    question: str
-    run_id: str
-    prompt: str
-    seeds: tuple[int, ...]
-    sides: tuple[Side, Side]
-
-    @property
-    def key(self) -> str:
-        """Names the pair by what its images are, whatever their sides' order or run: an image made again (the same
-        architecture, model, prompt, seed and settings, so the same pixels) is the same pair. One vote per voter."""
-        sides = sorted([s.architecture, s.model, [_made(p) for p in s.images]] for s in self.sides)
-        identity = [self.question, self.prompt, list(self.seeds), sides]
-        return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
-
-    def flipped(self) -> Pair:
-        return Pair(self.question, self.run_id, self.prompt, self.seeds, self.sides[::-1])
-
-
-_ROW_COLUMNS = ("run_id", "prompt", "seed", "architecture", "model", "image_path", "clip_score", "check_all_correct")
-
-
-def _made(path: str) -> str:
-    """What made an image, as its file name says it (records.image_name: a digest of its row key), else its path."""
-    return digest_of(Path(path).name) or path
-
-
-def pairs_in(df: pd.DataFrame, question: str) -> list[Pair]:
-    """Every pair of the run log's text-to-image rows for `question`, left and right in the registry's order; a pair
-    made again by another run (the same images) once."""
-    if question not in QUESTIONS:
-        raise ValueError(f"Question: choose among {', '.join(QUESTIONS)}")
-    df = text_to_image(df)
-    if df.empty or "image_path" not in df.columns:
-        return []
-    df = df[df["image_path"].notna() & df["run_id"].notna() & df["seed"].notna()]
-    df = df[[c for c in _ROW_COLUMNS if c in df.columns]]
-    keys = ["run_id", "prompt", "seed", "architecture"]
-    df = df[~df.duplicated(keys, keep=False)]  # one row per architecture in a comparison, or none of them
-    order = {a: i for i, a in enumerate(registry.names())}
-    rows = {tuple(k): r for k, r in zip(df[keys].itertuples(index=False, name=None), _records(df))}
-    pairs = []
-    for (run_id, prompt), group in df.groupby(["run_id", "prompt"], sort=True):
-        by_arch = group.groupby("architecture")["seed"].apply(lambda s: set(int(x) for x in s)).to_dict()
-        for a, b in itertools.combinations(sorted(by_arch, key=lambda a: order.get(a, len(order))), 2):
-            seeds = sorted(by_arch[a] & by_arch[b])
-            sets = (
-                [tuple(seeds[i : i + GRID_SEEDS]) for i in range(0, len(seeds) - GRID_SEEDS + 1, GRID_SEEDS)]
-                if question == DIVERSITY
-                else [(s,) for s in seeds]
-            )
-            for chosen in sets:
-                sides = tuple(Side(arch, tuple(rows[(run_id, prompt, s, arch)] for s in chosen)) for arch in (a, b))
-                pairs.append(Pair(question, run_id, prompt, chosen, sides))
-    return list({p.key: p for p in pairs}.values())
-
-
-def _records(df: pd.DataFrame) -> list[dict]:
-    """Rows as plain dicts with None for missing cells."""
-    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in df.astype(object).to_dict("records")]
-
-
-def _mean(values: Sequence[object]) -> float | None:
-    numbers = [float(v) for v in values if v is not None]
-    return float(np.mean(numbers)) if numbers else None
-
-
-def judged(pair: Pair, spread: Callable[[list[str]], float] | None) -> tuple[tuple, tuple]:
-    """What the judge CLIP and the lab's checker measure of each side for the pair's question, higher = preferred:
-    ((judge left, judge right), (checker left, checker right)). For the caption, CLIP score and the fraction of the
-    side's images the checker finds all correct; for diversity, the spread of a set's CLIP image embeddings. CLIP
-    score measures how an image matches its caption, not how real it looks: photorealism has no judge."""
-    none = (None, None)
-    if pair.question == DIVERSITY:
-        return tuple(spread(s.images) if spread is not None else None for s in pair.sides), none
-    if pair.question != "caption":
-        return none, none
-    judge = tuple(_mean([r.get("clip_score") for r in s.rows]) for s in pair.sides)
-    return judge, tuple(_mean([r.get("check_all_correct") for r in s.rows]) for s in pair.sides)
-
-
-def spread_of(embeddings: np.ndarray) -> float:
-    """How much a set of unit image embeddings (N, D) varies: 1 - the mean cosine between two different ones."""
-    n = len(embeddings)
-    if n < 2:
-        raise ValueError("a set's spread needs two images or more")
-    cosines = embeddings @ embeddings.T
-    return float(1 - (cosines.sum() - np.trace(cosines)) / (n * (n - 1)))
 
 
 # ----------------------------------------------------------------------------- ballots
@@ -395,7 +263,7 @@ class Vote:
 
 
 def vote_row(ballot: Ballot, answer: str, judge: str, now: datetime, seconds: float, folder: Path) -> dict:
-    """The votes log's row of one vote (comparisons.votes.VOTE_COLUMNS); images named inside the results `folder`."""
+    """The votes log's row of one vote (comparisons.vote_log.VOTE_COLUMNS), its images named inside `folder`."""
     left, right = ballot.pair.sides
     pair = ballot.pair
 

@@ -19,22 +19,18 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 
 from comparisons.schema import DTYPES
-from comparisons.votes import (
+from comparisons.vote_log import (
     QUESTIONS,
     VOTE_COLUMNS,
     VOTES_NAME,
     VoteLog,
-    agreement,
     export_votes_csv,
     export_votes_parquet,
     load_votes,
-    main,
     read_votes_csv,
     read_votes_parquet,
-    report,
-    strengths,
-    win_rates,
 )
+from comparisons.votes import agreement, main, report, strengths, win_rates
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 TRUE = {"unclip": 0.8, "stable_unclip": 0.0, "latent_diffusion": -0.8}  # log-strengths, already centred

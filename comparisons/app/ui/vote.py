@@ -1,12 +1,13 @@
 """The Vote tab: two architectures' images of one prompt and seed, sides at random and names hidden until the vote
 is cast, by DALL·E 2's three questions; pairs made on the spot from prompts; and, in the Results tab, the scores
-(comparisons.app.vote, comparisons.votes)."""
+(comparisons.app.vote, comparisons.vote_log, comparisons.votes)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from comparisons.app.inputs import parse_settings
+from comparisons.app.pairs import GRID_SEEDS
 from comparisons.app.ui.common import (
     DEVICE,
     FIT,
@@ -19,9 +20,9 @@ from comparisons.app.ui.common import (
     visitor_of,
 )
 from comparisons.app.views import score_views
-from comparisons.app.vote import GRID_SEEDS, NoPairError, Vote, reveal
+from comparisons.app.vote import NoPairError, Vote, reveal
 from comparisons.app.zerogpu import gpu_duration
-from comparisons.votes import QUESTIONS
+from comparisons.vote_log import QUESTIONS
 from pipelines import registry
 
 INTRO = (

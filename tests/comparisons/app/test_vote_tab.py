@@ -13,18 +13,12 @@ from PIL import Image
 from test_app import FAST
 
 from comparisons.app.access import Access, Limits
+from comparisons.app.pairs import GRID_SEEDS, pairs_in, spread_of
 from comparisons.app.session import AppConfig, Session
 from comparisons.app.views import score_views
-from comparisons.app.vote import (
-    GRID_SEEDS,
-    PENDING_PER_VOTER,
-    Vote,
-    pairs_in,
-    reveal,
-    spread_of,
-)
+from comparisons.app.vote import PENDING_PER_VOTER, Vote, reveal
 from comparisons.settings import Settings
-from comparisons.votes import VOTES_NAME, load_votes, read_votes_csv, read_votes_parquet
+from comparisons.vote_log import VOTES_NAME, load_votes, read_votes_csv, read_votes_parquet
 
 PROMPTS = "a red circle above a blue square\na green triangle"
 
